@@ -1,0 +1,50 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strictSwift6: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "aetherless",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "aether", targets: ["aether"]),
+        .library(name: "AetherCore", targets: ["AetherCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // Config, validation, newtypes, registry, lifecycle state machine, error types.
+        .target(
+            name: "AetherCore",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSwift6
+        ),
+        // The `aether` command line.
+        .executableTarget(
+            name: "aether",
+            dependencies: [
+                "AetherCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
+            name: "AetherCoreTests",
+            dependencies: ["AetherCore"],
+            exclude: ["Fixtures"],
+            swiftSettings: strictSwift6
+        ),
+        // Runs the built `aether` binary as a user would.
+        .testTarget(
+            name: "AetherCLITests",
+            dependencies: ["AetherCore"],
+            swiftSettings: strictSwift6
+        ),
+    ]
+)

@@ -1,0 +1,476 @@
+internal import Yams
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Walks the YAML node tree against the configuration schema and collects every problem.
+///
+/// It never stops at the first problem: a bad value is reported and the walk goes on with the
+/// next key, so one run of `aether validate` shows the whole list. Cross-entry rules (unique ids,
+/// unique ports) run on whatever entries were readable.
+struct ConfigValidator {
+    let file: String
+    let baseDirectory: String
+    private(set) var diagnostics: [ConfigDiagnostic] = []
+
+    init(file: String, baseDirectory: String) {
+        self.file = file
+        self.baseDirectory = baseDirectory
+    }
+
+    private enum Key {
+        static let root = ["orchestrator", "functions"]
+        static let orchestrator = ["shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir"]
+        static let function = [
+            "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment",
+        ]
+    }
+
+    static let defaultMemoryLimit = MemoryLimit(uncheckedRawValue: 128)
+    static let defaultTimeout = FunctionTimeout(uncheckedRawValue: 30_000)
+
+    /// Returns the configuration if the text is well-formed enough to build one; `diagnostics`
+    /// must still be empty for it to be valid.
+    mutating func validate(text: String) -> AetherConfig? {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            reportYAMLError(error, text: text)
+            return nil
+        } catch {
+            report(.malformedYAML, line: 1, column: 1, path: "", expected: "well-formed YAML", found: "\(error)")
+            return nil
+        }
+        guard let root else {
+            report(
+                .emptyDocument, line: 1, column: 1, path: "",
+                expected: "a mapping with a `functions` list", found: "an empty document")
+            return nil
+        }
+        guard let fields = mappingFields(root, path: "", allowed: Key.root) else { return nil }
+
+        var orchestrator = OrchestratorConfig()
+        if let node = fields["orchestrator"]?.value, !isNull(node) {
+            orchestrator = readOrchestrator(node) ?? orchestrator
+        }
+
+        var functions: [FunctionConfig] = []
+        if let node = fields["functions"]?.value {
+            functions = readFunctions(node)
+        } else {
+            report(
+                .missingKey, at: root, path: "functions",
+                expected: "a `functions` list with at least one function", found: "no `functions` key")
+        }
+        return AetherConfig(orchestrator: orchestrator, functions: functions)
+    }
+
+    // MARK: Sections
+
+    private mutating func readOrchestrator(_ node: Node) -> OrchestratorConfig? {
+        let path = "orchestrator"
+        guard let fields = mappingFields(node, path: path, allowed: Key.orchestrator) else { return nil }
+        var config = OrchestratorConfig()
+        if let value: ShmBufferSize = boundedInteger(fields, "shm_buffer_size", in: path) {
+            config.shmBufferSize = value
+        }
+        if let value: WarmPoolSize = boundedInteger(fields, "warm_pool_size", in: path) {
+            config.warmPoolSize = value
+        }
+        if let value: RestoreTimeout = boundedInteger(fields, "restore_timeout_ms", in: path) {
+            config.restoreTimeout = value
+        }
+        if let entry = fields["snapshot_dir"], let text = string(entry.value, path: "\(path).snapshot_dir") {
+            if text.hasPrefix("/") {
+                config.snapshotDirectory = text
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).snapshot_dir",
+                    expected: "an absolute path", found: quoted(text))
+            }
+        }
+        return config
+    }
+
+    private mutating func readFunctions(_ node: Node) -> [FunctionConfig] {
+        guard case .sequence(let sequence) = node else {
+            report(.wrongType, at: node, path: "functions", expected: "a list of functions", found: describe(node))
+            return []
+        }
+        if sequence.isEmpty {
+            report(
+                .invalidValue, at: node, path: "functions", expected: "at least one function", found: "an empty list")
+        }
+        var functions: [FunctionConfig] = []
+        var firstIDs: [FunctionID: Node] = [:]
+        var firstPorts: [Port: (FunctionID?, Node)] = [:]
+        for (index, item) in sequence.enumerated() {
+            let path = "functions[\(index)]"
+            guard let fields = mappingFields(item, path: path, allowed: Key.function) else { continue }
+            let id = readFunctionID(fields, at: item, path: path)
+            let port: Port? = boundedInteger(fields, "trigger_port", in: path, requiredIn: item)
+            let memory: MemoryLimit? = boundedInteger(fields, "memory_limit_mb", in: path)
+            let timeout: FunctionTimeout? = boundedInteger(fields, "timeout_ms", in: path)
+            let handler = readHandlerPath(fields, at: item, path: path)
+            let environment = readEnvironment(fields, path: path)
+
+            if let id, let idNode = fields["id"]?.value {
+                if let first = firstIDs[id] {
+                    report(
+                        .duplicateFunctionID, at: idNode, path: "\(path).id",
+                        expected:
+                            "a function id not used before (\(quoted(id.rawValue)) is defined at line \(line(of: first)))",
+                        found: quoted(id.rawValue))
+                } else {
+                    firstIDs[id] = idNode
+                }
+            }
+            if let port, let portNode = fields["trigger_port"]?.value {
+                if let (owner, first) = firstPorts[port] {
+                    let ownerText = owner.map { "function \($0)" } ?? "another function"
+                    report(
+                        .duplicateTriggerPort, at: portNode, path: "\(path).trigger_port",
+                        expected:
+                            "a port no other function uses (\(port) is taken by \(ownerText) at line \(line(of: first)))",
+                        found: String(port.rawValue))
+                } else {
+                    firstPorts[port] = (id, portNode)
+                }
+            }
+            if let id, let port, let handler, let environment {
+                functions.append(
+                    FunctionConfig(
+                        id: id, memoryLimit: memory ?? Self.defaultMemoryLimit, triggerPort: port,
+                        handlerPath: handler, timeout: timeout ?? Self.defaultTimeout, environment: environment))
+            }
+        }
+        return functions
+    }
+
+    private mutating func readFunctionID(_ fields: Fields, at item: Node, path: String) -> FunctionID? {
+        guard let entry = fields["id"] else {
+            report(
+                .missingKey, at: item, path: "\(path).id", expected: "a key `id` (\(FunctionID.expectation))",
+                found: "no `id` key")
+            return nil
+        }
+        guard let text = string(entry.value, path: "\(path).id") else { return nil }
+        do {
+            return try FunctionID(text)
+        } catch {
+            report(.invalidValue, at: entry.value, path: "\(path).id", expected: error.expected, found: error.value)
+            return nil
+        }
+    }
+
+    private mutating func readHandlerPath(_ fields: Fields, at item: Node, path: String) -> String? {
+        let keyPath = "\(path).handler_path"
+        guard let entry = fields["handler_path"] else {
+            report(
+                .missingKey, at: item, path: keyPath, expected: "a key `handler_path` (the handler program)",
+                found: "no `handler_path` key")
+            return nil
+        }
+        guard let text = string(entry.value, path: keyPath) else { return nil }
+        guard !text.isEmpty else {
+            report(
+                .invalidValue, at: entry.value, path: keyPath, expected: "a path to the handler program", found: "\"\"")
+            return nil
+        }
+        let absolute = LexicalPath.normalized(text.hasPrefix("/") ? text : baseDirectory + "/" + text)
+        if let problem = HandlerCheck.problem(with: absolute) {
+            report(.handlerUnusable, at: entry.value, path: keyPath, expected: problem.expected, found: problem.found)
+            return nil
+        }
+        return absolute
+    }
+
+    private mutating func readEnvironment(_ fields: Fields, path: String) -> [String: String]? {
+        guard let entry = fields["environment"], !isNull(entry.value) else { return [:] }
+        let envPath = "\(path).environment"
+        guard case .mapping(let mapping) = entry.value else {
+            report(
+                .wrongType, at: entry.value, path: envPath, expected: "a mapping of variable names to values",
+                found: describe(entry.value))
+            return nil
+        }
+        var environment: [String: String] = [:]
+        var valid = true
+        for (keyNode, valueNode) in mapping {
+            guard let name = scalarText(keyNode) else {
+                report(.wrongType, at: keyNode, path: envPath, expected: "a variable name", found: describe(keyNode))
+                valid = false
+                continue
+            }
+            let entryPath = "\(envPath).\(name)"
+            if !EnvironmentName.isValid(name) {
+                report(
+                    .invalidValue, at: keyNode, path: entryPath,
+                    expected: "a variable name of A-Z, a-z, 0-9 and '_', not starting with a digit", found: quoted(name)
+                )
+                valid = false
+            } else if name.hasPrefix("AETHER_") {
+                report(
+                    .invalidValue, at: keyNode, path: entryPath,
+                    expected: "a name outside the AETHER_ prefix, which the orchestrator sets itself",
+                    found: quoted(name))
+                valid = false
+            }
+            guard let value = string(valueNode, path: entryPath) else {
+                valid = false
+                continue
+            }
+            environment[name] = value
+        }
+        return valid ? environment : nil
+    }
+
+    // MARK: Typed reads
+
+    typealias Fields = [String: (key: Node, value: Node)]
+
+    /// The mapping's entries by key, after reporting non-string and unknown keys. Returns nil
+    /// (and reports) if `node` is not a mapping.
+    private mutating func mappingFields(_ node: Node, path: String, allowed: [String]) -> Fields? {
+        guard case .mapping(let mapping) = node else {
+            report(
+                .wrongType, at: node, path: path,
+                expected: "a mapping with keys \(allowed.joined(separator: ", "))", found: describe(node))
+            return nil
+        }
+        var fields: Fields = [:]
+        for (key, value) in mapping {
+            guard let name = scalarText(key) else {
+                report(.wrongType, at: key, path: path, expected: "a key name", found: describe(key))
+                continue
+            }
+            let keyPath = path.isEmpty ? name : "\(path).\(name)"
+            guard allowed.contains(name) else {
+                var expected = "one of the keys \(allowed.joined(separator: ", "))"
+                if let guess = KeySuggestion.closest(to: name, among: allowed) {
+                    expected =
+                        "`\(guess)` or another of the keys \(allowed.filter { $0 != guess }.joined(separator: ", "))"
+                }
+                report(.unknownKey, at: key, path: keyPath, expected: expected, found: "unknown key `\(name)`")
+                continue
+            }
+            fields[name] = (key, value)
+        }
+        return fields
+    }
+
+    /// Reads an optional integer key into a bounded newtype; when `requiredIn` is given the key
+    /// is required and its absence is reported at that node.
+    private mutating func boundedInteger<T: BoundedInteger>(
+        _ fields: Fields, _ key: String, in path: String, requiredIn parent: Node? = nil
+    ) -> T? {
+        let keyPath = "\(path).\(key)"
+        guard let node = fields[key]?.value else {
+            if let parent {
+                report(
+                    .missingKey, at: parent, path: keyPath, expected: "a key `\(key)` (\(T.expectation))",
+                    found: "no `\(key)` key")
+            }
+            return nil
+        }
+        guard case .scalar(let scalar) = node, tagName(node) == .int else {
+            report(.wrongType, at: node, path: keyPath, expected: T.expectation, found: describe(node))
+            return nil
+        }
+        guard let integer = Int.construct(from: scalar) else {
+            report(.invalidValue, at: node, path: keyPath, expected: T.expectation, found: scalar.string)
+            return nil
+        }
+        do {
+            return try T(exactly: integer)
+        } catch {
+            report(.invalidValue, at: node, path: keyPath, expected: error.expected, found: error.value)
+            return nil
+        }
+    }
+
+    /// A scalar's text for string-typed keys. Numbers and booleans written without quotes are
+    /// accepted as their text (`PORT: 8080` means "8080"); null, lists and mappings are not.
+    private mutating func string(_ node: Node, path: String) -> String? {
+        guard let text = scalarText(node), !isNull(node) else {
+            report(.wrongType, at: node, path: path, expected: "a string", found: describe(node))
+            return nil
+        }
+        return text
+    }
+
+    // MARK: Reporting
+
+    private mutating func report(
+        _ kind: ConfigDiagnostic.Kind, at node: Node, path: String, expected: String, found: String
+    ) {
+        let mark = node.mark
+        report(kind, line: mark?.line ?? 1, column: mark?.column ?? 1, path: path, expected: expected, found: found)
+    }
+
+    private mutating func report(
+        _ kind: ConfigDiagnostic.Kind, line: Int, column: Int, path: String, expected: String, found: String
+    ) {
+        diagnostics.append(
+            ConfigDiagnostic(
+                kind: kind, file: file, line: line, column: column, keyPath: path, expected: expected, found: found))
+    }
+
+    private mutating func reportYAMLError(_ error: YamlError, text: String) {
+        switch error {
+        case .scanner(let context, let problem, let mark, _),
+            .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            // libyaml stops at 1000 levels of nesting, which also bounds the composer's recursion.
+            var found = problem.hasPrefix("Maximum nesting level") ? "nested deeper than 1000 levels" : problem
+            if let context {
+                found += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
+            }
+            report(
+                .malformedYAML, line: mark.line, column: mark.column, path: "", expected: "well-formed YAML",
+                found: found)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.map { "`\($0)`" }.joined(separator: ", ")
+            report(
+                .malformedYAML, line: context.mark.line, column: context.mark.column, path: "",
+                expected: "each key once per mapping", found: "duplicate key \(keys)")
+        case .reader(let problem, let offset, _, _):
+            let bytes = Array(text.utf8)
+            let position = SourceText.position(of: min(max(offset ?? 0, 0), bytes.count), in: bytes)
+            report(
+                .invalidEncoding, line: position.line, column: position.column, path: "", expected: "readable text",
+                found: problem)
+        default:
+            report(.malformedYAML, line: 1, column: 1, path: "", expected: "well-formed YAML", found: "\(error)")
+        }
+    }
+
+    // MARK: Node helpers
+
+    private func scalarText(_ node: Node) -> String? {
+        if case .scalar(let scalar) = node { return scalar.string }
+        return nil
+    }
+
+    private func isNull(_ node: Node) -> Bool {
+        if case .scalar = node { return tagName(node) == .null }
+        return false
+    }
+
+    /// The resolved YAML tag (`!!int`, `!!str`, ...) of a node.
+    private func tagName(_ node: Node) -> Tag.Name { Tag.Name(rawValue: node.tag.rawValue) }
+
+    private func line(of node: Node) -> Int { node.mark?.line ?? 1 }
+
+    /// How a value looks to the user in "found ..." text.
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar):
+            switch tagName(node) {
+            case .null: return "null"
+            case .int: return "the integer \(truncated(scalar.string))"
+            case .float: return "the number \(truncated(scalar.string))"
+            case .bool: return "the boolean \(scalar.string)"
+            default: return "the string \(quoted(scalar.string))"
+            }
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    private func quoted(_ text: String) -> String { "\"\(truncated(text))\"" }
+
+    private func truncated(_ text: String) -> String {
+        text.count > 60 ? String(text.prefix(57)) + "..." : text
+    }
+}
+
+/// Path clean-up without touching the file system: drops `.` components, empty components and
+/// `name/..` pairs, so `/etc/app/./h.py` and `/etc/app/x/../h.py` print as `/etc/app/h.py`.
+enum LexicalPath {
+    static func normalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": if !parts.isEmpty { parts.removeLast() }
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+}
+
+/// Environment variable names the handler can receive unchanged.
+enum EnvironmentName {
+    static func isValid(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else {
+            return false
+        }
+        return name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "_")
+        }
+    }
+}
+
+/// Checks that a handler program can be started the way `aether up` will start it.
+enum HandlerCheck {
+    struct Problem {
+        let expected: String
+        let found: String
+    }
+
+    static func problem(with path: String) -> Problem? {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            return Problem(
+                expected: "an existing handler program", found: "\(path): \(String(cString: strerror(errno)))")
+        }
+        guard (status.st_mode & S_IFMT) == S_IFREG else {
+            return Problem(expected: "a regular file", found: "\(path), which is not a regular file")
+        }
+        if path.hasSuffix(".py") {
+            // Run as `python3 path`: it only has to be readable.
+            if access(path, R_OK) != 0 {
+                return Problem(expected: "a readable Python file", found: "\(path), which cannot be read")
+            }
+        } else if access(path, X_OK) != 0 || status.st_mode & 0o111 == 0 {
+            return Problem(
+                expected: "an executable file (chmod +x), or a .py file run with python3",
+                found: "\(path), which is not executable")
+        }
+        return nil
+    }
+}
+
+/// "Did you mean ...?" for misspelt keys: the allowed key within edit distance 2, if any.
+enum KeySuggestion {
+    static func closest(to word: String, among candidates: [String]) -> String? {
+        let scored = candidates.map { ($0, distance(Array(word), Array($0))) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
+        return best.0
+    }
+
+    private static func distance(_ a: [Character], _ b: [Character]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        for (i, ca) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, cb) in b.enumerated() {
+                current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}

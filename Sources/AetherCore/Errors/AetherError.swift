@@ -1,0 +1,23 @@
+/// The root of every error the Aetherless library reports.
+///
+/// Each area has its own error type carrying the values that explain the failure; this enum
+/// only says which area failed, so callers can switch exhaustively and print one sentence.
+public enum AetherError: Error, Sendable, CustomStringConvertible {
+    case config(ConfigError)
+    case state(StateTransitionError)
+    case registry(RegistryError)
+    case sharedMemory(SharedMemoryError)
+    case criu(CriuError)
+    case ebpf(EbpfError)
+
+    public var description: String {
+        switch self {
+        case .config(let error): error.description
+        case .state(let error): error.description
+        case .registry(let error): error.description
+        case .sharedMemory(let error): error.description
+        case .criu(let error): error.description
+        case .ebpf(let error): error.description
+        }
+    }
+}

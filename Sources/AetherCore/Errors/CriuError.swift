@@ -1,0 +1,29 @@
+/// Failures of checkpoint and restore. Per the seed's "no fallbacks" rule none of these is
+/// ever answered by a silent cold start: they reach the caller, the stats and the metrics.
+public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No usable criu binary at the configured path.
+    case notInstalled(path: String)
+    /// `criu check` reported the kernel or the installation unfit.
+    case checkFailed(output: String)
+    /// Dumping a process failed; `log` holds criu's own last lines.
+    case dumpFailed(pid: Int32, log: String)
+    /// Restoring an image failed; `log` holds criu's own last lines.
+    case restoreFailed(image: String, log: String)
+    /// A restore finished, or was cut off, later than the configured budget.
+    case latencyViolation(actual: Duration, limit: Duration)
+
+    public var description: String {
+        switch self {
+        case .notInstalled(let path):
+            "no usable criu at \(path); run scripts/setup.sh to install it"
+        case .checkFailed(let output):
+            "criu check failed: \(output)"
+        case .dumpFailed(let pid, let log):
+            "criu dump of pid \(pid) failed: \(log)"
+        case .restoreFailed(let image, let log):
+            "criu restore of \(image) failed: \(log)"
+        case .latencyViolation(let actual, let limit):
+            "restore took \(actual), over the \(limit) restore budget"
+        }
+    }
+}

@@ -1,0 +1,16 @@
+import AetherCore
+import ArgumentParser
+
+@main
+struct Aether: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aether",
+        abstract: "Aetherless: a serverless function orchestrator for one Linux host.",
+        discussion: """
+            Functions are declared in a YAML file (id, trigger port, handler program, memory limit, timeout).
+            `aether validate FILE` checks such a file and reports every problem in it at once.
+            """,
+        version: AetherVersion.current,
+        subcommands: [Validate.self]
+    )
+}

@@ -1,0 +1,37 @@
+import AetherCore
+import ArgumentParser
+
+extension Aether {
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a configuration file and list its functions.",
+            discussion: """
+                Exits 0 and lists the functions when the file is valid. Otherwise prints every problem \
+                (file:line:column, key path, what was expected, what was found) and exits 1.
+                """
+        )
+
+        @Argument(help: "The configuration file.", completion: .file(extensions: ["yaml", "yml"]))
+        var file: String
+
+        func run() async throws {
+            let config: AetherConfig
+            do {
+                config = try ConfigLoader.load(path: file)
+            } catch {
+                ConfigErrorReport.print(error)
+                throw ExitCode.failure
+            }
+            let count = config.functions.count
+            print("\(file): valid, \(count) function\(count == 1 ? "" : "s")")
+            let rows = config.functions.map { function in
+                [
+                    function.id.rawValue, String(function.triggerPort.rawValue),
+                    "\(function.memoryLimit.megabytes) MiB",
+                    "\(function.timeout.milliseconds) ms", function.handlerPath,
+                ]
+            }
+            print(TextTable(header: ["ID", "PORT", "MEMORY", "TIMEOUT", "HANDLER"], rows: rows).rendered)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+
+@Suite struct ValidateCommandTests {
+    @Test func exampleConfigIsValidAndListed() throws {
+        let result = try AetherBinary.run(["validate", "examples/aetherless.yaml"], in: AetherBinary.repositoryRoot)
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("examples/aetherless.yaml: valid, ") == true)
+        #expect(
+            lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true) == [
+                "ID", "PORT", "MEMORY", "TIMEOUT", "HANDLER",
+            ])
+        #expect(result.stdout.contains("process-hello"))
+        #expect(result.stdout.contains("8083"))
+        #expect(result.stderr.isEmpty)
+    }
+
+    @Test func everyProblemIsPrintedWithPositionAndExitIsOne() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("aether-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("print(1)\n".utf8).write(to: dir.appendingPathComponent("h.py"))
+        let config = """
+            functions:
+              - id: ok
+                trigger_port: 8080
+                handler_path: h.py
+              - id: Bad
+                trigger_port: 8080
+                handler_path: nowhere.py
+                timeout_ms: -5
+                retries: 3
+            """
+        try Data(config.utf8).write(to: dir.appendingPathComponent("bad.yaml"))
+        let result = try AetherBinary.run(["validate", "bad.yaml"], in: dir.path)
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty, "nothing is listed for an invalid file")
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(
+            lines == [
+                "bad.yaml:5:9: error: functions[1].id: expected 1 to 63 characters of a-z, 0-9, '_' or '-', "
+                    + "starting with a letter or digit, found \"Bad\"",
+                "bad.yaml:6:19: error: functions[1].trigger_port: expected a port no other function uses "
+                    + "(8080 is taken by function ok at line 3), found 8080",
+                "bad.yaml:7:19: error: functions[1].handler_path: expected an existing handler program, "
+                    + "found \(dir.resolvingSymlinksInPath().path)/nowhere.py: No such file or directory",
+                "bad.yaml:8:17: error: functions[1].timeout_ms: expected an integer in 1...900000 ms, found -5",
+                "bad.yaml:9:5: error: functions[1].retries: expected one of the keys id, memory_limit_mb, "
+                    + "trigger_port, handler_path, timeout_ms, environment, found unknown key `retries`",
+                "bad.yaml: 5 problems; nothing was started",
+            ])
+    }
+
+    @Test func unreadableFileIsAClearError() throws {
+        let result = try AetherBinary.run(["validate", "/nonexistent/aetherless.yaml"])
+        #expect(result.status == 1)
+        #expect(
+            result.stderr
+                == "error: cannot read configuration file /nonexistent/aetherless.yaml: No such file or directory\n")
+    }
+
+    @Test func binaryFileIsAClearError() throws {
+        let result = try AetherBinary.run(["validate", "/bin/sh"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("/bin/sh:1:"))
+        #expect(result.stderr.contains("expected UTF-8 text"))
+    }
+
+    @Test func versionAndHelp() throws {
+        let version = try AetherBinary.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout == "0.1.0\n")
+        let help = try AetherBinary.run(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("validate"))
+    }
+
+    @Test func missingFileArgumentIsAUsageError() throws {
+        let result = try AetherBinary.run(["validate"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("Missing expected argument '<file>'"))
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything Aetherless needs on a bare Debian 12 machine, then builds `aether`.
+# Idempotent: a second run installs nothing and only rebuilds what changed.
+#
+#   scripts/setup.sh              system packages + release build (.build/release/aether)
+#   scripts/setup.sh --deps-only  system packages only (the test script builds for itself)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The Swift toolchain ships with the machine image at /opt/swift.
+export PATH=/opt/swift/usr/bin:$PATH
+if ! command -v swift >/dev/null; then
+    echo "setup: no Swift toolchain found at /opt/swift/usr/bin (Swift 6.3 is required)" >&2
+    exit 1
+fi
+
+# Debian packages the project uses; installed only when missing.
+packages=(python3 procps)
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--deps-only" ]]; then
+    exit 0
+fi
+swift build -c release --product aether
+echo "setup: built $(pwd)/.build/release/aether"
