@@ -13,16 +13,26 @@ let package = Package(
     products: [
         .executable(name: "aether", targets: ["aether"]),
         .library(name: "AetherCore", targets: ["AetherCore"]),
+        .library(name: "AetherIPC", targets: ["AetherIPC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
     ],
     targets: [
         // Config, validation, newtypes, registry, lifecycle state machine, error types.
         .target(
             name: "AetherCore",
             dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSwift6
+        ),
+        // futex and CRC-32 kernels the ring needs from C.
+        .target(name: "CAetherIPC", cSettings: [.unsafeFlags(["-O2"])]),
+        // Shared-memory regions and the SPSC ring (docs/shm-layout.md).
+        .target(
+            name: "AetherIPC",
+            dependencies: ["AetherCore", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strictSwift6
         ),
         // The `aether` command line.
@@ -38,6 +48,20 @@ let package = Package(
             name: "AetherCoreTests",
             dependencies: ["AetherCore"],
             exclude: ["Fixtures"],
+            swiftSettings: strictSwift6
+        ),
+        // A ring peer in its own process, for cross-process tests and benchmarks.
+        .executableTarget(
+            name: "aether-ipc-peer",
+            dependencies: [
+                "AetherIPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
+            name: "AetherIPCTests",
+            dependencies: ["AetherIPC"],
             swiftSettings: strictSwift6
         ),
         // Runs the built `aether` binary as a user would.

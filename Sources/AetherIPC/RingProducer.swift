@@ -1,0 +1,125 @@
+public import AetherCore
+import Atomics
+import CAetherIPC
+
+/// The writing side of one SPSC ring. Exactly one producer per ring, used by one thread at a time.
+///
+/// A record becomes visible only through the release store of `head` after its bytes, length and
+/// checksum are written, so a producer killed mid-write leaves nothing the consumer can read.
+public final class RingProducer: @unchecked Sendable {
+    private let ring: RingMemory
+    /// Our own position; only we write head, so the cached copy is authoritative.
+    private var head: UInt64
+    /// Last tail we read; refreshed only when the cached value says the ring is full.
+    private var knownTail: UInt64
+    public var waitPolicy: WaitPolicy = .standard
+
+    /// The largest payload this ring accepts.
+    public var maximumPayload: Int { ring.maximumPayload }
+
+    init(ring: RingMemory) {
+        self.ring = ring
+        head = ring.head.load(ordering: .acquiring)
+        knownTail = ring.tail.load(ordering: .acquiring)
+    }
+
+    /// Writes one record of `length` bytes filled in place by `fill`, if there is room now.
+    ///
+    /// - Returns: false when the ring is full (nothing written).
+    /// - Throws: `messageTooLarge` for a payload the ring can never hold, `poisoned` when the
+    ///   consumer has given up on the ring.
+    public func tryWrite(
+        length: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(SharedMemoryError)
+        -> Bool
+    {
+        guard length <= maximumPayload else { throw .messageTooLarge(size: length, maximum: maximumPayload) }
+        let capacity = UInt64(ring.capacity)
+        let record = UInt64(RingLayout.recordSize(payload: length))
+        let offset = head % capacity
+        let contiguous = capacity - offset
+        let needed = record <= contiguous ? record : contiguous + record
+        if capacity - (head - knownTail) < needed {
+            knownTail = ring.tail.load(ordering: .acquiring)
+            if capacity - (head - knownTail) < needed {
+                if ring.poisoned.load(ordering: .relaxed) != 0 {
+                    throw .poisoned(offset: Int(knownTail % capacity), length: 0)
+                }
+                return false
+            }
+        }
+        var position = head
+        if record > contiguous {
+            ring.storeU32(RingLayout.wrapMarker, at: Int(offset))
+            position += contiguous
+        }
+        let start = Int(position % capacity)
+        let payload = UnsafeMutableRawBufferPointer(
+            start: ring.data + start + RingLayout.recordHeaderSize, count: length)
+        fill(payload)
+        ring.storeU32(UInt32(length), at: start)
+        ring.storeU32(CRC32.checksum(UnsafeRawBufferPointer(payload)), at: start + 4)
+        head = position + record
+        ring.head.store(head, ordering: .releasing)
+        ring.wake(sleeping: ring.consumerSleeping, sequence: ring.dataSequence, word: ring.dataSequenceWord)
+        return true
+    }
+
+    /// Copies `payload` into the ring if there is room now; false when full.
+    public func tryWrite(_ payload: UnsafeRawBufferPointer) throws(SharedMemoryError) -> Bool {
+        try tryWrite(length: payload.count) { destination in
+            if let source = payload.baseAddress {
+                destination.baseAddress!.copyMemory(from: source, byteCount: payload.count)
+            }
+        }
+    }
+
+    /// Writes one record, waiting for space (poll, then futex sleep) up to `timeout` (nil = forever).
+    public func write(
+        length: Int, timeout: Duration? = nil, _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    )
+        throws(SharedMemoryError)
+    {
+        if try tryWrite(length: length, fill) { return }
+        let deadline = WaitDeadline(timeout)
+        while true {
+            try waitForSpace(deadline)
+            if try tryWrite(length: length, fill) { return }
+        }
+    }
+
+    /// Copies `payload` into the ring, waiting for space up to `timeout` (nil = forever).
+    public func write(_ payload: UnsafeRawBufferPointer, timeout: Duration? = nil) throws(SharedMemoryError) {
+        try write(length: payload.count, timeout: timeout) { destination in
+            if let source = payload.baseAddress {
+                destination.baseAddress!.copyMemory(from: source, byteCount: payload.count)
+            }
+        }
+    }
+
+    public func write(_ payload: [UInt8], timeout: Duration? = nil) throws(SharedMemoryError) {
+        let result: Result<Void, SharedMemoryError> = payload.withUnsafeBytes { bytes in
+            Result { () throws(SharedMemoryError) in try write(bytes, timeout: timeout) }
+        }
+        try result.get()
+    }
+
+    /// Returns once the consumer has moved tail (or it may have), or throws on timeout.
+    private func waitForSpace(_ deadline: WaitDeadline) throws(SharedMemoryError) {
+        let seen = knownTail
+        if waitPolicy.poll({ ring.tail.load(ordering: .acquiring) != seen }) { return }
+        let sequence = ring.spaceSequence.load(ordering: .acquiring)
+        ring.producerSleeping.store(1, ordering: .relaxed)
+        atomicFence()
+        defer { ring.producerSleeping.store(0, ordering: .relaxed) }
+        if ring.tail.load(ordering: .acquiring) != seen { return }
+        if ring.poisoned.load(ordering: .relaxed) != 0 {
+            throw .poisoned(offset: Int(seen % UInt64(ring.capacity)), length: 0)
+        }
+        guard let nanoseconds = deadline.remainingNanoseconds else {
+            throw .timedOut(waited: deadline.timeout ?? .zero)
+        }
+        let result = aether_futex_wait(ring.spaceSequenceWord, sequence, nanoseconds)
+        if result == -ETIMEDOUT_CODE { throw .timedOut(waited: deadline.timeout ?? .zero) }
+    }
+}

@@ -1,0 +1,229 @@
+public import AetherCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A POSIX shared-memory object holding the rings of one function instance, mapped into this
+/// process (`docs/shm-layout.md`).
+///
+/// The orchestrator `create`s it (mode 0600, its PID recorded as owner) and `unlink`s it on clean
+/// shutdown; a handler `open`s it by name and validates the layout before touching a ring. The
+/// mapping lives as long as this object and the rings taken from it.
+public final class SharedMemoryRegion: @unchecked Sendable {
+    /// The object's name, `/aetherless-<function>-<instance>`.
+    public let name: String
+    public let ringCount: Int
+    /// Data bytes of each ring.
+    public let ringCapacity: Int
+    /// Size of the whole mapping.
+    public let size: Int
+    let base: UnsafeMutableRawPointer
+
+    /// Prefix of every region the orchestrator creates (the name without its leading slash).
+    public static let namePrefix = "aetherless-"
+
+    /// The region name of instance `instance` of `function`.
+    public static func name(function: FunctionID, instance: Int) -> String {
+        "/\(namePrefix)\(function.rawValue)-\(instance)"
+    }
+
+    private init(name: String, ringCount: Int, ringCapacity: Int, size: Int, base: UnsafeMutableRawPointer) {
+        self.name = name
+        self.ringCount = ringCount
+        self.ringCapacity = ringCapacity
+        self.size = size
+        self.base = base
+    }
+
+    deinit {
+        munmap(base, size)
+    }
+
+    /// Creates a new object (it must not exist yet), sizes it and writes its header.
+    ///
+    /// - Parameter ringCapacity: data bytes per ring; a multiple of 4096 in 64 KiB...4 GiB.
+    public static func create(
+        name: String, ringCapacity: Int, ringCount: Int = 2
+    ) throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
+        guard ringCapacity % 4096 == 0, ringCapacity >= RingLayout.minimumCapacity,
+            ringCapacity <= RingLayout.maximumCapacity
+        else {
+            throw .layoutMismatch(
+                region: name, field: "ring_capacity",
+                expected: "a multiple of 4096 in \(RingLayout.minimumCapacity)...\(RingLayout.maximumCapacity)",
+                found: String(ringCapacity))
+        }
+        guard ringCount >= 1 else {
+            throw .layoutMismatch(region: name, field: "ring_count", expected: "at least 1", found: String(ringCount))
+        }
+        let size = RegionLayout.size(ringCount: ringCount, capacity: ringCapacity)
+        let fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .systemCall(SystemCallFailure(call: "shm_open", subject: name, errno: errno)) }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            let failure = SystemCallFailure(call: "ftruncate", subject: name, errno: errno)
+            shm_unlink(name)
+            throw .systemCall(failure)
+        }
+        let base: UnsafeMutableRawPointer
+        do {
+            base = try map(fd: fd, size: size, name: name)
+        } catch {
+            shm_unlink(name)
+            throw error
+        }
+        // A fresh object is zero-filled: the rings start empty. The magic goes last so a reader
+        // that races the creator sees either nothing or a complete header.
+        base.storeBytes(
+            of: RegionLayout.version.littleEndian, toByteOffset: RegionLayout.versionOffset, as: UInt32.self)
+        base.storeBytes(of: UInt32(ringCount).littleEndian, toByteOffset: RegionLayout.ringCountOffset, as: UInt32.self)
+        base.storeBytes(
+            of: UInt64(ringCapacity).littleEndian, toByteOffset: RegionLayout.ringCapacityOffset, as: UInt64.self)
+        base.storeBytes(
+            of: UInt64(RingLayout.headerSize + ringCapacity).littleEndian, toByteOffset: RegionLayout.ringStrideOffset,
+            as: UInt64.self)
+        base.storeBytes(of: UInt32(getpid()).littleEndian, toByteOffset: RegionLayout.ownerPIDOffset, as: UInt32.self)
+        atomicFence()
+        base.storeBytes(of: RegionLayout.magic.littleEndian, toByteOffset: RegionLayout.magicOffset, as: UInt64.self)
+        return SharedMemoryRegion(name: name, ringCount: ringCount, ringCapacity: ringCapacity, size: size, base: base)
+    }
+
+    /// Opens an existing object and checks that it follows this build's layout.
+    public static func open(name: String) throws(SharedMemoryError) -> SharedMemoryRegion {
+        let fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)
+        guard fd >= 0 else { throw .systemCall(SystemCallFailure(call: "shm_open", subject: name, errno: errno)) }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            throw .systemCall(SystemCallFailure(call: "fstat", subject: name, errno: errno))
+        }
+        let objectSize = Int(status.st_size)
+        guard objectSize >= RegionLayout.headerSize else {
+            throw .layoutMismatch(
+                region: name, field: "size", expected: "at least \(RegionLayout.headerSize) bytes",
+                found: "\(objectSize) bytes")
+        }
+        let header = try map(fd: fd, size: RegionLayout.headerSize, name: name)
+        let geometry: (ringCount: Int, capacity: Int)
+        do {
+            geometry = try validateHeader(header, name: name, objectSize: objectSize)
+        } catch {
+            munmap(header, RegionLayout.headerSize)
+            throw error
+        }
+        munmap(header, RegionLayout.headerSize)
+        let size = RegionLayout.size(ringCount: geometry.ringCount, capacity: geometry.capacity)
+        let base = try map(fd: fd, size: size, name: name)
+        return SharedMemoryRegion(
+            name: name, ringCount: geometry.ringCount, ringCapacity: geometry.capacity, size: size, base: base)
+    }
+
+    /// Removes the object's name; existing mappings stay valid until they are dropped.
+    public func unlink() throws(SharedMemoryError) {
+        guard shm_unlink(name) == 0 else {
+            throw .systemCall(SystemCallFailure(call: "shm_unlink", subject: name, errno: errno))
+        }
+    }
+
+    /// PID of the process that created the region.
+    public var ownerPID: Int32 {
+        Int32(bitPattern: UInt32(littleEndian: base.load(fromByteOffset: RegionLayout.ownerPIDOffset, as: UInt32.self)))
+    }
+
+    /// The producing side of ring `index` (ring 0 carries requests, ring 1 responses).
+    public func producer(ring index: Int) -> RingProducer {
+        RingProducer(ring: ring(index))
+    }
+
+    /// The consuming side of ring `index`.
+    public func consumer(ring index: Int) -> RingConsumer {
+        RingConsumer(ring: ring(index))
+    }
+
+    private func ring(_ index: Int) -> RingMemory {
+        precondition((0..<ringCount).contains(index), "ring \(index) of a region with \(ringCount) rings")
+        return RingMemory(
+            region: self, base: base + RegionLayout.ringOffset(index, capacity: ringCapacity), capacity: ringCapacity)
+    }
+
+    /// Unlinks regions under `/dev/shm` whose creator is no longer alive, left by an orchestrator
+    /// that crashed. Objects with another layout are not ours to judge and are left alone.
+    /// Returns the names removed.
+    @discardableResult
+    public static func removeStale(directory: String = "/dev/shm") -> [String] {
+        guard let folder = opendir(directory) else { return [] }
+        defer { closedir(folder) }
+        var removed: [String] = []
+        while let entry = readdir(folder) {
+            let file = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard file.hasPrefix(namePrefix) else { continue }
+            let name = "/" + file
+            guard let region = try? open(name: name) else { continue }
+            let owner = region.ownerPID
+            if owner > 0, kill(owner, 0) != 0, errno == ESRCH, shm_unlink(name) == 0 {
+                removed.append(name)
+            }
+        }
+        return removed
+    }
+
+    private static func map(fd: Int32, size: Int, name: String) throws(SharedMemoryError) -> UnsafeMutableRawPointer {
+        let pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let pointer, pointer != MAP_FAILED else {
+            throw .systemCall(SystemCallFailure(call: "mmap", subject: name, errno: errno))
+        }
+        return pointer
+    }
+
+    private static func validateHeader(
+        _ header: UnsafeMutableRawPointer, name: String, objectSize: Int
+    )
+        throws(SharedMemoryError) -> (ringCount: Int, capacity: Int)
+    {
+        func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+            T(littleEndian: header.load(fromByteOffset: offset, as: T.self))
+        }
+        let magic = field(RegionLayout.magicOffset, UInt64.self)
+        guard magic == RegionLayout.magic else {
+            throw .layoutMismatch(
+                region: name, field: "magic", expected: "0x" + String(RegionLayout.magic, radix: 16),
+                found: "0x" + String(magic, radix: 16))
+        }
+        let version = field(RegionLayout.versionOffset, UInt32.self)
+        guard version == RegionLayout.version else {
+            throw .layoutMismatch(
+                region: name, field: "layout_version", expected: String(RegionLayout.version), found: String(version))
+        }
+        let ringCount = Int(field(RegionLayout.ringCountOffset, UInt32.self))
+        let capacity = field(RegionLayout.ringCapacityOffset, UInt64.self)
+        let stride = field(RegionLayout.ringStrideOffset, UInt64.self)
+        guard ringCount >= 1, ringCount <= 64 else {
+            throw .layoutMismatch(region: name, field: "ring_count", expected: "1...64", found: String(ringCount))
+        }
+        guard capacity % 4096 == 0, capacity >= UInt64(RingLayout.minimumCapacity),
+            capacity <= UInt64(RingLayout.maximumCapacity)
+        else {
+            throw .layoutMismatch(
+                region: name, field: "ring_capacity", expected: "a multiple of 4096 in 65536...2^32",
+                found: String(capacity))
+        }
+        guard stride == capacity + UInt64(RingLayout.headerSize) else {
+            throw .layoutMismatch(
+                region: name, field: "ring_stride", expected: String(capacity + UInt64(RingLayout.headerSize)),
+                found: String(stride))
+        }
+        let expectedSize = RegionLayout.size(ringCount: ringCount, capacity: Int(capacity))
+        guard objectSize >= expectedSize else {
+            throw .layoutMismatch(
+                region: name, field: "size", expected: "\(expectedSize) bytes", found: "\(objectSize) bytes")
+        }
+        return (ringCount, Int(capacity))
+    }
+}

@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// How a ring side waits for data (consumer) or space (producer).
+///
+/// It polls first — re-reading the other side's position, yielding the CPU between polls so
+/// that on a 2-core machine the peer can run — and then sleeps on the ring's futex word until the
+/// peer rings the doorbell. Polling buys latency with CPU; sleeping buys CPU with a wake-up
+/// (a few microseconds). `scripts/bench-ipc.sh` measures both.
+public struct WaitPolicy: Sendable, Equatable {
+    /// How long to poll before sleeping. Zero sleeps at once.
+    public var pollFor: Duration
+    /// Whether to `sched_yield` between polls.
+    public var yieldWhilePolling: Bool
+
+    public init(pollFor: Duration, yieldWhilePolling: Bool = true) {
+        self.pollFor = pollFor
+        self.yieldWhilePolling = yieldWhilePolling
+    }
+
+    /// Poll for 50 µs, then sleep: round trips stay in the polling window under load, an idle
+    /// side costs nothing.
+    public static let standard = WaitPolicy(pollFor: .microseconds(50))
+    /// Never poll: every wait is a futex sleep.
+    public static let sleepAtOnce = WaitPolicy(pollFor: .zero)
+    /// Poll without ever sleeping (burns a core; for measurement).
+    public static let pollOnly = WaitPolicy(pollFor: .seconds(1_000_000))
+
+    /// Polls `ready` until it returns true or the polling window ends; returns whether it did.
+    @inline(__always)
+    func poll(_ ready: () -> Bool) -> Bool {
+        if ready() { return true }
+        if pollFor == .zero { return false }
+        let clock = ContinuousClock()
+        let end = clock.now.advanced(by: pollFor)
+        var rounds = 0
+        while true {
+            if ready() { return true }
+            rounds &+= 1
+            if rounds & 15 == 0, clock.now >= end { return false }
+            if yieldWhilePolling { sched_yield() }
+        }
+    }
+}
+
+/// A deadline for blocking calls, or none.
+struct WaitDeadline {
+    let end: ContinuousClock.Instant?
+    let timeout: Duration?
+
+    init(_ timeout: Duration?) {
+        self.timeout = timeout
+        end = timeout.map { ContinuousClock.now.advanced(by: $0) }
+    }
+
+    /// Nanoseconds left for futex_wait (-1 = unbounded), or nil if the deadline passed.
+    var remainingNanoseconds: Int64? {
+        guard let end else { return -1 }
+        let left = ContinuousClock.now.duration(to: end)
+        guard left > .zero else { return nil }
+        let (seconds, attoseconds) = left.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

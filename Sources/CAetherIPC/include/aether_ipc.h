@@ -1,0 +1,30 @@
+#ifndef AETHER_IPC_H
+#define AETHER_IPC_H
+
+// C helpers for the shared-memory ring that Swift cannot express directly: the futex system
+// call (glibc's syscall() is variadic, which Swift does not import) and CRC-32 kernels that need
+// compiler intrinsics.
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// futex(FUTEX_WAIT) on a word shared between processes (no FUTEX_PRIVATE_FLAG).
+/// Sleeps while *word == expected, at most timeout_ns nanoseconds (negative = no limit).
+/// Returns 0 when woken (or the word had changed: EAGAIN is folded into 0), else -errno
+/// (-ETIMEDOUT, -EINTR, ...).
+int aether_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+
+/// futex(FUTEX_WAKE): wakes up to `count` waiters. Returns the number woken or -errno.
+int aether_futex_wake(uint32_t *word, int count);
+
+/// CRC-32/ISO-HDLC (zlib's crc32) continuing from `crc` (0 to start), portable slicing-by-8.
+uint32_t aether_crc32_slice8(uint32_t crc, const void *data, size_t length);
+
+/// The same CRC computed with carry-less multiplication (PCLMULQDQ) folding; requires
+/// aether_crc32_has_pclmul() to be true.
+uint32_t aether_crc32_pclmul(uint32_t crc, const void *data, size_t length);
+
+/// Whether this CPU has PCLMULQDQ and SSE4.1.
+int aether_crc32_has_pclmul(void);
+
+#endif
