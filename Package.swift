@@ -59,6 +59,15 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // Ring vs Unix socket vs TCP vs memcpy, in one run (scripts/bench-ipc.sh).
+        .executableTarget(
+            name: "aether-ipc-bench",
+            dependencies: [
+                "AetherIPC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(
             name: "AetherIPCTests",
             dependencies: ["AetherIPC"],

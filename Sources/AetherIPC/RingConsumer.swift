@@ -8,7 +8,8 @@ import Glibc
 import Musl
 #endif
 
-let ETIMEDOUT_CODE = ETIMEDOUT
+/// What `aether_futex_wait` returns when its timeout expires.
+let futexTimedOut = -ETIMEDOUT
 
 /// The reading side of one SPSC ring. Exactly one consumer per ring, used by one thread at a time.
 ///
@@ -123,6 +124,6 @@ public final class RingConsumer: @unchecked Sendable {
             throw .timedOut(waited: deadline.timeout ?? .zero)
         }
         let result = aether_futex_wait(ring.dataSequenceWord, sequence, nanoseconds)
-        if result == -ETIMEDOUT_CODE { throw .timedOut(waited: deadline.timeout ?? .zero) }
+        if result == futexTimedOut { throw .timedOut(waited: deadline.timeout ?? .zero) }
     }
 }

@@ -120,6 +120,6 @@ public final class RingProducer: @unchecked Sendable {
             throw .timedOut(waited: deadline.timeout ?? .zero)
         }
         let result = aether_futex_wait(ring.spaceSequenceWord, sequence, nanoseconds)
-        if result == -ETIMEDOUT_CODE { throw .timedOut(waited: deadline.timeout ?? .zero) }
+        if result == futexTimedOut { throw .timedOut(waited: deadline.timeout ?? .zero) }
     }
 }

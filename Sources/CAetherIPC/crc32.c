@@ -52,6 +52,46 @@ int aether_crc32_has_pclmul(void) {
     return (ecx & bit_PCLMUL) && (ecx & bit_SSE4_1);
 }
 
+// Folds the remaining 16-byte blocks into the 128-bit remainder `x1`, then reduces it to the
+// 32-bit CRC (128 -> 64 bits, Barrett reduction). `len` is a multiple of 16.
+__attribute__((target("pclmul,sse4.1"))) static uint32_t reduce128(__m128i x1, const unsigned char *buf, size_t len) {
+    static const uint64_t __attribute__((aligned(16))) k3k4[] = {0x01751997d0, 0x00ccaa009e};
+    static const uint64_t __attribute__((aligned(16))) k5k0[] = {0x0163cd6124, 0x0000000000};
+    static const uint64_t __attribute__((aligned(16))) poly[] = {0x01db710641, 0x01f7011641};
+    __m128i x0 = _mm_load_si128((const __m128i *)k3k4), x2, x3, x5;
+
+    // Remaining 16-byte blocks.
+    while (len >= 16) {
+        x2 = _mm_loadu_si128((const __m128i *)buf);
+        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
+        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
+        buf += 16;
+        len -= 16;
+    }
+
+    // 128 -> 64 bits.
+    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
+    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
+    x1 = _mm_srli_si128(x1, 8);
+    x1 = _mm_xor_si128(x1, x2);
+    x0 = _mm_loadl_epi64((const __m128i *)k5k0);
+    x2 = _mm_srli_si128(x1, 4);
+    x1 = _mm_and_si128(x1, x3);
+    x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+
+    // Barrett reduction to 32 bits.
+    x0 = _mm_load_si128((const __m128i *)poly);
+    x2 = _mm_and_si128(x1, x3);
+    x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
+    x2 = _mm_and_si128(x2, x3);
+    x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
+    x1 = _mm_xor_si128(x1, x2);
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+
+
 // Folding with carry-less multiplication, after Intel's "Fast CRC Computation for Generic
 // Polynomials Using PCLMULQDQ Instruction" (Gopal et al., 2009), with the bit-reflected
 // constants for 0xEDB88320 from the paper's appendix (as in zlib's crc32_simd.c). Needs
@@ -59,8 +99,6 @@ int aether_crc32_has_pclmul(void) {
 __attribute__((target("pclmul,sse4.1"))) static uint32_t fold_raw(uint32_t crc, const unsigned char *buf, size_t len) {
     static const uint64_t __attribute__((aligned(16))) k1k2[] = {0x0154442bd4, 0x01c6e41596};
     static const uint64_t __attribute__((aligned(16))) k3k4[] = {0x01751997d0, 0x00ccaa009e};
-    static const uint64_t __attribute__((aligned(16))) k5k0[] = {0x0163cd6124, 0x0000000000};
-    static const uint64_t __attribute__((aligned(16))) poly[] = {0x01db710641, 0x01f7011641};
     __m128i x0, x1, x2, x3, x4, x5, x6, x7, x8, y5, y6, y7, y8;
 
     x1 = _mm_loadu_si128((const __m128i *)(buf + 0x00));
@@ -105,36 +143,7 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t fold_raw(uint32_t crc, 
     x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
     x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
     x1 = _mm_xor_si128(_mm_xor_si128(x1, x4), x5);
-
-    // Remaining 16-byte blocks.
-    while (len >= 16) {
-        x2 = _mm_loadu_si128((const __m128i *)buf);
-        x5 = _mm_clmulepi64_si128(x1, x0, 0x00);
-        x1 = _mm_clmulepi64_si128(x1, x0, 0x11);
-        x1 = _mm_xor_si128(_mm_xor_si128(x1, x2), x5);
-        buf += 16;
-        len -= 16;
-    }
-
-    // 128 -> 64 bits.
-    x2 = _mm_clmulepi64_si128(x1, x0, 0x10);
-    x3 = _mm_setr_epi32(~0, 0, ~0, 0);
-    x1 = _mm_srli_si128(x1, 8);
-    x1 = _mm_xor_si128(x1, x2);
-    x0 = _mm_loadl_epi64((const __m128i *)k5k0);
-    x2 = _mm_srli_si128(x1, 4);
-    x1 = _mm_and_si128(x1, x3);
-    x1 = _mm_clmulepi64_si128(x1, x0, 0x00);
-    x1 = _mm_xor_si128(x1, x2);
-
-    // Barrett reduction to 32 bits.
-    x0 = _mm_load_si128((const __m128i *)poly);
-    x2 = _mm_and_si128(x1, x3);
-    x2 = _mm_clmulepi64_si128(x2, x0, 0x10);
-    x2 = _mm_and_si128(x2, x3);
-    x2 = _mm_clmulepi64_si128(x2, x0, 0x00);
-    x1 = _mm_xor_si128(x1, x2);
-    return (uint32_t)_mm_extract_epi32(x1, 1);
+    return reduce128(x1, buf, len);
 }
 
 uint32_t aether_crc32_pclmul(uint32_t crc, const void *data, size_t length) {
@@ -148,8 +157,77 @@ uint32_t aether_crc32_pclmul(uint32_t crc, const void *data, size_t length) {
     }
     return ~slice8_raw(c, p, length);
 }
+
+// The same folding on 256-bit registers (VPCLMULQDQ + AVX2): eight 128-bit lanes, 128 bytes per
+// step. The fold constants for a distance of D bits are reflect(x^(D+32) mod P) << 1 and
+// reflect(x^(D-32) mod P) << 1; D = 1024 here (the paper's k1, k2 are D = 512, k3, k4 D = 128).
+// Needs length >= 128 and a multiple of 16; works on the inverted register.
+__attribute__((target("vpclmulqdq,avx2,pclmul,sse4.1"))) static uint32_t fold_raw_wide(
+    uint32_t crc, const unsigned char *buf, size_t len) {
+    const __m256i k = _mm256_setr_epi64x(0x01e88ef372, 0x014a7fe880, 0x01e88ef372, 0x014a7fe880);
+    __m256i y0 = _mm256_loadu_si256((const __m256i *)(buf + 0x00));
+    __m256i y1 = _mm256_loadu_si256((const __m256i *)(buf + 0x20));
+    __m256i y2 = _mm256_loadu_si256((const __m256i *)(buf + 0x40));
+    __m256i y3 = _mm256_loadu_si256((const __m256i *)(buf + 0x60));
+    y0 = _mm256_xor_si256(y0, _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)crc)));
+    buf += 128;
+    len -= 128;
+#define AETHER_FOLD256(y, offset)                                                                          \
+    y = _mm256_xor_si256(_mm256_xor_si256(_mm256_clmulepi64_epi128(y, k, 0x00), _mm256_clmulepi64_epi128(y, k, 0x11)), \
+                         _mm256_loadu_si256((const __m256i *)(buf + offset)))
+    while (len >= 128) {
+        AETHER_FOLD256(y0, 0x00);
+        AETHER_FOLD256(y1, 0x20);
+        AETHER_FOLD256(y2, 0x40);
+        AETHER_FOLD256(y3, 0x60);
+        buf += 128;
+        len -= 128;
+    }
+#undef AETHER_FOLD256
+    // Fold the eight lanes, in address order, into one with the 128-bit constants.
+    const __m128i k3k4 = _mm_set_epi64x(0x00ccaa009e, 0x01751997d0);
+    __m128i lanes[8] = {
+        _mm256_castsi256_si128(y0), _mm256_extracti128_si256(y0, 1), _mm256_castsi256_si128(y1),
+        _mm256_extracti128_si256(y1, 1), _mm256_castsi256_si128(y2), _mm256_extracti128_si256(y2, 1),
+        _mm256_castsi256_si128(y3), _mm256_extracti128_si256(y3, 1),
+    };
+    __m128i x1 = lanes[0];
+    for (int i = 1; i < 8; i++) {
+        __m128i low = _mm_clmulepi64_si128(x1, k3k4, 0x00);
+        __m128i high = _mm_clmulepi64_si128(x1, k3k4, 0x11);
+        x1 = _mm_xor_si128(_mm_xor_si128(high, low), lanes[i]);
+    }
+    return reduce128(x1, buf, len);
+}
+
+int aether_crc32_has_vpclmul(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!aether_crc32_has_pclmul() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+    return (ebx & bit_AVX2) && (ecx & bit_VPCLMULQDQ);
+}
+
+uint32_t aether_crc32_vpclmul(uint32_t crc, const void *data, size_t length) {
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t c = ~crc;
+    if (length >= 128) {
+        size_t chunk = length & ~(size_t)15;
+        c = fold_raw_wide(c, p, chunk);
+        p += chunk;
+        length -= chunk;
+    } else if (length >= 64) {
+        size_t chunk = length & ~(size_t)15;
+        c = fold_raw(c, p, chunk);
+        p += chunk;
+        length -= chunk;
+    }
+    return ~slice8_raw(c, p, length);
+}
 #else
 int aether_crc32_has_pclmul(void) { return 0; }
+int aether_crc32_has_vpclmul(void) { return 0; }
+uint32_t aether_crc32_vpclmul(uint32_t crc, const void *data, size_t length) {
+    return aether_crc32_slice8(crc, data, length);
+}
 uint32_t aether_crc32_pclmul(uint32_t crc, const void *data, size_t length) {
     return aether_crc32_slice8(crc, data, length);
 }

@@ -14,7 +14,7 @@ struct IPCPeer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aether-ipc-peer",
         abstract: "Shared-memory ring peer for tests and benchmarks.",
-        subcommands: [Create.self, Unlink.self, Produce.self, Consume.self, Echo.self]
+        subcommands: [Create.self, Unlink.self, Produce.self, Consume.self, Echo.self, SocketEcho.self, Sink.self]
     )
 }
 
@@ -38,6 +38,13 @@ func policy(_ name: String) throws -> WaitPolicy {
     case "poll": return .pollOnly
     default: throw ValidationError("unknown wait policy \(name)")
     }
+}
+
+/// User plus system CPU time this process has used, in microseconds.
+func processCPUMicroseconds() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + usage.ru_utime.tv_usec + usage.ru_stime.tv_usec
 }
 
 func say(_ line: String) {
@@ -80,6 +87,9 @@ extension IPCPeer {
                     try producer.write(length: length, timeout: stream.timeout.map { .milliseconds($0 * 1000) }) {
                         messages.fill($0, index: index, start: start)
                     }
+                } catch .timedOut {
+                    say("FAIL timeout index=\(index) sent=\(index) bytes=\(total)")
+                    throw ExitCode.failure
                 } catch {
                     say("FAIL \(error) index=\(index) sent=\(index) bytes=\(total)")
                     throw ExitCode.failure
@@ -107,6 +117,9 @@ extension IPCPeer {
                     difference = try consumer.read(timeout: stream.timeout.map { .milliseconds($0 * 1000) }) {
                         messages.firstDifference($0, index: index, length: length, start: start)
                     }
+                } catch .timedOut {
+                    say("FAIL timeout index=\(index) received=\(index) bytes=\(total)")
+                    throw ExitCode.failure
                 } catch {
                     say("FAIL \(error) index=\(index) received=\(index) bytes=\(total)")
                     throw ExitCode.failure
@@ -143,7 +156,34 @@ extension IPCPeer {
                 total += length
                 if length == 0 { break }
             }
-            say("OK count=\(count) bytes=\(total)")
+            say("OK count=\(count) bytes=\(total) cpu_us=\(processCPUMicroseconds())")
+        }
+    }
+}
+
+extension IPCPeer {
+    /// Reads fixed-size messages in place (no copy out, CRC checked) until an empty one, then
+    /// prints its CPU time: the consuming side of the throughput benchmark.
+    struct Sink: ParsableCommand {
+        @Option var shm: String
+        @Option var ring: Int = 0
+        @Option(help: "Wait policy: standard, sleep, poll.") var wait: String = "standard"
+
+        func run() throws {
+            let region = try SharedMemoryRegion.open(name: shm)
+            let consumer = region.consumer(ring: ring)
+            consumer.waitPolicy = try policy(wait)
+            var count = 0
+            var checksum: UInt8 = 0
+            while true {
+                let length = try consumer.read { payload -> Int in
+                    if let last = payload.last { checksum ^= last }
+                    return payload.count
+                }
+                if length == 0 { break }
+                count += 1
+            }
+            say("OK count=\(count) cpu_us=\(processCPUMicroseconds()) x=\(checksum)")
         }
     }
 }

@@ -27,4 +27,10 @@ uint32_t aether_crc32_pclmul(uint32_t crc, const void *data, size_t length);
 /// Whether this CPU has PCLMULQDQ and SSE4.1.
 int aether_crc32_has_pclmul(void);
 
+/// The same CRC folded 256 bits at a time (VPCLMULQDQ + AVX2); requires aether_crc32_has_vpclmul().
+uint32_t aether_crc32_vpclmul(uint32_t crc, const void *data, size_t length);
+
+/// Whether this CPU has VPCLMULQDQ and AVX2 (and PCLMULQDQ).
+int aether_crc32_has_vpclmul(void);
+
 #endif

@@ -340,6 +340,7 @@ class Region:
             os.ftruncate(fd, size)  # zero-filled: ring headers all zero
             # Everything but the magic first, the magic last.
             os.pwrite(fd, _REGION_HDR.pack(b"\0" * 8, LAYOUT_VERSION, ring_count, ring_capacity, stride), 0)
+            os.pwrite(fd, struct.pack("<I", os.getpid()), 32)  # owner_pid
             os.pwrite(fd, MAGIC, 0)
         except BaseException:
             os.close(fd)

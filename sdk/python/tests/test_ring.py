@@ -93,7 +93,8 @@ class TestRegionLayout(RegionCase):
         hdr = bytes(self.mm[0:64])
         self.assertEqual(hdr[0:8], b"AETHSHM1")
         self.assertEqual(struct.unpack_from("<IIQQ", hdr, 8), (1, 2, cap, stride))
-        self.assertEqual(hdr[32:64], bytes(32))
+        self.assertEqual(struct.unpack_from("<I", hdr, 32), (os.getpid(),))  # owner_pid
+        self.assertEqual(hdr[36:64], bytes(28))
         # Ring headers all zero; ring i at 64 + i * stride.
         for i in range(2):
             base = 64 + i * stride
