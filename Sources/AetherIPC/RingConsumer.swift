@@ -1,15 +1,5 @@
 public import AetherCore
 import Atomics
-import CAetherIPC
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-/// What `aether_futex_wait` returns when its timeout expires.
-let futexTimedOut = -ETIMEDOUT
 
 /// The reading side of one SPSC ring. Exactly one consumer per ring, used by one thread at a time.
 ///
@@ -101,29 +91,18 @@ public final class RingConsumer: @unchecked Sendable {
     private func advance(to position: UInt64) {
         tail = position
         ring.tail.store(position, ordering: .releasing)
-        ring.wake(sleeping: ring.producerSleeping, sequence: ring.spaceSequence, word: ring.spaceSequenceWord)
+        ring.spaceBell.ring()
     }
 
     private func poison(offset: Int, length: UInt32) throws(SharedMemoryError) -> Never {
         poisonedAt = (offset, length)
         ring.poisoned.store(1, ordering: .releasing)
         // A producer asleep for space must learn that none will come.
-        ring.wake(sleeping: ring.producerSleeping, sequence: ring.spaceSequence, word: ring.spaceSequenceWord)
+        ring.spaceBell.ring()
         throw .poisoned(offset: offset, length: length)
     }
 
     private func waitForData(_ deadline: WaitDeadline) throws(SharedMemoryError) {
-        let seen = tail
-        if waitPolicy.poll({ ring.head.load(ordering: .acquiring) != seen }) { return }
-        let sequence = ring.dataSequence.load(ordering: .acquiring)
-        ring.consumerSleeping.store(1, ordering: .relaxed)
-        atomicFence()
-        defer { ring.consumerSleeping.store(0, ordering: .relaxed) }
-        if ring.head.load(ordering: .acquiring) != seen { return }
-        guard let nanoseconds = deadline.remainingNanoseconds else {
-            throw .timedOut(waited: deadline.timeout ?? .zero)
-        }
-        let result = aether_futex_wait(ring.dataSequenceWord, sequence, nanoseconds)
-        if result == futexTimedOut { throw .timedOut(waited: deadline.timeout ?? .zero) }
+        try ring.dataBell.wait(until: ring.head, movesFrom: tail, policy: waitPolicy, deadline: deadline)
     }
 }

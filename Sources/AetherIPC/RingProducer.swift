@@ -1,6 +1,5 @@
 public import AetherCore
 import Atomics
-import CAetherIPC
 
 /// The writing side of one SPSC ring. Exactly one producer per ring, used by one thread at a time.
 ///
@@ -61,7 +60,7 @@ public final class RingProducer: @unchecked Sendable {
         ring.storeU32(CRC32.checksum(UnsafeRawBufferPointer(payload)), at: start + 4)
         head = position + record
         ring.head.store(head, ordering: .releasing)
-        ring.wake(sleeping: ring.consumerSleeping, sequence: ring.dataSequence, word: ring.dataSequenceWord)
+        ring.dataBell.ring()
         return true
     }
 
@@ -104,22 +103,14 @@ public final class RingProducer: @unchecked Sendable {
         try result.get()
     }
 
-    /// Returns once the consumer has moved tail (or it may have), or throws on timeout.
+    /// Returns once the consumer has moved tail (or may have); throws on timeout or poison.
     private func waitForSpace(_ deadline: WaitDeadline) throws(SharedMemoryError) {
         let seen = knownTail
-        if waitPolicy.poll({ ring.tail.load(ordering: .acquiring) != seen }) { return }
-        let sequence = ring.spaceSequence.load(ordering: .acquiring)
-        ring.producerSleeping.store(1, ordering: .relaxed)
-        atomicFence()
-        defer { ring.producerSleeping.store(0, ordering: .relaxed) }
-        if ring.tail.load(ordering: .acquiring) != seen { return }
-        if ring.poisoned.load(ordering: .relaxed) != 0 {
-            throw .poisoned(offset: Int(seen % UInt64(ring.capacity)), length: 0)
+        try ring.spaceBell.wait(until: ring.tail, movesFrom: seen, policy: waitPolicy, deadline: deadline) {
+            () throws(SharedMemoryError) in
+            if ring.poisoned.load(ordering: .relaxed) != 0 {
+                throw .poisoned(offset: Int(seen % UInt64(ring.capacity)), length: 0)
+            }
         }
-        guard let nanoseconds = deadline.remainingNanoseconds else {
-            throw .timedOut(waited: deadline.timeout ?? .zero)
-        }
-        let result = aether_futex_wait(ring.spaceSequenceWord, sequence, nanoseconds)
-        if result == futexTimedOut { throw .timedOut(waited: deadline.timeout ?? .zero) }
     }
 }

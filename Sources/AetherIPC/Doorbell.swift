@@ -1,0 +1,58 @@
+import AetherCore
+import Atomics
+import CAetherIPC
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What `aether_futex_wait` returns when its timeout expires.
+let futexTimedOut = -ETIMEDOUT
+
+/// One direction's wake-up channel in a ring header: a futex sequence word and the flag with
+/// which the waiting side announces that it is about to sleep (docs/shm-layout.md, "Waiting").
+/// The data bell is rung by the producer for the consumer, the space bell the other way.
+struct Doorbell {
+    let sequence: UnsafeAtomic<UInt32>
+    let sleeping: UnsafeAtomic<UInt32>
+    /// The same word as `sequence`, as the futex system call takes it.
+    let word: UnsafeMutablePointer<UInt32>
+
+    /// Wakes the other side if it announced it is going to sleep.
+    ///
+    /// The caller has just published a position with a release store; the full fence orders
+    /// that store before the load of `sleeping`, pairing with `wait`'s store-fence-load, so a
+    /// wake-up cannot be lost.
+    func ring() {
+        atomicFence()
+        if sleeping.load(ordering: .relaxed) != 0 {
+            sequence.wrappingIncrement(ordering: .releasing)
+            _ = aether_futex_wake(word, 1)
+        }
+    }
+
+    /// Returns once `position` has moved from `seen` (or may have): polls as `policy` says,
+    /// then announces itself and sleeps on the futex until rung or until `deadline`.
+    ///
+    /// - Parameter beforeSleeping: a last check once announced, e.g. for a poisoned ring.
+    func wait(
+        until position: UnsafeAtomic<UInt64>, movesFrom seen: UInt64, policy: WaitPolicy, deadline: WaitDeadline,
+        beforeSleeping: () throws(SharedMemoryError) -> Void = {}
+    ) throws(SharedMemoryError) {
+        if policy.poll({ position.load(ordering: .acquiring) != seen }) { return }
+        let expected = sequence.load(ordering: .acquiring)
+        sleeping.store(1, ordering: .relaxed)
+        atomicFence()
+        defer { sleeping.store(0, ordering: .relaxed) }
+        if position.load(ordering: .acquiring) != seen { return }
+        try beforeSleeping()
+        guard let nanoseconds = deadline.remainingNanoseconds else {
+            throw .timedOut(waited: deadline.timeout ?? .zero)
+        }
+        if aether_futex_wait(word, expected, nanoseconds) == futexTimedOut {
+            throw .timedOut(waited: deadline.timeout ?? .zero)
+        }
+    }
+}
