@@ -207,20 +207,11 @@ int aether_crc32_has_vpclmul(void) {
 }
 
 uint32_t aether_crc32_vpclmul(uint32_t crc, const void *data, size_t length) {
-    const unsigned char *p = (const unsigned char *)data;
-    uint32_t c = ~crc;
-    if (length >= 128) {
-        size_t chunk = length & ~(size_t)15;
-        c = fold_raw_wide(c, p, chunk);
-        p += chunk;
-        length -= chunk;
-    } else if (length >= 64) {
-        size_t chunk = length & ~(size_t)15;
-        c = fold_raw(c, p, chunk);
-        p += chunk;
-        length -= chunk;
-    }
-    return ~slice8_raw(c, p, length);
+    // Below 128 bytes there is not one full wide step: the 128-bit kernel does the rest.
+    if (length < 128) return aether_crc32_pclmul(crc, data, length);
+    size_t chunk = length & ~(size_t)15;
+    uint32_t c = fold_raw_wide(~crc, (const unsigned char *)data, chunk);
+    return ~slice8_raw(c, (const unsigned char *)data + chunk, length - chunk);
 }
 #else
 int aether_crc32_has_pclmul(void) { return 0; }
