@@ -19,6 +19,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Config, validation, newtypes, registry, lifecycle state machine, error types.
@@ -36,12 +39,31 @@ let package = Package(
             dependencies: ["AetherCore", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strictSwift6
         ),
+        // GNU-only system calls for the orchestrator (pipe2, thread names).
+        .target(name: "CAetherSystem"),
+        // The orchestrator behind `aether up`: handler processes, instance pools, the HTTP
+        // gateway on trigger ports and the control API.
+        .target(
+            name: "AetherRuntime",
+            dependencies: [
+                "AetherCore", "AetherIPC", "CAetherSystem",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         // The `aether` command line.
         .executableTarget(
             name: "aether",
             dependencies: [
-                "AetherCore",
+                "AetherCore", "AetherRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift6
         ),

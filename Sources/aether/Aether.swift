@@ -8,9 +8,10 @@ struct Aether: AsyncParsableCommand {
         abstract: "Aetherless: a serverless function orchestrator for one Linux host.",
         discussion: """
             Functions are declared in a YAML file (id, trigger port, handler program, memory limit, timeout).
-            `aether validate FILE` checks such a file and reports every problem in it at once.
+            `aether validate FILE` checks such a file and reports every problem in it at once; \
+            `aether up -c FILE` runs its functions until `aether down`, SIGTERM or Ctrl-C.
             """,
         version: AetherVersion.current,
-        subcommands: [Validate.self]
+        subcommands: [Validate.self, Up.self, Deploy.self, List.self, Stats.self, Logs.self, Down.self]
     )
 }

@@ -28,10 +28,10 @@ extension Aether {
                 [
                     function.id.rawValue, String(function.triggerPort.rawValue),
                     "\(function.memoryLimit.megabytes) MiB",
-                    "\(function.timeout.milliseconds) ms", function.handlerPath,
+                    "\(function.timeout.milliseconds) ms", function.handlerProtocol.rawValue, function.handlerPath,
                 ]
             }
-            print(TextTable(header: ["ID", "PORT", "MEMORY", "TIMEOUT", "HANDLER"], rows: rows).rendered)
+            print(TextTable(header: ["ID", "PORT", "MEMORY", "TIMEOUT", "PROTOCOL", "HANDLER"], rows: rows).rendered)
         }
     }
 }

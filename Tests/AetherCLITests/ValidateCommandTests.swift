@@ -9,7 +9,7 @@ import Testing
         #expect(lines.first?.hasPrefix("examples/aetherless.yaml: valid, ") == true)
         #expect(
             lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true) == [
-                "ID", "PORT", "MEMORY", "TIMEOUT", "HANDLER",
+                "ID", "PORT", "MEMORY", "TIMEOUT", "PROTOCOL", "HANDLER",
             ])
         #expect(result.stdout.contains("process-hello"))
         #expect(result.stdout.contains("8083"))
@@ -47,7 +47,8 @@ import Testing
                     + "found \(dir.resolvingSymlinksInPath().path)/nowhere.py: No such file or directory",
                 "bad.yaml:8:17: error: functions[1].timeout_ms: expected an integer in 1...900000 ms, found -5",
                 "bad.yaml:9:5: error: functions[1].retries: expected one of the keys id, memory_limit_mb, "
-                    + "trigger_port, handler_path, timeout_ms, environment, found unknown key `retries`",
+                    + "trigger_port, handler_path, timeout_ms, environment, protocol, max_instances, concurrency, "
+                    + "max_queue, max_body_bytes, startup_timeout_ms, found unknown key `retries`",
                 "bad.yaml: 5 problems; nothing was started",
             ])
     }

@@ -114,7 +114,8 @@ import Testing
         #expect(
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
-                + "shm_buffer_size, warm_pool_size, snapshot_dir, found unknown key `restore_timout_ms`")
+                + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
+                + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
                 == "\(file):8:19: functions[0].trigger_port: expected an integer in 1...65535, found 70000")

@@ -12,6 +12,8 @@ public struct AetherConfig: Sendable, Equatable {
 /// Settings of the orchestrator process itself (the `orchestrator:` section).
 public struct OrchestratorConfig: Sendable, Equatable {
     public static let defaultSnapshotDirectory = "/dev/shm/aetherless"
+    public static let defaultControlSocket = "/run/aetherless/aether.sock"
+    public static let defaultListenAddress = "127.0.0.1"
 
     /// Data capacity of each shared-memory ring.
     public var shmBufferSize: ShmBufferSize
@@ -21,18 +23,41 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var restoreTimeout: RestoreTimeout
     /// Absolute path of the folder holding CRIU images.
     public var snapshotDirectory: String
+    /// Absolute path of the control API's Unix socket; the functions' handler sockets live in
+    /// the same folder.
+    public var controlSocket: String
+    /// The IP address the gateway binds trigger ports on (an IPv4 or IPv6 literal).
+    public var listenAddress: String
 
     public init(
         shmBufferSize: ShmBufferSize = .standard,
         warmPoolSize: WarmPoolSize = .standard,
         restoreTimeout: RestoreTimeout = .standard,
-        snapshotDirectory: String = Self.defaultSnapshotDirectory
+        snapshotDirectory: String = Self.defaultSnapshotDirectory,
+        controlSocket: String = Self.defaultControlSocket,
+        listenAddress: String = Self.defaultListenAddress
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
         self.restoreTimeout = restoreTimeout
         self.snapshotDirectory = snapshotDirectory
+        self.controlSocket = controlSocket
+        self.listenAddress = listenAddress
     }
+
+    /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).
+    public var maximumMessage: Int { shmBufferSize.bytes / 2 - 8 }
+
+    /// The largest request body that fits in one request message next to a maximal request head.
+    public var largestBodyFitting: Int { maximumMessage - InvocationLimits.maximumHead - InvocationLimits.envelope }
+}
+
+/// Sizes shared by the gateway and the validator (docs/handler-protocol.md, "Sizes").
+public enum InvocationLimits {
+    /// Request line plus headers; a larger head is answered with 431.
+    public static let maximumHead = 16_384
+    /// Fixed part of a request message.
+    public static let envelope = 32
 }
 
 /// One function (an entry of `functions:`).
@@ -45,6 +70,14 @@ public struct FunctionConfig: Sendable, Equatable {
         case executable
     }
 
+    /// How requests reach the handler.
+    public enum HandlerProtocol: String, Sendable, Equatable, CaseIterable {
+        /// The gateway terminates HTTP and passes each request through the instance's rings.
+        case sdk
+        /// The handler serves HTTP on the trigger port itself (the seed's protocol).
+        case process
+    }
+
     public var id: FunctionID
     public var memoryLimit: MemoryLimit
     public var triggerPort: Port
@@ -54,6 +87,18 @@ public struct FunctionConfig: Sendable, Equatable {
     public var timeout: FunctionTimeout
     /// Extra environment variables for the handler process.
     public var environment: [String: String]
+    public var handlerProtocol: HandlerProtocol
+    /// Instances the orchestrator may run at once (always 1 for `process` handlers, which bind
+    /// the trigger port themselves).
+    public var maxInstances: InstanceLimit
+    /// Requests in flight per instance (sdk only).
+    public var concurrency: Concurrency
+    /// Requests waiting for a free instance before 429 (sdk only).
+    public var maxQueue: QueueLimit
+    /// Largest request body the gateway accepts (sdk only); larger is 413.
+    public var maxBody: BodyLimit
+    /// Time a new instance has to report READY (and ATTACHED, for sdk handlers).
+    public var startupTimeout: StartupTimeout
 
     public init(
         id: FunctionID,
@@ -61,7 +106,13 @@ public struct FunctionConfig: Sendable, Equatable {
         triggerPort: Port,
         handlerPath: String,
         timeout: FunctionTimeout,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:],
+        handlerProtocol: HandlerProtocol = .sdk,
+        maxInstances: InstanceLimit = .standard,
+        concurrency: Concurrency = .standard,
+        maxQueue: QueueLimit = .standard,
+        maxBody: BodyLimit = .standard,
+        startupTimeout: StartupTimeout = .standard
     ) {
         self.id = id
         self.memoryLimit = memoryLimit
@@ -69,6 +120,12 @@ public struct FunctionConfig: Sendable, Equatable {
         self.handlerPath = handlerPath
         self.timeout = timeout
         self.environment = environment
+        self.handlerProtocol = handlerProtocol
+        self.maxInstances = maxInstances
+        self.concurrency = concurrency
+        self.maxQueue = maxQueue
+        self.maxBody = maxBody
+        self.startupTimeout = startupTimeout
     }
 
     public var launcher: Launcher {

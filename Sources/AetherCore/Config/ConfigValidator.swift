@@ -25,10 +25,16 @@ struct ConfigValidator {
 
     private enum Key {
         static let root = ["orchestrator", "functions"]
-        static let orchestrator = ["shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir"]
-        static let function = [
-            "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment",
+        static let orchestrator = [
+            "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
+            "listen_address",
         ]
+        static let function = [
+            "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
+            "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms",
+        ]
+        /// Keys that only mean something when the gateway terminates HTTP.
+        static let sdkOnly = ["concurrency", "max_queue", "max_body_bytes"]
     }
 
     static let defaultMemoryLimit = MemoryLimit(uncheckedRawValue: 128)
@@ -62,7 +68,7 @@ struct ConfigValidator {
 
         var functions: [FunctionConfig] = []
         if let node = fields["functions"]?.value {
-            functions = readFunctions(node)
+            functions = readFunctions(node, orchestrator: orchestrator)
         } else {
             report(
                 .missingKey, at: root, path: "functions",
@@ -95,10 +101,33 @@ struct ConfigValidator {
                     expected: "an absolute path", found: quoted(text))
             }
         }
+        if let entry = fields["control_socket"], let text = string(entry.value, path: "\(path).control_socket") {
+            if !text.hasPrefix("/") || text.hasSuffix("/") {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).control_socket",
+                    expected: "an absolute path of a socket file", found: quoted(text))
+            } else if text.utf8.count > UnixSocketPath.maximumLength {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).control_socket",
+                    expected: "a path of at most \(UnixSocketPath.maximumLength) bytes (the limit of Unix socket paths)",
+                    found: "\(quoted(text)), \(text.utf8.count) bytes")
+            } else {
+                config.controlSocket = LexicalPath.normalized(text)
+            }
+        }
+        if let entry = fields["listen_address"], let text = string(entry.value, path: "\(path).listen_address") {
+            if IPAddressText.isValid(text) {
+                config.listenAddress = text
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).listen_address",
+                    expected: "an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1", found: quoted(text))
+            }
+        }
         return config
     }
 
-    private mutating func readFunctions(_ node: Node) -> [FunctionConfig] {
+    private mutating func readFunctions(_ node: Node, orchestrator: OrchestratorConfig) -> [FunctionConfig] {
         guard case .sequence(let sequence) = node else {
             report(.wrongType, at: node, path: "functions", expected: "a list of functions", found: describe(node))
             return []
@@ -119,6 +148,17 @@ struct ConfigValidator {
             let timeout: FunctionTimeout? = boundedInteger(fields, "timeout_ms", in: path)
             let handler = readHandlerPath(fields, at: item, path: path)
             let environment = readEnvironment(fields, path: path)
+            let serving = readServing(fields, path: path, orchestrator: orchestrator)
+            if let id, let idNode = fields["id"]?.value {
+                let socket = UnixSocketPath.handlerSocket(function: id, controlSocket: orchestrator.controlSocket)
+                if socket.utf8.count > UnixSocketPath.maximumLength {
+                    report(
+                        .invalidValue, at: idNode, path: "\(path).id",
+                        expected:
+                            "an id short enough for its handler socket path (at most \(UnixSocketPath.maximumLength) bytes; or a shorter orchestrator.control_socket folder)",
+                        found: "\(quoted(socket)), \(socket.utf8.count) bytes")
+                }
+            }
 
             if let id, let idNode = fields["id"]?.value {
                 if let first = firstIDs[id] {
@@ -143,14 +183,99 @@ struct ConfigValidator {
                     firstPorts[port] = (id, portNode)
                 }
             }
-            if let id, let port, let handler, let environment {
+            if let id, let port, let handler, let environment, let serving {
                 functions.append(
                     FunctionConfig(
                         id: id, memoryLimit: memory ?? Self.defaultMemoryLimit, triggerPort: port,
-                        handlerPath: handler, timeout: timeout ?? Self.defaultTimeout, environment: environment))
+                        handlerPath: handler, timeout: timeout ?? Self.defaultTimeout, environment: environment,
+                        handlerProtocol: serving.handlerProtocol, maxInstances: serving.maxInstances,
+                        concurrency: serving.concurrency, maxQueue: serving.maxQueue, maxBody: serving.maxBody,
+                        startupTimeout: serving.startupTimeout))
             }
         }
         return functions
+    }
+
+    private struct Serving {
+        var handlerProtocol = FunctionConfig.HandlerProtocol.sdk
+        var maxInstances = InstanceLimit.standard
+        var concurrency = Concurrency.standard
+        var maxQueue = QueueLimit.standard
+        var maxBody = BodyLimit.standard
+        var startupTimeout = StartupTimeout.standard
+    }
+
+    /// Protocol, instance and queue settings; nil (after reporting) if any of them is wrong.
+    private mutating func readServing(_ fields: Fields, path: String, orchestrator: OrchestratorConfig) -> Serving? {
+        var serving = Serving()
+        var valid = true
+        if let entry = fields["protocol"] {
+            let keyPath = "\(path).protocol"
+            if let text = string(entry.value, path: keyPath) {
+                if let value = FunctionConfig.HandlerProtocol(rawValue: text) {
+                    serving.handlerProtocol = value
+                } else {
+                    report(
+                        .invalidValue, at: entry.value, path: keyPath,
+                        expected: "one of sdk, process", found: quoted(text))
+                    valid = false
+                }
+            } else {
+                valid = false
+            }
+        }
+        func take<T: BoundedInteger>(_ key: String, into value: inout T) -> Bool {
+            guard fields[key] != nil else { return true }
+            guard let read: T = boundedInteger(fields, key, in: path) else { return false }
+            value = read
+            return true
+        }
+        valid = take("max_instances", into: &serving.maxInstances) && valid
+        valid = take("concurrency", into: &serving.concurrency) && valid
+        valid = take("max_queue", into: &serving.maxQueue) && valid
+        valid = take("startup_timeout_ms", into: &serving.startupTimeout) && valid
+
+        let fitting = orchestrator.largestBodyFitting
+        if let node = fields["max_body_bytes"]?.value {
+            if let read: BodyLimit = boundedInteger(fields, "max_body_bytes", in: path) {
+                if read.bytes > fitting {
+                    report(
+                        .invalidValue, at: node, path: "\(path).max_body_bytes",
+                        expected:
+                            "at most \(fitting) bytes, the largest body one ring message carries with orchestrator.shm_buffer_size \(orchestrator.shmBufferSize.bytes)",
+                        found: String(read.bytes))
+                    valid = false
+                } else {
+                    serving.maxBody = read
+                }
+            } else {
+                valid = false
+            }
+        } else if fitting < BodyLimit.standard.bytes, let reduced = try? BodyLimit(fitting) {
+            serving.maxBody = reduced
+        }
+
+        if serving.handlerProtocol == .process {
+            for key in Key.sdkOnly {
+                guard let entry = fields[key] else { continue }
+                report(
+                    .invalidValue, at: entry.key, path: "\(path).\(key)",
+                    expected: "no `\(key)` for a `protocol: process` handler, which serves HTTP itself",
+                    found: "`\(key)` set")
+                valid = false
+            }
+            if let node = fields["max_instances"]?.value {
+                if serving.maxInstances != .one {
+                    report(
+                        .invalidValue, at: node, path: "\(path).max_instances",
+                        expected: "1 for a `protocol: process` handler, which binds the trigger port itself",
+                        found: String(serving.maxInstances.rawValue))
+                    valid = false
+                }
+            }
+            serving.maxInstances = .one
+        }
+        return valid ? serving : nil
     }
 
     private mutating func readFunctionID(_ fields: Fields, at item: Node, path: String) -> FunctionID? {
@@ -405,6 +530,28 @@ enum LexicalPath {
             }
         }
         return "/" + parts.joined(separator: "/")
+    }
+}
+
+/// Paths of the orchestrator's Unix sockets, and their length limit.
+public enum UnixSocketPath {
+    /// `sun_path` holds 108 bytes including the terminating NUL.
+    public static let maximumLength = 107
+
+    /// The socket a function's handlers connect to (`AETHER_SOCKET`): next to the control socket.
+    public static func handlerSocket(function: FunctionID, controlSocket: String) -> String {
+        let folder = controlSocket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+            separator: "/")
+        return "\(folder)/fn-\(function.rawValue).sock"
+    }
+}
+
+/// Textual IP addresses the gateway can bind.
+enum IPAddressText {
+    static func isValid(_ text: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
     }
 }
 

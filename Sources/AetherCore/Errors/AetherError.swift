@@ -9,6 +9,8 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
     case sharedMemory(SharedMemoryError)
     case criu(CriuError)
     case ebpf(EbpfError)
+    case handler(HandlerError)
+    case orchestrator(OrchestratorError)
 
     public var description: String {
         switch self {
@@ -18,6 +20,8 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
         case .sharedMemory(let error): error.description
         case .criu(let error): error.description
         case .ebpf(let error): error.description
+        case .handler(let error): error.description
+        case .orchestrator(let error): error.description
         }
     }
 }

@@ -67,3 +67,56 @@ public struct WarmPoolSize: BoundedInteger {
     public let rawValue: Int
     package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
 }
+
+/// How many instances of one function may run at once: 1...64.
+public struct InstanceLimit: BoundedInteger {
+    package static let quantityName = "instance limit"
+    package static let allowedRange: ClosedRange<Int> = 1...64
+    public static let standard = InstanceLimit(uncheckedRawValue: 2)
+    public static let one = InstanceLimit(uncheckedRawValue: 1)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
+/// Requests one instance may have in flight at once: 1...1024.
+public struct Concurrency: BoundedInteger {
+    package static let quantityName = "concurrency"
+    package static let allowedRange: ClosedRange<Int> = 1...1024
+    public static let standard = Concurrency(uncheckedRawValue: 1)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
+/// Requests that may wait for a free instance before new ones get 429: 0...100000.
+public struct QueueLimit: BoundedInteger {
+    package static let quantityName = "queue limit"
+    package static let allowedRange: ClosedRange<Int> = 0...100_000
+    public static let standard = QueueLimit(uncheckedRawValue: 64)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
+/// The largest request body the gateway accepts for a function, in bytes: 0...512 MiB.
+/// It must also fit in one ring message (see `AetherConfig` validation).
+public struct BodyLimit: BoundedInteger {
+    package static let quantityName = "request body limit"
+    package static let allowedRange: ClosedRange<Int> = 0...536_870_912
+    package static let unit = "bytes"
+    public static let standard = BodyLimit(uncheckedRawValue: 1_048_576)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+
+    public var bytes: Int { rawValue }
+}
+
+/// How long a new handler instance may take to report READY, in milliseconds: 1...600000.
+public struct StartupTimeout: BoundedInteger {
+    package static let quantityName = "startup timeout"
+    package static let allowedRange: ClosedRange<Int> = 1...600_000
+    package static let unit = "ms"
+    public static let standard = StartupTimeout(uncheckedRawValue: 10_000)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+
+    public var duration: Duration { .milliseconds(rawValue) }
+}

@@ -1,0 +1,152 @@
+public import AetherCore
+import FoundationEssentials
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The CLI's side of the control API: one HTTP/1.1 request per connection over the Unix socket,
+/// with plain blocking sockets (the CLI has nothing else to do meanwhile).
+public struct ControlClient: Sendable {
+    public let socketPath: String
+    /// How long to wait for an answer (a deploy waits for handlers to start).
+    public var timeoutSeconds: Int = 120
+
+    public init(socketPath: String) { self.socketPath = socketPath }
+
+    /// True if something accepts connections on the socket.
+    public static func answers(socketPath: String) -> Bool {
+        guard let fd = try? connect(socketPath) else { return false }
+        close(fd)
+        return true
+    }
+
+    public func status() throws(OrchestratorError) -> OrchestratorStatus {
+        try decode(OrchestratorStatus.self, try send("GET", "/v1/status"))
+    }
+
+    public func function(_ id: String) throws(OrchestratorError) -> FunctionStatus {
+        try decode(FunctionStatus.self, try send("GET", "/v1/functions/\(id)"))
+    }
+
+    public func logs(_ id: String, lines: Int) throws(OrchestratorError) -> LogsDocument {
+        try decode(LogsDocument.self, try send("GET", "/v1/functions/\(id)/logs?lines=\(lines)"))
+    }
+
+    public func deploy(_ request: DeployRequest) throws(OrchestratorError) -> DeployResult {
+        let body: Data
+        do {
+            body = try ControlJSON.encoder().encode(request)
+        } catch {
+            throw .requestFailed(status: 0, message: "cannot encode the deploy request: \(error)")
+        }
+        return try decode(DeployResult.self, try send("POST", "/v1/deploy", body: body))
+    }
+
+    public func down() throws(OrchestratorError) {
+        _ = try send("POST", "/v1/down")
+    }
+
+    /// The raw JSON of a GET, for `--json`.
+    public func raw(_ path: String) throws(OrchestratorError) -> [UInt8] {
+        Array(try send("GET", path))
+    }
+
+    // MARK: Transport
+
+    private struct ConnectFailure: Error {
+        let reason: String
+    }
+
+    private static func connect(_ path: String) throws -> CInt {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw ConnectFailure(reason: "socket path too long")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ConnectFailure(reason: String(cString: strerror(errno))) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ConnectFailure(reason: reason)
+        }
+        return fd
+    }
+
+    /// Sends one request and returns the body of a 2xx answer; anything else is an error.
+    private func send(_ method: String, _ path: String, body: Data = Data()) throws(OrchestratorError) -> Data {
+        let fd: CInt
+        do {
+            fd = try Self.connect(socketPath)
+        } catch {
+            throw .notRunning(controlSocket: socketPath, reason: (error as? ConnectFailure)?.reason ?? "\(error)")
+        }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+
+        var request = Data(
+            "\(method) \(path) HTTP/1.1\r\nHost: aether\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+                .utf8)
+        request.append(body)
+        let sent = request.withUnsafeBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, CInt(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                offset += n
+            }
+            return true
+        }
+        guard sent else {
+            throw .notRunning(controlSocket: socketPath, reason: "send: \(String(cString: strerror(errno)))")
+        }
+        var answer = Data()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 {
+                throw .requestFailed(status: 0, message: "no answer from the orchestrator: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            answer.append(contentsOf: chunk[..<n])
+        }
+        guard let split = answer.firstRange(of: Data("\r\n\r\n".utf8)) else {
+            throw .requestFailed(status: 0, message: "the orchestrator closed the connection without an answer")
+        }
+        let statusLine = String(decoding: answer[..<split.lowerBound], as: UTF8.self).split(separator: "\r\n").first ?? ""
+        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        let payload = Data(answer[split.upperBound...])
+        guard (200..<300).contains(status) else {
+            if let document = try? ControlJSON.decoder().decode(ErrorDocument.self, from: payload) {
+                let details = document.diagnostics.map { "\n  " + $0.joined(separator: "\n  ") } ?? ""
+                throw .requestFailed(status: status, message: document.error + details)
+            }
+            throw .requestFailed(status: status, message: String(decoding: payload, as: UTF8.self))
+        }
+        return payload
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws(OrchestratorError) -> T {
+        do {
+            return try ControlJSON.decoder().decode(type, from: data)
+        } catch {
+            throw .requestFailed(status: 200, message: "unexpected answer: \(error)")
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import AetherCore
+import FoundationEssentials
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The control API: HTTP/1.1 + JSON on a Unix socket (mode 0600), used by `aether list`,
+/// `stats`, `deploy`, `logs` and `down`.
+///
+/// | method | path | answer |
+/// |---|---|---|
+/// | GET | /v1/status | `OrchestratorStatus` |
+/// | GET | /v1/functions/ID | `FunctionStatus` (404 if unknown) |
+/// | GET | /v1/functions/ID/logs?lines=N | `LogsDocument` |
+/// | POST | /v1/deploy | `DeployRequest` -> `DeployResult` (400 invalid config, 409 conflict, 502 handler failed) |
+/// | POST | /v1/down | 202, then a graceful shutdown |
+final class ControlServer: Sendable {
+    let path: String
+    private let channel: any Channel
+
+    private init(path: String, channel: any Channel) {
+        self.path = path
+        self.channel = channel
+    }
+
+    static func bind(path: String, orchestrator: Orchestrator, group: any EventLoopGroup) async throws(AetherError)
+        -> ControlServer
+    {
+        do {
+            let channel = try await ServerBootstrap(group: group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(ControlHandler(orchestrator: orchestrator))
+                    }
+                }
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            chmod(path, 0o600)
+            return ControlServer(path: path, channel: channel)
+        } catch {
+            throw .orchestrator(.bindFailed(what: "the control API", address: path, reason: "\(error)"))
+        }
+    }
+
+    func close() async {
+        try? await channel.close()
+        unlink(path)
+    }
+}
+
+enum ControlJSON {
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+}
+
+private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let maximumBody = 65536
+    private let orchestrator: Orchestrator
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+
+    init(orchestrator: Orchestrator) { self.orchestrator = orchestrator }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            body.clear()
+        case .body(var chunk):
+            if body.readableBytes + chunk.readableBytes <= Self.maximumBody { body.writeBuffer(&chunk) }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let requestBody = body
+            let orchestrator = orchestrator
+            let loop = context.eventLoop
+            let respond = loop.makePromise(of: (HTTPResponseStatus, Data).self)
+            respond.futureResult.assumeIsolated().whenSuccess { [self] status, data in
+                write(context: context, status: status, body: data, keepAlive: head.isKeepAlive)
+            }
+            Task {
+                let answer = await Self.route(head: head, body: requestBody, orchestrator: orchestrator)
+                respond.succeed(answer)
+            }
+        }
+    }
+
+    private func write(context: ChannelHandlerContext, status: HTTPResponseStatus, body: Data, keepAlive: Bool) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-length", value: String(body.count))
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.count)
+        buffer.writeBytes(body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+        if !keepAlive { promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+    }
+
+    private static func route(head: HTTPRequestHead, body: ByteBuffer, orchestrator: Orchestrator) async
+        -> (HTTPResponseStatus, Data)
+    {
+        let target = head.uri.split(separator: "?", maxSplits: 1)
+        let path = target.first.map(String.init) ?? "/"
+        let query = target.count > 1 ? String(target[1]) : ""
+        let parts = path.split(separator: "/").map(String.init)
+        switch (head.method, parts.count, parts.first, parts.dropFirst().first) {
+        case (.GET, 2, "v1", "status"):
+            return encode(.ok, orchestrator.status())
+        case (.GET, 3, "v1", "functions"):
+            let id = parts[2]
+            guard let runtime = orchestrator.function(id) else { return unknown(id) }
+            return encode(.ok, runtime.status())
+        case (.GET, 4, "v1", "functions") where parts[3] == "logs":
+            let id = parts[2]
+            guard let runtime = orchestrator.function(id) else { return unknown(id) }
+            let lines = query.split(separator: "&").compactMap { pair -> Int? in
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                return kv.count == 2 && kv[0] == "lines" ? Int(kv[1]) : nil
+            }.first ?? 100
+            return encode(.ok, LogsDocument(function: id, lines: runtime.logs.tail(max(0, min(lines, 100_000)))))
+        case (.POST, 2, "v1", "deploy"):
+            let request: DeployRequest
+            do {
+                request = try ControlJSON.decoder().decode(DeployRequest.self, from: Data(body.readableBytesView))
+            } catch {
+                return encode(.badRequest, ErrorDocument(error: "the deploy request is not valid JSON: \(error)"))
+            }
+            do {
+                return encode(.ok, try await orchestrator.deploy(request))
+            } catch {
+                switch error {
+                case .config(.invalid(let file, let diagnostics)):
+                    return encode(
+                        .badRequest,
+                        ErrorDocument(
+                            error: "configuration file \(file) has \(diagnostics.count) problem(s)",
+                            diagnostics: diagnostics.map(\.description)))
+                case .config, .registry, .orchestrator(.conflict):
+                    return encode(.conflict, ErrorDocument(error: error.description))
+                default:
+                    return encode(.badGateway, ErrorDocument(error: error.description))
+                }
+            }
+        case (.POST, 2, "v1", "down"):
+            Task {
+                // Answer first, then stop.
+                try? await Task.sleep(for: .milliseconds(50))
+                orchestrator.requestShutdown()
+            }
+            return encode(.accepted, ["stopping": true])
+        default:
+            return encode(.notFound, ErrorDocument(error: "no such endpoint: \(head.method) \(path)"))
+        }
+    }
+
+    private static func unknown(_ id: String) -> (HTTPResponseStatus, Data) {
+        encode(.notFound, ErrorDocument(error: "no function \(id) is deployed"))
+    }
+
+    private static func encode<T: Encodable>(_ status: HTTPResponseStatus, _ value: T) -> (HTTPResponseStatus, Data) {
+        do {
+            return (status, try ControlJSON.encoder().encode(value))
+        } catch {
+            return (.internalServerError, Data("{\"error\":\"cannot encode the answer\"}".utf8))
+        }
+    }
+}

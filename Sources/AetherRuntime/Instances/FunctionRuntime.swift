@@ -1,0 +1,681 @@
+import AetherCore
+import AetherIPC
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Everything the orchestrator runs for one deployed function: its handler socket, its instances
+/// (processes, rings, reader threads), the queue of requests waiting for an instance, and its
+/// statistics.
+///
+/// Threads: the gateway's event loops call `submit`; each instance's reader thread delivers
+/// responses; each instance's waiter thread reports its exit. All shared state is behind `lock`,
+/// and promises are completed outside it.
+final class FunctionRuntime: @unchecked Sendable {
+    enum State: String {
+        case starting, running, draining, stopped
+    }
+
+    let config: FunctionConfig
+    let socketPath: String
+    let logs: LogBuffer
+    let generation: Int
+    private let shmBufferSize: Int
+    private let launch: HandlerLaunch
+    private let group: any EventLoopGroup
+    private let logger: Logger
+
+    private let lock = NIOLock()
+    private var state = State.starting
+    private var instances: [Instance] = []
+    private var instanceByPID: [pid_t: Instance] = [:]
+    private var queue = InvocationQueue()
+    private var nextInstanceNumber = 0
+    private var consecutiveFailures = 0
+    private var restartScheduled = false
+    private var stats = FunctionStats()
+    private var readyWaiters: [Int: EventLoopPromise<Void>] = [:]
+    private var idleWaiters: [EventLoopPromise<Void>] = []
+    private var exitWaiters: [EventLoopPromise<Void>] = []
+    private var handshakeChannel: (any Channel)?
+    private var housekeeping: RepeatedTask?
+
+    /// Extra instances (beyond the first) idle this long are stopped.
+    static let idleInstanceTimeout = TimeAmount.seconds(30)
+    /// SIGTERM, then SIGKILL after this long.
+    static let stopGracePeriod = TimeAmount.seconds(5)
+
+    init(
+        config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
+        group: any EventLoopGroup, logger: Logger
+    ) {
+        self.config = config
+        self.generation = generation
+        shmBufferSize = orchestrator.shmBufferSize.bytes
+        socketPath = UnixSocketPath.handlerSocket(function: config.id, controlSocket: orchestrator.controlSocket)
+        launch = HandlerLaunch(function: config, socketPath: socketPath, pythonSDK: pythonSDK)
+        logs = LogBuffer()
+        self.group = group
+        var logger = logger
+        logger[metadataKey: "function"] = "\(config.id)"
+        self.logger = logger
+    }
+
+    var id: FunctionID { config.id }
+
+    // MARK: Start and stop
+
+    /// Binds the handler socket and starts the first instance; returns once it is serving.
+    /// `socketPath` may be shared with an older generation being replaced: the caller passes a
+    /// fresh path through `HandshakeServer` binding, so both can run during a hot deploy.
+    func start(handshake: HandshakeServer) async throws(HandlerError) {
+        handshake.register(self)
+        let ready = lock.withLock { launchInstanceLocked() }
+        do {
+            try await ready.get()
+        } catch let error as HandlerError {
+            await stop()
+            throw error
+        } catch {
+            await stop()
+            throw .spawnFailed(function: id, program: launch.program, reason: "\(error)")
+        }
+        lock.withLock {
+            if state == .starting { state = .running }
+        }
+        housekeeping = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) {
+            [weak self] _ in self?.stopIdleInstances()
+        }
+    }
+
+    /// Stops taking requests and waits until every queued and in-flight request is answered.
+    func drain() async {
+        let idle: EventLoopFuture<Void>? = lock.withLock {
+            if state == .starting || state == .running { state = .draining }
+            if queue.isEmpty && instances.allSatisfy({ $0.inFlight.isEmpty }) { return nil }
+            let promise = group.next().makePromise(of: Void.self)
+            idleWaiters.append(promise)
+            return promise.futureResult
+        }
+        try? await idle?.get()
+    }
+
+    /// Stops every instance (SIGTERM, then SIGKILL after the grace period), answers whatever is
+    /// still queued with 503 and removes the function's shared memory.
+    func stop() async {
+        housekeeping?.cancel()
+        let (exited, queued): (EventLoopFuture<Void>?, [Invocation]) = lock.withLock {
+            state = .stopped
+            let queued = queue.removeAll()
+            for instance in instances where instance.phase != .exited {
+                signal(instance, SIGTERM, reason: nil)
+            }
+            if instances.isEmpty { return (nil, queued) }
+            let promise = group.next().makePromise(of: Void.self)
+            exitWaiters.append(promise)
+            return (promise.futureResult, queued)
+        }
+        for invocation in queued {
+            complete(invocation, .error(.serviceUnavailable, "function \(id) is shutting down"))
+        }
+        guard let exited else { return }
+        let killer = group.next().scheduleTask(in: Self.stopGracePeriod) { [self] in
+            lock.withLock {
+                for instance in instances where instance.phase != .exited {
+                    logger.warning("instance did not stop within 5 s; killing it", metadata: ["instance": "\(instance.number)"])
+                    signal(instance, SIGKILL, reason: nil)
+                }
+            }
+        }
+        try? await exited.get()
+        killer.cancel()
+    }
+
+    // MARK: Requests
+
+    /// Takes one request from the gateway. The promise is always completed: with the handler's
+    /// response, or with 429 / 502 / 503 / 504 made here.
+    func submit(_ invocation: Invocation, on eventLoop: any EventLoop) {
+        let timeout = TimeAmount.milliseconds(Int64(config.timeout.milliseconds))
+        invocation.timeoutTask = eventLoop.scheduleTask(in: timeout) { [weak self, weak invocation] in
+            guard let self, let invocation else { return }
+            self.timedOut(invocation)
+        }
+        var rejection: GatewayResponse?
+        lock.withLock {
+            guard state == .running || state == .starting else {
+                rejection = .error(.serviceUnavailable, "function \(id) is not accepting requests (\(state.rawValue))")
+                return
+            }
+            if queue.isEmpty, let instance = availableInstanceLocked() {
+                if dispatchLocked(invocation, to: instance) { return }
+            }
+            guard queue.count < config.maxQueue.rawValue else {
+                stats.rejected += 1
+                rejection = .error(
+                    .tooManyRequests,
+                    "function \(id) is at capacity: \(liveInstanceCountLocked()) instance(s) busy and \(queue.count) request(s) queued (max_queue)",
+                    extraHeaders: [("retry-after", "1")])
+                return
+            }
+            queue.append(invocation)
+            scaleUpLocked()
+        }
+        if let rejection { complete(invocation, rejection) }
+    }
+
+    private func timedOut(_ invocation: Invocation) {
+        let handled: Bool = lock.withLock {
+            if queue.remove(invocation) {
+                stats.timeouts += 1
+                return true
+            }
+            guard let instance = invocation.instance,
+                instance.inFlight.removeValue(forKey: invocation.requestID) != nil
+            else { return false }
+            stats.timeouts += 1
+            signal(
+                instance, SIGKILL,
+                reason: "request \(invocation.head.method) \(invocation.head.uri) ran over timeout_ms \(config.timeout.milliseconds)")
+            return true
+        }
+        guard handled else { return }
+        invocation.timeoutTask = nil
+        complete(
+            invocation,
+            .error(.gatewayTimeout, "function \(id) did not answer within timeout_ms \(config.timeout.milliseconds)"))
+    }
+
+    /// The least-loaded serving instance with room for one more request.
+    private func availableInstanceLocked() -> Instance? {
+        var best: Instance?
+        for instance in instances
+        where instance.isAvailable && !instance.requestRingFull
+            && instance.inFlight.count < config.concurrency.rawValue
+        {
+            if best == nil || instance.inFlight.count < best!.inFlight.count { best = instance }
+        }
+        return best
+    }
+
+    /// Writes the request into the instance's ring. False (nothing changed) when the ring is full.
+    private func dispatchLocked(_ invocation: Invocation, to instance: Instance) -> Bool {
+        guard let requests = instance.requests else { return false }
+        let requestID = instance.nextRequestID
+        let head = invocation.head
+        let method = head.method.rawValue
+        let block = InvocationFormat.headerBlockSize(head.headers)
+        let size = InvocationRequest.encodedSize(
+            method: method, target: head.uri, headerBlock: block.bytes, body: invocation.body?.readableBytes ?? 0)
+        let written: Bool
+        do {
+            written = try requests.tryWrite(length: size) { buffer in
+                let encode = { (body: UnsafeRawBufferPointer) in
+                    InvocationRequest.encode(
+                        id: requestID, method: method, target: head.uri, headers: head.headers, headerBlock: block,
+                        body: body, into: buffer)
+                }
+                if let body = invocation.body {
+                    body.withUnsafeReadableBytes(encode)
+                } else {
+                    encode(UnsafeRawBufferPointer(start: nil, count: 0))
+                }
+            }
+        } catch {
+            // Poisoned by the handler (or a size the validator should have ruled out): this
+            // instance cannot take requests any more.
+            signal(instance, SIGKILL, reason: "its request ring failed: \(error)")
+            return false
+        }
+        guard written else {
+            instance.requestRingFull = true
+            return false
+        }
+        instance.nextRequestID += 1
+        invocation.requestID = requestID
+        invocation.instance = instance
+        instance.inFlight[requestID] = invocation
+        instance.lastActive = .now()
+        return true
+    }
+
+    /// Hands queued requests to instances with room.
+    private func pumpLocked() {
+        while let next = queue.first, let instance = availableInstanceLocked() {
+            guard dispatchLocked(next, to: instance) else { continue }
+            _ = queue.popFirst()
+        }
+        if state == .draining { notifyIdleLocked() }
+    }
+
+    private func notifyIdleLocked() {
+        guard queue.isEmpty, instances.allSatisfy({ $0.inFlight.isEmpty }) else { return }
+        let waiters = idleWaiters
+        idleWaiters = []
+        waiters.forEach { $0.succeed() }
+    }
+
+    /// Called by an instance's reader thread with one message from its response ring.
+    fileprivate func deliver(_ bytes: UnsafeRawBufferPointer, from instance: Instance) {
+        let view: InvocationResponseView
+        do {
+            view = try InvocationResponseView(bytes)
+        } catch {
+            let victim: Invocation? = lock.withLock {
+                signal(instance, SIGKILL, reason: "it wrote a malformed response: \(error.reason)")
+                return error.requestID.flatMap { instance.inFlight.removeValue(forKey: $0) }
+            }
+            if let victim {
+                complete(victim, .error(.badGateway, "function \(id) sent a malformed response: \(error.reason)"))
+            }
+            return
+        }
+        var headers = HTTPHeaders()
+        for header in view.headers where !Self.hopByHop.contains(header.name.lowercased()) {
+            headers.add(name: header.name, value: header.value)
+        }
+        headers.add(name: "x-aether-instance", value: String(instance.number))
+        var body = ByteBufferAllocator().buffer(capacity: view.body.count)
+        body.writeBytes(view.body)
+        let response = GatewayResponse(
+            status: HTTPResponseStatus(statusCode: Int(view.status)), headers: headers, body: body)
+
+        let invocation: Invocation? = lock.withLock {
+            let invocation = instance.inFlight.removeValue(forKey: view.id)
+            instance.requestRingFull = false
+            instance.lastActive = .now()
+            if invocation != nil { instance.served += 1 }
+            pumpLocked()
+            return invocation
+        }
+        guard let invocation else {
+            // Its request already timed out and was answered with 504.
+            logger.debug("late response dropped", metadata: ["instance": "\(instance.number)", "request": "\(view.id)"])
+            return
+        }
+        complete(invocation, response)
+    }
+
+    static let hopByHop: Set<String> = ["content-length", "transfer-encoding", "connection", "keep-alive"]
+
+    /// Answers one request and records it.
+    private func complete(_ invocation: Invocation, _ response: GatewayResponse) {
+        invocation.timeoutTask?.cancel()
+        let latency = NIODeadline.now() - invocation.arrived
+        lock.withLock {
+            stats.record(status: Int(response.status.code), latency: latency)
+            if state == .draining { notifyIdleLocked() }
+        }
+        invocation.promise.succeed(response)
+    }
+
+    // MARK: Instances
+
+    private func liveInstanceCountLocked() -> Int {
+        instances.count { $0.phase != .stopping && $0.phase != .exited }
+    }
+
+    /// Starts another instance when requests are waiting and the limit allows it.
+    private func scaleUpLocked() {
+        guard state == .running, !restartScheduled else { return }
+        let live = liveInstanceCountLocked()
+        let starting = instances.count { $0.phase == .starting || $0.phase == .attaching }
+        guard live < config.maxInstances.rawValue, starting == 0 else { return }
+        _ = launchInstanceLocked()
+    }
+
+    /// Spawns one instance. The returned future completes when it is serving or fails with the
+    /// reason it never got there. Runs under the lock, so a handler that connects at once is
+    /// found by its PID.
+    private func launchInstanceLocked() -> EventLoopFuture<Void> {
+        let number = nextInstanceNumber
+        nextInstanceNumber += 1
+        let eventLoop = group.next()
+        let ready = eventLoop.makePromise(of: Void.self)
+        var region: SharedMemoryRegion?
+        if config.handlerProtocol == .sdk {
+            let name = SharedMemoryRegion.name(function: id, instance: number)
+            do {
+                region = try SharedMemoryRegion.create(name: name, ringCapacity: shmBufferSize)
+            } catch {
+                ready.fail(
+                    HandlerError.spawnFailed(
+                        function: id, program: launch.program, reason: "cannot create shared memory \(name): \(error)"))
+                return ready.futureResult
+            }
+        }
+        let process: SpawnedProcess
+        do {
+            process = try ProcessSpawner.spawn(
+                program: launch.program, arguments: launch.arguments, environment: launch.environment(instance: number),
+                searchPath: launch.searchPath)
+        } catch {
+            try? region?.unlink()
+            ready.fail(HandlerError.spawnFailed(function: id, program: launch.program, reason: error.reason))
+            return ready.futureResult
+        }
+        let instance = Instance(number: number, pid: process.pid, region: region)
+        instances.append(instance)
+        instanceByPID[process.pid] = instance
+        readyWaiters[number] = ready
+        logger.info(
+            "instance started", metadata: ["instance": "\(number)", "pid": "\(process.pid)"])
+
+        OutputCapture.start(fd: process.stdout, stream: "stdout", instance: number, logs: logs, group: group)
+        OutputCapture.start(fd: process.stderr, stream: "stderr", instance: number, logs: logs, group: group)
+        BackgroundThread.start(name: "wait-\(process.pid)") { [self] in
+            var status: CInt = 0
+            while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
+            instanceExited(instance, status: ExitStatus(waitStatus: status))
+        }
+        if instance.responses != nil {
+            BackgroundThread.start(name: "ring-\(process.pid)") { [self] in readResponses(of: instance) }
+        }
+        let waited = config.startupTimeout.rawValue
+        eventLoop.scheduleTask(in: .milliseconds(Int64(waited))) { [self] in
+            lock.withLock {
+                guard instance.phase == .starting || instance.phase == .attaching else { return }
+                let awaiting = instance.phase == .starting ? "READY" : "ATTACHED"
+                instance.startupFailure = .startupTimedOut(
+                    function: id, instance: number, waitedMilliseconds: waited, awaiting: awaiting)
+                signal(instance, SIGKILL, reason: "no \(awaiting) within startup_timeout_ms \(waited)")
+            }
+        }
+        return ready.futureResult
+    }
+
+    /// The reader thread of one sdk instance: waits on the response ring and delivers each
+    /// message until the instance has exited.
+    private func readResponses(of instance: Instance) {
+        guard let responses = instance.responses else { return }
+        while !instance.readerShouldStop.load(ordering: .acquiring) {
+            do {
+                try responses.read(timeout: .milliseconds(100)) { bytes in deliver(bytes, from: instance) }
+            } catch .timedOut {
+                continue
+            } catch .corruptedData(let offset, let stored, let computed) {
+                logger.error(
+                    "corrupted response skipped",
+                    metadata: [
+                        "instance": "\(instance.number)", "offset": "\(offset)",
+                        "crc": "stored \(stored), computed \(computed)",
+                    ])
+                lock.withLock { signal(instance, SIGKILL, reason: "its response ring carried a corrupted message") }
+            } catch {
+                lock.withLock { signal(instance, SIGKILL, reason: "its response ring failed: \(error)") }
+                break
+            }
+        }
+    }
+
+    /// Sends a signal to the instance's process group, remembering why (logged on exit).
+    private func signal(_ instance: Instance, _ signal: CInt, reason: String?) {
+        guard instance.phase != .exited else { return }
+        if instance.phase != .stopping {
+            instance.phase = .stopping
+            if let reason {
+                instance.stopReason = reason
+                logger.warning("stopping instance: \(reason)", metadata: ["instance": "\(instance.number)"])
+            }
+        }
+        // The handler leads its own process group (ProcessSpawner), so its children go too.
+        kill(-instance.pid, signal)
+    }
+
+    /// Called on the waiter thread once the process has been reaped.
+    private func instanceExited(_ instance: Instance, status: ExitStatus) {
+        instance.readerShouldStop.store(true, ordering: .releasing)
+        // The name goes now; the reader thread keeps its mapping until it notices the flag.
+        try? instance.region?.unlink()
+        let (orphans, readyWaiter, startupError, waiters): ([Invocation], EventLoopPromise<Void>?, HandlerError?, [EventLoopPromise<Void>]) =
+            lock.withLock {
+                let wasServing = instance.readyAt != nil
+                let unexpected = instance.phase != .stopping
+                instance.phase = .exited
+                instances.removeAll { $0 === instance }
+                instanceByPID[instance.pid] = nil
+                let orphans = Array(instance.inFlight.values)
+                instance.inFlight.removeAll()
+                let readyWaiter = readyWaiters.removeValue(forKey: instance.number)
+                var startupError: HandlerError?
+                if !wasServing {
+                    startupError =
+                        instance.startupFailure
+                        ?? .exitedDuringStartup(
+                            function: id, instance: instance.number, status: status.description,
+                            output: logs.tail(200).filter { $0.instance == instance.number && $0.stream == "stderr" }
+                                .suffix(10).map(\.text).joined(separator: "\n"))
+                    consecutiveFailures += 1
+                } else if unexpected {
+                    consecutiveFailures += 1
+                } else {
+                    consecutiveFailures = 0
+                }
+                if unexpected || instance.stopReason != nil {
+                    stats.crashes += unexpected ? 1 : 0
+                    logger.error(
+                        "instance \(status)\(instance.stopReason.map { " (\($0))" } ?? "")",
+                        metadata: ["instance": "\(instance.number)", "pid": "\(instance.pid)"])
+                } else {
+                    logger.info("instance stopped", metadata: ["instance": "\(instance.number)"])
+                }
+                var waiters: [EventLoopPromise<Void>] = []
+                if instances.isEmpty && state == .stopped {
+                    waiters = exitWaiters
+                    exitWaiters = []
+                }
+                replaceIfNeededLocked()
+                pumpLocked()
+                return (orphans, readyWaiter, startupError, waiters)
+            }
+        for orphan in orphans {
+            complete(orphan, .error(.badGateway, "function \(id): the instance serving this request \(status)"))
+        }
+        if let readyWaiter {
+            readyWaiter.fail(startupError ?? .exitedDuringStartup(function: id, instance: instance.number, status: status.description, output: ""))
+        }
+        waiters.forEach { $0.succeed() }
+    }
+
+    /// Keeps at least one instance (and one per waiting request, up to max_instances) running,
+    /// retrying with back-off after failures.
+    private func replaceIfNeededLocked() {
+        guard state == .running || state == .draining, !restartScheduled else { return }
+        let live = liveInstanceCountLocked()
+        let wanted = state == .running ? max(1, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
+        guard live < wanted else { return }
+        if consecutiveFailures == 0 {
+            _ = launchInstanceLocked()
+            return
+        }
+        let delay = min(100 * (1 << min(consecutiveFailures - 1, 7)), 10_000)
+        restartScheduled = true
+        logger.warning("restarting instance in \(delay) ms after \(consecutiveFailures) failure(s)")
+        group.next().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+            lock.withLock {
+                restartScheduled = false
+                guard liveInstanceCountLocked() < max(1, queue.isEmpty ? 1 : 1), state == .running || state == .draining
+                else { return }
+                _ = launchInstanceLocked()
+            }
+        }
+    }
+
+    private func stopIdleInstances() {
+        lock.withLock {
+            guard state == .running else { return }
+            let serving = instances.filter { $0.phase == .serving }
+            guard serving.count > 1 else { return }
+            let now = NIODeadline.now()
+            for instance in serving.dropFirst()
+            where instance.inFlight.isEmpty && now - instance.lastActive > Self.idleInstanceTimeout {
+                logger.info("stopping idle instance", metadata: ["instance": "\(instance.number)"])
+                signal(instance, SIGTERM, reason: nil)
+            }
+        }
+    }
+
+    // MARK: Handshake (called by HandshakeServer)
+
+    /// A process connected to AETHER_SOCKET; nil if it is not one of ours.
+    func controlConnected(pid: pid_t, channel: any Channel) -> Int? {
+        lock.withLock {
+            guard let instance = instanceByPID[pid], instance.phase == .starting, instance.control == nil else {
+                return nil
+            }
+            instance.control = channel
+            return instance.number
+        }
+    }
+
+    /// One line from an instance's control connection.
+    func controlLine(_ line: String, instance number: Int) {
+        var reply: String?
+        var ready: EventLoopPromise<Void>?
+        lock.withLock {
+            guard let instance = instances.first(where: { $0.number == number }) else { return }
+            switch (line, instance.phase) {
+            case ("READY", .starting):
+                if let region = instance.region {
+                    instance.phase = .attaching
+                    reply = "ATTACH \(region.name)\n"
+                } else {
+                    ready = becameReadyLocked(instance)
+                }
+            case ("ATTACHED", .attaching):
+                ready = becameReadyLocked(instance)
+            default:
+                guard instance.phase != .stopping && instance.phase != .exited else { return }
+                let detail =
+                    line.hasPrefix("ERROR ")
+                    ? "it reported: \(line.dropFirst(6))"
+                    : "it sent \(Self.printable(line)) while \(instance.phase == .starting ? "READY" : instance.phase == .attaching ? "ATTACHED" : "nothing") was expected"
+                instance.startupFailure = .protocolViolation(function: id, instance: number, detail: detail)
+                signal(instance, SIGKILL, reason: "protocol violation: \(detail)")
+            }
+            if let reply { instance.control?.writeAndFlush(ByteBuffer(string: reply), promise: nil) }
+        }
+        ready?.succeed()
+    }
+
+    /// The instance's control connection sent more than a line's worth without a newline.
+    func controlOverflow(instance number: Int) {
+        lock.withLock {
+            guard let instance = instances.first(where: { $0.number == number }) else { return }
+            let detail = "it sent a line longer than 4096 bytes on AETHER_SOCKET"
+            instance.startupFailure = .protocolViolation(function: id, instance: number, detail: detail)
+            signal(instance, SIGKILL, reason: "protocol violation: \(detail)")
+        }
+    }
+
+    private func becameReadyLocked(_ instance: Instance) -> EventLoopPromise<Void>? {
+        instance.phase = .serving
+        instance.readyAt = .now()
+        instance.lastActive = .now()
+        consecutiveFailures = 0
+        let startup = Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e6
+        stats.lastStartupMilliseconds = startup
+        logger.info(
+            "instance ready", metadata: ["instance": "\(instance.number)", "startup_ms": "\(Int(startup.rounded()))"])
+        pumpLocked()
+        return readyWaiters.removeValue(forKey: instance.number)
+    }
+
+    static func printable(_ text: String) -> String {
+        let cut = text.count > 80 ? String(text.prefix(77)) + "..." : text
+        return JSONText.quoted(cut)
+    }
+
+    // MARK: Status
+
+    func status() -> FunctionStatus {
+        lock.withLock {
+            FunctionStatus(
+                id: id.rawValue, port: Int(config.triggerPort.rawValue), protocol: config.handlerProtocol.rawValue,
+                state: state.rawValue, handler: config.handlerPath, queueDepth: queue.count,
+                maxInstances: config.maxInstances.rawValue, concurrency: config.concurrency.rawValue,
+                instances: instances.map { instance in
+                    InstanceStatus(
+                        number: instance.number, pid: Int(instance.pid), phase: instance.phase.rawValue,
+                        inFlight: instance.inFlight.count, served: instance.served,
+                        uptimeSeconds: Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e9,
+                        region: instance.region?.name)
+                },
+                stats: stats.summary())
+        }
+    }
+}
+
+/// Requests waiting for an instance, oldest first.
+struct InvocationQueue {
+    private var items: [Invocation] = []
+    private var head = 0
+
+    var count: Int { items.count - head }
+    var isEmpty: Bool { count == 0 }
+    var first: Invocation? { isEmpty ? nil : items[head] }
+
+    mutating func append(_ invocation: Invocation) { items.append(invocation) }
+
+    mutating func popFirst() -> Invocation? {
+        guard !isEmpty else { return nil }
+        let item = items[head]
+        head += 1
+        if head > 64 && head * 2 > items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return item
+    }
+
+    /// Removes one queued request (a timeout); false if it is not queued.
+    mutating func remove(_ invocation: Invocation) -> Bool {
+        guard let index = items[head...].firstIndex(where: { $0 === invocation }) else { return false }
+        items.remove(at: index)
+        return true
+    }
+
+    mutating func removeAll() -> [Invocation] {
+        let rest = Array(items[head...])
+        items = []
+        head = 0
+        return rest
+    }
+}
+
+/// Reads a child's stdout or stderr into the function's log, line by line.
+enum OutputCapture {
+    static func start(fd: CInt, stream: String, instance: Int, logs: LogBuffer, group: any EventLoopGroup) {
+        BackgroundThread.start(name: "\(stream.prefix(3))-\(instance)") {
+            var pending: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                pending.append(contentsOf: chunk[..<count])
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    logs.append(instance: instance, stream: stream, text: String(decoding: pending[..<newline], as: UTF8.self))
+                    pending.removeSubrange(...newline)
+                }
+                if pending.count > LogBuffer.maximumLineLength {
+                    logs.append(instance: instance, stream: stream, text: String(decoding: pending, as: UTF8.self))
+                    pending.removeAll()
+                }
+            }
+            if !pending.isEmpty {
+                logs.append(instance: instance, stream: stream, text: String(decoding: pending, as: UTF8.self))
+            }
+            close(fd)
+        }
+    }
+}

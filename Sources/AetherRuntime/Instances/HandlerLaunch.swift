@@ -1,0 +1,86 @@
+import AetherCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The command line and environment an instance of a function is started with
+/// (docs/handler-protocol.md, "Start").
+struct HandlerLaunch: Sendable {
+    let program: String
+    let arguments: [String]
+    /// Look `program` up in PATH (for `python3`).
+    let searchPath: Bool
+    let environment: [String: String]
+
+    /// Variables passed on from the orchestrator's own environment; everything else a handler
+    /// sees comes from its configuration, so two hosts run it alike.
+    static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONDONTWRITEBYTECODE"]
+
+    init(function: FunctionConfig, socketPath: String, pythonSDK: String?) {
+        var environment: [String: String] = [:]
+        for name in Self.inherited {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        if environment["PATH"] == nil { environment["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+        environment.merge(function.environment) { _, configured in configured }
+        environment["AETHER_SOCKET"] = socketPath
+        environment["AETHER_FUNCTION_ID"] = function.id.rawValue
+        environment["AETHER_TRIGGER_PORT"] = String(function.triggerPort.rawValue)
+        environment["AETHER_PROTOCOL"] = function.handlerProtocol.rawValue
+        environment["AETHER_CONCURRENCY"] = String(function.concurrency.rawValue)
+
+        switch (function.launcher, function.handlerProtocol) {
+        case (.python, .process):
+            program = "python3"
+            arguments = [function.handlerPath]
+            searchPath = true
+        case (.python, .sdk):
+            program = "python3"
+            arguments = ["-m", "aetherless", function.handlerPath]
+            searchPath = true
+            if let pythonSDK {
+                let existing = environment["PYTHONPATH"].map { ":" + $0 } ?? ""
+                environment["PYTHONPATH"] = pythonSDK + existing
+            }
+        case (.executable, _):
+            program = function.handlerPath
+            arguments = []
+            searchPath = false
+        }
+        self.environment = environment
+    }
+
+    func environment(instance: Int) -> [String: String] {
+        var environment = environment
+        environment["AETHER_INSTANCE"] = String(instance)
+        return environment
+    }
+}
+
+/// Finds the Python handler runtime (`sdk/python`, the folder holding the `aetherless` package).
+public enum PythonSDKLocator {
+    /// `AETHER_PYTHON_SDK` if set, else the `sdk/python` folder of the source tree the running
+    /// `aether` binary was built in (it lives under `.build/`), else nil.
+    public static func locate() -> String? {
+        if let value = getenv("AETHER_PYTHON_SDK") {
+            let path = String(cString: value)
+            return isSDK(path) ? path : nil
+        }
+        guard let executable = realpath("/proc/self/exe", nil) else { return nil }
+        defer { free(executable) }
+        var folder = String(cString: executable)
+        while let slash = folder.lastIndex(of: "/"), slash != folder.startIndex {
+            folder = String(folder[..<slash])
+            let candidate = folder + "/sdk/python"
+            if isSDK(candidate) { return candidate }
+        }
+        return nil
+    }
+
+    private static func isSDK(_ folder: String) -> Bool {
+        access(folder + "/aetherless/__main__.py", R_OK) == 0
+    }
+}

@@ -1,0 +1,110 @@
+import CAetherSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Why a handler process could not be started.
+public struct SpawnError: Error, Sendable, CustomStringConvertible {
+    public let program: String
+    public let reason: String
+
+    public var description: String { "cannot start \(program): \(reason)" }
+}
+
+/// A child process with its output pipes (the read ends belong to the caller).
+struct SpawnedProcess: Sendable {
+    let pid: pid_t
+    let stdout: CInt
+    let stderr: CInt
+}
+
+/// Starts handler programs with posix_spawn: stdin from /dev/null, stdout and stderr into pipes,
+/// its own process group (a Ctrl-C at the terminal reaches the orchestrator, which stops its
+/// children in order) and default signal dispositions (NIO ignores SIGPIPE, and ignored signals
+/// would otherwise be inherited across exec).
+enum ProcessSpawner {
+    static func spawn(
+        program: String, arguments: [String], environment: [String: String], searchPath: Bool
+    ) throws(SpawnError) -> SpawnedProcess {
+        var stdoutPipe: [CInt] = [-1, -1]
+        var stderrPipe: [CInt] = [-1, -1]
+        guard aether_pipe_cloexec(&stdoutPipe) == 0 else { throw failure(program, "pipe2", errno) }
+        guard aether_pipe_cloexec(&stderrPipe) == 0 else {
+            let code = errno
+            close(stdoutPipe[0])
+            close(stdoutPipe[1])
+            throw failure(program, "pipe2", code)
+        }
+        defer {
+            close(stdoutPipe[1])
+            close(stderrPipe[1])
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result =
+            searchPath
+            ? posix_spawnp(&pid, program, &actions, &attributes, argv, envp)
+            : posix_spawn(&pid, program, &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            throw failure(program, searchPath ? "posix_spawnp" : "posix_spawn", result)
+        }
+        return SpawnedProcess(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+    }
+
+    private static func failure(_ program: String, _ call: String, _ code: CInt) -> SpawnError {
+        SpawnError(program: program, reason: "\(call): \(String(cString: strerror(code)))")
+    }
+}
+
+/// How a child process ended.
+enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case exited(CInt)
+    case signalled(CInt)
+
+    init(waitStatus status: CInt) {
+        if status & 0x7f == 0 {
+            self = .exited((status >> 8) & 0xff)
+        } else {
+            self = .signalled(status & 0x7f)
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .exited(let code): "exited with status \(code)"
+        case .signalled(let signal): "killed by signal \(signal) (\(String(cString: strsignal(signal))))"
+        }
+    }
+}

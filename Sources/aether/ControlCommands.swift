@@ -1,0 +1,219 @@
+import AetherCore
+import AetherRuntime
+import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Where the running orchestrator's control API listens.
+struct ControlOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The orchestrator's control socket (default: $AETHER_CONTROL_SOCKET, else \(OrchestratorConfig.defaultControlSocket)).",
+            valueName: "path"))
+    var socket: String?
+
+    var client: ControlClient {
+        let path =
+            socket ?? getenv("AETHER_CONTROL_SOCKET").map { String(cString: $0) }
+            ?? OrchestratorConfig.defaultControlSocket
+        return ControlClient(socketPath: path)
+    }
+}
+
+/// Runs a control request, turning its error into one line on stderr and exit status 1.
+func controlRequest<T>(_ command: String, _ body: () throws(OrchestratorError) -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        writeError("aether \(command): \(error)")
+        throw ExitCode.failure
+    }
+}
+
+func printJSON(_ bytes: [UInt8]) {
+    print(String(decoding: bytes, as: UTF8.self))
+}
+
+extension Aether {
+    struct Deploy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hot-load the functions of a configuration file into the running orchestrator.",
+            discussion: """
+                New functions are started; changed ones are replaced without a restart (the new version \
+                starts, takes the traffic, and the old one finishes its requests before it stops); \
+                functions not in the file are left alone. The file is validated first.
+                """
+        )
+
+        @Argument(help: "The configuration file.", completion: .file(extensions: ["yaml", "yml"]))
+        var file: String
+
+        @Flag(help: "Replace functions even when their configuration is unchanged.")
+        var force = false
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            // Validate here too, so mistakes are shown with the same report as `aether validate`.
+            do {
+                _ = try ConfigLoader.load(path: file)
+            } catch {
+                ConfigErrorReport.print(error)
+                throw ExitCode.failure
+            }
+            let absolute = file.hasPrefix("/") ? file : currentDirectory() + "/" + file
+            let result = try controlRequest("deploy") { () throws(OrchestratorError) in
+                try control.client.deploy(DeployRequest(configFile: absolute, force: force))
+            }
+            let rows =
+                result.added.map { [$0, "added"] } + result.replaced.map { [$0, "replaced"] }
+                + result.unchanged.map { [$0, "unchanged"] }
+            print(TextTable(header: ["FUNCTION", "RESULT"], rows: rows).rendered)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the running functions and their instances.")
+
+        @Flag(help: "Print the orchestrator's JSON status document.")
+        var json = false
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            if json {
+                printJSON(try controlRequest("list") { () throws(OrchestratorError) in try control.client.raw("/v1/status") })
+                return
+            }
+            let status = try controlRequest("list") { () throws(OrchestratorError) in try control.client.status() }
+            let rows = status.functions.map { function in
+                [
+                    function.id, String(function.port), function.protocol, function.state,
+                    "\(function.instances.count(where: { $0.phase == "serving" }))/\(function.maxInstances)",
+                    function.instances.map { String($0.pid) }.joined(separator: ","),
+                ]
+            }
+            print(TextTable(header: ["ID", "PORT", "PROTOCOL", "STATE", "INSTANCES", "PIDS"], rows: rows).rendered)
+        }
+    }
+
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show invocation counts, errors, timeouts, latency percentiles and queue depth.",
+            discussion: "Latency percentiles cover the last 8192 requests of each function.")
+
+        @Argument(help: "Only this function (also shows its instances).")
+        var id: String?
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let client = control.client
+            if json {
+                let path = id.map { "/v1/functions/\($0)" } ?? "/v1/status"
+                printJSON(try controlRequest("stats") { () throws(OrchestratorError) in try client.raw(path) })
+                return
+            }
+            let functions: [FunctionStatus]
+            if let id {
+                functions = [try controlRequest("stats") { () throws(OrchestratorError) in try client.function(id) }]
+            } else {
+                functions = try controlRequest("stats") { () throws(OrchestratorError) in try client.status() }.functions
+            }
+            func ms(_ value: Double?) -> String { value.map { String(format3($0)) } ?? "-" }
+            let rows = functions.map { function in
+                let stats = function.stats
+                return [
+                    function.id, String(stats.invocations), String(stats.errors), String(stats.timeouts),
+                    String(stats.rejected), String(stats.crashes), ms(stats.p50Milliseconds), ms(stats.p95Milliseconds),
+                    ms(stats.p99Milliseconds), String(function.queueDepth),
+                ]
+            }
+            print(
+                TextTable(
+                    header: [
+                        "ID", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REJECTED", "CRASHES", "P50 MS", "P95 MS", "P99 MS",
+                        "QUEUE",
+                    ], rows: rows
+                ).rendered)
+            if id != nil, let function = functions.first {
+                print("")
+                let instanceRows = function.instances.map { instance in
+                    [
+                        String(instance.number), String(instance.pid), instance.phase, String(instance.inFlight),
+                        String(instance.served), String(Int(instance.uptimeSeconds)), instance.region ?? "-",
+                    ]
+                }
+                print(
+                    TextTable(
+                        header: ["INSTANCE", "PID", "PHASE", "IN FLIGHT", "SERVED", "UPTIME S", "SHARED MEMORY"],
+                        rows: instanceRows
+                    ).rendered)
+            }
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print what a function's handlers wrote to stdout and stderr (the last lines kept).")
+
+        @Argument(help: "The function id.")
+        var id: String
+
+        @Option(name: .shortAndLong, help: "How many lines.")
+        var lines = 100
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let document = try controlRequest("logs") { () throws(OrchestratorError) in
+                try control.client.logs(id, lines: lines)
+            }
+            for line in document.lines {
+                print("[\(line.instance) \(line.stream)] \(line.text)")
+            }
+        }
+    }
+
+    struct Down: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop the running orchestrator gracefully and wait until it has stopped.")
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let client = control.client
+            try controlRequest("down") { () throws(OrchestratorError) in try client.down() }
+            // Wait until the control socket stops answering: the orchestrator removes it last.
+            for _ in 0..<600 {
+                if !ControlClient.answers(socketPath: client.socketPath) {
+                    print("stopped")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            writeError("aether down: the orchestrator did not stop within 60 s")
+            throw ExitCode.failure
+        }
+    }
+}
+
+private func format3(_ value: Double) -> String {
+    let scaled = (value * 1000).rounded() / 1000
+    return String(scaled)
+}
+
+func currentDirectory() -> String {
+    guard let path = getcwd(nil, 0) else { return "." }
+    defer { free(path) }
+    return String(cString: path)
+}
