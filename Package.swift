@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "aether", targets: ["aether"]),
         .library(name: "AetherCore", targets: ["AetherCore"]),
         .library(name: "AetherIPC", targets: ["AetherIPC"]),
+        .library(name: "AetherHandler", targets: ["AetherHandler"]),
+        .executable(name: "hello-swift", targets: ["hello-swift"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
@@ -36,7 +38,9 @@ let package = Package(
         // Shared-memory regions and the SPSC ring (docs/shm-layout.md).
         .target(
             name: "AetherIPC",
-            dependencies: ["AetherCore", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics")],
+            dependencies: [
+                "AetherCore", "CAetherIPC", "CAetherSystem", .product(name: "Atomics", package: "swift-atomics"),
+            ],
             swiftSettings: strictSwift6
         ),
         // GNU-only system calls for the orchestrator (pipe2, thread names).
@@ -54,6 +58,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strictSwift6
+        ),
+        // The Swift handler SDK: a function written in Swift, served over the rings.
+        .target(
+            name: "AetherHandler",
+            dependencies: ["AetherIPC"],
+            swiftSettings: strictSwift6
+        ),
+        // examples/hello-swift: the Swift SDK example function.
+        .executableTarget(
+            name: "hello-swift",
+            dependencies: ["AetherHandler"],
+            path: "examples/hello-swift",
+            exclude: ["handler.sh"],
             swiftSettings: strictSwift6
         ),
         // The `aether` command line.

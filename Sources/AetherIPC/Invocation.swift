@@ -84,7 +84,8 @@ struct MessageWriter {
         (base + offset).copyMemory(from: source, byteCount: value.count)
         offset += value.count
     }
-    mutating func headers<Headers: Sequence>(_ headers: Headers) where Headers.Element == (name: String, value: String) {
+    mutating func headers<Headers: Sequence>(_ headers: Headers)
+    where Headers.Element == (name: String, value: String) {
         for header in headers {
             u32(header.name.utf8.count)
             u32(header.value.utf8.count)
@@ -99,9 +100,15 @@ struct MessageReader {
     let bytes: UnsafeRawBufferPointer
 
     func u8(_ offset: Int) -> UInt8 { bytes.load(fromByteOffset: offset, as: UInt8.self) }
-    func u16(_ offset: Int) -> UInt16 { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
-    func u32(_ offset: Int) -> Int { Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))) }
-    func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
+    func u16(_ offset: Int) -> UInt16 {
+        UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+    func u32(_ offset: Int) -> Int {
+        Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+    }
+    func u64(_ offset: Int) -> UInt64 {
+        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
 
     func slice(_ offset: Int, _ count: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
@@ -128,7 +135,9 @@ struct MessageReader {
     }
 
     /// Decodes `count` header entries that must fill `block` exactly.
-    func headers(in block: Range<Int>, count: Int, requestID: UInt64) throws(InvocationFormatError)
+    func headers(
+        in block: Range<Int>, count: Int, requestID: UInt64
+    ) throws(InvocationFormatError)
         -> [InvocationHeader]
     {
         var headers: [InvocationHeader] = []

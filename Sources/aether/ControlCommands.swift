@@ -88,7 +88,8 @@ extension Aether {
 
         func run() async throws {
             if json {
-                printJSON(try controlRequest("list") { () throws(OrchestratorError) in try control.client.raw("/v1/status") })
+                printJSON(
+                    try controlRequest("list") { () throws(OrchestratorError) in try control.client.raw("/v1/status") })
                 return
             }
             let status = try controlRequest("list") { () throws(OrchestratorError) in try control.client.status() }
@@ -127,7 +128,8 @@ extension Aether {
             if let id {
                 functions = [try controlRequest("stats") { () throws(OrchestratorError) in try client.function(id) }]
             } else {
-                functions = try controlRequest("stats") { () throws(OrchestratorError) in try client.status() }.functions
+                functions = try controlRequest("stats") { () throws(OrchestratorError) in try client.status() }
+                    .functions
             }
             func ms(_ value: Double?) -> String { value.map { String(format3($0)) } ?? "-" }
             let rows = functions.map { function in

@@ -109,7 +109,8 @@ struct ConfigValidator {
             } else if text.utf8.count > UnixSocketPath.maximumLength {
                 report(
                     .invalidValue, at: entry.value, path: "\(path).control_socket",
-                    expected: "a path of at most \(UnixSocketPath.maximumLength) bytes (the limit of Unix socket paths)",
+                    expected:
+                        "a path of at most \(UnixSocketPath.maximumLength) bytes (the limit of Unix socket paths)",
                     found: "\(quoted(text)), \(text.utf8.count) bytes")
             } else {
                 config.controlSocket = LexicalPath.normalized(text)

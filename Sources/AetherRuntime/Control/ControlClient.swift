@@ -121,7 +121,8 @@ public struct ControlClient: Sendable {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
             if n < 0 {
-                throw .requestFailed(status: 0, message: "no answer from the orchestrator: \(String(cString: strerror(errno)))")
+                throw .requestFailed(
+                    status: 0, message: "no answer from the orchestrator: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             answer.append(contentsOf: chunk[..<n])
@@ -129,7 +130,8 @@ public struct ControlClient: Sendable {
         guard let split = answer.firstRange(of: Data("\r\n\r\n".utf8)) else {
             throw .requestFailed(status: 0, message: "the orchestrator closed the connection without an answer")
         }
-        let statusLine = String(decoding: answer[..<split.lowerBound], as: UTF8.self).split(separator: "\r\n").first ?? ""
+        let statusLine =
+            String(decoding: answer[..<split.lowerBound], as: UTF8.self).split(separator: "\r\n").first ?? ""
         let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         let payload = Data(answer[split.upperBound...])
         guard (200..<300).contains(status) else {

@@ -29,7 +29,9 @@ final class ControlServer: Sendable {
         self.channel = channel
     }
 
-    static func bind(path: String, orchestrator: Orchestrator, group: any EventLoopGroup) async throws(AetherError)
+    static func bind(
+        path: String, orchestrator: Orchestrator, group: any EventLoopGroup
+    ) async throws(AetherError)
         -> ControlServer
     {
         do {
@@ -109,7 +111,8 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         headers.add(name: "content-type", value: "application/json")
         headers.add(name: "content-length", value: String(body.count))
         if !keepAlive { headers.add(name: "connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -118,7 +121,9 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         if !keepAlive { promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
     }
 
-    private static func route(head: HTTPRequestHead, body: ByteBuffer, orchestrator: Orchestrator) async
+    private static func route(
+        head: HTTPRequestHead, body: ByteBuffer, orchestrator: Orchestrator
+    ) async
         -> (HTTPResponseStatus, Data)
     {
         let target = head.uri.split(separator: "?", maxSplits: 1)
@@ -135,10 +140,11 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         case (.GET, 4, "v1", "functions") where parts[3] == "logs":
             let id = parts[2]
             guard let runtime = orchestrator.function(id) else { return unknown(id) }
-            let lines = query.split(separator: "&").compactMap { pair -> Int? in
-                let kv = pair.split(separator: "=", maxSplits: 1)
-                return kv.count == 2 && kv[0] == "lines" ? Int(kv[1]) : nil
-            }.first ?? 100
+            let lines =
+                query.split(separator: "&").compactMap { pair -> Int? in
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    return kv.count == 2 && kv[0] == "lines" ? Int(kv[1]) : nil
+                }.first ?? 100
             return encode(.ok, LogsDocument(function: id, lines: runtime.logs.tail(max(0, min(lines, 100_000)))))
         case (.POST, 2, "v1", "deploy"):
             let request: DeployRequest

@@ -1,4 +1,5 @@
 import AetherCore
+import AetherIPC
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -98,7 +99,9 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
             guard !discarding else { return }
             let received = (body?.readableBytes ?? 0) + chunk.readableBytes
             guard received <= bodyLimit else {
-                refuse(.payloadTooLarge, "request body over max_body_bytes \(bodyLimit) of this function", context: context)
+                refuse(
+                    .payloadTooLarge, "request body over max_body_bytes \(bodyLimit) of this function", context: context
+                )
                 return
             }
             if body == nil {
@@ -129,12 +132,14 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         discarding = false
         body = nil
-        var headBytes = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
-        for (name, value) in head.headers { headBytes += name.utf8.count + value.utf8.count + 4 }
+        // Measured as encoded in the request message (8 bytes per header entry), which is what
+        // must fit in the ring next to the body.
+        let headBytes =
+            head.method.rawValue.utf8.count + head.uri.utf8.count + InvocationFormat.headerBlockSize(head.headers).bytes
         guard headBytes <= InvocationLimits.maximumHead else {
             refuse(
                 .requestHeaderFieldsTooLarge,
-                "request line and headers are \(headBytes) bytes, over the \(InvocationLimits.maximumHead)-byte limit",
+                "request line and headers take \(headBytes) bytes, over the \(InvocationLimits.maximumHead)-byte limit",
                 context: context)
             return
         }
@@ -146,7 +151,8 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
         bodyLimit = runtime.config.maxBody.bytes
         if let declared = head.headers.first(name: "content-length").flatMap(Int.init), declared > bodyLimit {
             refuse(
-                .payloadTooLarge, "request body of \(declared) bytes is over max_body_bytes \(bodyLimit) of this function",
+                .payloadTooLarge,
+                "request body of \(declared) bytes is over max_body_bytes \(bodyLimit) of this function",
                 context: context)
             return
         }
@@ -168,7 +174,9 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
         write(.error(status, message), version: version, keepAlive: false, context: context)
     }
 
-    private func write(_ response: GatewayResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext) {
+    private func write(
+        _ response: GatewayResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext
+    ) {
         var headers = response.headers
         headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
         if !keepAlive {

@@ -131,7 +131,8 @@ final class FunctionRuntime: @unchecked Sendable {
         let killer = group.next().scheduleTask(in: Self.stopGracePeriod) { [self] in
             lock.withLock {
                 for instance in instances where instance.phase != .exited {
-                    logger.warning("instance did not stop within 5 s; killing it", metadata: ["instance": "\(instance.number)"])
+                    logger.warning(
+                        "instance did not stop within 5 s; killing it", metadata: ["instance": "\(instance.number)"])
                     signal(instance, SIGKILL, reason: nil)
                 }
             }
@@ -185,7 +186,9 @@ final class FunctionRuntime: @unchecked Sendable {
             stats.timeouts += 1
             signal(
                 instance, SIGKILL,
-                reason: "request \(invocation.head.method) \(invocation.head.uri) ran over timeout_ms \(config.timeout.milliseconds)")
+                reason:
+                    "request \(invocation.head.method) \(invocation.head.uri) ran over timeout_ms \(config.timeout.milliseconds)"
+            )
             return true
         }
         guard handled else { return }
@@ -281,6 +284,20 @@ final class FunctionRuntime: @unchecked Sendable {
         }
         var headers = HTTPHeaders()
         for header in view.headers where !Self.hopByHop.contains(header.name.lowercased()) {
+            guard HeaderSyntax.isValid(name: header.name, value: header.value) else {
+                // CR or LF in a header would let a handler write arbitrary bytes into the HTTP stream.
+                let victim: Invocation? = lock.withLock {
+                    signal(
+                        instance, SIGKILL, reason: "it sent an invalid response header \(Self.printable(header.name))")
+                    return instance.inFlight.removeValue(forKey: view.id)
+                }
+                if let victim {
+                    complete(
+                        victim,
+                        .error(.badGateway, "function \(id) sent an invalid header name or value (control characters)"))
+                }
+                return
+            }
             headers.add(name: header.name, value: header.value)
         }
         headers.add(name: "x-aether-instance", value: String(instance.number))
@@ -299,7 +316,8 @@ final class FunctionRuntime: @unchecked Sendable {
         }
         guard let invocation else {
             // Its request already timed out and was answered with 504.
-            logger.debug("late response dropped", metadata: ["instance": "\(instance.number)", "request": "\(view.id)"])
+            logger.debug(
+                "late response dropped", metadata: ["instance": "\(instance.number)", "request": "\(view.id)"])
             return
         }
         complete(invocation, response)
@@ -436,52 +454,58 @@ final class FunctionRuntime: @unchecked Sendable {
         instance.readerShouldStop.store(true, ordering: .releasing)
         // The name goes now; the reader thread keeps its mapping until it notices the flag.
         try? instance.region?.unlink()
-        let (orphans, readyWaiter, startupError, waiters): ([Invocation], EventLoopPromise<Void>?, HandlerError?, [EventLoopPromise<Void>]) =
-            lock.withLock {
-                let wasServing = instance.readyAt != nil
-                let unexpected = instance.phase != .stopping
-                instance.phase = .exited
-                instances.removeAll { $0 === instance }
-                instanceByPID[instance.pid] = nil
-                let orphans = Array(instance.inFlight.values)
-                instance.inFlight.removeAll()
-                let readyWaiter = readyWaiters.removeValue(forKey: instance.number)
-                var startupError: HandlerError?
-                if !wasServing {
-                    startupError =
-                        instance.startupFailure
-                        ?? .exitedDuringStartup(
-                            function: id, instance: instance.number, status: status.description,
-                            output: logs.tail(200).filter { $0.instance == instance.number && $0.stream == "stderr" }
+        let (orphans, readyWaiter, startupError, waiters):
+            ([Invocation], EventLoopPromise<Void>?, HandlerError?, [EventLoopPromise<Void>]) =
+                lock.withLock {
+                    let wasServing = instance.readyAt != nil
+                    let unexpected = instance.phase != .stopping
+                    instance.phase = .exited
+                    instances.removeAll { $0 === instance }
+                    instanceByPID[instance.pid] = nil
+                    let orphans = Array(instance.inFlight.values)
+                    instance.inFlight.removeAll()
+                    let readyWaiter = readyWaiters.removeValue(forKey: instance.number)
+                    var startupError: HandlerError?
+                    if !wasServing {
+                        startupError =
+                            instance.startupFailure
+                            ?? .exitedDuringStartup(
+                                function: id, instance: instance.number, status: status.description,
+                                output: logs.tail(200).filter {
+                                    $0.instance == instance.number && $0.stream == "stderr"
+                                }
                                 .suffix(10).map(\.text).joined(separator: "\n"))
-                    consecutiveFailures += 1
-                } else if unexpected {
-                    consecutiveFailures += 1
-                } else {
-                    consecutiveFailures = 0
+                        consecutiveFailures += 1
+                    } else if unexpected {
+                        consecutiveFailures += 1
+                    } else {
+                        consecutiveFailures = 0
+                    }
+                    if unexpected || instance.stopReason != nil {
+                        stats.crashes += unexpected ? 1 : 0
+                        logger.error(
+                            "instance \(status)\(instance.stopReason.map { " (\($0))" } ?? "")",
+                            metadata: ["instance": "\(instance.number)", "pid": "\(instance.pid)"])
+                    } else {
+                        logger.info("instance stopped", metadata: ["instance": "\(instance.number)"])
+                    }
+                    var waiters: [EventLoopPromise<Void>] = []
+                    if instances.isEmpty && state == .stopped {
+                        waiters = exitWaiters
+                        exitWaiters = []
+                    }
+                    replaceIfNeededLocked()
+                    pumpLocked()
+                    return (orphans, readyWaiter, startupError, waiters)
                 }
-                if unexpected || instance.stopReason != nil {
-                    stats.crashes += unexpected ? 1 : 0
-                    logger.error(
-                        "instance \(status)\(instance.stopReason.map { " (\($0))" } ?? "")",
-                        metadata: ["instance": "\(instance.number)", "pid": "\(instance.pid)"])
-                } else {
-                    logger.info("instance stopped", metadata: ["instance": "\(instance.number)"])
-                }
-                var waiters: [EventLoopPromise<Void>] = []
-                if instances.isEmpty && state == .stopped {
-                    waiters = exitWaiters
-                    exitWaiters = []
-                }
-                replaceIfNeededLocked()
-                pumpLocked()
-                return (orphans, readyWaiter, startupError, waiters)
-            }
         for orphan in orphans {
             complete(orphan, .error(.badGateway, "function \(id): the instance serving this request \(status)"))
         }
         if let readyWaiter {
-            readyWaiter.fail(startupError ?? .exitedDuringStartup(function: id, instance: instance.number, status: status.description, output: ""))
+            readyWaiter.fail(
+                startupError
+                    ?? .exitedDuringStartup(
+                        function: id, instance: instance.number, status: status.description, output: ""))
         }
         waiters.forEach { $0.succeed() }
     }
@@ -491,7 +515,8 @@ final class FunctionRuntime: @unchecked Sendable {
     private func replaceIfNeededLocked() {
         guard state == .running || state == .draining, !restartScheduled else { return }
         let live = liveInstanceCountLocked()
-        let wanted = state == .running ? max(1, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
+        let wanted =
+            state == .running ? max(1, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
         guard live < wanted else { return }
         if consecutiveFailures == 0 {
             _ = launchInstanceLocked()
@@ -615,6 +640,22 @@ final class FunctionRuntime: @unchecked Sendable {
     }
 }
 
+/// RFC 9110 header syntax: a token name, and a value without CR, LF or NUL.
+enum HeaderSyntax {
+    static func isValid(name: String, value: String) -> Bool {
+        guard !name.isEmpty else { return false }
+        let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
+        for byte in name.utf8 {
+            let isAlphanumeric =
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+            guard isAlphanumeric || tokenPunctuation.contains(byte) else { return false }
+        }
+        return !value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 }
+    }
+}
+
 /// Requests waiting for an instance, oldest first.
 struct InvocationQueue {
     private var items: [Invocation] = []
@@ -664,7 +705,8 @@ enum OutputCapture {
                 guard count > 0 else { break }
                 pending.append(contentsOf: chunk[..<count])
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    logs.append(instance: instance, stream: stream, text: String(decoding: pending[..<newline], as: UTF8.self))
+                    logs.append(
+                        instance: instance, stream: stream, text: String(decoding: pending[..<newline], as: UTF8.self))
                     pending.removeSubrange(...newline)
                 }
                 if pending.count > LogBuffer.maximumLineLength {

@@ -91,7 +91,9 @@ struct GatewayResponse: Sendable {
     var body: ByteBuffer?
 
     /// A response made by the orchestrator itself (errors), with a JSON body naming the problem.
-    static func error(_ status: HTTPResponseStatus, _ message: String, extraHeaders: [(String, String)] = [])
+    static func error(
+        _ status: HTTPResponseStatus, _ message: String, extraHeaders: [(String, String)] = []
+    )
         -> GatewayResponse
     {
         var headers = HTTPHeaders()

@@ -55,7 +55,9 @@ public final class Orchestrator: @unchecked Sendable {
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
         if !folder.isEmpty { try Self.makeFolder(folder) }
         let stale = SharedMemoryRegion.removeStale()
-        if !stale.isEmpty { logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))") }
+        if !stale.isEmpty {
+            logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))")
+        }
 
         do {
             control = try await ControlServer.bind(path: socket, orchestrator: self, group: group)
@@ -78,7 +80,8 @@ public final class Orchestrator: @unchecked Sendable {
             if mkdir(partial, 0o700) != 0 && errno != EEXIST {
                 throw .orchestrator(
                     .bindFailed(
-                        what: "the control socket", address: path, reason: "mkdir \(partial): \(String(cString: strerror(errno)))"))
+                        what: "the control socket", address: path,
+                        reason: "mkdir \(partial): \(String(cString: strerror(errno)))"))
             }
         }
     }
@@ -181,7 +184,8 @@ public final class Orchestrator: @unchecked Sendable {
             }) {
                 throw .orchestrator(
                     .conflict(
-                        "function \(function.id) asks for port \(function.triggerPort), which function \(owner.id) is serving"))
+                        "function \(function.id) asks for port \(function.triggerPort), which function \(owner.id) is serving"
+                    ))
             }
         }
         var result = DeployResult(added: [], replaced: [], unchanged: [])

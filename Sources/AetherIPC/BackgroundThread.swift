@@ -7,8 +7,9 @@ import Musl
 #endif
 
 /// A detached OS thread for work that blocks in the kernel (waitpid, a futex wait on a ring):
-/// such calls must not sit on an event loop or in Swift's cooperative pool.
-enum BackgroundThread {
+/// such calls must not sit on an event loop or in Swift's cooperative pool. Shared by the
+/// orchestrator and the Swift handler runtime.
+package enum BackgroundThread {
     private final class Box {
         let name: String
         let body: () -> Void
@@ -18,7 +19,7 @@ enum BackgroundThread {
         }
     }
 
-    static func start(name: String, _ body: @escaping @Sendable () -> Void) {
+    package static func start(name: String, _ body: @escaping @Sendable () -> Void) {
         let box = Unmanaged.passRetained(Box(name, body)).toOpaque()
         var thread = pthread_t()
         var attributes = pthread_attr_t()

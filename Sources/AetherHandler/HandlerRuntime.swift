@@ -1,0 +1,208 @@
+import AetherIPC
+import FoundationEssentials
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The Swift handler runtime (docs/handler-protocol.md): connects to the orchestrator, attaches
+/// to the instance's rings and serves requests with your closure.
+///
+/// ```swift
+/// import AetherHandler
+///
+/// @main struct Hello {
+///     static func main() {
+///         AetherHandler.run { request in
+///             .json(["hello": request.query["name"] ?? "world"])
+///         }
+///     }
+/// }
+/// ```
+/// A thrown `HTTPError` becomes its status; any other error becomes a 500 (logged to stderr)
+/// and the instance keeps serving.
+public enum AetherHandler {
+    public typealias Handler = @Sendable (HandlerRequest) throws -> HandlerResponse
+
+    /// Serves until the orchestrator goes away; never returns.
+    public static func run(_ handler: @escaping Handler) -> Never {
+        do {
+            let session = try Session.attach()
+            session.serve(handler)
+        } catch {
+            logError("\(error)")
+            exit(1)
+        }
+    }
+
+    struct StartupError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The connection to the orchestrator and the instance's rings.
+    final class Session: @unchecked Sendable {
+        let control: CInt
+        let region: SharedMemoryRegion
+        let requests: RingConsumer
+        let responses: RingProducer
+
+        private init(control: CInt, region: SharedMemoryRegion) {
+            self.control = control
+            self.region = region
+            requests = region.consumer(ring: 0)
+            responses = region.producer(ring: 1)
+        }
+
+        static func attach() throws -> Session {
+            guard let socketPath = getenv("AETHER_SOCKET").map({ String(cString: $0) }) else {
+                throw StartupError(description: "AETHER_SOCKET is not set: this program is started by `aether up`")
+            }
+            let fd = try connect(socketPath)
+            try send(fd, "READY\n")
+            let line = try readLine(fd)
+            guard line.hasPrefix("ATTACH ") else {
+                throw StartupError(description: "expected ATTACH from the orchestrator, got \(line)")
+            }
+            let name = String(line.dropFirst("ATTACH ".count))
+            let region: SharedMemoryRegion
+            do {
+                region = try SharedMemoryRegion.open(name: name)
+            } catch {
+                try? send(fd, "ERROR \(error)\n")
+                throw error
+            }
+            try send(fd, "ATTACHED\n")
+            return Session(control: fd, region: region)
+        }
+
+        func serve(_ handler: @escaping Handler) -> Never {
+            // The orchestrator closing our connection means it is gone: so are we.
+            let control = control
+            BackgroundThread.start(name: "aether-control") {
+                var byte: UInt8 = 0
+                while true {
+                    let n = recv(control, &byte, 1, 0)
+                    if n == 0 || (n < 0 && errno != EINTR) { exit(0) }
+                }
+            }
+            while true {
+                do {
+                    let request = try requests.read { bytes in
+                        Result { () throws(InvocationFormatError) in try InvocationRequest.decode(bytes) }
+                    }
+                    switch request {
+                    case .success(let request):
+                        respond(to: request, with: handler)
+                    case .failure(let error):
+                        logError("\(error)")
+                        if let id = error.requestID {
+                            write(
+                                InvocationResponse(id: id, status: 400, body: Array("malformed request message".utf8)))
+                        }
+                    }
+                } catch {
+                    logError("request ring: \(error)")
+                    if case .poisoned = error { exit(1) }
+                }
+            }
+        }
+
+        private func respond(to request: InvocationRequest, with handler: Handler) {
+            var response: HandlerResponse
+            do {
+                response = try handler(HandlerRequest(request))
+            } catch let error as HTTPError {
+                response = .json(["error": error.message], status: error.status)
+            } catch {
+                logError("handler failed on \(request.method) \(request.target): \(error)")
+                response = .json(["error": "internal error"], status: 500)
+            }
+            if !(100...599).contains(response.status) {
+                logError("handler returned status \(response.status), answering 500")
+                response = .json(["error": "handler returned an invalid status"], status: 500)
+            }
+            var message = InvocationResponse(
+                id: request.id, status: UInt16(response.status),
+                headers: response.headers.map { InvocationHeader(name: $0.name, value: $0.value) }, body: response.body)
+            if message.encodedSize() > responses.maximumPayload {
+                let text =
+                    "response of \(message.encodedSize()) bytes does not fit the ring's \(responses.maximumPayload)"
+                logError("\(text)")
+                message = InvocationResponse(id: request.id, status: 500, body: Array(text.utf8))
+            }
+            write(message)
+        }
+
+        private func write(_ message: InvocationResponse) {
+            do {
+                try responses.write(length: message.encodedSize()) { message.encode(into: $0) }
+            } catch {
+                logError("response ring: \(error)")
+                exit(1)
+            }
+        }
+
+        private static func connect(_ path: String) throws -> CInt {
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+                throw StartupError(description: "AETHER_SOCKET path is too long: \(path)")
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: bytes)
+                raw[bytes.count] = 0
+            }
+            let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard fd >= 0, result == 0 else {
+                throw StartupError(
+                    description: "cannot connect to AETHER_SOCKET \(path): \(String(cString: strerror(errno)))")
+            }
+            return fd
+        }
+
+        private static func send(_ fd: CInt, _ text: String) throws {
+            let bytes = Array(text.utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes[offset...].withUnsafeBytes {
+                    Glibc.send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL))
+                }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else {
+                    throw StartupError(
+                        description: "cannot write to AETHER_SOCKET: \(String(cString: strerror(errno)))")
+                }
+                offset += n
+            }
+        }
+
+        private static func readLine(_ fd: CInt) throws -> String {
+            var line: [UInt8] = []
+            var byte: UInt8 = 0
+            while line.count < 4096 {
+                let n = recv(fd, &byte, 1, 0)
+                if n < 0 && errno == EINTR { continue }
+                guard n == 1 else {
+                    throw StartupError(description: "the orchestrator closed AETHER_SOCKET during the handshake")
+                }
+                if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+                line.append(byte)
+            }
+            throw StartupError(description: "the orchestrator sent a line over 4096 bytes")
+        }
+    }
+}
+
+/// One line on stderr, which the orchestrator keeps in the function's log (`aether logs ID`).
+func logError(_ text: String) {
+    let line = Array("aetherless: \(text)\n".utf8)
+    line.withUnsafeBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+}

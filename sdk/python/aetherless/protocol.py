@@ -1,0 +1,297 @@
+"""Request and response messages on the rings, handler protocol version 1.
+
+The byte layout is docs/handler-protocol.md ("Messages on the rings"); all
+integers little-endian:
+
+  request  (ring 0): kind=1 u8, version=1 u8, reserved u16, header_count u32,
+                     request_id u64, method_len u32, target_len u32,
+                     headers_len u32, body_len u32 | method target headers body
+  response (ring 1): kind=2 u8, version=1 u8, status u16, header_count u32,
+                     request_id u64, headers_len u32, body_len u32 | headers body
+  header block:      header_count x [name_len u32][value_len u32][name][value]
+
+Decoders check every length against the payload size and raise ProtocolError
+(a ValueError) with a message naming the offending field and values.  Encoders
+raise ProtocolError for a value that does not fit its field.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, NamedTuple
+
+__all__ = [
+    "VERSION",
+    "KIND_REQUEST",
+    "KIND_RESPONSE",
+    "REQUEST_HEADER_SIZE",
+    "RESPONSE_HEADER_SIZE",
+    "ProtocolError",
+    "RequestMessage",
+    "ResponseMessage",
+    "encode_request",
+    "decode_request",
+    "decode_request_tuple",
+    "encode_response",
+    "decode_response",
+    "encode_header_block",
+    "decode_header_block",
+    "peek_request_id",
+]
+
+VERSION = 1
+KIND_REQUEST = 1
+KIND_RESPONSE = 2
+
+# kind, version, reserved, header_count, request_id, method_len, target_len, headers_len, body_len
+_REQ = struct.Struct("<BBHIQIIII")
+# kind, version, status, header_count, request_id, headers_len, body_len
+_RESP = struct.Struct("<BBHIQII")
+# name_len, value_len
+_ENTRY = struct.Struct("<II")
+_U64 = struct.Struct("<Q")
+
+REQUEST_HEADER_SIZE = _REQ.size  # 32
+RESPONSE_HEADER_SIZE = _RESP.size  # 24
+assert REQUEST_HEADER_SIZE == 32 and RESPONSE_HEADER_SIZE == 24
+
+_U32_MAX = 0xFFFFFFFF
+_U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow handler protocol version 1."""
+
+
+class RequestMessage(NamedTuple):
+    request_id: int
+    method: bytes
+    target: bytes
+    headers: list  # [(name: bytes, value: bytes)] in wire order
+    body: bytes
+
+
+class ResponseMessage(NamedTuple):
+    request_id: int
+    status: int
+    headers: list  # [(name: bytes, value: bytes)] in wire order
+    body: bytes
+
+
+# --------------------------------------------------------------------------- header block
+
+
+def _as_bytes(x, what: str) -> bytes:
+    t = type(x)
+    if t is bytes:
+        return x
+    if t is str:
+        return x.encode("utf-8")
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    if isinstance(x, str):
+        return str(x).encode("utf-8")
+    raise ProtocolError(f"{what} must be str or bytes, not {type(x).__name__}")
+
+
+def encode_header_block(headers: Iterable) -> tuple[int, bytes]:
+    """Encode ``(name, value)`` pairs (str, encoded as UTF-8, or bytes).
+
+    Returns ``(header_count, block)``.  No HTTP-level validation here: this
+    layer moves bytes (see ``aetherless.Response`` for the checks on names and
+    values a handler returns)."""
+    parts = []
+    append = parts.append
+    pack = _ENTRY.pack
+    count = 0
+    for name, value in headers:
+        nb = name if type(name) is bytes else _as_bytes(name, "header name")
+        vb = value if type(value) is bytes else _as_bytes(value, "header value")
+        if len(nb) > _U32_MAX or len(vb) > _U32_MAX:  # pragma: no cover - 4 GiB header
+            raise ProtocolError("header name or value longer than 2^32 - 1 bytes")
+        append(pack(len(nb), len(vb)))
+        append(nb)
+        append(vb)
+        count += 1
+    if count > _U32_MAX:  # pragma: no cover
+        raise ProtocolError(f"{count} headers do not fit header_count (u32)")
+    return count, b"".join(parts)
+
+
+def decode_header_block(buf: bytes, start: int, end: int, count: int) -> list:
+    """Decode exactly ``count`` entries filling ``buf[start:end]`` exactly.
+
+    Returns ``[(name: bytes, value: bytes)]``; raises ProtocolError."""
+    size = end - start
+    if count * 8 > size:
+        raise ProtocolError(
+            f"header_count {count} needs at least {count * 8} bytes but headers_len is {size}"
+        )
+    headers = []
+    append = headers.append
+    unpack = _ENTRY.unpack_from
+    p = start
+    for i in range(count):
+        if p + 8 > end:
+            raise ProtocolError(
+                f"header {i} of {count}: its 8-byte length prefix overruns the header block "
+                f"({end - p} bytes left)"
+            )
+        nl, vl = unpack(buf, p)
+        q = p + 8 + nl
+        r = q + vl
+        if r > end:
+            raise ProtocolError(
+                f"header {i} of {count}: name_len {nl} + value_len {vl} overrun the header "
+                f"block ({end - p - 8} bytes left)"
+            )
+        append((buf[p + 8 : q], buf[q:r]))
+        p = r
+    if p != end:
+        raise ProtocolError(
+            f"header block has {end - p} bytes left over after its header_count {count} entries "
+            f"(headers_len {size})"
+        )
+    return headers
+
+
+# --------------------------------------------------------------------------- request
+
+
+def encode_request(request_id: int, method, target, headers: Iterable = (), body=b"") -> bytes:
+    """Encode a request message (what the orchestrator writes on ring 0)."""
+    m = _as_bytes(method, "method")
+    t = _as_bytes(target, "target")
+    b = _as_bytes(body, "body")
+    count, block = encode_header_block(headers)
+    if not 0 <= request_id <= _U64_MAX:
+        raise ProtocolError(f"request_id {request_id} does not fit a u64")
+    for what, n in (("method", len(m)), ("target", len(t)), ("header block", len(block)), ("body", len(b))):
+        if n > _U32_MAX:
+            raise ProtocolError(f"{what} of {n} bytes does not fit its u32 length field")
+    return b"".join(
+        (_REQ.pack(KIND_REQUEST, VERSION, 0, count, request_id, len(m), len(t), len(block), len(b)), m, t, block, b)
+    )
+
+
+def decode_request(payload) -> RequestMessage:
+    """Decode one ring-0 payload.  Raises ProtocolError on any failed check.
+
+    The reserved field is not checked (writers set it to 0)."""
+    return RequestMessage(*decode_request_tuple(payload))
+
+
+def decode_request_tuple(payload, _unpack=_REQ.unpack_from, _entry=_ENTRY.unpack_from):
+    """``decode_request`` returning a plain tuple (the runtime's hot path)."""
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    n = len(payload)
+    if n < 32:
+        raise ProtocolError(f"request message of {n} bytes is shorter than its 32-byte header")
+    kind, version, _reserved, count, rid, ml, tl, hl, bl = _unpack(payload)
+    if kind != 1 or version != 1:
+        if kind != KIND_REQUEST:
+            raise ProtocolError(f"request message has kind {kind}, expected {KIND_REQUEST}")
+        raise ProtocolError(f"request message has version {version}, expected {VERSION}")
+    t0 = 32 + ml
+    h0 = t0 + tl
+    b0 = h0 + hl
+    if b0 + bl != n:
+        raise ProtocolError(
+            f"request lengths 32 + method_len {ml} + target_len {tl} + headers_len {hl} + "
+            f"body_len {bl} = {b0 + bl} do not match the payload size {n}"
+        )
+    headers = []
+    if count:
+        # Inlined decode_header_block (same checks, same messages).
+        if count * 8 > hl:
+            raise ProtocolError(
+                f"header_count {count} needs at least {count * 8} bytes but headers_len is {hl}"
+            )
+        append = headers.append
+        p = h0
+        for i in range(count):
+            if p + 8 > b0:
+                raise ProtocolError(
+                    f"header {i} of {count}: its 8-byte length prefix overruns the header block "
+                    f"({b0 - p} bytes left)"
+                )
+            nl, vl = _entry(payload, p)
+            p += 8
+            q = p + nl
+            r = q + vl
+            if r > b0:
+                raise ProtocolError(
+                    f"header {i} of {count}: name_len {nl} + value_len {vl} overrun the header "
+                    f"block ({b0 - p} bytes left)"
+                )
+            append((payload[p:q], payload[q:r]))
+            p = r
+        if p != b0:
+            raise ProtocolError(
+                f"header block has {b0 - p} bytes left over after its header_count {count} entries "
+                f"(headers_len {hl})"
+            )
+    elif hl:
+        raise ProtocolError(f"header_count 0 but headers_len {hl}")
+    return rid, payload[32:t0], payload[t0:h0], headers, (payload[b0:] if bl else b"")
+
+
+def peek_request_id(payload) -> int | None:
+    """The request_id of a (possibly malformed) request payload, or None if it is under 16 bytes."""
+    if len(payload) < 16:
+        return None
+    return _U64.unpack_from(payload, 8)[0]
+
+
+# --------------------------------------------------------------------------- response
+
+
+def _response_prefix(request_id: int, status: int, count: int, headers_len: int, body_len: int) -> bytes:
+    try:
+        return _RESP.pack(KIND_RESPONSE, VERSION, status, count, request_id, headers_len, body_len)
+    except struct.error as e:
+        raise ProtocolError(
+            f"response fields out of range (request_id {request_id}, status {status}, "
+            f"header_count {count}, headers_len {headers_len}, body_len {body_len}): {e}"
+        ) from None
+
+
+def encode_response(request_id: int, status: int, headers: Iterable = (), body=b"") -> bytes:
+    """Encode a response message (what a runtime writes on ring 1)."""
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ProtocolError(f"status {status!r} is not an integer in 100...599")
+    b = _as_bytes(body, "body")
+    count, block = encode_header_block(headers)
+    return b"".join((_response_prefix(request_id, status, count, len(block), len(b)), block, b))
+
+
+def decode_response(payload) -> ResponseMessage:
+    """Decode one ring-1 payload.  Raises ProtocolError on any failed check."""
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    n = len(payload)
+    if n < 24:
+        raise ProtocolError(f"response message of {n} bytes is shorter than its 24-byte header")
+    kind, version, status, count, rid, hl, bl = _RESP.unpack_from(payload)
+    if kind != KIND_RESPONSE:
+        raise ProtocolError(f"response message has kind {kind}, expected {KIND_RESPONSE}")
+    if version != VERSION:
+        raise ProtocolError(f"response message has version {version}, expected {VERSION}")
+    if not 100 <= status <= 599:
+        raise ProtocolError(f"response status {status} is not in 100...599")
+    if 24 + hl + bl != n:
+        raise ProtocolError(
+            f"response lengths 24 + headers_len {hl} + body_len {bl} = {24 + hl + bl} "
+            f"do not match the payload size {n}"
+        )
+    b0 = 24 + hl
+    if count:
+        headers = decode_header_block(payload, 24, b0, count)
+    elif hl:
+        raise ProtocolError(f"header_count 0 but headers_len {hl}")
+    else:
+        headers = []
+    return ResponseMessage(rid, status, headers, payload[b0:] if bl else b"")

@@ -1,0 +1,390 @@
+"""The SDK handler runtime: ``python3 -m aetherless HANDLER.py [ignored args...]``.
+
+Follows docs/handler-protocol.md:
+
+1. Checks the environment (AETHER_SOCKET required; AETHER_PROTOCOL, if set,
+   must be ``sdk``; AETHER_CONCURRENCY, default 1, must be an integer >= 1).
+2. Imports HANDLER.py as module ``__aether_handler__`` (its folder first on
+   sys.path, ``sys.argv`` = [HANDLER.py, ignored args...]); exactly one
+   ``@aetherless.handler`` must be registered.  Errors in steps 1-2: a
+   message on stderr and exit status 2 (an exception raised by the handler's
+   own init code: its traceback and exit status 1).
+3. Connects to AETHER_SOCKET, sends ``READY``, reads ``ATTACH <region>``,
+   opens the region (2 rings, magic and layout_version checked) and answers
+   ``ATTACHED`` -- or ``ERROR <text>`` and exit status 1.
+4. Serves: requests from ring 0, responses on ring 1.  With concurrency 1 the
+   handler runs inline on the reading thread; with N > 1 on N worker
+   threads, the ring producer guarded by a lock (the rings are SPSC).
+   End-of-file on the control socket (the orchestrator is gone) ends the
+   process at once (status 0); other lines received on it are ignored.
+   SIGTERM and SIGINT have their default action (immediate exit).
+
+Errors while serving: a handler exception answers 500 ``{"error": "internal
+error"}`` (traceback on stderr); ``HTTPError`` its status; a response larger
+than the ring's max_payload 500 naming both sizes; a malformed request 400 if
+its request id is readable (else it is logged and dropped); a ring record with
+a bad crc32 is logged and skipped; a poisoned ring ends the process (status 1).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import traceback
+
+import aetherless as _api
+
+from . import protocol as _proto
+from .ring import CorruptedData, Region, RingError
+
+__all__ = ["main", "load_handler", "make_dispatcher", "serve", "StartupError", "HANDLER_MODULE"]
+
+HANDLER_MODULE = "__aether_handler__"
+MAX_LINE = 4096
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+USAGE = "usage: python3 -m aetherless HANDLER.py   (started by the Aetherless orchestrator)"
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _log(message: str) -> None:
+    try:
+        sys.stderr.write(f"aetherless: {message}\n")
+        sys.stderr.flush()
+    except Exception:  # pragma: no cover - stderr gone
+        pass
+
+
+# --------------------------------------------------------------------------- handler loading
+
+
+def load_handler(path: str, argv: list | None = None):
+    """Import ``path`` as ``__aether_handler__`` and return its one registered handler."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise StartupError(f"handler file {path} does not exist or is not a file")
+    folder = os.path.dirname(path)
+    if folder not in sys.path[:1]:
+        sys.path.insert(0, folder)
+    sys.argv = list(argv) if argv else [path]
+    loader = importlib.machinery.SourceFileLoader(HANDLER_MODULE, path)
+    spec = importlib.util.spec_from_file_location(HANDLER_MODULE, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[HANDLER_MODULE] = module
+    try:
+        loader.exec_module(module)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except _api.HandlerRegistrationError as e:
+        raise StartupError(f"the handler file {path}: {e}") from None
+    except BaseException:
+        raise StartupError(
+            f"importing the handler file {path} failed:\n{traceback.format_exc().rstrip()}",
+            EXIT_FAILURE,
+        ) from None
+    found = _api.registered_handlers()
+    if not found:
+        raise StartupError(
+            f"the handler file {path} registers no handler: decorate the function that "
+            "answers requests with @aetherless.handler (after 'import aetherless')"
+        )
+    if len(found) > 1:
+        names = ", ".join(f"{m}.{_api._qualname(f)}" for m, f in found.items())
+        raise StartupError(
+            f"the handler file {path} registers {len(found)} handlers ({names}); "
+            "exactly one function may be decorated with @aetherless.handler"
+        )
+    return next(iter(found.values()))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def make_dispatcher(fn, max_payload: int, log=_log):
+    """Return ``dispatch(payload: bytes) -> bytes | None``: decode one request
+    message, call ``fn``, encode its response message (None: nothing to answer)."""
+    pack = _proto._RESP.pack
+    decode_request = _proto.decode_request_tuple
+    from_wire = _api.Request._from_wire
+    json_bytes = _api._json_bytes
+    HTTPError = _api.HTTPError
+    format_exc = traceback.format_exc
+    join = b"".join
+
+    def block(ctype: str) -> bytes:
+        return _proto.encode_header_block([("Content-Type", ctype)])[1]
+
+    json_block = block(_api.CT_JSON)
+    text_block = block(_api.CT_TEXT)
+    bytes_block = block(_api.CT_BYTES)
+    jl, tl, bl = len(json_block), len(text_block), len(bytes_block)
+
+    def encode_response(rid: int, resp) -> bytes:
+        status = resp.status
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ValueError(f"Response.status must be an int in 100...599, not {status!r}")
+        count, hblock = resp.header_block()
+        body = resp.body
+        if type(body) is not bytes:
+            body = _api.Response(200, None, body).body
+        return join((pack(2, 1, status, count, rid, len(hblock), len(body)), hblock, body))
+
+    def encode_result(rid: int, result) -> bytes:
+        t = type(result)
+        if t is dict or t is list:
+            body = json_bytes(result)
+            return join((pack(2, 1, 200, 1, rid, jl, len(body)), json_block, body))
+        if t is str:
+            if result:
+                body = result.encode("utf-8")
+                return join((pack(2, 1, 200, 1, rid, tl, len(body)), text_block, body))
+            return pack(2, 1, 200, 0, rid, 0, 0)
+        if t is bytes:
+            if result:
+                return join((pack(2, 1, 200, 1, rid, bl, len(result)), bytes_block, result))
+            return pack(2, 1, 200, 0, rid, 0, 0)
+        if result is None:
+            return pack(2, 1, 204, 0, rid, 0, 0)
+        return encode_response(rid, _api.to_response(result))
+
+    def error(rid: int, status: int, message: str) -> bytes:
+        body = json_bytes({"error": message})
+        return join((pack(2, 1, status, 1, rid, jl, len(body)), json_block, body))
+
+    def dispatch(payload):
+        try:
+            rid, method, target, raw_headers, body = decode_request(payload)
+        except _proto.ProtocolError as e:
+            rid = _proto.peek_request_id(payload)
+            if rid is None:
+                log(f"dropped a malformed request message of {len(payload)} bytes (no request id): {e}")
+                return None
+            log(f"request {rid}: malformed request message of {len(payload)} bytes, answering 400: {e}")
+            return error(rid, 400, f"malformed request message: {e}")
+        req = from_wire(rid, method, target, raw_headers, body)
+        try:
+            msg = encode_result(rid, fn(req))
+        except HTTPError as e:
+            try:
+                msg = encode_response(rid, e.to_response())
+            except Exception:
+                log(f"request {rid} {req.method} {req.target}: invalid HTTPError\n{format_exc().rstrip()}")
+                msg = error(rid, 500, "internal error")
+        except Exception:
+            log(f"request {rid} {req.method} {req.target}: handler failed\n{format_exc().rstrip()}")
+            msg = error(rid, 500, "internal error")
+        if len(msg) > max_payload:
+            text = (
+                f"response of {len(msg)} bytes does not fit the ring's max_payload of "
+                f"{max_payload} bytes"
+            )
+            log(f"request {rid} {req.method} {req.target}: {text}; answering 500")
+            msg = error(rid, 500, text)
+        return msg
+
+    dispatch.encode_result = encode_result  # for tests
+    return dispatch
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def serve(fn, region: Region, concurrency: int = 1, log=_log) -> None:
+    """Serve requests from ring 0 of ``region`` until a fatal ring error (raised)."""
+    req_ring = region.ring(0)
+    resp_ring = region.ring(1)
+    dispatch = make_dispatcher(fn, resp_ring.max_payload, log)
+    read = req_ring.read
+    write = resp_ring.write
+
+    if concurrency <= 1:
+        while True:
+            try:
+                payload = read()
+            except CorruptedData as e:
+                log(f"ring 0: {e}")
+                continue
+            msg = dispatch(payload)
+            if msg is not None:
+                write(msg)
+
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        get = work.get
+        try:
+            while True:
+                msg = dispatch(get())
+                if msg is not None:
+                    with lock:
+                        write(msg)
+        except SystemExit as e:  # the handler called sys.exit(): end the instance
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            os._exit(code)
+        except BaseException as e:
+            if isinstance(e, RingError):
+                log(f"ring 1: {e}; exiting")
+            else:
+                log(f"worker thread failed; exiting\n{traceback.format_exc().rstrip()}")
+            os._exit(EXIT_FAILURE)
+
+    for i in range(concurrency):
+        threading.Thread(target=worker, name=f"aetherless-worker-{i}", daemon=True).start()
+    put = work.put
+    while True:
+        try:
+            put(read())
+        except CorruptedData as e:
+            log(f"ring 0: {e}")
+
+
+def _read_line(sock: socket.socket, buf: bytearray) -> bytes | None:
+    """One line without its newline; None on end-of-file.  ValueError if over MAX_LINE."""
+    while True:
+        i = buf.find(b"\n")
+        if i >= 0:
+            line = bytes(buf[:i])
+            del buf[: i + 1]
+            if len(line) + 1 > MAX_LINE:
+                raise ValueError(f"control line of {len(line) + 1} bytes exceeds {MAX_LINE}")
+            return line
+        if len(buf) >= MAX_LINE:
+            raise ValueError(f"control line exceeds {MAX_LINE} bytes without a newline")
+        chunk = sock.recv(MAX_LINE)
+        if not chunk:
+            return None
+        buf += chunk
+
+
+def _send_error(sock: socket.socket, text: str) -> None:
+    text = " ".join(text.split())  # one line
+    line = ("ERROR " + text).encode("ascii", "backslashreplace")[: MAX_LINE - 1] + b"\n"
+    try:
+        sock.sendall(line)
+    except OSError:
+        pass
+
+
+def _watch_control(sock: socket.socket) -> None:
+    """Daemon thread: read and discard control lines; exit the process at EOF or error."""
+    try:
+        while sock.recv(MAX_LINE):
+            pass
+    except BaseException:
+        pass
+    # Buffered output is not flushed: stdout is line-buffered, and flushing
+    # could block on a pipe nobody reads any more.
+    os._exit(0)
+
+
+def _setup_process() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+    # Make sure SIGTERM / SIGINT end the process at once, whatever we inherited.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (OSError, ValueError, AttributeError):  # pragma: no cover
+        pass
+
+
+def _config(environ) -> tuple[str, int]:
+    sock_path = environ.get("AETHER_SOCKET")
+    if not sock_path:
+        raise StartupError(
+            "AETHER_SOCKET is not set: this runtime is started by the Aetherless orchestrator "
+            "(protocol: sdk), which passes the path of its control socket"
+        )
+    proto = environ.get("AETHER_PROTOCOL")
+    if proto is not None and proto != "sdk":
+        raise StartupError(
+            f"AETHER_PROTOCOL is {proto!r}: `python3 -m aetherless` serves protocol 'sdk' only"
+        )
+    raw = environ.get("AETHER_CONCURRENCY", "1")
+    try:
+        concurrency = int(raw)
+    except ValueError:
+        concurrency = 0
+    if concurrency < 1:
+        raise StartupError(f"AETHER_CONCURRENCY must be an integer >= 1, not {raw!r}")
+    return sock_path, concurrency
+
+
+def main(argv: list | None = None, environ=None) -> int:
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    _setup_process()
+    if len(argv) < 2:
+        _log(USAGE)
+        return EXIT_USAGE
+    try:
+        sock_path, concurrency = _config(environ)
+        fn = load_handler(argv[1], argv[1:])
+    except StartupError as e:
+        _log(str(e))
+        return e.code
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(sock_path)
+        sock.sendall(b"READY\n")
+    except OSError as e:
+        _log(f"cannot reach the orchestrator at AETHER_SOCKET={sock_path}: {e}")
+        return EXIT_FAILURE
+
+    buf = bytearray()
+    try:
+        line = _read_line(sock, buf)
+    except (OSError, ValueError) as e:
+        _log(f"control socket: {e}")
+        _send_error(sock, str(e))
+        return EXIT_FAILURE
+    if line is None:
+        _log("the orchestrator closed the control socket before ATTACH")
+        return EXIT_FAILURE
+    if not line.startswith(b"ATTACH ") or len(line) <= 7:
+        text = f"expected 'ATTACH <region-name>', got {line[:200]!r}"
+        _log(f"control socket: {text}")
+        _send_error(sock, text)
+        return EXIT_FAILURE
+    name = line[7:].decode("utf-8", "replace")
+    try:
+        region = Region(name, ring_count=2)
+    except Exception as e:
+        text = f"cannot attach shared-memory region {name}: {e}"
+        _log(text)
+        _send_error(sock, text)
+        return EXIT_FAILURE
+    try:
+        sock.sendall(b"ATTACHED\n")
+    except OSError as e:
+        _log(f"control socket: {e}")
+        return EXIT_FAILURE
+    threading.Thread(target=_watch_control, args=(sock,), name="aetherless-control", daemon=True).start()
+
+    try:
+        serve(fn, region, concurrency)
+    except RingError as e:
+        _log(f"{e}; exiting")
+        return EXIT_FAILURE
+    return 0  # pragma: no cover - serve() only returns by raising

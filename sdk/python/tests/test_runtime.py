@@ -1,0 +1,400 @@
+"""End-to-end tests of `python3 -m aetherless HANDLER.py` (aetherless/runtime.py).
+
+Each test plays the orchestrator of docs/handler-protocol.md: it listens on a Unix
+socket, creates the shared-memory region, starts the runtime as a real process,
+does the READY / ATTACH / ATTACHED conversation, writes request messages on ring 0
+and reads response messages from ring 1.  No mocks.
+
+    cd sdk/python && python3 -m unittest discover -s tests -v
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SDK = os.path.normpath(os.path.join(HERE, ".."))
+sys.path.insert(0, SDK)
+
+from aetherless.protocol import decode_response, encode_request  # noqa: E402
+from aetherless.ring import Region, RingTimeout, unlink_shm  # noqa: E402
+
+CAPACITY = 65536 * 4  # max_payload 131064
+_counter = itertools.count()
+
+HANDLER = r'''
+import os, sys, time
+import aetherless
+from sibling import GREETING          # the handler's folder is on sys.path
+
+STARTED = time.time()
+
+@aetherless.handler
+def handle(req):
+    p = req.path
+    if p == "/json":
+        return {"hello": req.query.get("name", GREETING), "method": req.method,
+                "agent": req.headers.get("user-agent"), "path": p, "raw_path": req.raw_path}
+    if p == "/text":
+        return "plain \u00e9"
+    if p == "/bytes":
+        return b"\x00\x01\x02"
+    if p == "/none":
+        return None
+    if p == "/custom":
+        return aetherless.Response(201, [("X-Custom", "yes"), ("Set-Cookie", "a=1"),
+                                         ("Set-Cookie", "b=2")], "created")
+    if p == "/echo":
+        return aetherless.Response(200, {"Content-Type": req.headers.get("content-type", "x/y")}, req.body)
+    if p == "/boom":
+        raise RuntimeError("kaboom")
+    if p == "/teapot":
+        raise aetherless.HTTPError(418, "short and stout")
+    if p == "/parse":
+        return {"got": req.json()}
+    if p == "/print":
+        print("printed", req.query["n"])
+        return "ok"
+    if p == "/big":
+        return b"x" * int(req.query["n"])
+    if p == "/sleep":
+        time.sleep(float(req.query["s"]))
+        return {"slept": req.query["s"]}
+    if p == "/env":
+        return {"id": os.environ.get("AETHER_FUNCTION_ID"), "instance": os.environ.get("AETHER_INSTANCE"),
+                "argv": sys.argv, "module": __name__}
+    raise aetherless.HTTPError(404, "no route " + p)
+'''
+
+
+def write_corrupt_record(ring, payload: bytes) -> None:
+    """Publish one record whose crc32 is wrong, as a (buggy) producer would."""
+    cap = ring.capacity
+    head = ring.head
+    off = head % cap
+    n = len(payload)
+    rec = 8 + ((n + 7) & ~7)
+    assert off + rec <= cap and cap - (head - ring.tail) >= rec
+    mm = ring._mm
+    p = ring._data + off
+    mm[p + 8 : p + 8 + n] = payload
+    struct.pack_into("<II", mm, p, n, zlib.crc32(payload) ^ 0xDEAD)
+    ring._head.value = head + rec
+    ring._wake_consumer()
+
+
+class RuntimeCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="aetherless-rt-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.proc = None
+        self.conn = None
+        self._buf = b""
+
+    # -- orchestrator side
+
+    def start(self, source=HANDLER, concurrency=1, env=None, drop_env=(), handshake=True, region=True):
+        handler = os.path.join(self.tmp, "handler.py")
+        with open(handler, "w") as f:
+            f.write(textwrap.dedent(source))
+        with open(os.path.join(self.tmp, "sibling.py"), "w") as f:
+            f.write("GREETING = 'world'\n")
+        self.sock_path = os.path.join(self.tmp, "ctl.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(self.listener.close)
+        self.listener.bind(self.sock_path)
+        self.listener.listen(1)
+        self.listener.settimeout(10)
+        self.name = f"/aetherless-pytest-{os.getpid()}-{next(_counter)}"
+        if region:
+            self.region = Region.create(self.name, CAPACITY)
+            self.addCleanup(unlink_shm, self.name, True)
+            self.addCleanup(self.region.close)
+            self.req_ring = self.region.ring(0)
+            self.resp_ring = self.region.ring(1)
+        self.out_path = os.path.join(self.tmp, "stdout")
+        self.err_path = os.path.join(self.tmp, "stderr")
+        e = dict(os.environ)
+        e.update(
+            PYTHONPATH=SDK,
+            AETHER_SOCKET=self.sock_path,
+            AETHER_FUNCTION_ID="pytest",
+            AETHER_TRIGGER_PORT="18080",
+            AETHER_PROTOCOL="sdk",
+            AETHER_INSTANCE="3",
+            AETHER_CONCURRENCY=str(concurrency),
+        )
+        e.update(env or {})
+        for k in drop_env:
+            e.pop(k, None)
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aetherless", handler, "ignored-arg"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=e, cwd=self.tmp,
+            )
+        self.addCleanup(self._stop)
+        if handshake:
+            self.accept()
+            self.assertEqual(self.line(), b"READY")
+            self.conn.sendall(f"ATTACH {self.name}\n".encode())
+            self.assertEqual(self.line(), b"ATTACHED")
+
+    def _stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        if self.conn is not None:
+            self.conn.close()
+
+    def accept(self):
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(10)
+
+    def line(self) -> bytes:
+        while b"\n" not in self._buf:
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise AssertionError(f"control socket closed; stderr:\n{self.stderr()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def stderr(self) -> str:
+        with open(self.err_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def stdout(self) -> str:
+        with open(self.out_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_for(self, read, text, timeout=3.0):
+        deadline = time.monotonic() + timeout
+        while text not in read():
+            if time.monotonic() > deadline:
+                self.fail(f"{text!r} did not appear within {timeout}s in {read()!r}")
+            time.sleep(0.01)
+
+    def send(self, rid, target, method="GET", headers=(), body=b""):
+        self.req_ring.write(encode_request(rid, method, target, headers, body), timeout=5)
+
+    def recv(self, timeout=5.0):
+        try:
+            return decode_response(self.resp_ring.read(timeout))
+        except RingTimeout:
+            raise AssertionError(f"no response within {timeout}s; stderr:\n{self.stderr()}") from None
+
+    def call(self, rid, target, **kw):
+        self.send(rid, target, **kw)
+        m = self.recv()
+        self.assertEqual(m.request_id, rid)
+        return m
+
+    def assertJSON(self, m, status, obj):
+        self.assertEqual(m.status, status, m)
+        self.assertIn((b"Content-Type", b"application/json"), m.headers)
+        self.assertEqual(json.loads(m.body), obj)
+
+
+class TestServing(RuntimeCase):
+    def test_results(self):
+        self.start()
+        m = self.call(1, "/json?name=x%20y", headers=[("User-Agent", "pytest/1")])
+        self.assertJSON(m, 200, {"hello": "x y", "method": "GET", "agent": "pytest/1", "path": "/json", "raw_path": "/json"})
+        self.assertEqual(m.headers, [(b"Content-Type", b"application/json")])
+        self.assertJSON(self.call(2, "/json"), 200, {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"})
+
+        m = self.call(3, "/text")
+        self.assertEqual((m.status, m.headers, m.body), (200, [(b"Content-Type", b"text/plain; charset=utf-8")], "plain \u00e9".encode()))
+        m = self.call(4, "/bytes")
+        self.assertEqual((m.status, m.headers, m.body), (200, [(b"Content-Type", b"application/octet-stream")], b"\x00\x01\x02"))
+        m = self.call(5, "/none")
+        self.assertEqual((m.status, m.headers, m.body), (204, [], b""))
+        m = self.call(6, "/custom")
+        self.assertEqual(m.status, 201)
+        self.assertEqual(
+            m.headers,
+            [(b"X-Custom", b"yes"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
+             (b"Content-Type", b"text/plain; charset=utf-8")],
+        )
+        self.assertEqual(m.body, b"created")
+        body = bytes(range(256)) * 400  # 100 KiB, close to max_payload
+        m = self.call(7, "/echo", method="POST", headers=[("content-type", "a/b")], body=body)
+        self.assertEqual((m.status, m.headers, m.body), (200, [(b"Content-Type", b"a/b")], body))
+        m = self.call(2**64 - 1, "/env")
+        self.assertJSON(m, 200, {"id": "pytest", "instance": "3", "argv": [os.path.join(self.tmp, "handler.py"), "ignored-arg"], "module": "__aether_handler__"})
+        self.assertJSON(self.call(8, "/nowhere"), 404, {"error": "no route /nowhere"})
+
+    def test_exception_then_next_request_served(self):
+        self.start()
+        self.assertJSON(self.call(1, "/boom"), 500, {"error": "internal error"})
+        self.assertJSON(self.call(2, "/json?name=again"), 200,
+                        {"hello": "again", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"})
+        self.wait_for(self.stderr, "RuntimeError: kaboom")
+        err = self.stderr()
+        self.assertIn("Traceback", err)
+        self.assertIn("request 1 GET /boom", err)
+        self.assertNotIn("kaboom", self.call(4, "/boom").body.decode())
+
+    def test_http_error_and_invalid_json(self):
+        self.start()
+        self.assertJSON(self.call(1, "/teapot"), 418, {"error": "short and stout"})
+        m = self.call(2, "/parse", method="POST", body=b"{not json")
+        self.assertEqual(m.status, 400)
+        self.assertTrue(json.loads(m.body)["error"].startswith("invalid JSON body: "))
+        self.assertJSON(self.call(3, "/parse", method="POST", body=b'{"a":[1]}'), 200, {"got": {"a": [1]}})
+        self.assertNotIn("Traceback", self.stderr())
+
+    def test_print_reaches_stdout_promptly(self):
+        self.start()
+        self.assertEqual(self.call(1, "/print?n=1").body, b"ok")
+        self.wait_for(self.stdout, "printed 1\n", timeout=2)
+        self.assertEqual(self.call(2, "/print?n=2").body, b"ok")
+        self.wait_for(self.stdout, "printed 2\n", timeout=2)
+        self.assertIsNone(self.proc.poll())
+
+    def test_response_too_large(self):
+        self.start()
+        m = self.call(1, "/big?n=200000")
+        self.assertEqual(m.status, 500)
+        text = json.loads(m.body)["error"]
+        self.assertRegex(text, r"response of 2000\d\d bytes does not fit the ring's max_payload of 131064 bytes")
+        self.assertEqual(len(self.call(2, "/big?n=100000").body), 100000)
+        self.wait_for(self.stderr, "max_payload of 131064")
+
+    def test_malformed_messages_and_corrupted_records(self):
+        self.start()
+        self.req_ring.write(b"\x01\x01\x00\x00short", timeout=5)  # < 16 bytes: logged, dropped
+        good = encode_request(77, "GET", "/json", [("Host", "a")])
+        self.req_ring.write(good[:-1], timeout=5)  # truncated, id readable: 400
+        m = self.recv()
+        self.assertEqual((m.request_id, m.status), (77, 400))
+        self.assertIn("malformed request message", json.loads(m.body)["error"])
+        self.req_ring.write(b"\x02" + good[1:], timeout=5)  # wrong kind: 400
+        self.assertEqual(self.recv().status, 400)
+        write_corrupt_record(self.req_ring, encode_request(78, "GET", "/json"))  # bad crc32: skipped
+        self.assertEqual(self.call(79, "/text").status, 200)
+        err = self.stderr()
+        self.assertIn("no request id", err)
+        self.assertIn("request 77: malformed request message", err)
+        self.assertIn("corrupted data", err)
+        self.assertNotIn("request 78", err)
+
+    def test_extra_control_lines_are_ignored(self):
+        self.start()
+        self.conn.sendall(b"PING\nSOMETHING ELSE\n" + b"x" * 10000 + b"\n")
+        time.sleep(0.05)
+        self.assertEqual(self.call(1, "/text").status, 200)
+        self.assertIsNone(self.proc.poll())
+
+    def test_concurrency_out_of_order(self):
+        self.start(concurrency=4)
+        self.assertEqual(self.call(100, "/text").status, 200)  # warm
+        sleeps = {1: "0.35", 2: "0.3", 3: "0.25", 4: "0.2"}
+        t0 = time.monotonic()
+        for rid, s in sleeps.items():
+            self.send(rid, f"/sleep?s={s}")
+        got = [self.recv(2) for _ in sleeps]
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 0.6)
+        for m in got:
+            self.assertJSON(m, 200, {"slept": sleeps[m.request_id]})
+        order = [m.request_id for m in got]
+        self.assertEqual(sorted(order), [1, 2, 3, 4])
+        self.assertEqual(order[0], 4, order)  # shortest sleep answered first
+        self.assertEqual(order[-1], 1, order)
+
+    def test_inline_when_concurrency_is_one(self):
+        self.start(concurrency=1)
+        t0 = time.monotonic()
+        for rid in (1, 2):
+            self.send(rid, "/sleep?s=0.1")
+        self.assertEqual([self.recv(2).request_id for _ in range(2)], [1, 2])
+        self.assertGreaterEqual(time.monotonic() - t0, 0.2)
+
+
+class TestLifecycle(RuntimeCase):
+    def test_exit_when_control_socket_closes(self):
+        self.start()
+        self.assertEqual(self.call(1, "/text").status, 200)
+        self.conn.close()
+        self.conn = None
+        self.assertEqual(self.proc.wait(2), 0)
+
+    def test_exit_on_eof_while_a_handler_runs(self):
+        self.start(concurrency=2)
+        self.send(1, "/sleep?s=5")
+        time.sleep(0.1)
+        self.conn.close()
+        self.conn = None
+        self.assertEqual(self.proc.wait(2), 0)
+
+    def test_sigterm(self):
+        self.start()
+        self.assertEqual(self.call(1, "/text").status, 200)
+        self.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.proc.wait(2), -signal.SIGTERM)
+
+    def test_no_handler_exits_2(self):
+        self.start("import aetherless\n\ndef handle(req):\n    return 'x'\n", handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 2)
+        err = self.stderr()
+        self.assertIn("registers no handler", err)
+        self.assertIn("@aetherless.handler", err)
+
+    def test_two_handlers_exit_2(self):
+        src = "import aetherless\n@aetherless.handler\ndef a(req): pass\n@aetherless.handler\ndef b(req): pass\n"
+        self.start(src, handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 2)
+        self.assertIn("used twice", self.stderr())
+
+    def test_import_failure_exits_1(self):
+        self.start("import aetherless\nraise ImportError('no numpy here')\n", handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 1)
+        err = self.stderr()
+        self.assertIn("importing the handler file", err)
+        self.assertIn("ImportError: no numpy here", err)
+
+    def test_missing_socket_exits_2(self):
+        self.start(drop_env=["AETHER_SOCKET"], handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 2)
+        self.assertIn("AETHER_SOCKET is not set", self.stderr())
+
+    def test_bad_concurrency_exits_2(self):
+        self.start(env={"AETHER_CONCURRENCY": "zero"}, handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 2)
+        self.assertIn("AETHER_CONCURRENCY", self.stderr())
+
+    def test_missing_region_error_line(self):
+        self.start(handshake=False, region=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        self.conn.sendall(f"ATTACH {self.name}\n".encode())
+        line = self.line()
+        self.assertTrue(line.startswith(b"ERROR "), line)
+        self.assertIn(self.name.encode(), line)
+        self.assertEqual(self.proc.wait(5), 1)
+
+    def test_unexpected_line_instead_of_attach(self):
+        self.start(handshake=False, region=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        self.conn.sendall(b"HELLO\n")
+        self.assertTrue(self.line().startswith(b"ERROR expected 'ATTACH <region-name>'"))
+        self.assertEqual(self.proc.wait(5), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
