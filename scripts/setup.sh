@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything Aetherless needs on a bare Debian 12 machine, then builds `aether`.
-# Idempotent: a second run installs nothing and only rebuilds what changed.
+# Installs everything Aetherless needs on a bare Debian 12 machine, then builds `aether` and the
+# Swift example function. Idempotent: a second run installs nothing and only rebuilds what changed.
 #
-#   scripts/setup.sh              system packages + release build (.build/release/aether)
+#   scripts/setup.sh              system packages + release build (.build/release/aether, hello-swift)
 #   scripts/setup.sh --deps-only  system packages only (the test script builds for itself)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if ! command -v swift >/dev/null; then
 fi
 
 # Debian packages the project uses; installed only when missing.
-packages=(python3 procps)
+packages=(python3 procps curl)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -32,4 +32,5 @@ if [[ "${1:-}" == "--deps-only" ]]; then
     exit 0
 fi
 swift build -c release --product aether
-echo "setup: built $(pwd)/.build/release/aether"
+swift build -c release --product hello-swift
+echo "setup: built $(pwd)/.build/release/aether and the hello-swift example"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, a warning-free build, the Swift tests and the Python SDK tests.
+# The whole test suite: formatting, a warning-free build, the Swift tests, the Python SDK tests and
+# the integration tests (the real `aether` binary with real handlers and HTTP clients).
 # Installs what it needs first (scripts/setup.sh --deps-only), so it runs on a bare machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,6 @@ swift test --skip-build
 
 echo "== python sdk tests"
 python3 -m unittest discover -s sdk/python/tests
+
+echo "== integration tests (aether up with real handlers)"
+AETHER_BIN="$(pwd)/.build/debug/aether" python3 -m unittest discover -s tests/integration -t .

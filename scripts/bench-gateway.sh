@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Per-request overhead of `aether up`, side by side in ONE run on this machine (wrk, loopback):
+#
+#   aether sdk  python   Python SDK handler behind the gateway and the shared-memory ring
+#   aether sdk  swift    Swift SDK handler, same path
+#   python http.server   the same answer from Python's ThreadingHTTPServer alone (what a
+#                        process-protocol handler is; aether is not on the request path)
+#   nginx -> python      nginx reverse proxy in front of that server: the proxy architecture of
+#                        OpenFaaS's watchdog / Knative's queue-proxy, which we cannot run here
+#   nginx static         nginx answering by itself: the floor of an HTTP answer on this host
+#
+#   scripts/bench-gateway.sh [seconds per run, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+duration="${1:-5}"
+
+missing=()
+for tool in wrk:wrk nginx:nginx-light; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+swift build -c release --product aether >/dev/null
+swift build -c release --product hello-swift >/dev/null
+
+work=$(mktemp -d /tmp/aether-bench-XXXXXX)
+pids=()
+cleanup() {
+    [[ -S "$work/aether.sock" ]] && .build/release/aether down --socket "$work/aether.sock" >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Every server answers GET / with the same JSON: {"hello":"world"}.
+cat >"$work/hello.py" <<'PY'
+import aetherless
+
+@aetherless.handler
+def handle(req):
+    return {"hello": "world"}
+PY
+cat >"$work/plain.py" <<'PY'
+import http.server, sys
+BODY = b'{"hello":"world"}'
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+cat >"$work/aether.yaml" <<YAML
+orchestrator:
+  control_socket: $work/aether.sock
+functions:
+  - id: bench-python
+    trigger_port: 18181
+    handler_path: $work/hello.py
+    max_instances: 1
+  - id: bench-swift
+    trigger_port: 18182
+    handler_path: $(pwd)/.build/release/hello-swift
+    max_instances: 1
+YAML
+cat >"$work/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    upstream python { server 127.0.0.1:18183; keepalive 64; }
+    server {
+        listen 127.0.0.1:18184;
+        location / { default_type application/json; return 200 '{"hello":"world"}'; }
+    }
+    server {
+        listen 127.0.0.1:18185;
+        location / { proxy_pass http://python; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+NGINX
+
+.build/release/aether up -c "$work/aether.yaml" 2>"$work/aether.log" &
+pids+=($!)
+python3 "$work/plain.py" 18183 2>"$work/plain.log" &
+pids+=($!)
+nginx -c "$work/nginx.conf" 2>"$work/nginx.log" &
+pids+=($!)
+for _ in $(seq 100); do
+    .build/release/aether list --socket "$work/aether.sock" >/dev/null 2>&1 && curl -sf http://127.0.0.1:18183/ >/dev/null \
+        && curl -sf http://127.0.0.1:18185/ >/dev/null && break
+    sleep 0.2
+done
+
+# wrk prints latency with units; normalise to microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
+}
+run() { # name url connections -> "rps p50_us p99_us errors"
+    local out
+    out=$(wrk -t1 -c"$3" -d"${duration}s" --latency "$2" 2>&1)
+    local rps p50 p99 errors
+    rps=$(awk '/Requests\/sec/ { printf "%d", $2 }' <<<"$out")
+    p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+    p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+    errors=$(awk '/Non-2xx|Socket errors/ { e = e $0 } END { print (e == "" ? "0" : "yes") }' <<<"$out")
+    echo "$rps $p50 $p99 $errors"
+}
+
+targets=(
+    "aether sdk python|http://127.0.0.1:18181/"
+    "aether sdk swift|http://127.0.0.1:18182/"
+    "python http.server|http://127.0.0.1:18183/"
+    "nginx -> python|http://127.0.0.1:18185/"
+    "nginx static|http://127.0.0.1:18184/"
+)
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ //'), kernel $(uname -r)"
+echo "wrk -t1, ${duration} s per run, GET / -> {\"hello\":\"world\"}, all on 127.0.0.1"
+echo
+printf "| %-20s | %12s | %10s | %10s | %13s | %10s | %10s | %6s |\n" target "1 conn req/s" "p50 us" "p99 us" "16 conn req/s" "p50 us" "p99 us" errors
+printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------------" "--------------" "------------" "------------" "---------------" "------------" "------------" "--------"
+declare -A single
+for entry in "${targets[@]}"; do
+    name="${entry%%|*}"
+    url="${entry##*|}"
+    read -r r1 a1 b1 e1 <<<"$(run "$name" "$url" 1)"
+    read -r r16 a16 b16 e16 <<<"$(run "$name" "$url" 16)"
+    single["$name"]=$a1
+    errors="no"
+    [[ "$e1" != "0" || "$e16" != "0" ]] && errors="YES"
+    printf "| %-20s | %12s | %10s | %10s | %13s | %10s | %10s | %6s |\n" "$name" "$r1" "$a1" "$b1" "$r16" "$a16" "$b16" "$errors"
+done
+echo
+awk -v a="${single[aether sdk python]}" -v p="${single[nginx -> python]}" -v d="${single[python http.server]}" 'BEGIN {
+    printf "1-connection p50: aether sdk python / nginx->python = %.2f; aether sdk python / python http.server = %.2f\n", a / p, a / d
+}'
+.build/release/aether stats --socket "$work/aether.sock"
