@@ -152,12 +152,17 @@ extension Aether {
                 let instanceRows = function.instances.map { instance in
                     [
                         String(instance.number), String(instance.pid), instance.phase, String(instance.inFlight),
-                        String(instance.served), String(Int(instance.uptimeSeconds)), instance.region ?? "-",
+                        String(instance.served), String(Int(instance.uptimeSeconds)),
+                        instance.memoryBytes.map { String(format3(Double($0) / 1_048_576)) } ?? "-",
+                        instance.region ?? "-",
                     ]
                 }
                 print(
                     TextTable(
-                        header: ["INSTANCE", "PID", "PHASE", "IN FLIGHT", "SERVED", "UPTIME S", "SHARED MEMORY"],
+                        header: [
+                            "INSTANCE", "PID", "PHASE", "IN FLIGHT", "SERVED", "UPTIME S", "MEMORY MIB",
+                            "SHARED MEMORY",
+                        ],
                         rows: instanceRows
                     ).rendered)
             }

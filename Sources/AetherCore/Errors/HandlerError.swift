@@ -38,6 +38,8 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
     case requestFailed(status: Int, message: String)
     /// A deploy would give a port to two functions, or names a function that does not exist.
     case conflict(String)
+    /// `memory_limit_mb` cannot be enforced on this host (no usable cgroup memory controller).
+    case memoryLimitsUnavailable(reason: String)
 
     public var description: String {
         switch self {
@@ -51,6 +53,8 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
             "the orchestrator refused the request (HTTP \(status)): \(message)"
         case .conflict(let message):
             message
+        case .memoryLimitsUnavailable(let reason):
+            "cannot enforce memory_limit_mb on this host: \(reason)"
         }
     }
 }

@@ -13,6 +13,8 @@ public struct InstanceStatus: Codable, Sendable, Equatable {
     public var uptimeSeconds: Double
     /// Shared-memory region (sdk handlers).
     public var region: String?
+    /// Memory in use by the instance's cgroup.
+    public var memoryBytes: Int?
 }
 
 public struct StatsSummary: Codable, Sendable, Equatable {

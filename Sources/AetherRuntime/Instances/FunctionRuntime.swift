@@ -31,6 +31,7 @@ final class FunctionRuntime: @unchecked Sendable {
     let generation: Int
     private let shmBufferSize: Int
     private let launch: HandlerLaunch
+    private let memory: MemoryCgroup
     private let group: any EventLoopGroup
     private let logger: Logger
 
@@ -56,8 +57,9 @@ final class FunctionRuntime: @unchecked Sendable {
 
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
-        group: any EventLoopGroup, logger: Logger
+        memory: MemoryCgroup, group: any EventLoopGroup, logger: Logger
     ) {
+        self.memory = memory
         self.config = config
         self.generation = generation
         shmBufferSize = orchestrator.shmBufferSize.bytes
@@ -382,6 +384,15 @@ final class FunctionRuntime: @unchecked Sendable {
             return ready.futureResult
         }
         let instance = Instance(number: number, pid: process.pid, region: region)
+        switch memory.confine(pid: process.pid, name: "\(id)-g\(generation)-\(number)", limit: config.memoryLimit) {
+        case .success(let folder):
+            instance.cgroup = folder
+        case .failure(let failure):
+            // Not started unconfined: the limit is part of the function's contract.
+            instance.startupFailure = .spawnFailed(
+                function: id, program: launch.program, reason: "cannot enforce memory_limit_mb: \(failure.reason)")
+            kill(-process.pid, SIGKILL)
+        }
         instances.append(instance)
         instanceByPID[process.pid] = instance
         readyWaiters[number] = ready
@@ -454,71 +465,92 @@ final class FunctionRuntime: @unchecked Sendable {
         instance.readerShouldStop.store(true, ordering: .releasing)
         // The name goes now; the reader thread keeps its mapping until it notices the flag.
         try? instance.region?.unlink()
-        let (orphans, readyWaiter, startupError, waiters):
-            ([Invocation], EventLoopPromise<Void>?, HandlerError?, [EventLoopPromise<Void>]) =
-                lock.withLock {
-                    let wasServing = instance.readyAt != nil
-                    let unexpected = instance.phase != .stopping
-                    instance.phase = .exited
-                    instances.removeAll { $0 === instance }
-                    instanceByPID[instance.pid] = nil
-                    let orphans = Array(instance.inFlight.values)
-                    instance.inFlight.removeAll()
-                    let readyWaiter = readyWaiters.removeValue(forKey: instance.number)
-                    var startupError: HandlerError?
-                    if !wasServing {
-                        startupError =
-                            instance.startupFailure
-                            ?? .exitedDuringStartup(
-                                function: id, instance: instance.number, status: status.description,
-                                output: logs.tail(200).filter {
-                                    $0.instance == instance.number && $0.stream == "stderr"
-                                }
-                                .suffix(10).map(\.text).joined(separator: "\n"))
-                        consecutiveFailures += 1
-                    } else if unexpected {
-                        consecutiveFailures += 1
-                    } else {
-                        consecutiveFailures = 0
-                    }
-                    if unexpected || instance.stopReason != nil {
-                        stats.crashes += unexpected ? 1 : 0
-                        logger.error(
-                            "instance \(status)\(instance.stopReason.map { " (\($0))" } ?? "")",
-                            metadata: ["instance": "\(instance.number)", "pid": "\(instance.pid)"])
-                    } else {
-                        logger.info("instance stopped", metadata: ["instance": "\(instance.number)"])
-                    }
-                    var waiters: [EventLoopPromise<Void>] = []
-                    if instances.isEmpty && state == .stopped {
-                        waiters = exitWaiters
-                        exitWaiters = []
-                    }
-                    replaceIfNeededLocked()
-                    pumpLocked()
-                    return (orphans, readyWaiter, startupError, waiters)
-                }
-        for orphan in orphans {
-            complete(orphan, .error(.badGateway, "function \(id): the instance serving this request \(status)"))
+        let outcome = lock.withLock { exitedLocked(instance, status: status) }
+        let cause = "\(status)" + (instance.stopReason.map { " (\($0))" } ?? "")
+        for orphan in outcome.orphans {
+            complete(orphan, .error(.badGateway, "function \(id): the instance serving this request \(cause)"))
         }
-        if let readyWaiter {
-            readyWaiter.fail(
-                startupError
-                    ?? .exitedDuringStartup(
-                        function: id, instance: instance.number, status: status.description, output: ""))
+        for waiting in outcome.unservable {
+            complete(
+                waiting,
+                .error(
+                    .serviceUnavailable,
+                    "function \(id) has no running instance: \(outcome.startupError?.description ?? "it failed to start")",
+                    extraHeaders: [("retry-after", "1")]))
         }
-        waiters.forEach { $0.succeed() }
+        if let readyWaiter = outcome.readyWaiter, let error = outcome.startupError {
+            readyWaiter.fail(error)
+        }
+        outcome.stopWaiters.forEach { $0.succeed() }
+    }
+
+    /// What an instance's exit leaves to be answered once the lock is released.
+    private struct ExitOutcome {
+        /// Requests it was serving: 502.
+        var orphans: [Invocation] = []
+        /// Queued requests nothing can serve (it failed to start and no other instance serves): 503.
+        var unservable: [Invocation] = []
+        var readyWaiter: EventLoopPromise<Void>?
+        var startupError: HandlerError?
+        var stopWaiters: [EventLoopPromise<Void>] = []
+    }
+
+    private func exitedLocked(_ instance: Instance, status: ExitStatus) -> ExitOutcome {
+        var outcome = ExitOutcome()
+        if let cgroup = instance.cgroup {
+            if memory.wasOutOfMemory(cgroup) {
+                instance.stopReason =
+                    "the kernel's OOM killer stopped it at memory_limit_mb \(config.memoryLimit.megabytes)"
+            }
+            memory.remove(cgroup)
+        }
+        let wasServing = instance.readyAt != nil
+        let unexpected = instance.phase != .stopping
+        instance.phase = .exited
+        instances.removeAll { $0 === instance }
+        instanceByPID[instance.pid] = nil
+        outcome.orphans = Array(instance.inFlight.values)
+        instance.inFlight.removeAll()
+        outcome.readyWaiter = readyWaiters.removeValue(forKey: instance.number)
+
+        if !wasServing {
+            let stderrTail = logs.tail(200).filter { $0.instance == instance.number && $0.stream == "stderr" }
+            outcome.startupError =
+                instance.startupFailure
+                ?? .exitedDuringStartup(
+                    function: id, instance: instance.number, status: status.description,
+                    output: stderrTail.suffix(10).map(\.text).joined(separator: "\n"))
+            consecutiveFailures += 1
+            if !instances.contains(where: { $0.phase == .serving }) { outcome.unservable = queue.removeAll() }
+        } else if unexpected {
+            consecutiveFailures += 1
+        }
+        if unexpected || instance.stopReason != nil {
+            if unexpected { stats.crashes += 1 }
+            logger.error(
+                "instance \(status)\(instance.stopReason.map { " (\($0))" } ?? "")",
+                metadata: ["instance": "\(instance.number)", "pid": "\(instance.pid)"])
+        } else {
+            logger.info("instance stopped", metadata: ["instance": "\(instance.number)"])
+        }
+        if instances.isEmpty && state == .stopped {
+            outcome.stopWaiters = exitWaiters
+            exitWaiters = []
+        }
+        replaceIfNeededLocked()
+        pumpLocked()
+        return outcome
     }
 
     /// Keeps at least one instance (and one per waiting request, up to max_instances) running,
-    /// retrying with back-off after failures.
-    private func replaceIfNeededLocked() {
+    /// retrying with exponential back-off (0.1 s ... 10 s) after failures.
+    private func replaceIfNeededLocked(afterBackOff: Bool = false) {
         guard state == .running || state == .draining, !restartScheduled else { return }
         let live = liveInstanceCountLocked()
         let wanted =
             state == .running ? max(1, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
         guard live < wanted else { return }
-        if consecutiveFailures == 0 {
+        if consecutiveFailures == 0 || afterBackOff {
             _ = launchInstanceLocked()
             return
         }
@@ -528,9 +560,7 @@ final class FunctionRuntime: @unchecked Sendable {
         group.next().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
             lock.withLock {
                 restartScheduled = false
-                guard liveInstanceCountLocked() < max(1, queue.isEmpty ? 1 : 1), state == .running || state == .draining
-                else { return }
-                _ = launchInstanceLocked()
+                replaceIfNeededLocked(afterBackOff: true)
             }
         }
     }
@@ -633,7 +663,7 @@ final class FunctionRuntime: @unchecked Sendable {
                         number: instance.number, pid: Int(instance.pid), phase: instance.phase.rawValue,
                         inFlight: instance.inFlight.count, served: instance.served,
                         uptimeSeconds: Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e9,
-                        region: instance.region?.name)
+                        region: instance.region?.name, memoryBytes: instance.cgroup.flatMap { memory.usage(of: $0) })
                 },
                 stats: stats.summary())
         }

@@ -36,6 +36,8 @@ final class Instance: @unchecked Sendable {
     let responses: RingConsumer?
 
     var phase: Phase = .starting
+    /// The instance's memory cgroup (`memory_limit_mb`).
+    var cgroup: String?
     /// The AETHER_SOCKET connection once the handler has connected.
     var control: (any Channel)?
     var readyAt: NIODeadline?

@@ -30,6 +30,7 @@ public final class Orchestrator: @unchecked Sendable {
     private var generation = 0
     private var deploying = false
     private var control: ControlServer?
+    private var memory: MemoryCgroup?
     private var shutdownRequested: EventLoopPromise<Void>
 
     public init(config: AetherConfig, configFile: String, logger: Logger) {
@@ -54,6 +55,10 @@ public final class Orchestrator: @unchecked Sendable {
         }
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
         if !folder.isEmpty { try Self.makeFolder(folder) }
+        switch MemoryCgroup.create() {
+        case .success(let cgroup): memory = cgroup
+        case .failure(let failure): throw .orchestrator(.memoryLimitsUnavailable(reason: failure.reason))
+        }
         let stale = SharedMemoryRegion.removeStale()
         if !stale.isEmpty {
             logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))")
@@ -137,13 +142,16 @@ public final class Orchestrator: @unchecked Sendable {
             }
             lock.withLock { handshakes[config.id] = handshake }
         }
+        guard let memory else {
+            throw .orchestrator(.memoryLimitsUnavailable(reason: "the orchestrator has not been started"))
+        }
         let generation = lock.withLock {
             self.generation += 1
             return self.generation
         }
         let runtime = FunctionRuntime(
-            config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, group: group,
-            logger: logger)
+            config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
+            group: group, logger: logger)
         do {
             try await runtime.start(handshake: handshake)
         } catch {
@@ -278,6 +286,7 @@ public final class Orchestrator: @unchecked Sendable {
         for server in servers { await server.close() }
         await control?.close()
         control = nil
+        memory?.removeRoot()
         logger.info("stopped")
         requestShutdown()
     }

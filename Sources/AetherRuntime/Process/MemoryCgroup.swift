@@ -1,0 +1,167 @@
+import AetherCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Enforces `memory_limit_mb`: every instance runs in its own memory cgroup, created under the
+/// orchestrator's own cgroup (`<own>/aetherless-<pid>/<function>-<instance>`), so the limit
+/// covers the handler and everything it forks, and a handler over it is killed by the kernel's
+/// OOM killer (reported as such, answered with 502, replaced).
+///
+/// Works with the cgroup v1 memory controller and with cgroup v2 where the memory controller is
+/// enabled for our cgroup. A host with neither cannot enforce limits: `aether up` fails with
+/// `HandlerError.spawnFailed` naming the reason rather than running without them.
+final class MemoryCgroup: Sendable {
+    enum Version: Sendable {
+        case v1, v2
+    }
+
+    let root: String
+    let version: Version
+
+    private init(root: String, version: Version) {
+        self.root = root
+        self.version = version
+    }
+
+    /// Finds the memory controller of our own cgroup and makes `aetherless-<pid>` under it.
+    static func create() -> Result<MemoryCgroup, CgroupFailure> {
+        guard let table = readFile("/proc/self/cgroup") else {
+            return .failure(CgroupFailure(reason: "cannot read /proc/self/cgroup"))
+        }
+        var base: (String, Version)?
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            if fields[1].split(separator: ",").contains("memory") {
+                base = ("/sys/fs/cgroup/memory" + fields[2], .v1)
+                break
+            }
+            if fields[0] == "0" && fields[1].isEmpty {
+                for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                    let folder = mount + fields[2]
+                    if readFile(folder + "/cgroup.controllers")?.split(separator: " ").contains(where: {
+                        $0.hasPrefix("memory")
+                    }) == true {
+                        base = (folder, .v2)
+                    }
+                }
+            }
+        }
+        guard let (folder, version) = base else {
+            return .failure(
+                CgroupFailure(
+                    reason: "no cgroup memory controller is available to this process (see /proc/self/cgroup)"))
+        }
+        let root = folder + "/aetherless-\(getpid())"
+        if mkdir(root, 0o755) != 0 && errno != EEXIST {
+            return .failure(CgroupFailure(reason: "mkdir \(root): \(String(cString: strerror(errno)))"))
+        }
+        if version == .v2 {
+            // Children of our cgroup need the controller delegated to them.
+            _ = writeFile(root + "/cgroup.subtree_control", "+memory")
+        }
+        return .success(MemoryCgroup(root: root, version: version))
+    }
+
+    /// Puts `pid` into a new cgroup limited to `limit`; returns its path.
+    func confine(pid: pid_t, name: String, limit: MemoryLimit) -> Result<String, CgroupFailure> {
+        let folder = root + "/" + name
+        if mkdir(folder, 0o755) != 0 && errno != EEXIST {
+            return .failure(CgroupFailure(reason: "mkdir \(folder): \(String(cString: strerror(errno)))"))
+        }
+        let bytes = String(limit.bytes)
+        switch version {
+        case .v1:
+            _ = writeFile(folder + "/memory.move_charge_at_immigrate", "3")
+            guard writeFile(folder + "/memory.limit_in_bytes", bytes) else {
+                return .failure(CgroupFailure(reason: "cannot set \(folder)/memory.limit_in_bytes"))
+            }
+            // Without swap accounting this file does not exist; with it, swap counts too.
+            _ = writeFile(folder + "/memory.memsw.limit_in_bytes", bytes)
+        case .v2:
+            guard writeFile(folder + "/memory.max", bytes) else {
+                return .failure(CgroupFailure(reason: "cannot set \(folder)/memory.max"))
+            }
+            _ = writeFile(folder + "/memory.swap.max", "0")
+        }
+        guard writeFile(folder + "/cgroup.procs", String(pid)) else {
+            return .failure(CgroupFailure(reason: "cannot move pid \(pid) into \(folder)"))
+        }
+        return .success(folder)
+    }
+
+    /// Bytes in use by the cgroup now.
+    func usage(of folder: String) -> Int? {
+        let file = version == .v1 ? "/memory.usage_in_bytes" : "/memory.current"
+        return Self.readFile(folder + file).flatMap { Int($0.trimmingWhitespace) }
+    }
+
+    /// Whether the kernel's OOM killer acted in the cgroup.
+    func wasOutOfMemory(_ folder: String) -> Bool {
+        switch version {
+        case .v1:
+            // oom_control's "oom_kill N" counts kills; failcnt alone also counts reclaim.
+            let control = Self.readFile(folder + "/memory.oom_control") ?? ""
+            return control.split(separator: "\n").contains { line in
+                line.hasPrefix("oom_kill ") && line.split(separator: " ").last.flatMap { Int($0) } ?? 0 > 0
+            }
+        case .v2:
+            let events = Self.readFile(folder + "/memory.events") ?? ""
+            return events.split(separator: "\n").contains { line in
+                line.hasPrefix("oom_kill ") && line.split(separator: " ").last.flatMap { Int($0) } ?? 0 > 0
+            }
+        }
+    }
+
+    /// Removes an instance's cgroup (its processes are gone).
+    func remove(_ folder: String) {
+        rmdir(folder)
+    }
+
+    func removeRoot() {
+        rmdir(root)
+    }
+
+    // MARK: Files
+
+    static func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += chunk[..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @discardableResult
+    private func writeFile(_ path: String, _ text: String) -> Bool { Self.writeFile(path, text) }
+
+    @discardableResult
+    private static func writeFile(_ path: String, _ text: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+    }
+}
+
+struct CgroupFailure: Error, Sendable {
+    let reason: String
+}
+
+extension String {
+    fileprivate var trimmingWhitespace: String {
+        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}
