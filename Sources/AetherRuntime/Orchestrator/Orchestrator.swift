@@ -31,7 +31,8 @@ public final class Orchestrator: @unchecked Sendable {
     private var deploying = false
     private var control: ControlServer?
     private var memory: MemoryCgroup?
-    private var shutdownRequested: EventLoopPromise<Void>
+    private let shutdownRequested: EventLoopPromise<Void>
+    private var shutdownIsRequested = false
 
     public init(config: AetherConfig, configFile: String, logger: Logger) {
         self.configFile = configFile
@@ -267,7 +268,16 @@ public final class Orchestrator: @unchecked Sendable {
     }
 
     public func requestShutdown() {
-        shutdownRequested.succeed()
+        let first = lock.withLock {
+            defer { shutdownIsRequested = true }
+            return !shutdownIsRequested
+        }
+        if first { shutdownRequested.succeed() }
+    }
+
+    deinit {
+        // A promise must not be dropped unfulfilled (an `up` that failed before serving).
+        requestShutdown()
     }
 
     /// Stops taking requests, lets in-flight ones finish, stops every handler and removes the

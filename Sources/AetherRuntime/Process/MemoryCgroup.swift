@@ -56,6 +56,7 @@ final class MemoryCgroup: Sendable {
                 CgroupFailure(
                     reason: "no cgroup memory controller is available to this process (see /proc/self/cgroup)"))
         }
+        removeStale(in: folder)
         let root = folder + "/aetherless-\(getpid())"
         if mkdir(root, 0o755) != 0 && errno != EEXIST {
             return .failure(CgroupFailure(reason: "mkdir \(root): \(String(cString: strerror(errno)))"))
@@ -65,6 +66,48 @@ final class MemoryCgroup: Sendable {
             _ = writeFile(root + "/cgroup.subtree_control", "+memory")
         }
         return .success(MemoryCgroup(root: root, version: version))
+    }
+
+    /// Kills what is left in the cgroups of orchestrators that died without stopping their
+    /// handlers (`kill -9`), and removes those cgroups. A process handler, which does not watch
+    /// its AETHER_SOCKET, would otherwise keep its port.
+    private static func removeStale(in folder: String) {
+        guard let directory = opendir(folder) else { return }
+        var stale: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix("aetherless-"), let owner = pid_t(name.dropFirst("aetherless-".count)) else {
+                continue
+            }
+            if kill(owner, 0) != 0 && errno == ESRCH { stale.append(folder + "/" + name) }
+        }
+        closedir(directory)
+        for root in stale {
+            var children: [String] = []
+            if let handle = opendir(root) {
+                while let entry = readdir(handle) {
+                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                        String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                    if entry.pointee.d_type == UInt8(DT_DIR) && name != "." && name != ".." {
+                        children.append(root + "/" + name)
+                    }
+                }
+                closedir(handle)
+            }
+            for child in children {
+                for attempt in 0..<50 {
+                    let pids = (readFile(child + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+                    if pids.isEmpty || attempt == 49 { break }
+                    pids.forEach { kill($0, SIGKILL) }
+                    usleep(20_000)
+                }
+                rmdir(child)
+            }
+            rmdir(root)
+        }
     }
 
     /// Puts `pid` into a new cgroup limited to `limit`; returns its path.

@@ -7,6 +7,12 @@
 /// another thread never inherits another handler's pipe.
 int aether_pipe_cloexec(int fds[2]);
 
+#include <spawn.h>
+
+/// posix_spawn_file_actions_addclosefrom_np(actions, from): the child closes every descriptor
+/// from `from` up, whatever its close-on-exec flag (sockets SwiftNIO opened included).
+int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void aether_set_thread_name(const char *name);
 
