@@ -176,7 +176,7 @@ extension Aether {
         @Argument(help: "The function id.")
         var id: String
 
-        @Option(name: .shortAndLong, help: "How many lines.")
+        @Option(name: [.customShort("n"), .long], help: "How many lines.")
         var lines = 100
 
         @OptionGroup var control: ControlOptions

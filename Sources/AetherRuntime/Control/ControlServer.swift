@@ -46,7 +46,8 @@ final class ControlServer: Sendable {
             chmod(path, 0o600)
             return ControlServer(path: path, channel: channel)
         } catch {
-            throw .orchestrator(.bindFailed(what: "the control API", address: path, reason: "\(error)"))
+            throw .orchestrator(
+                .bindFailed(what: "the control API", address: path, reason: SystemErrorText.describe(error)))
         }
     }
 

@@ -31,7 +31,7 @@ final class Gateway: @unchecked Sendable {
 
     var boundPorts: [UInt16] { lock.withLock { Array(listeners.keys) } }
 
-    func listen(port: Port) async throws(OrchestratorError) {
+    func listen(port: Port, function: FunctionID) async throws(OrchestratorError) {
         if lock.withLock({ listeners[port.rawValue] != nil }) { return }
         let routes = routes
         let bootstrap = ServerBootstrap(group: group)
@@ -51,7 +51,9 @@ final class Gateway: @unchecked Sendable {
             let channel = try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
             lock.withLock { listeners[port.rawValue] = channel }
         } catch {
-            throw .bindFailed(what: "trigger port \(port)", address: "\(address):\(port)", reason: "\(error)")
+            throw .bindFailed(
+                what: "trigger port \(port) of function \(function)", address: "\(address):\(port)",
+                reason: SystemErrorText.describe(error))
         }
     }
 

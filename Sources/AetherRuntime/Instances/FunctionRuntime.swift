@@ -40,7 +40,7 @@ final class FunctionRuntime: @unchecked Sendable {
     private var instances: [Instance] = []
     private var instanceByPID: [pid_t: Instance] = [:]
     private var queue = InvocationQueue()
-    private var nextInstanceNumber = 0
+    private var handshake: HandshakeServer?
     private var consecutiveFailures = 0
     private var restartScheduled = false
     private var stats = FunctionStats()
@@ -81,7 +81,10 @@ final class FunctionRuntime: @unchecked Sendable {
     /// fresh path through `HandshakeServer` binding, so both can run during a hot deploy.
     func start(handshake: HandshakeServer) async throws(HandlerError) {
         handshake.register(self)
-        let ready = lock.withLock { launchInstanceLocked() }
+        let ready = lock.withLock {
+            self.handshake = handshake
+            return launchInstanceLocked()
+        }
         do {
             try await ready.get()
         } catch let error as HandlerError {
@@ -357,10 +360,13 @@ final class FunctionRuntime: @unchecked Sendable {
     /// reason it never got there. Runs under the lock, so a handler that connects at once is
     /// found by its PID.
     private func launchInstanceLocked() -> EventLoopFuture<Void> {
-        let number = nextInstanceNumber
-        nextInstanceNumber += 1
         let eventLoop = group.next()
         let ready = eventLoop.makePromise(of: Void.self)
+        guard let number = handshake?.takeInstanceNumber() else {
+            ready.fail(
+                HandlerError.spawnFailed(function: id, program: launch.program, reason: "the function is not started"))
+            return ready.futureResult
+        }
         var region: SharedMemoryRegion?
         if config.handlerProtocol == .sdk {
             let name = SharedMemoryRegion.name(function: id, instance: number)

@@ -18,6 +18,7 @@ final class HandshakeServer: @unchecked Sendable {
     private let lock = NIOLock()
     private var runtimes: [FunctionRuntime] = []
     private var channel: (any Channel)?
+    private var nextInstance = 0
 
     private init(path: String) { self.path = path }
 
@@ -34,7 +35,7 @@ final class HandshakeServer: @unchecked Sendable {
             chmod(path, 0o600)
             server.channel = channel
         } catch {
-            throw .bindFailed(what: "handler connections", address: path, reason: "\(error)")
+            throw .bindFailed(what: "handler connections", address: path, reason: SystemErrorText.describe(error))
         }
         return server
     }
@@ -48,6 +49,15 @@ final class HandshakeServer: @unchecked Sendable {
     }
 
     var isUnused: Bool { lock.withLock { runtimes.isEmpty } }
+
+    /// Instance numbers are unique per function for the orchestrator's lifetime, across
+    /// generations, so an old and a new generation never share a shared-memory name.
+    func takeInstanceNumber() -> Int {
+        lock.withLock {
+            defer { nextInstance += 1 }
+            return nextInstance
+        }
+    }
 
     func close() async {
         try? await channel?.close()

@@ -101,7 +101,7 @@ public final class Orchestrator: @unchecked Sendable {
         }
         if config.handlerProtocol == .sdk {
             do {
-                try await gateway.listen(port: config.triggerPort)
+                try await gateway.listen(port: config.triggerPort, function: config.id)
             } catch {
                 _ = try? registry.unregister(config.id)
                 throw .orchestrator(error)
@@ -231,7 +231,7 @@ public final class Orchestrator: @unchecked Sendable {
         }
         if config.triggerPort != oldPort {
             do {
-                try await gateway.listen(port: config.triggerPort)
+                try await gateway.listen(port: config.triggerPort, function: config.id)
             } catch {
                 throw .orchestrator(error)
             }
