@@ -221,6 +221,26 @@ class GatewayFaultsTest(harness.AetherTestCase):
         self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
         self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "after malformed request")
 
+    def test_slow_and_idle_clients_are_cut_off(self):
+        fn = self.function("slow")
+        self.start(self.write_config([fn], orchestrator={"client_timeout_ms": 500}))
+        port = fn["trigger_port"]
+        # A head that never completes (slowloris): closed without an answer.
+        began = time.monotonic()
+        reply = harness.raw_exchange(port, b"GET /json HTTP/1.1\r\nHost: x\r\n", timeout=5)
+        self.assertEqual(reply, b"")
+        self.assertLess(time.monotonic() - began, 3.0)
+        # A body that stops short of its Content-Length: 408.
+        reply = harness.raw_exchange(
+            port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 408"), reply)
+        self.assertIn(b"client_timeout_ms 500", reply)
+        # An idle keep-alive connection: closed after one answer and the timeout.
+        reply = harness.raw_exchange(port, b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply)
+        # Everyone else is still served.
+        self.assertStatus(self.get(port, "/json"), 200, "after slow clients")
+
     def test_unmapped_port_refused(self):
         fn = self.start_one()
         unused = self.free_port()

@@ -28,6 +28,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var controlSocket: String
     /// The IP address the gateway binds trigger ports on (an IPv4 or IPv6 literal).
     public var listenAddress: String
+    /// Slow or idle clients are cut off after this long.
+    public var clientTimeout: ClientTimeout
 
     public init(
         shmBufferSize: ShmBufferSize = .standard,
@@ -35,7 +37,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         restoreTimeout: RestoreTimeout = .standard,
         snapshotDirectory: String = Self.defaultSnapshotDirectory,
         controlSocket: String = Self.defaultControlSocket,
-        listenAddress: String = Self.defaultListenAddress
+        listenAddress: String = Self.defaultListenAddress,
+        clientTimeout: ClientTimeout = .standard
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -43,6 +46,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.snapshotDirectory = snapshotDirectory
         self.controlSocket = controlSocket
         self.listenAddress = listenAddress
+        self.clientTimeout = clientTimeout
     }
 
     /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).

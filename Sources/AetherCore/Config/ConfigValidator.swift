@@ -27,7 +27,7 @@ struct ConfigValidator {
         static let root = ["orchestrator", "functions"]
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
-            "listen_address",
+            "listen_address", "client_timeout_ms",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -91,6 +91,9 @@ struct ConfigValidator {
         }
         if let value: RestoreTimeout = boundedInteger(fields, "restore_timeout_ms", in: path) {
             config.restoreTimeout = value
+        }
+        if let value: ClientTimeout = boundedInteger(fields, "client_timeout_ms", in: path) {
+            config.clientTimeout = value
         }
         if let entry = fields["snapshot_dir"], let text = string(entry.value, path: "\(path).snapshot_dir") {
             if text.hasPrefix("/") {

@@ -120,3 +120,16 @@ public struct StartupTimeout: BoundedInteger {
 
     public var duration: Duration { .milliseconds(rawValue) }
 }
+
+/// How long the gateway waits for a client, in milliseconds: 100...3600000. A request not
+/// received completely within it gets 408, and a keep-alive connection idle for it is closed.
+public struct ClientTimeout: BoundedInteger {
+    package static let quantityName = "client timeout"
+    package static let allowedRange: ClosedRange<Int> = 100...3_600_000
+    package static let unit = "ms"
+    public static let standard = ClientTimeout(uncheckedRawValue: 30_000)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+
+    public var milliseconds: Int { rawValue }
+}

@@ -21,12 +21,14 @@ final class Gateway: @unchecked Sendable {
     let routes = GatewayRoutes()
     private let group: any EventLoopGroup
     private let address: String
+    private let clientTimeout: TimeAmount
     private let lock = NIOLock()
     private var listeners: [UInt16: any Channel] = [:]
 
-    init(group: any EventLoopGroup, address: String) {
+    init(group: any EventLoopGroup, address: String, clientTimeout: ClientTimeout) {
         self.group = group
         self.address = address
+        self.clientTimeout = .milliseconds(Int64(clientTimeout.milliseconds))
     }
 
     var boundPorts: [UInt16] { lock.withLock { Array(listeners.keys) } }
@@ -34,6 +36,7 @@ final class Gateway: @unchecked Sendable {
     func listen(port: Port, function: FunctionID) async throws(OrchestratorError) {
         if lock.withLock({ listeners[port.rawValue] != nil }) { return }
         let routes = routes
+        let clientTimeout = clientTimeout
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -43,8 +46,7 @@ final class Gateway: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        IdleStateHandler(readTimeout: GatewayHandler.idleTimeout))
-                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(port: port.rawValue, routes: routes))
+                        GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout))
                 }
             }
         do {
@@ -73,10 +75,10 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    /// A connection with no bytes for this long is closed (keep-alive idle and slow clients).
-    static let idleTimeout = TimeAmount.seconds(60)
-    /// A request whose head and body have not all arrived this long after it began gets 408.
-    static let requestDeadline = TimeAmount.seconds(30)
+    /// `client_timeout_ms`: from the connection's start, and again after each response, the
+    /// next request must arrive completely within it. A request begun but not finished gets
+    /// 408; a connection with no request (idle keep-alive, or a head trickling in) is closed.
+    private let clientTimeout: TimeAmount
 
     private let port: UInt16
     private let routes: GatewayRoutes
@@ -88,9 +90,30 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
     private var discarding = false
     private var deadline: Scheduled<Void>?
 
-    init(port: UInt16, routes: GatewayRoutes) {
+    init(port: UInt16, routes: GatewayRoutes, clientTimeout: TimeAmount) {
         self.port = port
         self.routes = routes
+        self.clientTimeout = clientTimeout
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armClientTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    private func armClientTimer(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: clientTimeout) { [self] in
+            deadline = nil
+            if head != nil {
+                refuse(
+                    .requestTimeout,
+                    "the request did not arrive completely within client_timeout_ms \(clientTimeout.nanoseconds / 1_000_000)",
+                    context: context)
+            } else {
+                context.close(promise: nil)
+            }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -159,9 +182,6 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         self.head = head
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.requestDeadline) { [self] in
-            refuse(.requestTimeout, "the request did not arrive completely within 30 s", context: context)
-        }
     }
 
     /// Answers the current request with an error and closes the connection (its remaining bytes
@@ -192,17 +212,17 @@ final class GatewayHandler: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         let written = context.writeAndFlushPromise(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if keepAlive {
+            armClientTimer(context: context)
+        } else {
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

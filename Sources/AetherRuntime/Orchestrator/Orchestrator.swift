@@ -41,7 +41,8 @@ public final class Orchestrator: @unchecked Sendable {
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         pythonSDK = PythonSDKLocator.locate()
-        gateway = Gateway(group: group, address: config.orchestrator.listenAddress)
+        gateway = Gateway(
+            group: group, address: config.orchestrator.listenAddress, clientTimeout: config.orchestrator.clientTimeout)
         shutdownRequested = group.next().makePromise()
     }
 
