@@ -115,6 +115,12 @@ let package = Package(
             swiftSettings: strictSwift6
         ),
         // Runs the built `aether` binary as a user would.
+        // The orchestrator's parts with real processes: CRIU checkpoint and restore (root).
+        .testTarget(
+            name: "AetherRuntimeTests",
+            dependencies: ["AetherRuntime", "AetherCore"],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(
             name: "AetherCLITests",
             dependencies: ["AetherCore"],

@@ -15,7 +15,7 @@ if ! command -v swift >/dev/null; then
 fi
 
 # Debian packages the project uses; installed only when missing.
-packages=(python3 procps curl)
+packages=(python3 procps curl util-linux)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -27,6 +27,10 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# CRIU (trixie's 4.1.1) in a private root under /opt/aetherless/criu, for warm snapshots; the
+# system's own packages and libc are left alone (scripts/install-criu.sh says why).
+bash scripts/install-criu.sh
 
 if [[ "${1:-}" == "--deps-only" ]]; then
     exit 0

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -19,3 +20,5 @@ void aether_set_thread_name(const char *name) {
 int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
+
+int aether_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }

@@ -19,12 +19,18 @@ struct HandlerLaunch: Sendable {
     /// sees comes from its configuration, so two hosts run it alike.
     static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONDONTWRITEBYTECODE"]
 
-    init(function: FunctionConfig, socketPath: String, pythonSDK: String?) {
+    /// The `inherited` variables as they are in our environment (PATH always set).
+    static func inheritedEnvironment() -> [String: String] {
         var environment: [String: String] = [:]
-        for name in Self.inherited {
+        for name in inherited {
             if let value = getenv(name) { environment[name] = String(cString: value) }
         }
         if environment["PATH"] == nil { environment["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+        return environment
+    }
+
+    init(function: FunctionConfig, socketPath: String, pythonSDK: String?) {
+        var environment = Self.inheritedEnvironment()
         environment.merge(function.environment) { _, configured in configured }
         environment["AETHER_SOCKET"] = socketPath
         environment["AETHER_FUNCTION_ID"] = function.id.rawValue

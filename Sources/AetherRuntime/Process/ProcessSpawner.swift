@@ -26,9 +26,18 @@ struct SpawnedProcess: Sendable {
 /// children in order) and default signal dispositions (NIO ignores SIGPIPE, and ignored signals
 /// would otherwise be inherited across exec).
 enum ProcessSpawner {
+    /// - Parameters:
+    ///   - inheriting: descriptors the child gets as 3, 4, 5, ... in this order (all others close).
+    ///   - captureOutput: stdout and stderr into pipes (else /dev/null; the returned fds are -1).
     static func spawn(
-        program: String, arguments: [String], environment: [String: String], searchPath: Bool
+        program: String, arguments: [String], environment: [String: String], searchPath: Bool,
+        inheriting: [CInt] = [], captureOutput: Bool = true
     ) throws(SpawnError) -> SpawnedProcess {
+        guard captureOutput else {
+            return try spawnDiscardingOutput(
+                program: program, arguments: arguments, environment: environment, searchPath: searchPath,
+                inheriting: inheriting)
+        }
         var stdoutPipe: [CInt] = [-1, -1]
         var stderrPipe: [CInt] = [-1, -1]
         guard aether_pipe_cloexec(&stdoutPipe) == 0 else { throw failure(program, "pipe2", errno) }
@@ -49,10 +58,57 @@ enum ProcessSpawner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        // Nothing of the orchestrator's leaks into a handler: a handler that outlived a crashed
-        // orchestrator must not keep its control socket or trigger ports open.
-        aether_spawn_close_from(&actions, 3)
+        addInherited(inheriting, to: &actions)
 
+        let pid: pid_t
+        do {
+            pid = try launch(
+                program: program, arguments: arguments, environment: environment, searchPath: searchPath,
+                actions: &actions)
+        } catch {
+            close(stdoutPipe[0])
+            close(stderrPipe[0])
+            throw error
+        }
+        return SpawnedProcess(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+    }
+
+    private static func spawnDiscardingOutput(
+        program: String, arguments: [String], environment: [String: String], searchPath: Bool, inheriting: [CInt]
+    ) throws(SpawnError) -> SpawnedProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        addInherited(inheriting, to: &actions)
+        let pid = try launch(
+            program: program, arguments: arguments, environment: environment, searchPath: searchPath,
+            actions: &actions)
+        return SpawnedProcess(pid: pid, stdout: -1, stderr: -1)
+    }
+
+    /// Maps `inheriting` to 3, 4, ... and closes everything above. Nothing else of the
+    /// orchestrator's leaks into a child: a handler that outlived a crashed orchestrator must
+    /// not keep its control socket or trigger ports open.
+    private static func addInherited(_ inheriting: [CInt], to actions: inout posix_spawn_file_actions_t) {
+        // Move the sources out of the way first, so a source numbered 3... is not overwritten
+        // before it is copied.
+        let parking: CInt = 1000
+        for (index, fd) in inheriting.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, fd, parking + CInt(index))
+        }
+        for index in inheriting.indices {
+            posix_spawn_file_actions_adddup2(&actions, parking + CInt(index), 3 + CInt(index))
+        }
+        aether_spawn_close_from(&actions, 3 + CInt(inheriting.count))
+    }
+
+    private static func launch(
+        program: String, arguments: [String], environment: [String: String], searchPath: Bool,
+        actions: inout posix_spawn_file_actions_t
+    ) throws(SpawnError) -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -78,12 +134,8 @@ enum ProcessSpawner {
             searchPath
             ? posix_spawnp(&pid, program, &actions, &attributes, argv, envp)
             : posix_spawn(&pid, program, &actions, &attributes, argv, envp)
-        guard result == 0 else {
-            close(stdoutPipe[0])
-            close(stderrPipe[0])
-            throw failure(program, searchPath ? "posix_spawnp" : "posix_spawn", result)
-        }
-        return SpawnedProcess(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+        guard result == 0 else { throw failure(program, searchPath ? "posix_spawnp" : "posix_spawn", result) }
+        return pid
     }
 
     private static func failure(_ program: String, _ call: String, _ code: CInt) -> SpawnError {

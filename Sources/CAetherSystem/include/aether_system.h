@@ -13,6 +13,10 @@ int aether_pipe_cloexec(int fds[2]);
 /// from `from` up, whatever its close-on-exec flag (sockets SwiftNIO opened included).
 int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants (a process criu restored detached)
+/// are re-parented to us, so we can wait for them. Returns 0 or -1 with errno.
+int aether_become_child_subreaper(void);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void aether_set_thread_name(const char *name);
 

@@ -1,0 +1,184 @@
+public import AetherCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The CRIU command line (scripts/install-criu.sh installs it in a private root), used for
+/// checkpointing an initialised handler and restoring copies of it.
+///
+/// Facts this relies on (../shared/notes/criu.md): a template started as PID 1 of its own PID
+/// namespace can be restored many times at once; its connection to the orchestrator is
+/// dumped as external and replaced at restore by a fresh socket (`--inherit-fd`), as are its
+/// stdout and stderr pipes. Errors carry criu's own log lines.
+public struct Criu: Sendable {
+    public static let defaultPath = "/opt/aetherless/criu/bin/criu"
+    public let path: String
+
+    public init(path: String = Criu.defaultPath) { self.path = path }
+
+    /// `criu --version`'s version line.
+    public func version() throws(CriuError) -> String {
+        let result = try run(["--version"], timeout: .seconds(10))
+        guard result.status == .exited(0),
+            let line = result.output.split(separator: "\n").first(where: {
+                $0.hasPrefix("Version:")
+            })
+        else {
+            throw .notInstalled(path: path)
+        }
+        return String(line.dropFirst("Version:".count)).trimmingCharacters(in: " ")
+    }
+
+    /// `criu check`: nil when the kernel and installation are fit, else criu's complaint.
+    public func check() throws(CriuError) -> String? {
+        let result = try run(["check"], timeout: .seconds(30))
+        if result.status == .exited(0) { return nil }
+        return result.output.isEmpty ? "criu check \(result.status)" : result.output
+    }
+
+    /// Checkpoints the process tree rooted at `pid` into `directory` (which must exist) and
+    /// stops it. `externalUnixSockets` are inodes of sockets connected to peers outside the tree.
+    public func dump(
+        pid: Int32, into directory: String, externalUnixSockets: [UInt64] = []
+    ) throws(CriuError)
+        -> Duration
+    {
+        var arguments = ["dump", "-t", String(pid), "-D", directory, "-o", "dump.log"]
+        for inode in externalUnixSockets { arguments += ["--external", "unix[\(inode)]"] }
+        let started = ContinuousClock.now
+        let result = try run(arguments, timeout: .seconds(60))
+        guard result.status == .exited(0) else {
+            throw .dumpFailed(pid: pid, log: Self.logTail(directory + "/dump.log", fallback: result.output))
+        }
+        return ContinuousClock.now - started
+    }
+
+    /// A descriptor the restored process gets in place of one it had at dump time.
+    public struct Replacement: Sendable {
+        /// Our descriptor, passed to criu.
+        public var descriptor: CInt
+        /// What it replaces, in criu's `--inherit-fd` syntax: `socket:[INODE]`, `pipe:[INODE]`.
+        public var replaces: String
+
+        public init(descriptor: CInt, replaces: String) {
+            self.descriptor = descriptor
+            self.replaces = replaces
+        }
+    }
+
+    public struct Restored: Sendable {
+        /// Host PID of the restored root task.
+        public let pid: Int32
+        /// From starting criu to criu having left the restored process running.
+        public let duration: Duration
+    }
+
+    /// Restores one copy of the image in `directory`, detached (the orchestrator, a child
+    /// subreaper, becomes its parent). Over `budget` is an error: the copy is killed and
+    /// `latencyViolation` thrown, never a slower success.
+    public func restore(
+        from directory: String, replacing replacements: [Replacement], budget: Duration, logName: String
+    ) throws(CriuError) -> Restored {
+        let pidFile = directory + "/\(logName).pid"
+        unlink(pidFile)
+        var arguments = ["restore", "-D", directory, "-d", "--pidfile", pidFile, "-o", "\(logName).log"]
+        for (index, replacement) in replacements.enumerated() {
+            arguments += ["--inherit-fd", "fd[\(3 + index)]:\(replacement.replaces)"]
+        }
+        let started = ContinuousClock.now
+        // criu itself gets a generous limit; the budget is judged on the measured time.
+        let result = try run(
+            arguments, timeout: max(budget * 20, .seconds(5)), inheriting: replacements.map(\.descriptor))
+        let duration = ContinuousClock.now - started
+        let restoredPID = MemoryCgroup.readFile(pidFile).flatMap { pid_t($0.trimmingCharacters(in: " \n")) }
+        guard result.status == .exited(0), let restoredPID else {
+            if let restoredPID { kill(restoredPID, SIGKILL) }
+            if result.timedOut { throw .latencyViolation(actual: duration, limit: budget) }
+            throw .restoreFailed(
+                image: directory, log: Self.logTail(directory + "/\(logName).log", fallback: result.output))
+        }
+        guard duration <= budget else {
+            kill(restoredPID, SIGKILL)
+            throw .latencyViolation(actual: duration, limit: budget)
+        }
+        return Restored(pid: restoredPID, duration: duration)
+    }
+
+    // MARK: Running criu
+
+    struct RunResult {
+        var status: ExitStatus
+        var output: String
+        var timedOut: Bool
+    }
+
+    /// Runs criu with stdout and stderr captured (little: its log goes to `-o` files, and both
+    /// pipes are read after it exits, so more than a pipe's 64 KiB would stall it until the timeout).
+    func run(_ arguments: [String], timeout: Duration, inheriting: [CInt] = []) throws(CriuError) -> RunResult {
+        guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
+        let process: SpawnedProcess
+        do {
+            process = try ProcessSpawner.spawn(
+                program: path, arguments: arguments, environment: HandlerLaunch.inheritedEnvironment(),
+                searchPath: false, inheriting: inheriting, captureOutput: true)
+        } catch {
+            throw .notInstalled(path: "\(path) (\(error.reason))")
+        }
+        let deadline = ContinuousClock.now + timeout
+        var status: CInt = 0
+        var timedOut = false
+        while true {
+            let reaped = waitpid(process.pid, &status, WNOHANG)
+            if reaped == process.pid { break }
+            if reaped < 0 && errno != EINTR { break }
+            if ContinuousClock.now > deadline && !timedOut {
+                timedOut = true
+                kill(process.pid, SIGKILL)
+            }
+            usleep(100)
+        }
+        let output = [Self.drain(process.stdout), Self.drain(process.stderr)].filter { !$0.isEmpty }.joined(
+            separator: "\n")
+        return RunResult(status: ExitStatus(waitStatus: status), output: output, timedOut: timedOut)
+    }
+
+    private static func drain(_ fd: CInt) -> String {
+        defer { close(fd) }
+        _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 65536 {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { break }
+            bytes += chunk[..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: " \n")
+    }
+
+    /// The error lines of a criu log (or its last lines), for error messages.
+    static func logTail(_ path: String, fallback: String) -> String {
+        guard let text = MemoryCgroup.readFile(path), !text.isEmpty else {
+            return fallback.isEmpty ? "(no criu log at \(path))" : fallback
+        }
+        let lines = text.split(separator: "\n")
+        let errors = lines.filter { $0.contains("Error") || $0.contains("error") }
+        let chosen = errors.isEmpty ? Array(lines.suffix(5)) : Array(errors.suffix(5))
+        return chosen.joined(separator: "\n")
+    }
+}
+
+extension Duration {
+    static func * (lhs: Duration, rhs: Int) -> Duration {
+        lhs * Double(rhs)
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        let characters = Set(set)
+        return String(drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
+    }
+}

@@ -1,0 +1,23 @@
+import Testing
+
+@Suite struct DoctorCommandTests {
+    @Test func reportsTheHostAndCriu() throws {
+        let result = try AetherBinary.run(["doctor"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let rows = result.stdout.split(separator: "\n").map {
+            $0.split(separator: " ", omittingEmptySubsequences: true)
+        }
+        func status(_ check: String) -> String? {
+            rows.first { $0.first.map(String.init) == check }.map { String($0[1]) }
+        }
+        #expect(status("python3") == "ok")
+        #expect(status("criu") == "ok", "scripts/setup.sh installs criu: \(result.stdout)")
+        #expect(result.stdout.contains("Looks good."))
+        #expect(rows.contains { $0.count >= 2 && $0[0] == "memory" && $0[2] == "ok" })
+    }
+
+    @Test func aMissingCriuIsNamed() throws {
+        let result = try AetherBinary.run(["doctor", "--criu", "/nonexistent/criu"])
+        #expect(result.stdout.contains("MISSING  no usable criu at /nonexistent/criu"), "\(result.stdout)")
+    }
+}
