@@ -14,6 +14,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public static let defaultSnapshotDirectory = "/dev/shm/aetherless"
     public static let defaultControlSocket = "/run/aetherless/aether.sock"
     public static let defaultListenAddress = "127.0.0.1"
+    public static let defaultCriuPath = "/opt/aetherless/criu/bin/criu"
 
     /// Data capacity of each shared-memory ring.
     public var shmBufferSize: ShmBufferSize
@@ -30,6 +31,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var listenAddress: String
     /// Slow or idle clients are cut off after this long.
     public var clientTimeout: ClientTimeout
+    /// The criu binary used for `snapshot: true` functions.
+    public var criuPath: String
 
     public init(
         shmBufferSize: ShmBufferSize = .standard,
@@ -38,7 +41,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         snapshotDirectory: String = Self.defaultSnapshotDirectory,
         controlSocket: String = Self.defaultControlSocket,
         listenAddress: String = Self.defaultListenAddress,
-        clientTimeout: ClientTimeout = .standard
+        clientTimeout: ClientTimeout = .standard,
+        criuPath: String = Self.defaultCriuPath
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -47,6 +51,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.controlSocket = controlSocket
         self.listenAddress = listenAddress
         self.clientTimeout = clientTimeout
+        self.criuPath = criuPath
     }
 
     /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).
@@ -103,6 +108,12 @@ public struct FunctionConfig: Sendable, Equatable {
     public var maxBody: BodyLimit
     /// Time a new instance has to report READY (and ATTACHED, for sdk handlers).
     public var startupTimeout: StartupTimeout
+    /// Start instances by restoring a CRIU snapshot of an initialised one (sdk only).
+    public var snapshot: Bool
+    /// Instances kept running while idle (0 = scale to zero).
+    public var minWarm: WarmCount
+    /// An instance idle this long is stopped, down to `minWarm`.
+    public var idleTimeout: IdleTimeout
 
     public init(
         id: FunctionID,
@@ -116,7 +127,10 @@ public struct FunctionConfig: Sendable, Equatable {
         concurrency: Concurrency = .standard,
         maxQueue: QueueLimit = .standard,
         maxBody: BodyLimit = .standard,
-        startupTimeout: StartupTimeout = .standard
+        startupTimeout: StartupTimeout = .standard,
+        snapshot: Bool = false,
+        minWarm: WarmCount = .standard,
+        idleTimeout: IdleTimeout = .standard
     ) {
         self.id = id
         self.memoryLimit = memoryLimit
@@ -130,6 +144,9 @@ public struct FunctionConfig: Sendable, Equatable {
         self.maxQueue = maxQueue
         self.maxBody = maxBody
         self.startupTimeout = startupTimeout
+        self.snapshot = snapshot
+        self.minWarm = minWarm
+        self.idleTimeout = idleTimeout
     }
 
     public var launcher: Launcher {

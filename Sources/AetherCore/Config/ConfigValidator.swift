@@ -27,14 +27,15 @@ struct ConfigValidator {
         static let root = ["orchestrator", "functions"]
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
-            "listen_address", "client_timeout_ms",
+            "listen_address", "client_timeout_ms", "criu_path",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
-            "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms",
+            "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms", "snapshot",
+            "min_warm", "idle_timeout_ms",
         ]
         /// Keys that only mean something when the gateway terminates HTTP.
-        static let sdkOnly = ["concurrency", "max_queue", "max_body_bytes"]
+        static let sdkOnly = ["concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms"]
     }
 
     static let defaultMemoryLimit = MemoryLimit(uncheckedRawValue: 128)
@@ -94,6 +95,15 @@ struct ConfigValidator {
         }
         if let value: ClientTimeout = boundedInteger(fields, "client_timeout_ms", in: path) {
             config.clientTimeout = value
+        }
+        if let entry = fields["criu_path"], let text = string(entry.value, path: "\(path).criu_path") {
+            if text.hasPrefix("/") {
+                config.criuPath = LexicalPath.normalized(text)
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).criu_path",
+                    expected: "an absolute path of the criu binary", found: quoted(text))
+            }
         }
         if let entry = fields["snapshot_dir"], let text = string(entry.value, path: "\(path).snapshot_dir") {
             if text.hasPrefix("/") {
@@ -194,7 +204,8 @@ struct ConfigValidator {
                         handlerPath: handler, timeout: timeout ?? Self.defaultTimeout, environment: environment,
                         handlerProtocol: serving.handlerProtocol, maxInstances: serving.maxInstances,
                         concurrency: serving.concurrency, maxQueue: serving.maxQueue, maxBody: serving.maxBody,
-                        startupTimeout: serving.startupTimeout))
+                        startupTimeout: serving.startupTimeout, snapshot: serving.snapshot, minWarm: serving.minWarm,
+                        idleTimeout: serving.idleTimeout))
             }
         }
         return functions
@@ -207,6 +218,9 @@ struct ConfigValidator {
         var maxQueue = QueueLimit.standard
         var maxBody = BodyLimit.standard
         var startupTimeout = StartupTimeout.standard
+        var snapshot = false
+        var minWarm = WarmCount.standard
+        var idleTimeout = IdleTimeout.standard
     }
 
     /// Protocol, instance and queue settings; nil (after reporting) if any of them is wrong.
@@ -238,6 +252,27 @@ struct ConfigValidator {
         valid = take("concurrency", into: &serving.concurrency) && valid
         valid = take("max_queue", into: &serving.maxQueue) && valid
         valid = take("startup_timeout_ms", into: &serving.startupTimeout) && valid
+        valid = take("min_warm", into: &serving.minWarm) && valid
+        valid = take("idle_timeout_ms", into: &serving.idleTimeout) && valid
+        if let entry = fields["snapshot"] {
+            if case .scalar(let scalar) = entry.value, tagName(entry.value) == .bool,
+                let flag = Bool.construct(from: scalar)
+            {
+                serving.snapshot = flag
+            } else {
+                report(
+                    .wrongType, at: entry.value, path: "\(path).snapshot", expected: "true or false",
+                    found: describe(entry.value))
+                valid = false
+            }
+        }
+        if let node = fields["min_warm"]?.value, serving.minWarm.rawValue > serving.maxInstances.rawValue {
+            report(
+                .invalidValue, at: node, path: "\(path).min_warm",
+                expected: "at most max_instances (\(serving.maxInstances.rawValue))",
+                found: String(serving.minWarm.rawValue))
+            valid = false
+        }
 
         let fitting = orchestrator.largestBodyFitting
         if let node = fields["max_body_bytes"]?.value {

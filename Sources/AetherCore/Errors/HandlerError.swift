@@ -9,6 +9,10 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
     case exitedDuringStartup(function: FunctionID, instance: Int, status: String, output: String)
     /// It sent something on AETHER_SOCKET that is not in the protocol, or reported an error.
     case protocolViolation(function: FunctionID, instance: Int, detail: String)
+    /// The function's snapshot (an initialised handler checkpointed with CRIU) could not be made.
+    case snapshotFailed(function: FunctionID, detail: String)
+    /// An instance could not be restored from the snapshot (including over the restore budget).
+    case restoreFailed(function: FunctionID, instance: Int, error: CriuError)
 
     public var description: String {
         switch self {
@@ -22,6 +26,10 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
             return "function \(function): instance \(instance) \(status) before it was ready\(tail)"
         case .protocolViolation(let function, let instance, let detail):
             return "function \(function): instance \(instance) broke the handler protocol: \(detail)"
+        case .snapshotFailed(let function, let detail):
+            return "function \(function): cannot make its snapshot: \(detail)"
+        case .restoreFailed(let function, let instance, let error):
+            return "function \(function): instance \(instance) was not restored: \(error)"
         }
     }
 }

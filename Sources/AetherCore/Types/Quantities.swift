@@ -133,3 +133,25 @@ public struct ClientTimeout: BoundedInteger {
 
     public var milliseconds: Int { rawValue }
 }
+
+/// Instances of a function kept running while idle: 0...64 (0 = scale to zero).
+public struct WarmCount: BoundedInteger {
+    package static let quantityName = "warm instance count"
+    package static let allowedRange: ClosedRange<Int> = 0...64
+    public static let standard = WarmCount(uncheckedRawValue: 1)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
+/// How long an instance may sit idle before it is stopped (down to `min_warm`), in
+/// milliseconds: 100...86400000.
+public struct IdleTimeout: BoundedInteger {
+    package static let quantityName = "idle timeout"
+    package static let allowedRange: ClosedRange<Int> = 100...86_400_000
+    package static let unit = "ms"
+    public static let standard = IdleTimeout(uncheckedRawValue: 30_000)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+
+    public var milliseconds: Int { rawValue }
+}

@@ -15,6 +15,16 @@ public struct InstanceStatus: Codable, Sendable, Equatable {
     public var region: String?
     /// Memory in use by the instance's cgroup.
     public var memoryBytes: Int?
+    /// spawn or restore
+    public var origin: String
+    public var startupMilliseconds: Double?
+}
+
+public struct SnapshotStatus: Codable, Sendable, Equatable {
+    public var image: String
+    public var imageBytes: Int
+    public var dumpMilliseconds: Double
+    public var restoreBudgetMilliseconds: Double
 }
 
 public struct StatsSummary: Codable, Sendable, Equatable {
@@ -32,6 +42,13 @@ public struct StatsSummary: Codable, Sendable, Equatable {
     public var p99Milliseconds: Double?
     public var window: Int
     public var lastStartupMilliseconds: Double?
+    /// Restores from the snapshot that succeeded, failed (any cause), or took longer than
+    /// restore_timeout_ms (counted in failures too; the copy was killed, not used).
+    public var restores: Int
+    public var restoreFailures: Int
+    public var latencyViolations: Int
+    public var restoreP50Milliseconds: Double?
+    public var restoreP99Milliseconds: Double?
 }
 
 public struct FunctionStatus: Codable, Sendable, Equatable {
@@ -46,6 +63,8 @@ public struct FunctionStatus: Codable, Sendable, Equatable {
     public var concurrency: Int
     public var instances: [InstanceStatus]
     public var stats: StatsSummary
+    /// For `snapshot: true` functions, once the image is built.
+    public var snapshot: SnapshotStatus?
 }
 
 public struct OrchestratorStatus: Codable, Sendable, Equatable {
@@ -102,6 +121,9 @@ struct FunctionStats {
     var rejected = 0
     var crashes = 0
     var lastStartupMilliseconds: Double?
+    var restoreFailures = 0
+    var latencyViolations = 0
+    private var restoreTimes: [Double] = []
     private var latencies: [Double] = []
     private var next = 0
 
@@ -117,16 +139,25 @@ struct FunctionStats {
         }
     }
 
+    mutating func recordRestore(milliseconds: Double) {
+        if restoreTimes.count >= 1024 { restoreTimes.removeFirst() }
+        restoreTimes.append(milliseconds)
+    }
+
     func summary() -> StatsSummary {
-        let sorted = latencies.sorted()
-        func percentile(_ p: Double) -> Double? {
+        func percentile(_ p: Double, of values: [Double]) -> Double? {
+            let sorted = values.sorted()
             guard !sorted.isEmpty else { return nil }
             let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
             return (sorted[max(0, min(rank, sorted.count - 1))] * 1000).rounded() / 1000
         }
+        func percentile(_ p: Double) -> Double? { percentile(p, of: latencies) }
         return StatsSummary(
             invocations: invocations, errors: errors, timeouts: timeouts, rejected: rejected, crashes: crashes,
             p50Milliseconds: percentile(0.50), p95Milliseconds: percentile(0.95), p99Milliseconds: percentile(0.99),
-            window: latencies.count, lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 })
+            window: latencies.count, lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 },
+            restores: restoreTimes.count, restoreFailures: restoreFailures, latencyViolations: latencyViolations,
+            restoreP50Milliseconds: percentile(0.5, of: restoreTimes),
+            restoreP99Milliseconds: percentile(0.99, of: restoreTimes))
     }
 }

@@ -31,6 +31,11 @@ final class FunctionRuntime: @unchecked Sendable {
     let generation: Int
     private let shmBufferSize: Int
     private let launch: HandlerLaunch
+    private let criu: Criu
+    private let snapshotDirectory: String
+    private let restoreBudget: Duration
+    /// The function's CRIU image once built (`snapshot: true`).
+    private var snapshot: FunctionSnapshot?
     private let memory: MemoryCgroup
     private let group: any EventLoopGroup
     private let logger: Logger
@@ -50,8 +55,6 @@ final class FunctionRuntime: @unchecked Sendable {
     private var handshakeChannel: (any Channel)?
     private var housekeeping: RepeatedTask?
 
-    /// Extra instances (beyond the first) idle this long are stopped.
-    static let idleInstanceTimeout = TimeAmount.seconds(30)
     /// SIGTERM, then SIGKILL after this long.
     static let stopGracePeriod = TimeAmount.seconds(5)
 
@@ -60,6 +63,10 @@ final class FunctionRuntime: @unchecked Sendable {
         memory: MemoryCgroup, group: any EventLoopGroup, logger: Logger
     ) {
         self.memory = memory
+        criu = Criu(path: orchestrator.criuPath)
+        snapshotDirectory =
+            orchestrator.snapshotDirectory + "/\(getpid())-\(config.id)-g\(generation)"
+        restoreBudget = orchestrator.restoreTimeout.duration
         self.config = config
         self.generation = generation
         shmBufferSize = orchestrator.shmBufferSize.bytes
@@ -81,12 +88,28 @@ final class FunctionRuntime: @unchecked Sendable {
     /// fresh path through `HandshakeServer` binding, so both can run during a hot deploy.
     func start(handshake: HandshakeServer) async throws(HandlerError) {
         handshake.register(self)
-        let ready = lock.withLock {
-            self.handshake = handshake
-            return launchInstanceLocked()
+        lock.withLock { self.handshake = handshake }
+        if config.snapshot {
+            do {
+                let built = try await buildSnapshot()
+                lock.withLock { snapshot = built }
+                logger.info(
+                    "snapshot ready",
+                    metadata: [
+                        "image": "\(built.directory)", "bytes": "\(built.imageBytes)",
+                        "dump_ms": "\(built.dumpDuration.milliseconds)",
+                    ])
+            } catch {
+                await stop()
+                throw error
+            }
         }
+        // A snapshot build already proved the handler starts; without one, the first instance
+        // does, even when min_warm is 0 (it is stopped again once idle).
+        let first = config.snapshot ? config.minWarm.rawValue : max(1, config.minWarm.rawValue)
+        let ready = lock.withLock { (0..<first).map { _ in launchInstanceLocked() } }
         do {
-            try await ready.get()
+            for instance in ready { try await instance.get() }
         } catch let error as HandlerError {
             await stop()
             throw error
@@ -132,7 +155,10 @@ final class FunctionRuntime: @unchecked Sendable {
         for invocation in queued {
             complete(invocation, .error(.serviceUnavailable, "function \(id) is shutting down"))
         }
-        guard let exited else { return }
+        guard let exited else {
+            lock.withLock { snapshot }?.remove()
+            return
+        }
         let killer = group.next().scheduleTask(in: Self.stopGracePeriod) { [self] in
             lock.withLock {
                 for instance in instances where instance.phase != .exited {
@@ -144,6 +170,7 @@ final class FunctionRuntime: @unchecked Sendable {
         }
         try? await exited.get()
         killer.cancel()
+        lock.withLock { snapshot }?.remove()
     }
 
     // MARK: Requests
@@ -249,6 +276,9 @@ final class FunctionRuntime: @unchecked Sendable {
             return false
         }
         instance.nextRequestID += 1
+        if let readyAt = instance.readyAt, readyAt > invocation.arrived, let startup = instance.startupMilliseconds {
+            invocation.coldStart = (instance.origin, startup, instance.restoreMilliseconds)
+        }
         invocation.requestID = requestID
         invocation.instance = instance
         instance.inFlight[requestID] = invocation
@@ -325,7 +355,17 @@ final class FunctionRuntime: @unchecked Sendable {
                 "late response dropped", metadata: ["instance": "\(instance.number)", "request": "\(view.id)"])
             return
         }
-        complete(invocation, response)
+        var answered = response
+        if let cold = invocation.coldStart {
+            answered.headers.add(name: "x-aether-cold-start", value: cold.origin.rawValue)
+            answered.headers.add(name: "x-aether-startup-ms", value: String(cold.milliseconds))
+            if let restore = cold.restoreMilliseconds {
+                answered.headers.add(name: "x-aether-restore-ms", value: String(restore))
+            }
+        } else {
+            answered.headers.add(name: "x-aether-cold-start", value: "no")
+        }
+        complete(invocation, answered)
     }
 
     static let hopByHop: Set<String> = ["content-length", "transfer-encoding", "connection", "keep-alive"]
@@ -350,10 +390,12 @@ final class FunctionRuntime: @unchecked Sendable {
     /// Starts another instance when requests are waiting and the limit allows it.
     private func scaleUpLocked() {
         guard state == .running, !restartScheduled else { return }
+        // One new instance per waiting request that no starting instance will take, up to
+        // max_instances: 20 requests against zero instances start (or restore) several at once.
         let live = liveInstanceCountLocked()
         let starting = instances.count { $0.phase == .starting || $0.phase == .attaching }
-        guard live < config.maxInstances.rawValue, starting == 0 else { return }
-        _ = launchInstanceLocked()
+        let wanted = min(config.maxInstances.rawValue, live - starting + queue.count)
+        for _ in 0..<max(0, wanted - live) { _ = launchInstanceLocked() }
     }
 
     /// Spawns one instance. The returned future completes when it is serving or fails with the
@@ -379,6 +421,13 @@ final class FunctionRuntime: @unchecked Sendable {
                 return ready.futureResult
             }
         }
+        if let snapshot {
+            let instance = Instance(number: number, pid: 0, origin: .restore, region: region)
+            instances.append(instance)
+            readyWaiters[number] = ready
+            BackgroundThread.start(name: "restore-\(number)") { [self] in restoreInstance(instance, from: snapshot) }
+            return ready.futureResult
+        }
         let process: SpawnedProcess
         do {
             process = try ProcessSpawner.spawn(
@@ -389,7 +438,7 @@ final class FunctionRuntime: @unchecked Sendable {
             ready.fail(HandlerError.spawnFailed(function: id, program: launch.program, reason: error.reason))
             return ready.futureResult
         }
-        let instance = Instance(number: number, pid: process.pid, region: region)
+        let instance = Instance(number: number, pid: process.pid, origin: .spawn, region: region)
         switch memory.confine(pid: process.pid, name: "\(id)-g\(generation)-\(number)", limit: config.memoryLimit) {
         case .success(let folder):
             instance.cgroup = folder
@@ -405,16 +454,9 @@ final class FunctionRuntime: @unchecked Sendable {
         logger.info(
             "instance started", metadata: ["instance": "\(number)", "pid": "\(process.pid)"])
 
-        OutputCapture.start(fd: process.stdout, stream: "stdout", instance: number, logs: logs, group: group)
-        OutputCapture.start(fd: process.stderr, stream: "stderr", instance: number, logs: logs, group: group)
-        BackgroundThread.start(name: "wait-\(process.pid)") { [self] in
-            var status: CInt = 0
-            while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
-            instanceExited(instance, status: ExitStatus(waitStatus: status))
-        }
-        if instance.responses != nil {
-            BackgroundThread.start(name: "ring-\(process.pid)") { [self] in readResponses(of: instance) }
-        }
+        OutputCapture.start(fd: process.stdout, stream: "stdout", instance: number, logs: logs)
+        OutputCapture.start(fd: process.stderr, stream: "stderr", instance: number, logs: logs)
+        watch(instance)
         let waited = config.startupTimeout.rawValue
         eventLoop.scheduleTask(in: .milliseconds(Int64(waited))) { [self] in
             lock.withLock {
@@ -426,6 +468,126 @@ final class FunctionRuntime: @unchecked Sendable {
             }
         }
         return ready.futureResult
+    }
+
+    /// Builds the function's snapshot on a background thread.
+    private func buildSnapshot() async throws(HandlerError) -> FunctionSnapshot {
+        let promise = group.next().makePromise(of: FunctionSnapshot.self)
+        let (config, launch, directory, criu, budget, memory, logs) = (
+            config, launch, snapshotDirectory, criu, restoreBudget, memory, logs
+        )
+        let cgroupName = "\(id)-g\(generation)-template"
+        BackgroundThread.start(name: "snapshot-\(id)") {
+            do throws(FunctionSnapshot.BuildFailure) {
+                promise.succeed(
+                    try FunctionSnapshot.build(
+                        function: config, launch: launch, directory: directory, criu: criu, budget: budget,
+                        memory: memory, cgroupName: cgroupName, logs: logs))
+            } catch {
+                promise.fail(error.error)
+            }
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as HandlerError {
+            throw error
+        } catch {
+            throw .snapshotFailed(function: id, detail: "\(error)")
+        }
+    }
+
+    /// Brings up a restored copy for `instance` (a placeholder until criu returns), on its own
+    /// thread: restore, confine, attach. Every failure ends as the instance's exit.
+    private func restoreInstance(_ instance: Instance, from snapshot: FunctionSnapshot) {
+        let copy: FunctionSnapshot.Copy
+        let cgroupName = "\(id)-g\(generation)-\(instance.number)"
+        var cgroup: String?
+        do {
+            // criu runs in the copy's cgroup, so the restored memory is charged to the copy.
+            copy = try snapshot.restore(logName: "restore-\(instance.number)") { criuPID in
+                if case .success(let folder) = memory.confine(pid: criuPID, name: cgroupName, limit: config.memoryLimit)
+                {
+                    cgroup = folder
+                }
+            }
+        } catch {
+            if let cgroup { memory.remove(cgroup) }
+            lock.withLock {
+                stats.restoreFailures += 1
+                if case .latencyViolation = error { stats.latencyViolations += 1 }
+                instance.startupFailure = .restoreFailed(function: id, instance: instance.number, error: error)
+                logger.error("restore failed: \(error)", metadata: ["instance": "\(instance.number)"])
+            }
+            instanceExited(instance, status: .notStarted)
+            return
+        }
+        let restoreMilliseconds = copy.duration.milliseconds
+        let stillWanted: Bool = lock.withLock {
+            instance.pid = copy.pid
+            instance.controlDescriptor = copy.control
+            instance.restoreMilliseconds = restoreMilliseconds
+            instanceByPID[copy.pid] = instance
+            stats.recordRestore(milliseconds: restoreMilliseconds)
+            switch memory.confine(pid: copy.pid, name: cgroupName, limit: config.memoryLimit) {
+            case .success(let folder):
+                instance.cgroup = folder
+            case .failure(let failure):
+                instance.startupFailure = .spawnFailed(
+                    function: id, program: "criu restore", reason: "cannot enforce memory_limit_mb: \(failure.reason)")
+                return false
+            }
+            return instance.phase == .starting
+        }
+        logger.info(
+            "instance restored",
+            metadata: [
+                "instance": "\(instance.number)", "pid": "\(copy.pid)", "restore_ms": "\(restoreMilliseconds)",
+            ])
+        OutputCapture.start(fd: copy.stdout, stream: "stdout", instance: instance.number, logs: logs)
+        OutputCapture.start(fd: copy.stderr, stream: "stderr", instance: instance.number, logs: logs)
+        watch(instance)
+        guard stillWanted else {
+            lock.withLock { signal(instance, SIGKILL, reason: nil) }
+            return
+        }
+        var ready: EventLoopPromise<Void>?
+        do throws(ControlLine.Failure) {
+            guard let region = instance.region else { return }
+            lock.withLock { instance.phase = .attaching }
+            try ControlLine.write(copy.control, "ATTACH \(region.name)\n")
+            let answer = try ControlLine.read(copy.control, timeout: config.startupTimeout.duration)
+            lock.withLock {
+                guard instance.phase == .attaching else { return }
+                if answer == "ATTACHED" {
+                    ready = becameReadyLocked(instance)
+                } else {
+                    let detail = "it answered ATTACH with \(Self.printable(answer))"
+                    instance.startupFailure = .protocolViolation(
+                        function: id, instance: instance.number, detail: detail)
+                    signal(instance, SIGKILL, reason: "protocol violation: \(detail)")
+                }
+            }
+        } catch {
+            lock.withLock {
+                instance.startupFailure = .protocolViolation(
+                    function: id, instance: instance.number, detail: "restored copy: \(error.description)")
+                signal(instance, SIGKILL, reason: "restored copy: \(error.description)")
+            }
+        }
+        ready?.succeed()
+    }
+
+    /// Starts the threads that follow a running instance: its reaper and its response reader.
+    private func watch(_ instance: Instance) {
+        let pid = instance.pid
+        BackgroundThread.start(name: "wait-\(pid)") { [self] in
+            var status: CInt = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            instanceExited(instance, status: ExitStatus(waitStatus: status))
+        }
+        if instance.responses != nil {
+            BackgroundThread.start(name: "ring-\(pid)") { [self] in readResponses(of: instance) }
+        }
     }
 
     /// The reader thread of one sdk instance: waits on the response ring and delivers each
@@ -462,8 +624,16 @@ final class FunctionRuntime: @unchecked Sendable {
                 logger.warning("stopping instance: \(reason)", metadata: ["instance": "\(instance.number)"])
             }
         }
-        // The handler leads its own process group (ProcessSpawner), so its children go too.
-        kill(-instance.pid, signal)
+        // The handler leads its own process group (ProcessSpawner; a restored copy keeps the
+        // template's), so its children go too. No PID yet: a restore is running, and its
+        // thread stops the copy when it sees the phase.
+        if instance.origin == .restore && signal == SIGTERM && instance.controlDescriptor >= 0 {
+            // A restored copy is PID 1 of its namespace, where SIGTERM without a handler is
+            // ignored; its runtime exits when its control connection ends instead.
+            shutdown(instance.controlDescriptor, CInt(SHUT_RDWR))
+        } else if instance.pid > 0 {
+            kill(-instance.pid, signal)
+        }
     }
 
     /// Called on the waiter thread once the process has been reaped.
@@ -503,6 +673,10 @@ final class FunctionRuntime: @unchecked Sendable {
 
     private func exitedLocked(_ instance: Instance, status: ExitStatus) -> ExitOutcome {
         var outcome = ExitOutcome()
+        if instance.controlDescriptor >= 0 {
+            close(instance.controlDescriptor)
+            instance.controlDescriptor = -1
+        }
         if let cgroup = instance.cgroup {
             if memory.wasOutOfMemory(cgroup) {
                 instance.stopReason =
@@ -514,7 +688,7 @@ final class FunctionRuntime: @unchecked Sendable {
         let unexpected = instance.phase != .stopping
         instance.phase = .exited
         instances.removeAll { $0 === instance }
-        instanceByPID[instance.pid] = nil
+        if instance.pid > 0 { instanceByPID[instance.pid] = nil }
         outcome.orphans = Array(instance.inFlight.values)
         instance.inFlight.removeAll()
         outcome.readyWaiter = readyWaiters.removeValue(forKey: instance.number)
@@ -554,7 +728,8 @@ final class FunctionRuntime: @unchecked Sendable {
         guard state == .running || state == .draining, !restartScheduled else { return }
         let live = liveInstanceCountLocked()
         let wanted =
-            state == .running ? max(1, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
+            state == .running
+            ? max(config.minWarm.rawValue, min(queue.count, config.maxInstances.rawValue)) : (queue.isEmpty ? 0 : 1)
         guard live < wanted else { return }
         if consecutiveFailures == 0 || afterBackOff {
             _ = launchInstanceLocked()
@@ -571,16 +746,19 @@ final class FunctionRuntime: @unchecked Sendable {
         }
     }
 
+    /// Stops instances idle for idle_timeout_ms, keeping min_warm (0 = scale to zero).
     private func stopIdleInstances() {
         lock.withLock {
-            guard state == .running else { return }
-            let serving = instances.filter { $0.phase == .serving }
-            guard serving.count > 1 else { return }
+            guard state == .running, queue.isEmpty else { return }
+            let idleLimit = TimeAmount.milliseconds(Int64(config.idleTimeout.milliseconds))
+            var serving = instances.filter { $0.phase == .serving }.count
             let now = NIODeadline.now()
-            for instance in serving.dropFirst()
-            where instance.inFlight.isEmpty && now - instance.lastActive > Self.idleInstanceTimeout {
+            for instance in instances.reversed() where serving > config.minWarm.rawValue {
+                guard instance.phase == .serving, instance.inFlight.isEmpty, now - instance.lastActive > idleLimit
+                else { continue }
                 logger.info("stopping idle instance", metadata: ["instance": "\(instance.number)"])
                 signal(instance, SIGTERM, reason: nil)
+                serving -= 1
             }
         }
     }
@@ -643,7 +821,8 @@ final class FunctionRuntime: @unchecked Sendable {
         instance.readyAt = .now()
         instance.lastActive = .now()
         consecutiveFailures = 0
-        let startup = Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e6
+        let startup = (Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e4).rounded() / 100
+        instance.startupMilliseconds = startup
         stats.lastStartupMilliseconds = startup
         logger.info(
             "instance ready", metadata: ["instance": "\(instance.number)", "startup_ms": "\(Int(startup.rounded()))"])
@@ -669,9 +848,16 @@ final class FunctionRuntime: @unchecked Sendable {
                         number: instance.number, pid: Int(instance.pid), phase: instance.phase.rawValue,
                         inFlight: instance.inFlight.count, served: instance.served,
                         uptimeSeconds: Double((NIODeadline.now() - instance.startedAt).nanoseconds) / 1e9,
-                        region: instance.region?.name, memoryBytes: instance.cgroup.flatMap { memory.usage(of: $0) })
+                        region: instance.region?.name, memoryBytes: instance.cgroup.flatMap { memory.usage(of: $0) },
+                        origin: instance.origin.rawValue, startupMilliseconds: instance.startupMilliseconds)
                 },
-                stats: stats.summary())
+                stats: stats.summary(),
+                snapshot: snapshot.map {
+                    SnapshotStatus(
+                        image: $0.directory, imageBytes: $0.imageBytes,
+                        dumpMilliseconds: $0.dumpDuration.milliseconds,
+                        restoreBudgetMilliseconds: $0.budget.milliseconds)
+                })
         }
     }
 }
@@ -731,7 +917,7 @@ struct InvocationQueue {
 
 /// Reads a child's stdout or stderr into the function's log, line by line.
 enum OutputCapture {
-    static func start(fd: CInt, stream: String, instance: Int, logs: LogBuffer, group: any EventLoopGroup) {
+    static func start(fd: CInt, stream: String, instance: Int, logs: LogBuffer) {
         BackgroundThread.start(name: "\(stream.prefix(3))-\(instance)") {
             var pending: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 16384)

@@ -27,8 +27,18 @@ final class Instance: @unchecked Sendable {
         case exited
     }
 
+    /// How an instance came to be.
+    enum Origin: String {
+        /// A new process that ran the handler's initialisation.
+        case spawn
+        /// A copy of the function's CRIU snapshot.
+        case restore
+    }
+
     let number: Int
-    let pid: pid_t
+    let origin: Origin
+    /// 0 while a restore is still running.
+    var pid: pid_t
     let startedAt: NIODeadline
     /// Shared-memory rings (sdk handlers only).
     let region: SharedMemoryRegion?
@@ -55,8 +65,16 @@ final class Instance: @unchecked Sendable {
     /// Set by the reader thread's owner to end the reader loop.
     let readerShouldStop = Atomic<Bool>(false)
 
-    init(number: Int, pid: pid_t, region: SharedMemoryRegion?) {
+    /// Our end of a restored copy's control connection (spawned instances use AETHER_SOCKET).
+    var controlDescriptor: CInt = -1
+    /// From spawn or restore to serving, in milliseconds.
+    var startupMilliseconds: Double?
+    /// criu's part of a restore, in milliseconds.
+    var restoreMilliseconds: Double?
+
+    init(number: Int, pid: pid_t, origin: Origin, region: SharedMemoryRegion?) {
         self.number = number
+        self.origin = origin
         self.pid = pid
         self.region = region
         requests = region?.producer(ring: 0)
@@ -77,6 +95,8 @@ final class Invocation: @unchecked Sendable {
     var timeoutTask: Scheduled<Void>?
     var requestID: UInt64 = 0
     var instance: Instance?
+    /// It waited for its instance to start (a cold start), and how that instance started.
+    var coldStart: (origin: Instance.Origin, milliseconds: Double, restoreMilliseconds: Double?)?
 
     init(head: HTTPRequestHead, body: ByteBuffer?, promise: EventLoopPromise<GatewayResponse>) {
         self.head = head

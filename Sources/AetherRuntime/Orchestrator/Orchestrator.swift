@@ -61,6 +61,24 @@ public final class Orchestrator: @unchecked Sendable {
         case .success(let cgroup): memory = cgroup
         case .failure(let failure): throw .orchestrator(.memoryLimitsUnavailable(reason: failure.reason))
         }
+        do {
+            // Restored copies are re-parented to us when criu exits, so we can reap them.
+            try ChildSubreaper.enable()
+        } catch {
+            throw .handler(.spawnFailed(function: initialFunctions[0].id, program: "aether", reason: error.reason))
+        }
+        try Self.makeFolder(settings.snapshotDirectory)
+        let staleImages = SnapshotImages.removeStale(in: settings.snapshotDirectory)
+        if !staleImages.isEmpty {
+            logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")
+        }
+        if initialFunctions.contains(where: \.snapshot) {
+            do {
+                try Criu(path: settings.criuPath).primeKernelCache()
+            } catch {
+                throw .criu(error)
+            }
+        }
         let stale = SharedMemoryRegion.removeStale()
         if !stale.isEmpty {
             logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))")

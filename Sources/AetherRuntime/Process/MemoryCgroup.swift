@@ -172,6 +172,10 @@ final class MemoryCgroup: Sendable {
     // MARK: Files
 
     static func readFile(_ path: String) -> String? {
+        readBytes(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func readBytes(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -183,7 +187,7 @@ final class MemoryCgroup: Sendable {
             guard n > 0 else { break }
             bytes += chunk[..<n]
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
     @discardableResult

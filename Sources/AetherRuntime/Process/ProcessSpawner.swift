@@ -147,6 +147,8 @@ enum ProcessSpawner {
 enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
     case exited(CInt)
     case signalled(CInt)
+    /// There never was a process (a restore that failed).
+    case notStarted
 
     init(waitStatus status: CInt) {
         if status & 0x7f == 0 {
@@ -160,6 +162,7 @@ enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .exited(let code): "exited with status \(code)"
         case .signalled(let signal): "killed by signal \(signal) (\(String(cString: strsignal(signal))))"
+        case .notStarted: "was not started"
         }
     }
 }

@@ -78,21 +78,26 @@ public struct Criu: Sendable {
 
     /// Restores one copy of the image in `directory`, detached (the orchestrator, a child
     /// subreaper, becomes its parent). Over `budget` is an error: the copy is killed and
-    /// `latencyViolation` thrown, never a slower success.
+    /// `latencyViolation` thrown, never a slower success. `started` gets criu's PID at once, so
+    /// the caller can put criu in the copy's cgroup and have its memory charged there.
     public func restore(
-        from directory: String, replacing replacements: [Replacement], budget: Duration, logName: String
+        from directory: String, replacing replacements: [Replacement], budget: Duration, logName: String,
+        started: (Int32) -> Void = { _ in }
     ) throws(CriuError) -> Restored {
         let pidFile = directory + "/\(logName).pid"
         unlink(pidFile)
-        var arguments = ["restore", "-D", directory, "-d", "--pidfile", pidFile, "-o", "\(logName).log"]
+        var arguments = [
+            "restore", "-D", directory, "-d", "--pidfile", pidFile, "-o", "\(logName).log", "--manage-cgroups=ignore",
+        ]
         for (index, replacement) in replacements.enumerated() {
             arguments += ["--inherit-fd", "fd[\(3 + index)]:\(replacement.replaces)"]
         }
-        let started = ContinuousClock.now
+        let begun = ContinuousClock.now
         // criu itself gets a generous limit; the budget is judged on the measured time.
         let result = try run(
-            arguments, timeout: max(budget * 20, .seconds(5)), inheriting: replacements.map(\.descriptor))
-        let duration = ContinuousClock.now - started
+            arguments, timeout: max(budget * 20, .seconds(5)), inheriting: replacements.map(\.descriptor),
+            started: started)
+        let duration = ContinuousClock.now - begun
         let restoredPID = MemoryCgroup.readFile(pidFile).flatMap { pid_t($0.trimmingCharacters(in: " \n")) }
         guard result.status == .exited(0), let restoredPID else {
             if let restoredPID { kill(restoredPID, SIGKILL) }
@@ -107,6 +112,44 @@ public struct Criu: Sendable {
         return Restored(pid: restoredPID, duration: duration)
     }
 
+    /// criu probes the kernel on every call (about 30 ms) unless it finds its cache,
+    /// /run/criu.kdat, which it only writes when /run is a tmpfs; here /run is not. So: run
+    /// `criu check` once in a private mount namespace with a tmpfs on /run and install the cache
+    /// it wrote. Redone at every `aether up`, so it always matches the running kernel.
+    public func primeKernelCache() throws(CriuError) {
+        guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
+        let staging = "/dev/shm/aetherless-criu-kdat-\(getpid())"
+        defer { unlink(staging) }
+        let script = "mount -t tmpfs tmpfs /run && \"$0\" check >/dev/null 2>&1 && cp /run/criu.kdat \"$1\""
+        let process: SpawnedProcess
+        do {
+            process = try ProcessSpawner.spawn(
+                program: "unshare", arguments: ["-m", "--propagation", "private", "sh", "-c", script, path, staging],
+                environment: HandlerLaunch.inheritedEnvironment(), searchPath: true, captureOutput: false)
+        } catch {
+            throw .checkFailed(output: "cannot run criu check in a private mount namespace: \(error.reason)")
+        }
+        var status: CInt = 0
+        while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
+        guard ExitStatus(waitStatus: status) == .exited(0), let cache = MemoryCgroup.readBytes(staging), !cache.isEmpty
+        else {
+            throw .checkFailed(output: "criu check in a private mount namespace \(ExitStatus(waitStatus: status))")
+        }
+        // Write-then-rename, so a concurrent criu never reads half a cache.
+        let target = "/run/criu.kdat"
+        let temporary = target + ".aether-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw .checkFailed(output: "cannot write \(temporary): \(String(cString: strerror(errno)))")
+        }
+        let written = cache.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == cache.count, rename(temporary, target) == 0 else {
+            unlink(temporary)
+            throw .checkFailed(output: "cannot install \(target): \(String(cString: strerror(errno)))")
+        }
+    }
+
     // MARK: Running criu
 
     struct RunResult {
@@ -117,7 +160,9 @@ public struct Criu: Sendable {
 
     /// Runs criu with stdout and stderr captured (little: its log goes to `-o` files, and both
     /// pipes are read after it exits, so more than a pipe's 64 KiB would stall it until the timeout).
-    func run(_ arguments: [String], timeout: Duration, inheriting: [CInt] = []) throws(CriuError) -> RunResult {
+    func run(
+        _ arguments: [String], timeout: Duration, inheriting: [CInt] = [], started: (pid_t) -> Void = { _ in }
+    ) throws(CriuError) -> RunResult {
         guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
         let process: SpawnedProcess
         do {
@@ -127,6 +172,7 @@ public struct Criu: Sendable {
         } catch {
             throw .notInstalled(path: "\(path) (\(error.reason))")
         }
+        started(process.pid)
         let deadline = ContinuousClock.now + timeout
         var status: CInt = 0
         var timedOut = false

@@ -18,13 +18,14 @@ struct SnapshotTemplate: Sendable {
 
     static func start(
         program: String, arguments: [String], environment: [String: String], searchPath: Bool,
-        timeout: Duration = .seconds(5)
+        inheriting: [CInt] = [], timeout: Duration = .seconds(5)
     ) throws(SpawnError) -> SnapshotTemplate {
         var command = ["--pid", "--fork", "setsid"]
         // setsid and unshare search PATH themselves; give them the resolved program either way.
         command += [program] + arguments
         let launcher = try ProcessSpawner.spawn(
-            program: "unshare", arguments: command, environment: environment, searchPath: true)
+            program: "unshare", arguments: command, environment: environment, searchPath: true,
+            inheriting: inheriting)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let children = MemoryCgroup.readFile("/proc/\(launcher.pid)/task/\(launcher.pid)/children") ?? ""

@@ -38,3 +38,11 @@ enum JSONText {
         return result + "\""
     }
 }
+
+extension Duration {
+    /// The duration in milliseconds, with microsecond resolution (for logs, stats and headers).
+    var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return ((Double(seconds) * 1000 + Double(attoseconds) / 1e15) * 1000).rounded() / 1000
+    }
+}

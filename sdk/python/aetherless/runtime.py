@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import random
 import queue
 import signal
 import socket
@@ -310,6 +311,10 @@ def _setup_process() -> None:
 
 def _config(environ) -> tuple[str, int]:
     sock_path = environ.get("AETHER_SOCKET")
+    if environ.get("AETHER_CONTROL_FD"):
+        # A snapshot template gets its control connection as an inherited descriptor, which
+        # criu can replace with a fresh one in every restored copy (docs/handler-protocol.md).
+        sock_path = "fd:" + environ["AETHER_CONTROL_FD"]
     if not sock_path:
         raise StartupError(
             "AETHER_SOCKET is not set: this runtime is started by the Aetherless orchestrator "
@@ -344,12 +349,15 @@ def main(argv: list | None = None, environ=None) -> int:
         _log(str(e))
         return e.code
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(sock_path)
+        if sock_path.startswith("fd:"):
+            sock = socket.socket(fileno=int(sock_path[3:]))
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(sock_path)
         sock.sendall(b"READY\n")
-    except OSError as e:
-        _log(f"cannot reach the orchestrator at AETHER_SOCKET={sock_path}: {e}")
+    except (OSError, ValueError) as e:
+        _log(f"cannot reach the orchestrator at {sock_path}: {e}")
         return EXIT_FAILURE
 
     buf = bytearray()
@@ -359,6 +367,17 @@ def main(argv: list | None = None, environ=None) -> int:
         _log(f"control socket: {e}")
         _send_error(sock, str(e))
         return EXIT_FAILURE
+    if line == b"CHECKPOINT":
+        # Coordinated checkpoint: no shared memory is mapped and no thread runs yet; the
+        # orchestrator dumps us while we wait for the next line. Each restored copy reads it
+        # from its own fresh connection, so everything below runs once per copy.
+        try:
+            sock.sendall(b"FROZEN\n")
+            line = _read_line(sock, buf)
+        except (OSError, ValueError) as e:
+            _log(f"control socket: {e}")
+            return EXIT_FAILURE
+        random.seed()  # copies of one image must not share random state
     if line is None:
         _log("the orchestrator closed the control socket before ATTACH")
         return EXIT_FAILURE

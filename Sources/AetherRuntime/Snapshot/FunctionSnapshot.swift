@@ -1,0 +1,287 @@
+import AetherCore
+import CAetherSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The CRIU image of one function generation's initialised handler, and how to restore copies
+/// of it (docs/handler-protocol.md, "Snapshots").
+///
+/// Building: the handler starts as PID 1 of its own PID namespace with its control connection
+/// as descriptor 3 (`AETHER_CONTROL_FD`, one end of a socketpair), imports and initialises,
+/// sends READY; we send CHECKPOINT; it answers FROZEN and waits for its next line; criu dumps
+/// it (which ends it). Restoring: criu brings back a copy in a fresh PID namespace with a fresh
+/// socketpair end in place of descriptor 3 and fresh pipes as stdout and stderr; the copy reads
+/// ATTACH from the new connection, reseeds its random state and serves.
+final class FunctionSnapshot: Sendable {
+    let directory: String
+    let criu: Criu
+    let budget: Duration
+    /// Inodes of what the template had that each copy gets fresh.
+    private let controlInode: UInt64
+    private let stdoutInode: UInt64
+    private let stderrInode: UInt64
+    /// Size of the image on disk (tmpfs) in bytes.
+    let imageBytes: Int
+    let dumpDuration: Duration
+
+    private init(
+        directory: String, criu: Criu, budget: Duration, controlInode: UInt64, stdoutInode: UInt64,
+        stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration
+    ) {
+        self.directory = directory
+        self.criu = criu
+        self.budget = budget
+        self.controlInode = controlInode
+        self.stdoutInode = stdoutInode
+        self.stderrInode = stderrInode
+        self.imageBytes = imageBytes
+        self.dumpDuration = dumpDuration
+    }
+
+    /// Why a snapshot could not be built; reported as a startup failure of the function.
+    struct BuildFailure: Error {
+        let error: HandlerError
+    }
+
+    /// Starts the template, waits for READY, checkpoints it. Blocking: call it off the event loops.
+    static func build(
+        function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
+        memory: MemoryCgroup, cgroupName: String, logs: LogBuffer
+    ) throws(BuildFailure) -> FunctionSnapshot {
+        let id = function.id
+        func fail(_ detail: String) -> BuildFailure {
+            BuildFailure(error: .snapshotFailed(function: id, detail: detail))
+        }
+        guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
+            throw fail("cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        var pair: [CInt] = [-1, -1]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw fail("socketpair: \(String(cString: strerror(errno)))")
+        }
+        let control = pair[0]
+        defer { close(control) }
+        let controlInode = Self.inode(pair[1])
+        var environment = launch.environment(instance: -1)
+        environment["AETHER_CONTROL_FD"] = "3"
+        environment["AETHER_INSTANCE"] = "template"
+        let template: SnapshotTemplate
+        do {
+            template = try SnapshotTemplate.start(
+                program: launch.program, arguments: launch.arguments, environment: environment,
+                searchPath: launch.searchPath, inheriting: [pair[1]])
+        } catch {
+            close(pair[1])
+            throw BuildFailure(error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
+        }
+        close(pair[1])
+        let stdoutInode = Self.inode(template.launcher.stdout)
+        let stderrInode = Self.inode(template.launcher.stderr)
+        OutputCapture.start(fd: template.launcher.stdout, stream: "stdout", instance: -1, logs: logs)
+        OutputCapture.start(fd: template.launcher.stderr, stream: "stderr", instance: -1, logs: logs)
+        var templateCgroup: String?
+        func stopTemplate() {
+            kill(-template.pid, SIGKILL)
+            kill(template.launcher.pid, SIGKILL)
+            var status: CInt = 0
+            waitpid(template.launcher.pid, &status, 0)
+            if let templateCgroup { memory.remove(templateCgroup) }
+        }
+        if case .success(let folder) = memory.confine(pid: template.pid, name: cgroupName, limit: function.memoryLimit)
+        {
+            templateCgroup = folder
+        }
+
+        let timeout = function.startupTimeout.duration
+        do {
+            let ready = try ControlLine.read(control, timeout: timeout)
+            guard ready == "READY" else { throw fail("the template sent \(ready.debugDescription) instead of READY") }
+            try ControlLine.write(control, "CHECKPOINT\n")
+            let frozen = try ControlLine.read(control, timeout: timeout)
+            guard frozen == "FROZEN" else {
+                throw fail(
+                    "the template answered CHECKPOINT with \(frozen.debugDescription): its handler runtime does not support snapshots"
+                )
+            }
+        } catch let failure as BuildFailure {
+            stopTemplate()
+            throw failure
+        } catch {
+            stopTemplate()
+            let output = logs.tail(200).filter { $0.instance == -1 && $0.stream == "stderr" }.suffix(10).map(\.text)
+            throw fail("\(error)" + (output.isEmpty ? "" : "; its last output:\n" + output.joined(separator: "\n")))
+        }
+        let dumpDuration: Duration
+        do {
+            dumpDuration = try criu.dump(pid: template.pid, into: directory, externalUnixSockets: [controlInode])
+        } catch {
+            stopTemplate()
+            throw fail(error.description)
+        }
+        stopTemplate()
+        return FunctionSnapshot(
+            directory: directory, criu: criu, budget: budget, controlInode: controlInode, stdoutInode: stdoutInode,
+            stderrInode: stderrInode, imageBytes: Self.diskUsage(directory), dumpDuration: dumpDuration)
+    }
+
+    /// A restored copy: its PID, our end of its control connection and its output pipes.
+    struct Copy {
+        let pid: pid_t
+        let control: CInt
+        let stdout: CInt
+        let stderr: CInt
+        let duration: Duration
+    }
+
+    /// Restores one copy; blocking. `logName` names criu's log file in the image folder.
+    func restore(logName: String, started: (pid_t) -> Void = { _ in }) throws(CriuError) -> Copy {
+        var pair: [CInt] = [-1, -1]
+        var output: [CInt] = [-1, -1]
+        var errors: [CInt] = [-1, -1]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair) == 0,
+            aether_pipe_cloexec(&output) == 0, aether_pipe_cloexec(&errors) == 0
+        else {
+            let reason = String(cString: strerror(errno))
+            for fd in pair + output + errors where fd >= 0 { close(fd) }
+            throw .restoreFailed(image: directory, log: "cannot create descriptors for the copy: \(reason)")
+        }
+        defer {
+            close(pair[1])
+            close(output[1])
+            close(errors[1])
+        }
+        let restored: Criu.Restored
+        do {
+            restored = try criu.restore(
+                from: directory,
+                replacing: [
+                    Criu.Replacement(descriptor: pair[1], replaces: "socket:[\(controlInode)]"),
+                    Criu.Replacement(descriptor: output[1], replaces: "pipe:[\(stdoutInode)]"),
+                    Criu.Replacement(descriptor: errors[1], replaces: "pipe:[\(stderrInode)]"),
+                ], budget: budget, logName: logName, started: started)
+        } catch {
+            close(pair[0])
+            close(output[0])
+            close(errors[0])
+            throw error
+        }
+        return Copy(
+            pid: restored.pid, control: pair[0], stdout: output[0], stderr: errors[0], duration: restored.duration)
+    }
+
+    func remove() {
+        RecursiveRemoval.remove(directory)
+    }
+
+    private static func inode(_ fd: CInt) -> UInt64 {
+        var status = stat()
+        fstat(fd, &status)
+        return UInt64(status.st_ino)
+    }
+
+    static func diskUsage(_ directory: String) -> Int {
+        guard let handle = opendir(directory) else { return 0 }
+        defer { closedir(handle) }
+        var total = 0
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            var status = stat()
+            if name != ".", name != "..", stat(directory + "/" + name, &status) == 0 {
+                total += Int(status.st_blocks) * 512
+            }
+        }
+        return total
+    }
+}
+
+/// Blocking line I/O on a control socket, with a timeout (snapshot templates and restored copies).
+enum ControlLine {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func write(_ fd: CInt, _ text: String) throws(Failure) {
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw Failure(description: "cannot write to the handler: \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+    }
+
+    /// One line without its newline; at most 4096 bytes.
+    static func read(_ fd: CInt, timeout: Duration) throws(Failure) -> String {
+        let deadline = ContinuousClock.now + timeout
+        var line: [UInt8] = []
+        while line.count <= 4096 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let milliseconds = CInt(
+                max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            let ready = poll(&poller, 1, milliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { continue }
+            var byte: UInt8 = 0
+            let n = recv(fd, &byte, 1, 0)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { throw Failure(description: "the handler closed its control connection") }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+        throw Failure(description: "a line longer than 4096 bytes")
+    }
+}
+
+/// `rm -rf` for the orchestrator's own folders (snapshot images).
+enum RecursiveRemoval {
+    static func remove(_ path: String) {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return }
+        if (status.st_mode & S_IFMT) == S_IFDIR {
+            if let handle = opendir(path) {
+                var names: [String] = []
+                while let entry = readdir(handle) {
+                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                        String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                    if name != "." && name != ".." { names.append(name) }
+                }
+                closedir(handle)
+                for name in names { remove(path + "/" + name) }
+            }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+}
+
+/// Image folders are named `<orchestrator pid>-<function>-g<generation>` under `snapshot_dir`.
+enum SnapshotImages {
+    /// Removes the folders of orchestrators that are no longer running; returns their names.
+    static func removeStale(in directory: String) -> [String] {
+        guard let handle = opendir(directory) else { return [] }
+        var stale: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }) else { continue }
+            if kill(owner, 0) != 0 && errno == ESRCH { stale.append(name) }
+        }
+        closedir(handle)
+        for name in stale { RecursiveRemoval.remove(directory + "/" + name) }
+        return stale
+    }
+}

@@ -1,0 +1,135 @@
+"""CRIU warm snapshots: functions with `snapshot: true` start instances by restoring an
+initialised handler (real criu, as installed by scripts/setup.sh; needs root)."""
+
+import threading
+import time
+import unittest
+
+try:
+    from . import harness
+except ImportError:  # run from inside tests/integration
+    import harness
+
+
+#: Init sets state a restore must keep (TOKEN) and random state a restore must not share.
+SNAPSHOT_HANDLER = r'''
+import os
+import random
+
+import aetherless
+
+TOKEN = random.getrandbits(64)
+
+
+@aetherless.handler
+def handle(req):
+    if req.path == "/sleep":
+        import time
+        time.sleep(float(req.query.get("s", "0.2")))
+    return {"token": TOKEN, "random": random.getrandbits(64), "pid": os.getpid(),
+            "instance": os.environ.get("AETHER_INSTANCE")}
+'''
+
+
+class SnapshotTest(harness.AetherTestCase):
+    def setUp(self):
+        super().setUp()
+        self.write_file("snap.py", SNAPSHOT_HANDLER)
+
+    def snapshot_function(self, name="snap", **extra):
+        settings = {"snapshot": True, "min_warm": 0, "max_instances": 4, "idle_timeout_ms": 60000}
+        settings.update(extra)
+        return self.function(name, "snap.py", **settings)
+
+    def test_scale_from_zero_is_served_by_a_restore_with_init_state(self):
+        fn = self.snapshot_function()
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        [status] = self.status()["functions"]
+        self.assertEqual(status["instances"], [], "min_warm 0: nothing runs before the first request")
+        self.assertGreater(status["snapshot"]["image_bytes"], 1_000_000)
+
+        first = self.get(fn["trigger_port"], "/")
+        self.assertStatus(first, 200, "first request after scale to zero")
+        self.assertEqual(first.headers.get("x-aether-cold-start"), "restore", first)
+        restore_ms = float(first.headers.get("x-aether-restore-ms"))
+        self.assertLessEqual(restore_ms, 100.0)
+        second = self.get(fn["trigger_port"], "/")
+        self.assertEqual(second.headers.get("x-aether-cold-start"), "no", second)
+        self.assertEqual(second.json()["token"], first.json()["token"])
+        self.assertEqual(second.json()["pid"], 1, "a restored copy is PID 1 of its own namespace")
+        stats = self.stats(fn["id"])
+        self.assertEqual(stats["stats"]["restores"], 1)
+        self.assertEqual(stats["instances"][0]["origin"], "restore")
+
+    def test_twenty_concurrent_requests_against_zero_instances(self):
+        fn = self.snapshot_function(max_instances=4, max_queue=64)
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        results = []
+        lock = threading.Lock()
+
+        def call():
+            r = self.get(fn["trigger_port"], "/sleep?s=0.1", timeout=20)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=call) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual([r.status for r in results], [200] * 20, results)
+        tokens = {r.json()["token"] for r in results}
+        self.assertEqual(len(tokens), 1, "every copy has the template's init state")
+        instances = {r.headers.get("x-aether-instance") for r in results}
+        self.assertGreaterEqual(len(instances), 2, "several restores of one image ran at once")
+        randoms = {r.json()["random"] for r in results}
+        self.assertEqual(len(randoms), 20, "copies reseeded their random state")
+        self.assertGreaterEqual(self.stats(fn["id"])["stats"]["restores"], 2)
+
+    def test_idle_instances_scale_to_zero_and_come_back(self):
+        fn = self.snapshot_function(idle_timeout_ms=300)
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        self.assertStatus(self.get(fn["trigger_port"], "/"), 200, "first")
+        gone = harness.wait_until(lambda: self.instances(fn["id"]) == [], 5.0)
+        self.assertTrue(gone, f"idle instance not stopped: {self.instances(fn['id'])}")
+        again = self.get(fn["trigger_port"], "/")
+        self.assertStatus(again, 200, "after scale to zero")
+        self.assertEqual(again.headers.get("x-aether-cold-start"), "restore")
+
+    def test_restore_over_the_budget_is_a_latency_violation_not_a_cold_start(self):
+        fn = self.snapshot_function(max_instances=1)
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 1}))
+        r = self.get(fn["trigger_port"], "/", timeout=20)
+        self.assertStatus(r, 503, "restore over a 1 ms budget")
+        error = r.json()["error"]
+        self.assertIn("over the", error)
+        self.assertIn("restore budget", error)
+        stats = self.stats(fn["id"])["stats"]
+        self.assertGreaterEqual(stats["latency_violations"], 1)
+        self.assertEqual(stats["restores"], 0, "no slow copy was used")
+        self.assertTrue(all(i["origin"] == "restore" for i in self.instances(fn["id"])))
+
+    def test_missing_criu_fails_up_clearly(self):
+        fn = self.snapshot_function()
+        orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/nonexistent/criu"}))
+        self.assertIn("no usable criu at /nonexistent/criu", orch.stderr())
+
+    def test_handler_without_snapshot_support_fails_up_clearly(self):
+        # A process that says READY but does not know CHECKPOINT (an old runtime, say).
+        self.write_file(
+            "plain.py",
+            "import os, socket, time\n"
+            "s = socket.socket(fileno=int(os.environ['AETHER_CONTROL_FD']))\n"
+            "s.sendall(b'READY\\n')\n"
+            "s.recv(100)\n"
+            "s.sendall(b'NOPE\\n')\n"
+            "time.sleep(30)\n",
+        )
+        fn = self.function("plain", "plain.py", snapshot=True, min_warm=0)
+        orch = self.start_expect_failure(self.write_config([fn]))
+        self.assertIn("cannot make its snapshot", orch.stderr())
+        self.assertIn("does not support snapshots", orch.stderr())
+
+
+if __name__ == "__main__":
+    unittest.main()
