@@ -56,12 +56,24 @@ public enum AetherHandler {
         }
 
         static func attach() throws -> Session {
-            guard let socketPath = getenv("AETHER_SOCKET").map({ String(cString: $0) }) else {
+            let fd: CInt
+            if let inherited = getenv("AETHER_CONTROL_FD").flatMap({ CInt(String(cString: $0)) }) {
+                // A snapshot template: the connection is a descriptor criu replaces in each copy.
+                fd = inherited
+            } else if let socketPath = getenv("AETHER_SOCKET").map({ String(cString: $0) }) {
+                fd = try connect(socketPath)
+            } else {
                 throw StartupError(description: "AETHER_SOCKET is not set: this program is started by `aether up`")
             }
-            let fd = try connect(socketPath)
             try send(fd, "READY\n")
-            let line = try readLine(fd)
+            var line = try readLine(fd)
+            if line == "CHECKPOINT" {
+                // Coordinated checkpoint: nothing is mapped and no thread runs yet; criu dumps us
+                // while we wait, and each restored copy reads its ATTACH from a fresh connection.
+                // (Swift's random generator reads the kernel each time: no state to reseed.)
+                try send(fd, "FROZEN\n")
+                line = try readLine(fd)
+            }
             guard line.hasPrefix("ATTACH ") else {
                 throw StartupError(description: "expected ATTACH from the orchestrator, got \(line)")
             }

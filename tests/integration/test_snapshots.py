@@ -109,6 +109,17 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertEqual(stats["restores"], 0, "no slow copy was used")
         self.assertTrue(all(i["origin"] == "restore" for i in self.instances(fn["id"])))
 
+    def test_swift_sdk_function_restores(self):
+        import os
+
+        binary = os.path.join(os.path.dirname(harness.AETHER_BIN), "hello-swift")
+        fn = self.function("swsnap", binary, snapshot=True, min_warm=0)
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        r = self.get(fn["trigger_port"], "/?name=snap")
+        self.assertStatus(r, 200, "restored Swift handler")
+        self.assertEqual(r.headers.get("x-aether-cold-start"), "restore")
+        self.assertEqual(r.json(), {"hello": "snap", "runtime": "swift"})
+
     def test_missing_criu_fails_up_clearly(self):
         fn = self.snapshot_function()
         orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/nonexistent/criu"}))
