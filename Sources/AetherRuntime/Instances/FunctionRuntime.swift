@@ -120,7 +120,9 @@ final class FunctionRuntime: @unchecked Sendable {
         lock.withLock {
             if state == .starting { state = .running }
         }
-        housekeeping = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) {
+        // Idle checks a few times per idle_timeout_ms (at most once a second).
+        let period = TimeAmount.milliseconds(Int64(min(1000, max(50, config.idleTimeout.milliseconds / 4))))
+        housekeeping = group.next().scheduleRepeatedTask(initialDelay: period, delay: period) {
             [weak self] _ in self?.stopIdleInstances()
         }
     }

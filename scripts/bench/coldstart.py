@@ -1,0 +1,151 @@
+"""Time to first response of the example functions: (a) cold start of a new process,
+(b) restore from the CRIU snapshot, (c) an instance already running. One run, one machine.
+
+Run through scripts/bench-coldstart.sh, which builds everything first.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AETHER = os.path.join(REPO, ".build", "release", "aether")
+SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+BUDGET_MS = 15.0
+
+EXAMPLES = [
+    ("hello-python", os.path.join(REPO, "examples", "hello-python", "handler.py"), "/?name=bench"),
+    ("notes-api", os.path.join(REPO, "examples", "notes-api", "handler.py"), "/health"),
+    ("hello-swift", os.path.join(REPO, ".build", "release", "hello-swift"), "/?name=bench"),
+]
+
+
+def config(work: str) -> tuple[str, dict]:
+    lines = [
+        "orchestrator:",
+        f"  control_socket: {work}/aether.sock",
+        # Wide enough to measure slow restores instead of refusing them; the table counts
+        # the ones over the 15 ms rule.
+        "  restore_timeout_ms: 100",
+        "functions:",
+    ]
+    ports = {}
+    port = 18700
+    for name, handler, _ in EXAMPLES:
+        for mode, snapshot in (("cold", "false"), ("restore", "true")):
+            fid = f"{name}-{mode}"
+            ports[fid] = port
+            lines += [
+                f"  - id: {fid}",
+                f"    trigger_port: {port}",
+                f"    handler_path: {handler}",
+                f"    snapshot: {snapshot}",
+                "    min_warm: 0",
+                "    max_instances: 1",
+                "    idle_timeout_ms: 100",
+            ]
+            port += 1
+    path = os.path.join(work, "bench.yaml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path, ports
+
+
+def aether(*args, socket_path):
+    return subprocess.run([AETHER, *args, "--socket", socket_path], capture_output=True, text=True, timeout=30)
+
+
+def instances(fid: str, socket_path: str) -> int:
+    out = aether("stats", fid, "--json", socket_path=socket_path)
+    return len(json.loads(out.stdout)["instances"])
+
+
+def timed_get(port: int, path: str) -> tuple[float, http.client.HTTPResponse, bytes]:
+    began = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = (time.perf_counter() - began) * 1000
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"port {port}: HTTP {response.status}: {body[:300]!r}")
+    return elapsed, response, body
+
+
+def wait_for_zero(fid: str, socket_path: str):
+    deadline = time.monotonic() + 10
+    while instances(fid, socket_path) != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{fid} did not scale to zero")
+        time.sleep(0.02)
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p * len(ordered) + 0.5)) - 1))]
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="aether-coldstart-")
+    path, ports = config(work)
+    socket_path = f"{work}/aether.sock"
+    log = open(os.path.join(work, "aether.log"), "w")
+    up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while aether("list", socket_path=socket_path).returncode != 0 or "serving" not in open(log.name).read():
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("aether up did not start:\n" + open(log.name).read())
+            time.sleep(0.1)
+        rows = []
+        for name, _, target in EXAMPLES:
+            cold, restored, warm, restore_ms = [], [], [], []
+            for _ in range(SAMPLES):
+                for mode, bucket in (("cold", cold), ("restore", restored)):
+                    fid = f"{name}-{mode}"
+                    wait_for_zero(fid, socket_path)
+                    elapsed, response, _ = timed_get(ports[fid], target)
+                    kind = response.getheader("x-aether-cold-start")
+                    expected = "spawn" if mode == "cold" else "restore"
+                    if kind != expected:
+                        raise RuntimeError(f"{fid}: expected a {expected} start, got {kind}")
+                    bucket.append(elapsed)
+                    if mode == "restore":
+                        restore_ms.append(float(response.getheader("x-aether-restore-ms")))
+                        elapsed, response, _ = timed_get(ports[fid], target)
+                        if response.getheader("x-aether-cold-start") == "no":
+                            warm.append(elapsed)
+            rows.append((name, cold, restored, warm, restore_ms))
+        stats = aether("stats", "--json", socket_path=socket_path).stdout
+    finally:
+        aether("down", socket_path=socket_path)
+        up.wait(30)
+        log.close()
+
+    print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
+    print("time to first response, client side (connect + request + full response), milliseconds")
+    print()
+    print("| function | (a) cold start p50 / p99 | (b) restore p50 / p99 | (c) warm p50 / p99 | (b)/(a) p50 | criu restore p50 / p99 | restores over 15 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, cold, restored, warm, restore_ms in rows:
+        over = sum(1 for v in restore_ms if v > BUDGET_MS)
+        print(
+            f"| {name} | {statistics.median(cold):.1f} / {percentile(cold, 0.99):.1f} "
+            f"| {statistics.median(restored):.1f} / {percentile(restored, 0.99):.1f} "
+            f"| {statistics.median(warm):.2f} / {percentile(warm, 0.99):.2f} "
+            f"| {statistics.median(restored) / statistics.median(cold):.2f} "
+            f"| {statistics.median(restore_ms):.1f} / {percentile(restore_ms, 0.99):.1f} "
+            f"| {over}/{len(restore_ms)} |"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
