@@ -43,9 +43,9 @@ import Testing
         return Fixture(folder: folder, images: images, listener: listener, socketPath: socketPath)
     }
 
-    /// Starts the template in its own PID namespace, checkpoints it, returns the socket inode
-    /// and init token.
-    func checkpoint(_ fixture: Fixture) throws -> (inode: UInt64, token: String) {
+    /// Starts the template in its own PID namespace, checkpoints it, returns what a restore
+    /// needs and the init token.
+    func checkpoint(_ fixture: Fixture) throws -> (template: RestoreSlot.Template, token: String) {
         let template = try SnapshotTemplate.start(
             program: "python3",
             arguments: [fixture.folder.appendingPathComponent("template.py").path, fixture.socketPath],
@@ -62,9 +62,19 @@ import Testing
         _ = try criu.dump(pid: template.pid, into: fixture.images, externalUnixSockets: [inode])
         var status: CInt = 0
         waitpid(template.launcher.pid, &status, 0)
+        let restoreTemplate = RestoreSlot.Template(
+            directory: fixture.images, directoryDescriptor: open(fixture.images, O_RDONLY | O_DIRECTORY),
+            controlInode: inode, stdoutInode: Self.inode(template.launcher.stdout),
+            stderrInode: Self.inode(template.launcher.stderr))
         close(template.launcher.stdout)
         close(template.launcher.stderr)
-        return (inode, token)
+        return (restoreTemplate, token)
+    }
+
+    static func inode(_ fd: Int32) -> UInt64 {
+        var status = stat()
+        fstat(fd, &status)
+        return UInt64(status.st_ino)
     }
 
     @Test func versionAndCheck() throws {
@@ -80,7 +90,8 @@ import Testing
             close(fixture.listener)
             try? FileManager.default.removeItem(at: fixture.folder)
         }
-        let (inode, token) = try checkpoint(fixture)
+        let (template, token) = try checkpoint(fixture)
+        defer { close(template.directoryDescriptor) }
 
         var copies: [(pid: Int32, socket: Int32)] = []
         defer {
@@ -91,14 +102,14 @@ import Testing
                 close(copy.socket)
             }
         }
-        for index in 0..<3 {
-            var pair: [Int32] = [-1, -1]
-            #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
-            let restored = try criu.restore(
-                from: fixture.images, replacing: [Criu.Replacement(descriptor: pair[1], replaces: "socket:[\(inode)]")],
-                budget: .seconds(5), logName: "restore-\(index)")
-            close(pair[1])
-            copies.append((restored.pid, pair[0]))
+        // Start all criu swrk processes first, as the orchestrator keeps them ready.
+        let slots = try (0..<3).map { _ in try RestoreSlot.start(criu: criu, template: template) }
+        for (index, slot) in slots.enumerated() {
+            let restored = try slot.restore(
+                template: template, logName: "restore-\(index)", budget: .seconds(5), begun: .now)
+            close(slot.stdout)
+            close(slot.stderr)
+            copies.append((restored.pid, slot.control))
         }
         var randoms: Set<String> = []
         for copy in copies {
@@ -119,17 +130,15 @@ import Testing
             close(fixture.listener)
             try? FileManager.default.removeItem(at: fixture.folder)
         }
-        let (inode, _) = try checkpoint(fixture)
-        var pair: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
-        defer {
-            close(pair[0])
-            close(pair[1])
-        }
+        let (template, _) = try checkpoint(fixture)
+        defer { close(template.directoryDescriptor) }
+        let slot = try RestoreSlot.start(criu: criu, template: template)
+        // Keep a second handle on the copy's connection: when the late copy is killed, its
+        // end closes and this one reads end-of-file.
+        let watcher = dup(slot.control)
+        defer { close(watcher) }
         do {
-            _ = try criu.restore(
-                from: fixture.images, replacing: [Criu.Replacement(descriptor: pair[1], replaces: "socket:[\(inode)]")],
-                budget: .microseconds(100), logName: "slow")
+            _ = try slot.restore(template: template, logName: "slow", budget: .microseconds(100), begun: .now)
             Issue.record("a restore within 100 µs is impossible; expected latencyViolation")
         } catch .latencyViolation(let actual, let limit) {
             #expect(limit == .microseconds(100))
@@ -137,19 +146,10 @@ import Testing
         } catch {
             Issue.record("expected latencyViolation, got \(error)")
         }
-        // The copy that was restored too late was killed: its end of the socket closes.
-        close(pair[1])
         var byte: UInt8 = 0
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(pair[0], SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        #expect(recv(pair[0], &byte, 1, 0) == 0, "the late copy must be gone")
-        if let text = try? String(contentsOfFile: fixture.images + "/slow.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        {
-            var status: CInt = 0
-            waitpid(pid, &status, 0)
-            #expect(kill(pid, 0) != 0)
-        }
+        setsockopt(watcher, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        #expect(recv(watcher, &byte, 1, 0) == 0, "the late copy must be gone")
     }
 
     @Test func missingCriuAndBrokenImagesAreTypedErrors() throws {
@@ -158,8 +158,13 @@ import Testing
         let empty = URL(fileURLWithPath: "/dev/shm/aether-criu-empty-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: empty) }
+        let emptyTemplate = RestoreSlot.Template(
+            directory: empty.path, directoryDescriptor: open(empty.path, O_RDONLY | O_DIRECTORY), controlInode: 1,
+            stdoutInode: 2, stderrInode: 3)
+        defer { close(emptyTemplate.directoryDescriptor) }
         do {
-            _ = try criu.restore(from: empty.path, replacing: [], budget: .seconds(5), logName: "none")
+            let slot = try RestoreSlot.start(criu: criu, template: emptyTemplate)
+            _ = try slot.restore(template: emptyTemplate, logName: "none", budget: .seconds(5), begun: .now)
             Issue.record("restoring an empty folder must fail")
         } catch .restoreFailed(let image, let log) {
             #expect(image == empty.path)

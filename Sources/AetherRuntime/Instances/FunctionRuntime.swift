@@ -479,12 +479,23 @@ final class FunctionRuntime: @unchecked Sendable {
             config, launch, snapshotDirectory, criu, restoreBudget, memory, logs
         )
         let cgroupName = "\(id)-g\(generation)-template"
+        let slotNames = Atomic<Int>(0)
+        let (id, generation, limit) = (id, generation, config.memoryLimit)
+        // Each criu swrk waiting to restore a copy sits in the cgroup that copy will have.
+        let prepareSlot: @Sendable (pid_t) -> String? = { pid in
+            let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard
+                case .success(let folder) = memory.confine(
+                    pid: pid, name: "\(id)-g\(generation)-s\(slot)", limit: limit)
+            else { return nil }
+            return folder
+        }
         BackgroundThread.start(name: "snapshot-\(id)") {
             do throws(FunctionSnapshot.BuildFailure) {
                 promise.succeed(
                     try FunctionSnapshot.build(
                         function: config, launch: launch, directory: directory, criu: criu, budget: budget,
-                        memory: memory, cgroupName: cgroupName, logs: logs))
+                        memory: memory, cgroupName: cgroupName, logs: logs, prepareSlot: prepareSlot))
             } catch {
                 promise.fail(error.error)
             }
@@ -502,18 +513,9 @@ final class FunctionRuntime: @unchecked Sendable {
     /// thread: restore, confine, attach. Every failure ends as the instance's exit.
     private func restoreInstance(_ instance: Instance, from snapshot: FunctionSnapshot) {
         let copy: FunctionSnapshot.Copy
-        let cgroupName = "\(id)-g\(generation)-\(instance.number)"
-        var cgroup: String?
         do {
-            // criu runs in the copy's cgroup, so the restored memory is charged to the copy.
-            copy = try snapshot.restore(logName: "restore-\(instance.number)") { criuPID in
-                if case .success(let folder) = memory.confine(pid: criuPID, name: cgroupName, limit: config.memoryLimit)
-                {
-                    cgroup = folder
-                }
-            }
+            copy = try snapshot.restore(logName: "restore-\(instance.number)")
         } catch {
-            if let cgroup { memory.remove(cgroup) }
             lock.withLock {
                 stats.restoreFailures += 1
                 if case .latencyViolation = error { stats.latencyViolations += 1 }
@@ -530,14 +532,14 @@ final class FunctionRuntime: @unchecked Sendable {
             instance.restoreMilliseconds = restoreMilliseconds
             instanceByPID[copy.pid] = instance
             stats.recordRestore(milliseconds: restoreMilliseconds)
-            switch memory.confine(pid: copy.pid, name: cgroupName, limit: config.memoryLimit) {
-            case .success(let folder):
-                instance.cgroup = folder
-            case .failure(let failure):
+            // criu restored the copy inside the cgroup its slot was prepared with.
+            guard let cgroup = copy.cgroup else {
                 instance.startupFailure = .spawnFailed(
-                    function: id, program: "criu restore", reason: "cannot enforce memory_limit_mb: \(failure.reason)")
+                    function: id, program: "criu restore",
+                    reason: "cannot enforce memory_limit_mb: no cgroup for the copy")
                 return false
             }
+            instance.cgroup = cgroup
             return instance.phase == .starting
         }
         logger.info(

@@ -6,12 +6,13 @@ import Glibc
 import Musl
 #endif
 
-/// The CRIU command line (scripts/install-criu.sh installs it in a private root), used for
-/// checkpointing an initialised handler and restoring copies of it.
+/// The CRIU command line (scripts/install-criu.sh installs it in a private root): version,
+/// check, the kernel-probe cache, and checkpointing an initialised handler. Restores go through
+/// `criu swrk` (`RestoreSlot`), started ahead of need.
 ///
 /// Facts this relies on (../shared/notes/criu.md): a template started as PID 1 of its own PID
 /// namespace can be restored many times at once; its connection to the orchestrator is
-/// dumped as external and replaced at restore by a fresh socket (`--inherit-fd`), as are its
+/// dumped as external and replaced at restore by a fresh socket (inherit-fd), as are its
 /// stdout and stderr pipes. Errors carry criu's own log lines.
 public struct Criu: Sendable {
     public static let defaultPath = "/opt/aetherless/criu/bin/criu"
@@ -54,62 +55,6 @@ public struct Criu: Sendable {
             throw .dumpFailed(pid: pid, log: Self.logTail(directory + "/dump.log", fallback: result.output))
         }
         return ContinuousClock.now - started
-    }
-
-    /// A descriptor the restored process gets in place of one it had at dump time.
-    public struct Replacement: Sendable {
-        /// Our descriptor, passed to criu.
-        public var descriptor: CInt
-        /// What it replaces, in criu's `--inherit-fd` syntax: `socket:[INODE]`, `pipe:[INODE]`.
-        public var replaces: String
-
-        public init(descriptor: CInt, replaces: String) {
-            self.descriptor = descriptor
-            self.replaces = replaces
-        }
-    }
-
-    public struct Restored: Sendable {
-        /// Host PID of the restored root task.
-        public let pid: Int32
-        /// From starting criu to criu having left the restored process running.
-        public let duration: Duration
-    }
-
-    /// Restores one copy of the image in `directory`, detached (the orchestrator, a child
-    /// subreaper, becomes its parent). Over `budget` is an error: the copy is killed and
-    /// `latencyViolation` thrown, never a slower success. `started` gets criu's PID at once, so
-    /// the caller can put criu in the copy's cgroup and have its memory charged there.
-    public func restore(
-        from directory: String, replacing replacements: [Replacement], budget: Duration, logName: String,
-        started: (Int32) -> Void = { _ in }
-    ) throws(CriuError) -> Restored {
-        let pidFile = directory + "/\(logName).pid"
-        unlink(pidFile)
-        var arguments = [
-            "restore", "-D", directory, "-d", "--pidfile", pidFile, "-o", "\(logName).log", "--manage-cgroups=ignore",
-        ]
-        for (index, replacement) in replacements.enumerated() {
-            arguments += ["--inherit-fd", "fd[\(3 + index)]:\(replacement.replaces)"]
-        }
-        let begun = ContinuousClock.now
-        // criu itself gets a generous limit; the budget is judged on the measured time.
-        let result = try run(
-            arguments, timeout: max(budget * 20, .seconds(5)), inheriting: replacements.map(\.descriptor),
-            started: started)
-        let duration = ContinuousClock.now - begun
-        let restoredPID = MemoryCgroup.readFile(pidFile).flatMap { pid_t($0.trimmingCharacters(in: " \n")) }
-        guard result.status == .exited(0), let restoredPID else {
-            if let restoredPID { kill(restoredPID, SIGKILL) }
-            if result.timedOut { throw .latencyViolation(actual: duration, limit: budget) }
-            throw .restoreFailed(
-                image: directory, log: Self.logTail(directory + "/\(logName).log", fallback: result.output))
-        }
-        guard duration <= budget else {
-            kill(restoredPID, SIGKILL)
-            throw .latencyViolation(actual: duration, limit: budget)
-        }
-        return Restored(pid: restoredPID, duration: duration)
     }
 
     /// criu probes the kernel on every call (about 30 ms) unless it finds its cache,
@@ -160,19 +105,16 @@ public struct Criu: Sendable {
 
     /// Runs criu with stdout and stderr captured (little: its log goes to `-o` files, and both
     /// pipes are read after it exits, so more than a pipe's 64 KiB would stall it until the timeout).
-    func run(
-        _ arguments: [String], timeout: Duration, inheriting: [CInt] = [], started: (pid_t) -> Void = { _ in }
-    ) throws(CriuError) -> RunResult {
+    func run(_ arguments: [String], timeout: Duration) throws(CriuError) -> RunResult {
         guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
         let process: SpawnedProcess
         do {
             process = try ProcessSpawner.spawn(
                 program: path, arguments: arguments, environment: HandlerLaunch.inheritedEnvironment(),
-                searchPath: false, inheriting: inheriting, captureOutput: true)
+                searchPath: false, captureOutput: true)
         } catch {
             throw .notInstalled(path: "\(path) (\(error.reason))")
         }
-        started(process.pid)
         let deadline = ContinuousClock.now + timeout
         var status: CInt = 0
         var timedOut = false
@@ -213,12 +155,6 @@ public struct Criu: Sendable {
         let errors = lines.filter { $0.contains("Error") || $0.contains("error") }
         let chosen = errors.isEmpty ? Array(lines.suffix(5)) : Array(errors.suffix(5))
         return chosen.joined(separator: "\n")
-    }
-}
-
-extension Duration {
-    static func * (lhs: Duration, rhs: Int) -> Duration {
-        lhs * Double(rhs)
     }
 }
 

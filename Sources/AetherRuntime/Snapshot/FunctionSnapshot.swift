@@ -27,10 +27,15 @@ final class FunctionSnapshot: Sendable {
     /// Size of the image on disk (tmpfs) in bytes.
     let imageBytes: Int
     let dumpDuration: Duration
+    /// Started `criu swrk` processes waiting to restore the next copies.
+    private let slots: RestoreSlots
+    /// The image folder, open for criu swrk (see `RestoreSlot.Template`).
+    private let directoryDescriptor: CInt
 
     private init(
         directory: String, criu: Criu, budget: Duration, controlInode: UInt64, stdoutInode: UInt64,
-        stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration
+        stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration,
+        prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) {
         self.directory = directory
         self.criu = criu
@@ -40,7 +45,19 @@ final class FunctionSnapshot: Sendable {
         self.stderrInode = stderrInode
         self.imageBytes = imageBytes
         self.dumpDuration = dumpDuration
+        directoryDescriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        slots = RestoreSlots(
+            criu: criu,
+            template: RestoreSlot.Template(
+                directory: directory, directoryDescriptor: directoryDescriptor, controlInode: controlInode,
+                stdoutInode: stdoutInode, stderrInode: stderrInode),
+            target: Self.readySlots, prepare: prepareSlot, release: releaseSlot)
+        slots.refill()
     }
+
+    /// How many `criu swrk` processes wait for restores of each function (a burst beyond
+    /// them starts criu on the request path, about 6 ms more per copy).
+    static let readySlots = 2
 
     /// Why a snapshot could not be built; reported as a startup failure of the function.
     struct BuildFailure: Error {
@@ -50,7 +67,8 @@ final class FunctionSnapshot: Sendable {
     /// Starts the template, waits for READY, checkpoints it. Blocking: call it off the event loops.
     static func build(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
-        memory: MemoryCgroup, cgroupName: String, logs: LogBuffer
+        memory: MemoryCgroup, cgroupName: String, logs: LogBuffer,
+        prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let id = function.id
         func fail(_ detail: String) -> BuildFailure {
@@ -125,7 +143,8 @@ final class FunctionSnapshot: Sendable {
         stopTemplate()
         return FunctionSnapshot(
             directory: directory, criu: criu, budget: budget, controlInode: controlInode, stdoutInode: stdoutInode,
-            stderrInode: stderrInode, imageBytes: Self.diskUsage(directory), dumpDuration: dumpDuration)
+            stderrInode: stderrInode, imageBytes: Self.diskUsage(directory), dumpDuration: dumpDuration,
+            prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
     }
 
     /// A restored copy: its PID, our end of its control connection and its output pipes.
@@ -135,45 +154,23 @@ final class FunctionSnapshot: Sendable {
         let stdout: CInt
         let stderr: CInt
         let duration: Duration
+        /// The memory cgroup the copy was restored in (nil: not confined).
+        let cgroup: String?
     }
 
-    /// Restores one copy; blocking. `logName` names criu's log file in the image folder.
-    func restore(logName: String, started: (pid_t) -> Void = { _ in }) throws(CriuError) -> Copy {
-        var pair: [CInt] = [-1, -1]
-        var output: [CInt] = [-1, -1]
-        var errors: [CInt] = [-1, -1]
-        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair) == 0,
-            aether_pipe_cloexec(&output) == 0, aether_pipe_cloexec(&errors) == 0
-        else {
-            let reason = String(cString: strerror(errno))
-            for fd in pair + output + errors where fd >= 0 { close(fd) }
-            throw .restoreFailed(image: directory, log: "cannot create descriptors for the copy: \(reason)")
-        }
-        defer {
-            close(pair[1])
-            close(output[1])
-            close(errors[1])
-        }
-        let restored: Criu.Restored
-        do {
-            restored = try criu.restore(
-                from: directory,
-                replacing: [
-                    Criu.Replacement(descriptor: pair[1], replaces: "socket:[\(controlInode)]"),
-                    Criu.Replacement(descriptor: output[1], replaces: "pipe:[\(stdoutInode)]"),
-                    Criu.Replacement(descriptor: errors[1], replaces: "pipe:[\(stderrInode)]"),
-                ], budget: budget, logName: logName, started: started)
-        } catch {
-            close(pair[0])
-            close(output[0])
-            close(errors[0])
-            throw error
-        }
+    /// Restores one copy; blocking. Over `budget`: `latencyViolation`, the copy killed.
+    func restore(logName: String) throws(CriuError) -> Copy {
+        let begun = ContinuousClock.now
+        let slot = try slots.take()
+        let (pid, duration) = try slot.restore(template: slots.template, logName: logName, budget: budget, begun: begun)
         return Copy(
-            pid: restored.pid, control: pair[0], stdout: output[0], stderr: errors[0], duration: restored.duration)
+            pid: pid, control: slot.control, stdout: slot.stdout, stderr: slot.stderr, duration: duration,
+            cgroup: slot.cgroup)
     }
 
     func remove() {
+        slots.close()
+        close(directoryDescriptor)
         RecursiveRemoval.remove(directory)
     }
 
