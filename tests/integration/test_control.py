@@ -16,6 +16,29 @@ class ControlTest(harness.AetherTestCase):
         super().setUp()
         self.write_common_handler()
 
+    def test_prometheus_metrics(self):
+        fn = self.function("met")
+        port = self.free_port()
+        self.start(self.write_config([fn], orchestrator={"metrics_port": port}))
+        for _ in range(3):
+            self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "request")
+        self.assertStatus(self.get(fn["trigger_port"], "/raise"), 500, "handler error")
+        r = self.get(port, "/metrics")
+        self.assertStatus(r, 200, "metrics")
+        self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r)
+        samples = {}
+        for line in r.body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        label = f'{{function="{fn["id"]}"}}'
+        self.assertEqual(samples["faas_invocations_total" + label], 4)
+        self.assertEqual(samples["faas_errors_total" + label], 1)
+        self.assertEqual(samples["faas_timeouts_total" + label], 0)
+        self.assertIn(f'faas_invoke_duration_seconds{{function="{fn["id"]}",quantile="0.5"}}', samples)
+        self.assertEqual(samples[f'aether_instances{{function="{fn["id"]}",phase="serving"}}'], 1)
+        self.assertStatus(self.get(port, "/v1/status"), 404, "only /metrics on the metrics port")
+
     def test_list_text_and_json(self):
         a = self.function("alpha", max_instances=3, concurrency=2)
         b = self.function("beta")

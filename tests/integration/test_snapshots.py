@@ -59,6 +59,7 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertEqual(second.json()["pid"], 1, "a restored copy is PID 1 of its own namespace")
         stats = self.stats(fn["id"])
         self.assertEqual(stats["stats"]["restores"], 1)
+        self.assertEqual(stats["stats"]["restore_cold_starts"], 1)
         self.assertEqual(stats["instances"][0]["origin"], "restore")
 
     def test_twenty_concurrent_requests_against_zero_instances(self):
@@ -98,7 +99,8 @@ class SnapshotTest(harness.AetherTestCase):
 
     def test_restore_over_the_budget_is_a_latency_violation_not_a_cold_start(self):
         fn = self.snapshot_function(max_instances=1)
-        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 1}))
+        metrics_port = self.free_port()
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 1, "metrics_port": metrics_port}))
         r = self.get(fn["trigger_port"], "/", timeout=20)
         self.assertStatus(r, 503, "restore over a 1 ms budget")
         error = r.json()["error"]
@@ -108,6 +110,14 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertGreaterEqual(stats["latency_violations"], 1)
         self.assertEqual(stats["restores"], 0, "no slow copy was used")
         self.assertTrue(all(i["origin"] == "restore" for i in self.instances(fn["id"])))
+        # ... and in the metrics.
+        metrics = self.get(metrics_port, "/metrics").body.decode()
+        violations = [
+            line for line in metrics.splitlines()
+            if line.startswith(f'aether_restore_latency_violations_total{{function="{fn["id"]}"}}')
+        ]
+        self.assertEqual(len(violations), 1, metrics)
+        self.assertGreaterEqual(int(violations[0].split()[-1]), 1)
 
     def test_swift_sdk_function_restores(self):
         import os

@@ -33,6 +33,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var clientTimeout: ClientTimeout
     /// The criu binary used for `snapshot: true` functions.
     public var criuPath: String
+    /// Serve Prometheus metrics on 127.0.0.1 at this port (nil: only on the control socket).
+    public var metricsPort: Port?
 
     public init(
         shmBufferSize: ShmBufferSize = .standard,
@@ -42,7 +44,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         controlSocket: String = Self.defaultControlSocket,
         listenAddress: String = Self.defaultListenAddress,
         clientTimeout: ClientTimeout = .standard,
-        criuPath: String = Self.defaultCriuPath
+        criuPath: String = Self.defaultCriuPath,
+        metricsPort: Port? = nil
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -52,6 +55,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.listenAddress = listenAddress
         self.clientTimeout = clientTimeout
         self.criuPath = criuPath
+        self.metricsPort = metricsPort
     }
 
     /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).

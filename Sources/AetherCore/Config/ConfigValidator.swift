@@ -27,7 +27,7 @@ struct ConfigValidator {
         static let root = ["orchestrator", "functions"]
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
-            "listen_address", "client_timeout_ms", "criu_path",
+            "listen_address", "client_timeout_ms", "criu_path", "metrics_port",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -95,6 +95,9 @@ struct ConfigValidator {
         }
         if let value: ClientTimeout = boundedInteger(fields, "client_timeout_ms", in: path) {
             config.clientTimeout = value
+        }
+        if let value: Port = boundedInteger(fields, "metrics_port", in: path) {
+            config.metricsPort = value
         }
         if let entry = fields["criu_path"], let text = string(entry.value, path: "\(path).criu_path") {
             if text.hasPrefix("/") {

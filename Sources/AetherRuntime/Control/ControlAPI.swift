@@ -49,6 +49,9 @@ public struct StatsSummary: Codable, Sendable, Equatable {
     public var latencyViolations: Int
     public var restoreP50Milliseconds: Double?
     public var restoreP99Milliseconds: Double?
+    /// Requests that waited for their instance to be started: by a new process, by a restore.
+    public var spawnColdStarts: Int
+    public var restoreColdStarts: Int
 }
 
 public struct FunctionStatus: Codable, Sendable, Equatable {
@@ -123,6 +126,8 @@ struct FunctionStats {
     var lastStartupMilliseconds: Double?
     var restoreFailures = 0
     var latencyViolations = 0
+    var spawnColdStarts = 0
+    var restoreColdStarts = 0
     private var restoreTimes: [Double] = []
     private var latencies: [Double] = []
     private var next = 0
@@ -158,6 +163,7 @@ struct FunctionStats {
             window: latencies.count, lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 },
             restores: restoreTimes.count, restoreFailures: restoreFailures, latencyViolations: latencyViolations,
             restoreP50Milliseconds: percentile(0.5, of: restoreTimes),
-            restoreP99Milliseconds: percentile(0.99, of: restoreTimes))
+            restoreP99Milliseconds: percentile(0.99, of: restoreTimes), spawnColdStarts: spawnColdStarts,
+            restoreColdStarts: restoreColdStarts)
     }
 }

@@ -72,6 +72,12 @@ enum ControlJSON {
     }
 }
 
+struct ControlAnswer: Sendable {
+    var status: HTTPResponseStatus
+    var body: Data
+    var contentType = "application/json"
+}
+
 private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -96,9 +102,9 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             let requestBody = body
             let orchestrator = orchestrator
             let loop = context.eventLoop
-            let respond = loop.makePromise(of: (HTTPResponseStatus, Data).self)
-            respond.futureResult.assumeIsolated().whenSuccess { [self] status, data in
-                write(context: context, status: status, body: data, keepAlive: head.isKeepAlive)
+            let respond = loop.makePromise(of: ControlAnswer.self)
+            respond.futureResult.assumeIsolated().whenSuccess { [self] answer in
+                write(context: context, answer: answer, keepAlive: head.isKeepAlive)
             }
             Task {
                 let answer = await Self.route(head: head, body: requestBody, orchestrator: orchestrator)
@@ -107,9 +113,10 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func write(context: ChannelHandlerContext, status: HTTPResponseStatus, body: Data, keepAlive: Bool) {
+    private func write(context: ChannelHandlerContext, answer: ControlAnswer, keepAlive: Bool) {
+        let (status, body) = (answer.status, answer.body)
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-type", value: answer.contentType)
         headers.add(name: "content-length", value: String(body.count))
         if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(
@@ -125,7 +132,7 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     private static func route(
         head: HTTPRequestHead, body: ByteBuffer, orchestrator: Orchestrator
     ) async
-        -> (HTTPResponseStatus, Data)
+        -> ControlAnswer
     {
         let target = head.uri.split(separator: "?", maxSplits: 1)
         let path = target.first.map(String.init) ?? "/"
@@ -134,6 +141,10 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         switch (head.method, parts.count, parts.first, parts.dropFirst().first) {
         case (.GET, 2, "v1", "status"):
             return encode(.ok, orchestrator.status())
+        case (.GET, 1, "metrics", nil):
+            return ControlAnswer(
+                status: .ok, body: Data(PrometheusText.render(orchestrator.status()).utf8),
+                contentType: PrometheusText.contentType)
         case (.GET, 3, "v1", "functions"):
             let id = parts[2]
             guard let runtime = orchestrator.function(id) else { return unknown(id) }
@@ -182,15 +193,16 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private static func unknown(_ id: String) -> (HTTPResponseStatus, Data) {
+    private static func unknown(_ id: String) -> ControlAnswer {
         encode(.notFound, ErrorDocument(error: "no function \(id) is deployed"))
     }
 
-    private static func encode<T: Encodable>(_ status: HTTPResponseStatus, _ value: T) -> (HTTPResponseStatus, Data) {
+    private static func encode<T: Encodable>(_ status: HTTPResponseStatus, _ value: T) -> ControlAnswer {
         do {
-            return (status, try ControlJSON.encoder().encode(value))
+            return ControlAnswer(status: status, body: try ControlJSON.encoder().encode(value))
         } catch {
-            return (.internalServerError, Data("{\"error\":\"cannot encode the answer\"}".utf8))
+            return ControlAnswer(
+                status: .internalServerError, body: Data("{\"error\":\"cannot encode the answer\"}".utf8))
         }
     }
 }

@@ -378,6 +378,11 @@ final class FunctionRuntime: @unchecked Sendable {
         let latency = NIODeadline.now() - invocation.arrived
         lock.withLock {
             stats.record(status: Int(response.status.code), latency: latency)
+            switch invocation.coldStart?.origin {
+            case .spawn: stats.spawnColdStarts += 1
+            case .restore: stats.restoreColdStarts += 1
+            case nil: break
+            }
             if state == .draining { notifyIdleLocked() }
         }
         invocation.promise.succeed(response)

@@ -30,6 +30,7 @@ public final class Orchestrator: @unchecked Sendable {
     private var generation = 0
     private var deploying = false
     private var control: ControlServer?
+    private var metrics: MetricsServer?
     private var memory: MemoryCgroup?
     private let shutdownRequested: EventLoopPromise<Void>
     private var shutdownIsRequested = false
@@ -86,6 +87,9 @@ public final class Orchestrator: @unchecked Sendable {
 
         do {
             control = try await ControlServer.bind(path: socket, orchestrator: self, group: group)
+            if let port = settings.metricsPort {
+                metrics = try await MetricsServer.bind(port: port, orchestrator: self, group: group)
+            }
             for function in initialFunctions {
                 try await startFunction(function)
             }
@@ -313,6 +317,8 @@ public final class Orchestrator: @unchecked Sendable {
             return servers
         }
         for server in servers { await server.close() }
+        await metrics?.close()
+        metrics = nil
         await control?.close()
         control = nil
         memory?.removeRoot()

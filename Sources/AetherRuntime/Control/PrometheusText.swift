@@ -1,0 +1,160 @@
+import AetherCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The orchestrator's figures in the Prometheus text format (`GET /metrics` on the control
+/// socket, and on `metrics_port` when set). Names follow the OpenTelemetry FaaS conventions
+/// (`faas_*`) where one exists; the rest are `aether_*`.
+enum PrometheusText {
+    static let contentType = "text/plain; version=0.0.4"
+
+    static func render(_ status: OrchestratorStatus) -> String {
+        var families: [(name: String, help: String, type: String, samples: [String])] = []
+        func family(_ name: String, _ type: String, _ help: String, _ value: (FunctionStatus) -> [(String, Double)]) {
+            var samples: [String] = []
+            for function in status.functions {
+                for (labels, number) in value(function) {
+                    let extra = labels.isEmpty ? "" : "," + labels
+                    samples.append("\(name){function=\"\(function.id)\"\(extra)} \(format(number))")
+                }
+            }
+            families.append((name, help, type, samples))
+        }
+        func one(_ number: Int) -> [(String, Double)] { [("", Double(number))] }
+        func quantiles(_ p50: Double?, _ p95: Double?, _ p99: Double?) -> [(String, Double)] {
+            [("quantile=\"0.5\"", p50), ("quantile=\"0.95\"", p95), ("quantile=\"0.99\"", p99)].compactMap {
+                label, value in
+                value.map { (label, $0 / 1000) }
+            }
+        }
+
+        family("faas_invocations_total", "counter", "Requests answered, by function.") { one($0.stats.invocations) }
+        family("faas_errors_total", "counter", "Answers with status 500 or above (502 and 504 included).") {
+            one($0.stats.errors)
+        }
+        family("faas_timeouts_total", "counter", "Requests that ran over timeout_ms (answered 504).") {
+            one($0.stats.timeouts)
+        }
+        family("faas_coldstarts_total", "counter", "Requests that waited for their instance to start.") {
+            [
+                ("start=\"spawn\"", Double($0.stats.spawnColdStarts)),
+                ("start=\"restore\"", Double($0.stats.restoreColdStarts)),
+            ]
+        }
+        family(
+            "faas_invoke_duration_seconds", "summary",
+            "Arrival to response, over the last requests (window: aether_latency_window)."
+        ) { quantiles($0.stats.p50Milliseconds, $0.stats.p95Milliseconds, $0.stats.p99Milliseconds) }
+        family("aether_latency_window", "gauge", "Requests the latency quantiles cover.") { one($0.stats.window) }
+        family("aether_rejected_total", "counter", "Requests refused with 429 (queue full).") { one($0.stats.rejected) }
+        family("aether_instance_crashes_total", "counter", "Instances that ended without being asked to.") {
+            one($0.stats.crashes)
+        }
+        family("aether_queue_depth", "gauge", "Requests waiting for an instance.") { one($0.queueDepth) }
+        family("aether_instances", "gauge", "Instances by phase.") { function in
+            ["starting", "attaching", "serving", "stopping"].map { phase in
+                ("phase=\"\(phase)\"", Double(function.instances.count { $0.phase == phase }))
+            }
+        }
+        family("aether_restores_total", "counter", "Instances restored from the function's snapshot.") {
+            one($0.stats.restores)
+        }
+        family("aether_restore_failures_total", "counter", "Restores that failed, latency violations included.") {
+            one($0.stats.restoreFailures)
+        }
+        family(
+            "aether_restore_latency_violations_total", "counter",
+            "Restores slower than restore_timeout_ms (the copy was killed, never used)."
+        ) { one($0.stats.latencyViolations) }
+        family("aether_restore_duration_seconds", "summary", "criu's part of a restore.") {
+            quantiles($0.stats.restoreP50Milliseconds, nil, $0.stats.restoreP99Milliseconds)
+        }
+        family("aether_snapshot_bytes", "gauge", "Size of the function's CRIU image.") { function in
+            function.snapshot.map { [("", Double($0.imageBytes))] } ?? []
+        }
+
+        var text = ""
+        for family in families {
+            text += "# HELP \(family.name) \(family.help)\n# TYPE \(family.name) \(family.type)\n"
+            for sample in family.samples { text += sample + "\n" }
+        }
+        return text
+    }
+
+    private static func format(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+    }
+}
+
+/// `metrics_port`: `GET /metrics` on 127.0.0.1 for a Prometheus scraper, and nothing else (the
+/// control API stays on its 0600 Unix socket).
+final class MetricsServer: Sendable {
+    private let channel: any Channel
+
+    private init(channel: any Channel) { self.channel = channel }
+
+    static func bind(
+        port: Port, orchestrator: Orchestrator, group: any EventLoopGroup
+    ) async throws(AetherError)
+        -> MetricsServer
+    {
+        do {
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(orchestrator: orchestrator))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: Int(port.rawValue)).get()
+            return MetricsServer(channel: channel)
+        } catch {
+            throw .orchestrator(
+                .bindFailed(
+                    what: "metrics (metrics_port)", address: "127.0.0.1:\(port)",
+                    reason: SystemErrorText.describe(error)))
+        }
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+private final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let orchestrator: Orchestrator
+    private var head: HTTPRequestHead?
+
+    init(orchestrator: Orchestrator) { self.orchestrator = orchestrator }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let found = head.method == .GET && head.uri.split(separator: "?").first == "/metrics"
+            let text = found ? PrometheusText.render(orchestrator.status()) : "only GET /metrics is served here\n"
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: found ? PrometheusText.contentType : "text/plain")
+            headers.add(name: "content-length", value: String(text.utf8.count))
+            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+            context.write(
+                wrapOutboundOut(
+                    .head(HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers))),
+                promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+            let done = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+            if !head.isKeepAlive {
+                done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            }
+        }
+    }
+}
