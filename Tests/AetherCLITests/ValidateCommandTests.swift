@@ -48,7 +48,8 @@ import Testing
                 "bad.yaml:8:17: error: functions[1].timeout_ms: expected an integer in 1...900000 ms, found -5",
                 "bad.yaml:9:5: error: functions[1].retries: expected one of the keys id, memory_limit_mb, "
                     + "trigger_port, handler_path, timeout_ms, environment, protocol, max_instances, concurrency, "
-                    + "max_queue, max_body_bytes, startup_timeout_ms, found unknown key `retries`",
+                    + "max_queue, max_body_bytes, startup_timeout_ms, snapshot, min_warm, idle_timeout_ms, "
+                    + "found unknown key `retries`",
                 "bad.yaml: 5 problems; nothing was started",
             ])
     }

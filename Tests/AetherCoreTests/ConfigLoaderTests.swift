@@ -115,7 +115,7 @@ import Testing
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
-                + "found unknown key `restore_timout_ms`")
+                + "client_timeout_ms, criu_path, metrics_port, found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
                 == "\(file):8:19: functions[0].trigger_port: expected an integer in 1...65535, found 70000")
@@ -123,10 +123,12 @@ import Testing
 
     /// The committed corpus of bad files: each gives exactly these diagnostics (kind at line:column),
     /// and none crashes.
+    static let aliasBomb: [String] =
+        ["unknownKey 1:1", "unknownKey 2:1", "unknownKey 3:1", "unknownKey 4:1", "unknownKey 5:1", "unknownKey 6:1"]
+        + Array(repeating: "wrongType 6:4", count: 9) + ["unknownKey 7:1"]
+
     static let corpus: [String: [String]] = [
-        "alias-bomb.yaml": [
-            "unknownKey 1:1", "unknownKey 2:1", "unknownKey 3:1", "unknownKey 4:1", "unknownKey 5:1", "unknownKey 6:1",
-        ] + Array(repeating: "wrongType 6:4", count: 9) + ["unknownKey 7:1"],
+        "alias-bomb.yaml": aliasBomb,
         "bad-environment.yaml": ["invalidValue 5:19", "invalidValue 5:37", "wrongType 5:54"],
         "bad-ids.yaml": ["invalidValue 2:9", "invalidValue 5:9"],
         "bad-orchestrator-values.yaml": ["invalidValue 2:17", "invalidValue 3:20"],
@@ -147,6 +149,11 @@ import Testing
         "missing-required.yaml": ["missingKey 2:5", "missingKey 2:5", "missingKey 2:5"],
         "out-of-range.yaml": ["invalidValue 3:19", "invalidValue 4:22", "invalidValue 5:17"],
         "scalar-root.yaml": ["wrongType 1:1"],
+        "serving-rules.yaml": [
+            "invalidValue 2:19", "invalidValue 3:22", "invalidValue 4:17", "invalidValue 5:14", "invalidValue 6:19",
+            "invalidValue 18:20", "invalidValue 19:5", "invalidValue 20:5", "wrongType 20:15", "invalidValue 24:15",
+            "invalidValue 25:15", "invalidValue 26:21", "invalidValue 27:22",
+        ],
         "tab-indent.yaml": ["malformedYAML 3:1"],
         "truncated.yaml": ["malformedYAML 7:1"],
         "two-documents.yaml": ["malformedYAML 2:1"],

@@ -70,6 +70,21 @@ struct ConfigValidator {
         var functions: [FunctionConfig] = []
         if let node = fields["functions"]?.value {
             functions = readFunctions(node, orchestrator: orchestrator)
+            let warm = WarmPool.demand(of: functions)
+            if warm > orchestrator.warmPoolSize.rawValue {
+                // Point at warm_pool_size itself when the file sets it.
+                var where_ = fields["orchestrator"]?.value ?? node
+                if case .mapping(let mapping)? = fields["orchestrator"]?.value,
+                    let entry = mapping.first(where: { scalarText($0.key) == "warm_pool_size" })
+                {
+                    where_ = entry.value
+                }
+                report(
+                    .invalidValue, at: where_, path: "orchestrator.warm_pool_size",
+                    expected:
+                        "room for the restored instances the functions keep warm: min_warm of the snapshot functions adds up to \(warm)",
+                    found: String(orchestrator.warmPoolSize.rawValue))
+            }
         } else {
             report(
                 .missingKey, at: root, path: "functions",
@@ -572,6 +587,14 @@ enum LexicalPath {
             }
         }
         return "/" + parts.joined(separator: "/")
+    }
+}
+
+/// `warm_pool_size` caps the restored instances kept running while idle, across all functions.
+public enum WarmPool {
+    /// How many restored idle instances the functions ask for (`min_warm` of snapshot functions).
+    public static func demand(of functions: [FunctionConfig]) -> Int {
+        functions.filter(\.snapshot).reduce(0) { $0 + $1.minWarm.rawValue }
     }
 }
 

@@ -220,6 +220,17 @@ public final class Orchestrator: @unchecked Sendable {
                     ))
             }
         }
+        // The warm pool is shared: what stays running plus what this file brings must fit.
+        let staying = running.values.map(\.config).filter { current in
+            !config.functions.contains { $0.id == current.id }
+        }
+        let demand = WarmPool.demand(of: staying + config.functions)
+        if demand > settings.warmPoolSize.rawValue {
+            throw .orchestrator(
+                .conflict(
+                    "the functions would keep \(demand) restored instances warm (min_warm of snapshot functions), over warm_pool_size \(settings.warmPoolSize.rawValue)"
+                ))
+        }
         var result = DeployResult(added: [], replaced: [], unchanged: [])
         for function in config.functions {
             if let current = running[function.id] {
