@@ -12,6 +12,12 @@ public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A restore finished, or was cut off, later than the configured budget.
     case latencyViolation(actual: Duration, limit: Duration)
 
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let value = Double(seconds) * 1000 + Double(attoseconds) / 1e15
+        return value == value.rounded() ? String(Int(value)) : String((value * 10).rounded() / 10)
+    }
+
     public var description: String {
         switch self {
         case .notInstalled(let path):
@@ -23,7 +29,7 @@ public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
         case .restoreFailed(let image, let log):
             "criu restore of \(image) failed: \(log)"
         case .latencyViolation(let actual, let limit):
-            "restore took \(actual), over the \(limit) restore budget"
+            "restore took \(Self.milliseconds(actual)) ms, over the \(Self.milliseconds(limit)) ms restore budget (restore_timeout_ms)"
         }
     }
 }
