@@ -157,27 +157,12 @@ public enum AetherHandler {
         }
 
         private static func connect(_ path: String) throws -> CInt {
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-                throw StartupError(description: "AETHER_SOCKET path is too long: \(path)")
-            }
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
-            let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            guard fd >= 0, result == 0 else {
+            do {
+                return try Posix.connectUnixSocket(path)
+            } catch {
                 throw StartupError(
-                    description: "cannot connect to AETHER_SOCKET \(path): \(String(cString: strerror(errno)))")
+                    description: "cannot connect to AETHER_SOCKET \(path): \(String(cString: strerror(error.errno)))")
             }
-            return fd
         }
 
         private static func send(_ fd: CInt, _ text: String) throws {

@@ -156,13 +156,9 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     /// Returns the names removed.
     @discardableResult
     public static func removeStale(directory: String = "/dev/shm") -> [String] {
-        guard let folder = opendir(directory) else { return [] }
-        defer { closedir(folder) }
         var removed: [String] = []
-        while let entry = readdir(folder) {
-            let file = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
+        for entry in Posix.entries(of: directory) ?? [] {
+            let file = entry.name
             guard file.hasPrefix(namePrefix) else { continue }
             let name = "/" + file
             guard let region = try? open(name: name) else { continue }

@@ -1,4 +1,5 @@
 public import AetherCore
+import AetherIPC
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ public struct ControlClient: Sendable {
 
     /// True if something accepts connections on the socket.
     public static func answers(socketPath: String) -> Bool {
-        guard let fd = try? connect(socketPath) else { return false }
+        guard let fd = try? Posix.connectUnixSocket(socketPath) else { return false }
         close(fd)
         return true
     }
@@ -56,43 +57,13 @@ public struct ControlClient: Sendable {
 
     // MARK: Transport
 
-    private struct ConnectFailure: Error {
-        let reason: String
-    }
-
-    private static func connect(_ path: String) throws -> CInt {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw ConnectFailure(reason: "socket path too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ConnectFailure(reason: String(cString: strerror(errno))) }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw ConnectFailure(reason: reason)
-        }
-        return fd
-    }
-
     /// Sends one request and returns the body of a 2xx answer; anything else is an error.
     private func send(_ method: String, _ path: String, body: Data = Data()) throws(OrchestratorError) -> Data {
         let fd: CInt
         do {
-            fd = try Self.connect(socketPath)
+            fd = try Posix.connectUnixSocket(socketPath)
         } catch {
-            throw .notRunning(controlSocket: socketPath, reason: (error as? ConnectFailure)?.reason ?? "\(error)")
+            throw .notRunning(controlSocket: socketPath, reason: String(cString: strerror(error.errno)))
         }
         defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)

@@ -1,4 +1,5 @@
 import AetherCore
+import AetherIPC
 
 #if canImport(Glibc)
 import Glibc
@@ -72,31 +73,14 @@ final class MemoryCgroup: Sendable {
     /// handlers (`kill -9`), and removes those cgroups. A process handler, which does not watch
     /// its AETHER_SOCKET, would otherwise keep its port.
     private static func removeStale(in folder: String) {
-        guard let directory = opendir(folder) else { return }
-        var stale: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard name.hasPrefix("aetherless-"), let owner = pid_t(name.dropFirst("aetherless-".count)) else {
-                continue
-            }
-            if kill(owner, 0) != 0 && errno == ESRCH { stale.append(folder + "/" + name) }
+        let stale = (Posix.entries(of: folder) ?? []).compactMap { entry -> String? in
+            guard entry.name.hasPrefix("aetherless-"), let owner = pid_t(entry.name.dropFirst("aetherless-".count)),
+                kill(owner, 0) != 0, errno == ESRCH
+            else { return nil }
+            return folder + "/" + entry.name
         }
-        closedir(directory)
         for root in stale {
-            var children: [String] = []
-            if let handle = opendir(root) {
-                while let entry = readdir(handle) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                        String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-                    }
-                    if entry.pointee.d_type == UInt8(DT_DIR) && name != "." && name != ".." {
-                        children.append(root + "/" + name)
-                    }
-                }
-                closedir(handle)
-            }
+            let children = (Posix.entries(of: root) ?? []).filter(\.isDirectory).map { root + "/" + $0.name }
             for child in children {
                 for attempt in 0..<50 {
                     let pids = (readFile(child + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }

@@ -1,4 +1,5 @@
 import AetherCore
+import AetherIPC
 import CAetherSystem
 
 #if canImport(Glibc)
@@ -181,19 +182,10 @@ final class FunctionSnapshot: Sendable {
     }
 
     static func diskUsage(_ directory: String) -> Int {
-        guard let handle = opendir(directory) else { return 0 }
-        defer { closedir(handle) }
-        var total = 0
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
+        (Posix.entries(of: directory) ?? []).reduce(0) { total, entry in
             var status = stat()
-            if name != ".", name != "..", stat(directory + "/" + name, &status) == 0 {
-                total += Int(status.st_blocks) * 512
-            }
+            return stat(directory + "/" + entry.name, &status) == 0 ? total + Int(status.st_blocks) * 512 : total
         }
-        return total
     }
 }
 
@@ -246,17 +238,7 @@ enum RecursiveRemoval {
         var status = stat()
         guard lstat(path, &status) == 0 else { return }
         if (status.st_mode & S_IFMT) == S_IFDIR {
-            if let handle = opendir(path) {
-                var names: [String] = []
-                while let entry = readdir(handle) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                        String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-                    }
-                    if name != "." && name != ".." { names.append(name) }
-                }
-                closedir(handle)
-                for name in names { remove(path + "/" + name) }
-            }
+            for entry in Posix.entries(of: path) ?? [] { remove(path + "/" + entry.name) }
             rmdir(path)
         } else {
             unlink(path)
@@ -268,16 +250,10 @@ enum RecursiveRemoval {
 enum SnapshotImages {
     /// Removes the folders of orchestrators that are no longer running; returns their names.
     static func removeStale(in directory: String) -> [String] {
-        guard let handle = opendir(directory) else { return [] }
-        var stale: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }) else { continue }
-            if kill(owner, 0) != 0 && errno == ESRCH { stale.append(name) }
+        let stale = (Posix.entries(of: directory) ?? []).map(\.name).filter { name in
+            guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }) else { return false }
+            return kill(owner, 0) != 0 && errno == ESRCH
         }
-        closedir(handle)
         for name in stale { RecursiveRemoval.remove(directory + "/" + name) }
         return stale
     }

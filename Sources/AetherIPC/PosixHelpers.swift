@@ -1,0 +1,58 @@
+package import AetherCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Small POSIX chores shared by the orchestrator, the handler SDK and the ring: listing a
+/// folder and connecting to a Unix stream socket.
+package enum Posix {
+    package struct DirectoryEntry {
+        package let name: String
+        package let isDirectory: Bool
+    }
+
+    /// The entries of a folder, without `.` and `..`; nil if it cannot be opened.
+    package static func entries(of path: String) -> [DirectoryEntry]? {
+        guard let handle = opendir(path) else { return nil }
+        defer { closedir(handle) }
+        var entries: [DirectoryEntry] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name != ".", name != ".." else { continue }
+            entries.append(DirectoryEntry(name: name, isDirectory: entry.pointee.d_type == UInt8(DT_DIR)))
+        }
+        return entries
+    }
+
+    /// A connected, close-on-exec Unix stream socket.
+    package static func connectUnixSocket(_ path: String) throws(SystemCallFailure) -> CInt {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SystemCallFailure(call: "connect", subject: path, errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemCallFailure(call: "socket", subject: path, errno: errno) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(fd)
+            throw SystemCallFailure(call: "connect", subject: path, errno: code)
+        }
+        return fd
+    }
+}
