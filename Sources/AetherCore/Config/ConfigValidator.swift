@@ -73,14 +73,14 @@ struct ConfigValidator {
             let warm = WarmPool.demand(of: functions)
             if warm > orchestrator.warmPoolSize.rawValue {
                 // Point at warm_pool_size itself when the file sets it.
-                var where_ = fields["orchestrator"]?.value ?? node
+                var anchor = fields["orchestrator"]?.value ?? node
                 if case .mapping(let mapping)? = fields["orchestrator"]?.value,
                     let entry = mapping.first(where: { scalarText($0.key) == "warm_pool_size" })
                 {
-                    where_ = entry.value
+                    anchor = entry.value
                 }
                 report(
-                    .invalidValue, at: where_, path: "orchestrator.warm_pool_size",
+                    .invalidValue, at: anchor, path: "orchestrator.warm_pool_size",
                     expected:
                         "room for the restored instances the functions keep warm: min_warm of the snapshot functions adds up to \(warm)",
                     found: String(orchestrator.warmPoolSize.rawValue))
