@@ -130,6 +130,23 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertEqual(r.headers.get("x-aether-cold-start"), "restore")
         self.assertEqual(r.json(), {"hello": "snap", "runtime": "swift"})
 
+    def test_redeploy_rebuilds_the_snapshot_and_removes_the_old_one(self):
+        import os
+
+        fn = self.snapshot_function(min_warm=1)
+        self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        before = self.stats(fn["id"])["snapshot"]["image"]
+        token_before = self.get(fn["trigger_port"], "/").json()["token"]
+        self.assertTrue(os.path.isdir(before))
+        result = self.aether("deploy", "--force", self.write_config([fn], name="again.yaml"), timeout=30)
+        self.assertIn("replaced", result.stdout)
+        after = self.stats(fn["id"])["snapshot"]["image"]
+        self.assertNotEqual(after, before, "a redeploy checkpoints the new version")
+        self.assertTrue(harness.wait_until(lambda: not os.path.exists(before), 10.0), "old image left behind")
+        r = self.get(fn["trigger_port"], "/")
+        self.assertStatus(r, 200, "after redeploy")
+        self.assertNotEqual(r.json()["token"], token_before, "the new snapshot ran its own init")
+
     def test_missing_criu_fails_up_clearly(self):
         fn = self.snapshot_function()
         orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/nonexistent/criu"}))
