@@ -186,7 +186,9 @@ extension Aether {
                 try control.client.logs(id, lines: lines)
             }
             for line in document.lines {
-                print("[\(line.instance) \(line.stream)] \(line.text)")
+                // Instance -1 is the snapshot template (its init output).
+                let instance = line.instance < 0 ? "template" : String(line.instance)
+                print("[\(instance) \(line.stream)] \(line.text)")
             }
         }
     }
