@@ -38,4 +38,25 @@ public enum CRC32 {
         case .slicingBy8: return aether_crc32_slice8(0, base, bytes.count)
         }
     }
+
+    /// Copies `source` to `destination` and returns the checksum of the bytes stored, in one pass:
+    /// the folding kernels store each vector they load and fold that same register, so the copy
+    /// costs next to nothing over the checksum alone (BENCHMARKS.md), and the checksum is exactly
+    /// that of what `destination` holds even if `source` changes meanwhile.
+    ///
+    /// - Parameter destination: `source.count` writable bytes that do not overlap `source`.
+    public static func copy(_ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) -> UInt32 {
+        copy(source, to: destination, using: selected)
+    }
+
+    public static func copy(
+        _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, using implementation: Implementation
+    ) -> UInt32 {
+        guard let base = source.baseAddress, !source.isEmpty else { return 0 }
+        switch implementation {
+        case .vpclmul: return aether_crc32_copy_vpclmul(0, destination, base, source.count)
+        case .pclmul: return aether_crc32_copy_pclmul(0, destination, base, source.count)
+        case .slicingBy8: return aether_crc32_copy_slice8(0, destination, base, source.count)
+        }
+    }
 }

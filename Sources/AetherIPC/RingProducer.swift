@@ -24,6 +24,8 @@ public final class RingProducer: @unchecked Sendable {
 
     /// Writes one record of `length` bytes filled in place by `fill`, if there is room now.
     ///
+    /// The checksum is computed over the ring bytes after `fill` returns (a second pass over the
+    /// payload); `tryWrite(_:)` of a ready buffer copies and checksums in one.
     /// - Returns: false when the ring is full (nothing written).
     /// - Throws: `messageTooLarge` for a payload the ring can never hold, `poisoned` when the
     ///   consumer has given up on the ring.
@@ -32,6 +34,51 @@ public final class RingProducer: @unchecked Sendable {
     ) throws(SharedMemoryError)
         -> Bool
     {
+        try tryWrite(
+            length: length,
+            storing: { payload in
+                fill(payload)
+                return CRC32.checksum(UnsafeRawBufferPointer(payload))
+            })
+    }
+
+    /// Copies `payload` into the ring if there is room now; false when full.
+    public func tryWrite(_ payload: UnsafeRawBufferPointer) throws(SharedMemoryError) -> Bool {
+        try tryWrite(length: payload.count, storing: { CRC32.copy(payload, to: $0.baseAddress!) })
+    }
+
+    /// Writes one record, waiting for space (poll, then futex sleep) up to `timeout` (nil = forever).
+    public func write(
+        length: Int, timeout: Duration? = nil, _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    )
+        throws(SharedMemoryError)
+    {
+        try write(
+            length: length, timeout: timeout,
+            storing: { payload in
+                fill(payload)
+                return CRC32.checksum(UnsafeRawBufferPointer(payload))
+            })
+    }
+
+    /// Copies `payload` into the ring, waiting for space up to `timeout` (nil = forever).
+    public func write(_ payload: UnsafeRawBufferPointer, timeout: Duration? = nil) throws(SharedMemoryError) {
+        try write(length: payload.count, timeout: timeout, storing: { CRC32.copy(payload, to: $0.baseAddress!) })
+    }
+
+    public func write(_ payload: [UInt8], timeout: Duration? = nil) throws(SharedMemoryError) {
+        let result: Result<Void, SharedMemoryError> = payload.withUnsafeBytes { bytes in
+            Result { () throws(SharedMemoryError) in try write(bytes, timeout: timeout) }
+        }
+        try result.get()
+    }
+
+    /// The write itself: `store` puts the payload into the ring (the buffer given) and returns
+    /// its CRC-32; length and checksum follow, then the release store of head publishes it.
+    @inline(__always)
+    private func tryWrite(
+        length: Int, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
+    ) throws(SharedMemoryError) -> Bool {
         guard length <= maximumPayload else { throw .messageTooLarge(size: length, maximum: maximumPayload) }
         let capacity = UInt64(ring.capacity)
         let record = UInt64(RingLayout.recordSize(payload: length))
@@ -55,52 +102,25 @@ public final class RingProducer: @unchecked Sendable {
         let start = Int(position % capacity)
         let payload = UnsafeMutableRawBufferPointer(
             start: ring.data + start + RingLayout.recordHeaderSize, count: length)
-        fill(payload)
+        let checksum = store(payload)
         ring.storeU32(UInt32(length), at: start)
-        ring.storeU32(CRC32.checksum(UnsafeRawBufferPointer(payload)), at: start + 4)
+        ring.storeU32(checksum, at: start + 4)
         head = position + record
         ring.head.store(head, ordering: .releasing)
         ring.dataBell.ring()
         return true
     }
 
-    /// Copies `payload` into the ring if there is room now; false when full.
-    public func tryWrite(_ payload: UnsafeRawBufferPointer) throws(SharedMemoryError) -> Bool {
-        try tryWrite(length: payload.count) { destination in
-            if let source = payload.baseAddress {
-                destination.baseAddress!.copyMemory(from: source, byteCount: payload.count)
-            }
-        }
-    }
-
-    /// Writes one record, waiting for space (poll, then futex sleep) up to `timeout` (nil = forever).
-    public func write(
-        length: Int, timeout: Duration? = nil, _ fill: (UnsafeMutableRawBufferPointer) -> Void
-    )
-        throws(SharedMemoryError)
-    {
-        if try tryWrite(length: length, fill) { return }
+    @inline(__always)
+    private func write(
+        length: Int, timeout: Duration?, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
+    ) throws(SharedMemoryError) {
+        if try tryWrite(length: length, storing: store) { return }
         let deadline = WaitDeadline(timeout)
         while true {
             try waitForSpace(deadline)
-            if try tryWrite(length: length, fill) { return }
+            if try tryWrite(length: length, storing: store) { return }
         }
-    }
-
-    /// Copies `payload` into the ring, waiting for space up to `timeout` (nil = forever).
-    public func write(_ payload: UnsafeRawBufferPointer, timeout: Duration? = nil) throws(SharedMemoryError) {
-        try write(length: payload.count, timeout: timeout) { destination in
-            if let source = payload.baseAddress {
-                destination.baseAddress!.copyMemory(from: source, byteCount: payload.count)
-            }
-        }
-    }
-
-    public func write(_ payload: [UInt8], timeout: Duration? = nil) throws(SharedMemoryError) {
-        let result: Result<Void, SharedMemoryError> = payload.withUnsafeBytes { bytes in
-            Result { () throws(SharedMemoryError) in try write(bytes, timeout: timeout) }
-        }
-        try result.get()
     }
 
     /// Returns once the consumer has moved tail (or may have); throws on timeout or poison.

@@ -1,6 +1,7 @@
 import AetherIPC
 import ArgumentParser
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -19,8 +20,20 @@ struct IPCBenchmark: ParsableCommand {
     @Option(help: "Path of aether-ipc-peer (default: next to this binary).") var peer: String?
     @Option(name: .customLong("round-trips"), help: "Measured round trips per payload size.") var roundTrips = 20_000
     @Option(help: "Seconds per throughput measurement.") var seconds = 1.0
+    @Option(help: "Throughput measurements per size; the table shows their median and range.") var repeats = 3
+    @Option(help: "Sections to run, comma-separated: round-trip, throughput, policies, kernels (default: all).")
+    var only: String?
 
-    static let sizes = [64, 1024, 16_384, 65_536]
+    @Flag(help: "Also print every throughput run to standard error.") var eachRun = false
+    @Option(help: "Payload sizes in bytes, comma-separated (default: 64,1024,16384,65536).") var sizes: String?
+
+    var payloadSizes: [Int] {
+        sizes.map { $0.split(separator: ",").compactMap { Int($0) } } ?? [64, 1024, 16_384, 65_536]
+    }
+
+    func selected(_ section: String) -> Bool {
+        only.map { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == section } } ?? true
+    }
 
     func run() throws {
         let peerPath =
@@ -32,12 +45,19 @@ struct IPCBenchmark: ParsableCommand {
         print("CRC32 implementation: \(CRC32.selected.rawValue); ring capacity 1 MiB; wait policy standard ")
         print("(poll 50 µs with sched_yield, then futex) unless stated.\n")
 
+        if selected("round-trip") { try roundTripTable(peers) }
+        if selected("throughput") { try throughputTable(peers) }
+        if selected("policies") { try policyTable(peers) }
+        if selected("kernels") { kernelTable() }
+    }
+
+    func roundTripTable(_ peers: PeerLauncher) throws {
         print("### Cross-process round trip (ping-pong), \(roundTrips) round trips per size\n")
         print(
             "| payload | ring p50 | ring p99 | Unix socket p50 | Unix socket p99 | TCP loopback p50 | TCP loopback p99 | Unix socket / ring (p50) |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for size in Self.sizes {
+        for size in payloadSizes {
             let ring = try RoundTrip.ring(peers, size: size, count: roundTrips, policy: "standard", pause: nil)
             let unix = try RoundTrip.socket(peers, size: size, count: roundTrips, tcp: false)
             let tcp = try RoundTrip.socket(peers, size: size, count: roundTrips, tcp: true)
@@ -45,21 +65,67 @@ struct IPCBenchmark: ParsableCommand {
                 "| \(bytes(size)) | \(micro(ring.p50)) | \(micro(ring.p99)) | \(micro(unix.p50)) | \(micro(unix.p99)) | "
                     + "\(micro(tcp.p50)) | \(micro(tcp.p99)) | \(String(format: "%.1f×", unix.p50 / ring.p50)) |")
         }
+        print()
+    }
 
-        print("\n### One-way throughput, producer and consumer in two processes, \(seconds) s per size\n")
-        print("| payload | ring messages/s | ring GB/s | memcpy GB/s (one process) | ring / memcpy |")
-        print("|---|---|---|---|---|")
-        for size in Self.sizes {
-            let ring = try Throughput.ring(peers, size: size, seconds: seconds)
-            let copy = Throughput.memcpy(size: size, seconds: seconds)
+    /// Each size is measured `repeats` times, ring and memcpy alternating, so that both see the
+    /// same machine; a cell is "median (min–max)", the ratio is taken per pair. The cache-line
+    /// round trip between the two cores, measured just before each ring run, shows where the
+    /// hypervisor has placed the vCPUs (tens of ns: cores sharing an L3; hundreds: not).
+    func throughputTable(_ peers: PeerLauncher) throws {
+        print(
+            "### One-way throughput, producer and consumer in two processes, \(seconds) s per size, "
+                + "\(repeats) runs (median, min–max)\n")
+        print(
+            "| payload | ring messages/s | ring GB/s | memcpy GB/s (one process) | ring / memcpy | "
+                + "core-to-core cache-line round trip |")
+        print("|---|---|---|---|---|---|")
+        for size in payloadSizes {
+            var messages: [Double] = []
+            var ringRates: [Double] = []
+            var copyRates: [Double] = []
+            var ratios: [Double] = []
+            var lineTrips: [Double] = []
+            for _ in 0..<max(1, repeats) {
+                lineTrips.append(CoreToCore.roundTripNanoseconds())
+                let ring = try Throughput.ring(peers, size: size, seconds: seconds)
+                let copy = Throughput.memcpy(size: size, seconds: seconds)
+                messages.append(ring.messagesPerSecond)
+                ringRates.append(ring.gigabytesPerSecond)
+                copyRates.append(copy)
+                ratios.append(100 * ring.gigabytesPerSecond / copy)
+                if eachRun {
+                    let line = String(
+                        format: "run %d B: ring %.2f GB/s, memcpy %.2f GB/s, %.0f%%, line round trip %.0f ns\n", size,
+                        ring.gigabytesPerSecond, copy, ratios.last!, lineTrips.last!)
+                    FileHandle.standardError.write(Data(line.utf8))
+                }
+            }
             print(
-                "| \(bytes(size)) | \(String(format: "%.0f", ring.messagesPerSecond)) | "
-                    + "\(String(format: "%.2f", ring.gigabytesPerSecond)) | \(String(format: "%.2f", copy)) | "
-                    + "\(String(format: "%.0f%%", 100 * ring.gigabytesPerSecond / copy)) |")
+                "| \(bytes(size)) | \(spread(messages, "%.0f")) | \(spread(ringRates, "%.2f")) | "
+                    + "\(spread(copyRates, "%.2f")) | \(spread(ratios, "%.0f", unit: "%")) | "
+                    + "\(spread(lineTrips, "%.0f", unit: " ns")) |")
         }
+        print()
+    }
 
+    /// What one 64 KiB write costs on one core, with the source in cache and the destination
+    /// cycling through 1 MiB like the ring: why the producer copies and checksums in one pass.
+    func kernelTable() {
+        let implementation = CRC32.selected.rawValue
+        print("### One core, 64 KiB per call, destination cycling through 1 MiB (median of \(max(1, repeats)) runs)\n")
+        print("| operation | GB/s |")
+        print("|---|---|")
+        for kernel in Kernels.Operation.allCases {
+            let rates = (0..<max(1, repeats)).map { _ in Kernels.rate(kernel, size: 65_536, seconds: seconds / 4) }
+            print("| \(kernel.label(implementation)) | \(spread(rates, "%.2f")) |")
+        }
+        print()
+    }
+
+    func policyTable(_ peers: PeerLauncher) throws {
         let paced = 5000
-        print("\n### Wait policies: 1 KiB round trips with 200 µs between requests, \(paced) round trips\n")
+        print("### Wait policies: 1 KiB round trips with 200 µs between requests, \(paced) round trips\n")
         print("| policy | p50 | p99 | CPU per round trip (both processes) |")
         print("|---|---|---|---|")
         for (name, label) in [
@@ -70,7 +136,16 @@ struct IPCBenchmark: ParsableCommand {
                 "| \(label) | \(micro(result.p50)) | \(micro(result.p99)) | "
                     + "\(String(format: "%.1f µs", result.cpuMicrosecondsPerTrip)) |")
         }
+        print()
     }
+}
+
+/// "median (min–max)" of `values`, or the single value.
+func spread(_ values: [Double], _ format: String, unit: String = "") -> String {
+    let sorted = values.sorted()
+    let median = String(format: format, sorted[sorted.count / 2]) + unit
+    guard sorted.count > 1 else { return median }
+    return "\(median) (\(String(format: format, sorted[0]))–\(String(format: format, sorted[sorted.count - 1]))\(unit))"
 }
 
 func micro(_ nanoseconds: Double) -> String { String(format: "%.1f µs", nanoseconds / 1000) }
@@ -322,5 +397,122 @@ enum Throughput {
             if monotonicNanoseconds() >= end { break }
         }
         return Double(copied) / (Double(monotonicNanoseconds() - start) / 1e9) / 1e9
+    }
+}
+
+/// A cache line bounced between two threads (which the scheduler puts on different cores when
+/// the machine is otherwise idle): the latency every cross-core handoff of ring data pays.
+enum CoreToCore {
+    final class Line: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    /// Mean round trip in nanoseconds over `trips` handoffs.
+    static func roundTripNanoseconds(trips: Int = 20_000) -> Double {
+        let line = Line()
+        let echo = Thread {
+            for trip in 1...trips {
+                waitFor(line, 2 * trip - 1)
+                line.value.store(2 * trip, ordering: .releasing)
+            }
+        }
+        echo.start()
+        waitFor(line, 0)
+        let start = monotonicNanoseconds()
+        for trip in 1...trips {
+            line.value.store(2 * trip - 1, ordering: .releasing)
+            waitFor(line, 2 * trip)
+        }
+        return Double(monotonicNanoseconds() - start) / Double(trips)
+    }
+
+    /// Spins until the line holds `value`, yielding now and then in case both threads share a core.
+    private static func waitFor(_ line: Line, _ value: Int) {
+        var spins = 0
+        while line.value.load(ordering: .acquiring) != value {
+            spins &+= 1
+            if spins & 0xFFF == 0 { sched_yield() }
+        }
+    }
+}
+
+/// Single-core rates of the producer's per-record work. Source and ring buffer are page aligned,
+/// so where the source starts in its page is set per row: glibc's memcpy (rep movsb for large
+/// copies) runs ~20 times slower on this CPU when the destination is 8 to 24 bytes past the
+/// source modulo 4 KiB, and ring records move 8 bytes further in the page each time.
+enum Kernels {
+    enum Operation: CaseIterable {
+        case memcpyAligned, memcpyShortDistance, checksum, memcpyThenChecksum, memcpyThenChecksumPageAligned, fused
+
+        func label(_ implementation: String) -> String {
+            switch self {
+            case .memcpyAligned:
+                "memcpy, destination at the source's offset in the page (the throughput table's baseline)"
+            case .memcpyShortDistance: "memcpy, destination 16 bytes past the source modulo 4 KiB"
+            case .checksum: "CRC-32 (\(implementation)) of the source"
+            case .memcpyThenChecksum:
+                "memcpy into ring record positions, then CRC-32 of the copy (the producer's former two passes); "
+                    + "source at page offset 2048"
+            case .memcpyThenChecksumPageAligned:
+                "the same with a page-aligned source: 3 of the 15 record positions per lap are 8-24 bytes past it"
+            case .fused:
+                "copy + CRC-32 in one pass into ring record positions (`CRC32.copy`, the producer now), "
+                    + "page-aligned source"
+            }
+        }
+
+        var sourceOffset: Int { self == .memcpyThenChecksum ? 2048 : 0 }
+    }
+
+    static func rate(_ operation: Operation, size: Int, seconds: Double) -> Double {
+        let capacity = 1 << 20
+        let page = 4096
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size + page, alignment: page)
+        let ring = UnsafeMutableRawPointer.allocate(byteCount: capacity + page, alignment: page)
+        defer {
+            buffer.deallocate()
+            ring.deallocate()
+        }
+        let source = buffer + operation.sourceOffset
+        for index in 0..<size {
+            source.storeBytes(of: UInt8(truncatingIfNeeded: index &* 131 &+ 7), toByteOffset: index, as: UInt8.self)
+        }
+        ring.initializeMemory(as: UInt8.self, repeating: 0, count: capacity + page)
+        let input = UnsafeRawBufferPointer(start: source, count: size)
+        let record = 8 + ((size + 7) & ~7)
+        var position = 0
+        var sink: UInt32 = 0
+        let start = monotonicNanoseconds()
+        let end = start + UInt64(seconds * 1e9)
+        var done = 0
+        while true {
+            for _ in 0..<16 {
+                switch operation {
+                case .memcpyAligned, .memcpyShortDistance:
+                    if position + size > capacity { position = 0 }
+                    Glibc.memcpy(ring + position + (operation == .memcpyAligned ? 0 : 16), source, size)
+                    position += (size + page - 1) & ~(page - 1)
+                    continue
+                default: break
+                }
+                // Ring positions: records back to back, none split across the end.
+                if position % capacity + record > capacity { position += capacity - position % capacity }
+                let payload = ring + position % capacity + 8
+                switch operation {
+                case .memcpyAligned, .memcpyShortDistance: break
+                case .checksum: sink ^= CRC32.checksum(input)
+                case .memcpyThenChecksum, .memcpyThenChecksumPageAligned:
+                    Glibc.memcpy(payload, source, size)
+                    sink ^= CRC32.checksum(UnsafeRawBufferPointer(start: payload, count: size))
+                case .fused: sink ^= CRC32.copy(input, to: payload)
+                }
+                position += record
+            }
+            done += 16
+            if monotonicNanoseconds() >= end { break }
+        }
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        if sink == 0x1234_5678 { print("", terminator: "") }  // keeps the checksums alive
+        return Double(done * size) / elapsed / 1e9
     }
 }

@@ -33,4 +33,12 @@ uint32_t aether_crc32_vpclmul(uint32_t crc, const void *data, size_t length);
 /// Whether this CPU has VPCLMULQDQ and AVX2 (and PCLMULQDQ).
 int aether_crc32_has_vpclmul(void);
 
+/// Copies `length` bytes from `source` to `destination` (the two must not overlap) and returns
+/// the CRC of the bytes stored, continuing from `crc`, in one pass over the data: each vector is
+/// loaded once, stored, and folded from the same register. Same requirements as the
+/// checksum-only function of the same kernel; `_slice8` (copy, then checksum) runs anywhere.
+uint32_t aether_crc32_copy_vpclmul(uint32_t crc, void *destination, const void *source, size_t length);
+uint32_t aether_crc32_copy_pclmul(uint32_t crc, void *destination, const void *source, size_t length);
+uint32_t aether_crc32_copy_slice8(uint32_t crc, void *destination, const void *source, size_t length);
+
 #endif
