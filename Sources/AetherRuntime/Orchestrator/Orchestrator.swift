@@ -29,6 +29,7 @@ public final class Orchestrator: @unchecked Sendable {
     private var handshakes: [FunctionID: HandshakeServer] = [:]
     private var generation = 0
     private var deploying = false
+    private var criuPrimed = false
     private var control: ControlServer?
     private var metrics: MetricsServer?
     private var memory: MemoryCgroup?
@@ -73,13 +74,7 @@ public final class Orchestrator: @unchecked Sendable {
         if !staleImages.isEmpty {
             logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")
         }
-        if initialFunctions.contains(where: \.snapshot) {
-            do {
-                try Criu(path: settings.criuPath).primeKernelCache()
-            } catch {
-                throw .criu(error)
-            }
-        }
+        try primeCriu(for: initialFunctions)
         let stale = SharedMemoryRegion.removeStale()
         if !stale.isEmpty {
             logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))")
@@ -112,6 +107,23 @@ public final class Orchestrator: @unchecked Sendable {
                         what: "the control socket", address: path,
                         reason: "mkdir \(partial): \(String(cString: strerror(errno)))"))
             }
+        }
+    }
+
+    /// Installs criu's kernel-probe cache the first time a snapshot function is started (at
+    /// `up`, or by the first deploy that brings one), so no restore pays the probe.
+    private func primeCriu(for functions: [FunctionConfig]) throws(AetherError) {
+        guard functions.contains(where: \.snapshot) else { return }
+        let needed = lock.withLock {
+            defer { criuPrimed = true }
+            return !criuPrimed
+        }
+        guard needed else { return }
+        do {
+            try Criu(path: settings.criuPath).primeKernelCache()
+        } catch {
+            lock.withLock { criuPrimed = false }
+            throw .criu(error)
         }
     }
 
@@ -231,6 +243,7 @@ public final class Orchestrator: @unchecked Sendable {
                     "the functions would keep \(demand) restored instances warm (min_warm of snapshot functions), over warm_pool_size \(settings.warmPoolSize.rawValue)"
                 ))
         }
+        try primeCriu(for: config.functions)
         var result = DeployResult(added: [], replaced: [], unchanged: [])
         for function in config.functions {
             if let current = running[function.id] {
