@@ -26,16 +26,19 @@ public enum CRC32 {
     /// The fastest implementation this CPU supports; `checksum` uses it.
     public static let selected: Implementation = Implementation.allCases.first { $0.isSupported } ?? .slicingBy8
 
-    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        checksum(bytes, using: selected)
+    /// The CRC of `bytes`; with `continuing`, the CRC of the bytes checksummed before followed by these.
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        checksum(bytes, using: selected, continuing: crc)
     }
 
-    public static func checksum(_ bytes: UnsafeRawBufferPointer, using implementation: Implementation) -> UInt32 {
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return 0 }
+    public static func checksum(
+        _ bytes: UnsafeRawBufferPointer, using implementation: Implementation, continuing crc: UInt32 = 0
+    ) -> UInt32 {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return crc }
         switch implementation {
-        case .vpclmul: return aether_crc32_vpclmul(0, base, bytes.count)
-        case .pclmul: return aether_crc32_pclmul(0, base, bytes.count)
-        case .slicingBy8: return aether_crc32_slice8(0, base, bytes.count)
+        case .vpclmul: return aether_crc32_vpclmul(crc, base, bytes.count)
+        case .pclmul: return aether_crc32_pclmul(crc, base, bytes.count)
+        case .slicingBy8: return aether_crc32_slice8(crc, base, bytes.count)
         }
     }
 
@@ -45,18 +48,21 @@ public enum CRC32 {
     /// that of what `destination` holds even if `source` changes meanwhile.
     ///
     /// - Parameter destination: `source.count` writable bytes that do not overlap `source`.
-    public static func copy(_ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) -> UInt32 {
-        copy(source, to: destination, using: selected)
+    public static func copy(
+        _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, continuing crc: UInt32 = 0
+    ) -> UInt32 {
+        copy(source, to: destination, using: selected, continuing: crc)
     }
 
     public static func copy(
-        _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, using implementation: Implementation
+        _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, using implementation: Implementation,
+        continuing crc: UInt32 = 0
     ) -> UInt32 {
-        guard let base = source.baseAddress, !source.isEmpty else { return 0 }
+        guard let base = source.baseAddress, !source.isEmpty else { return crc }
         switch implementation {
-        case .vpclmul: return aether_crc32_copy_vpclmul(0, destination, base, source.count)
-        case .pclmul: return aether_crc32_copy_pclmul(0, destination, base, source.count)
-        case .slicingBy8: return aether_crc32_copy_slice8(0, destination, base, source.count)
+        case .vpclmul: return aether_crc32_copy_vpclmul(crc, destination, base, source.count)
+        case .pclmul: return aether_crc32_copy_pclmul(crc, destination, base, source.count)
+        case .slicingBy8: return aether_crc32_copy_slice8(crc, destination, base, source.count)
         }
     }
 }

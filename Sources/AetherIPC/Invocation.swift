@@ -192,6 +192,32 @@ public struct InvocationRequest: Sendable, Equatable {
         InvocationFormat.requestFixedSize + method.utf8.count + target.utf8.count + headerBlock + body
     }
 
+    /// Writes a request message into `buffer` (exactly `encodedSize(...)` bytes) and returns its
+    /// CRC-32, copying the body and checksumming it in one pass: what a ring producer's
+    /// `tryWrite(length:storing:)` needs.
+    public static func encodeWithChecksum<Headers: Sequence>(
+        id: UInt64, method: String, target: String, headers: Headers, headerBlock: (bytes: Int, count: Int),
+        body: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer
+    ) -> UInt32 where Headers.Element == (name: String, value: String) {
+        var writer = MessageWriter(buffer)
+        writer.u8(InvocationKind.request.rawValue)
+        writer.u8(InvocationFormat.version)
+        writer.u16(0)
+        writer.u32(headerBlock.count)
+        writer.u64(id)
+        writer.u32(method.utf8.count)
+        writer.u32(target.utf8.count)
+        writer.u32(headerBlock.bytes)
+        writer.u32(body.count)
+        writer.text(method)
+        writer.text(target)
+        writer.headers(headers)
+        let head = writer.offset
+        precondition(head + body.count == buffer.count, "request message size mismatch")
+        let crc = CRC32.checksum(UnsafeRawBufferPointer(rebasing: buffer[..<head]))
+        return CRC32.copy(body, to: buffer.baseAddress! + head, continuing: crc)
+    }
+
     /// Writes a request message into `buffer`, which must be exactly `encodedSize(...)` bytes.
     public static func encode<Headers: Sequence>(
         id: UInt64, method: String, target: String, headers: Headers, headerBlock: (bytes: Int, count: Int),

@@ -75,8 +75,11 @@ public final class RingProducer: @unchecked Sendable {
 
     /// The write itself: `store` puts the payload into the ring (the buffer given) and returns
     /// its CRC-32; length and checksum follow, then the release store of head publishes it.
+    /// Public for writers that checksum as they copy (`CRC32.copy(_:to:continuing:)`); the
+    /// returned value must be the CRC of exactly the bytes stored, or the consumer skips the
+    /// record as corrupted.
     @inline(__always)
-    private func tryWrite(
+    public func tryWrite(
         length: Int, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
     ) throws(SharedMemoryError) -> Bool {
         guard length <= maximumPayload else { throw .messageTooLarge(size: length, maximum: maximumPayload) }

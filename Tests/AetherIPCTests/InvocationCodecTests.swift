@@ -66,6 +66,30 @@ import Testing
         }
     }
 
+    /// The one-pass encoder (header fields, then body copied while checksummed) writes the same
+    /// bytes as the plain one and returns the CRC of all of them.
+    @Test func encodingWithChecksumMatches() {
+        for bodyLength in [0, 1, 7, 31, 32, 33, 255, 4096, 65_537, 300_001] {
+            let body = (0..<bodyLength).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+            let request = InvocationRequest(
+                id: 99, method: "POST", target: "/x?y=1",
+                headers: [InvocationHeader(name: "Content-Type", value: "application/octet-stream")], body: body)
+            let expected = request.encoded()
+            let pairs = request.headers.map { (name: $0.name, value: $0.value) }
+            let block = InvocationFormat.headerBlockSize(pairs)
+            var buffer = [UInt8](repeating: 0xAA, count: expected.count)
+            let crc = buffer.withUnsafeMutableBytes { out in
+                body.withUnsafeBytes { source in
+                    InvocationRequest.encodeWithChecksum(
+                        id: 99, method: "POST", target: "/x?y=1", headers: pairs, headerBlock: block, body: source,
+                        into: out)
+                }
+            }
+            #expect(buffer == expected, "body of \(bodyLength) bytes")
+            #expect(crc == expected.withUnsafeBytes { CRC32.checksum($0) }, "body of \(bodyLength) bytes")
+        }
+    }
+
     /// Every way a message can lie about itself is a typed error, never a crash or an overread.
     @Test func malformedMessagesAreTypedErrors() {
         func requestError(_ bytes: [UInt8]) -> InvocationFormatError? {

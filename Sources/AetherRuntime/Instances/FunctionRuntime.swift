@@ -255,18 +255,21 @@ final class FunctionRuntime: @unchecked Sendable {
             method: method, target: head.uri, headerBlock: block.bytes, body: invocation.body?.readableBytes ?? 0)
         let written: Bool
         do {
-            written = try requests.tryWrite(length: size) { buffer in
-                let encode = { (body: UnsafeRawBufferPointer) in
-                    InvocationRequest.encode(
-                        id: requestID, method: method, target: head.uri, headers: head.headers, headerBlock: block,
-                        body: body, into: buffer)
-                }
-                if let body = invocation.body {
-                    body.withUnsafeReadableBytes(encode)
-                } else {
-                    encode(UnsafeRawBufferPointer(start: nil, count: 0))
-                }
-            }
+            // Header fields, then the body copied and checksummed in one pass.
+            written = try requests.tryWrite(
+                length: size,
+                storing: { buffer in
+                    let encode = { (body: UnsafeRawBufferPointer) in
+                        InvocationRequest.encodeWithChecksum(
+                            id: requestID, method: method, target: head.uri, headers: head.headers, headerBlock: block,
+                            body: body, into: buffer)
+                    }
+                    if let body = invocation.body {
+                        return body.withUnsafeReadableBytes(encode)
+                    } else {
+                        return encode(UnsafeRawBufferPointer(start: nil, count: 0))
+                    }
+                })
         } catch {
             // Poisoned by the handler (or a size the validator should have ruled out): this
             // instance cannot take requests any more.
