@@ -199,21 +199,9 @@ public struct InvocationRequest: Sendable, Equatable {
         id: UInt64, method: String, target: String, headers: Headers, headerBlock: (bytes: Int, count: Int),
         body: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer
     ) -> UInt32 where Headers.Element == (name: String, value: String) {
-        var writer = MessageWriter(buffer)
-        writer.u8(InvocationKind.request.rawValue)
-        writer.u8(InvocationFormat.version)
-        writer.u16(0)
-        writer.u32(headerBlock.count)
-        writer.u64(id)
-        writer.u32(method.utf8.count)
-        writer.u32(target.utf8.count)
-        writer.u32(headerBlock.bytes)
-        writer.u32(body.count)
-        writer.text(method)
-        writer.text(target)
-        writer.headers(headers)
-        let head = writer.offset
-        precondition(head + body.count == buffer.count, "request message size mismatch")
+        let head = writeHead(
+            id: id, method: method, target: target, headers: headers, headerBlock: headerBlock, bodyLength: body.count,
+            into: buffer)
         let crc = CRC32.checksum(UnsafeRawBufferPointer(rebasing: buffer[..<head]))
         return CRC32.copy(body, to: buffer.baseAddress! + head, continuing: crc)
     }
@@ -223,6 +211,19 @@ public struct InvocationRequest: Sendable, Equatable {
         id: UInt64, method: String, target: String, headers: Headers, headerBlock: (bytes: Int, count: Int),
         body: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer
     ) where Headers.Element == (name: String, value: String) {
+        let head = writeHead(
+            id: id, method: method, target: target, headers: headers, headerBlock: headerBlock, bodyLength: body.count,
+            into: buffer)
+        if let source = body.baseAddress, body.count > 0 {
+            (buffer.baseAddress! + head).copyMemory(from: source, byteCount: body.count)
+        }
+    }
+
+    /// Everything before the body; returns where the body starts.
+    private static func writeHead<Headers: Sequence>(
+        id: UInt64, method: String, target: String, headers: Headers, headerBlock: (bytes: Int, count: Int),
+        bodyLength: Int, into buffer: UnsafeMutableRawBufferPointer
+    ) -> Int where Headers.Element == (name: String, value: String) {
         var writer = MessageWriter(buffer)
         writer.u8(InvocationKind.request.rawValue)
         writer.u8(InvocationFormat.version)
@@ -232,12 +233,12 @@ public struct InvocationRequest: Sendable, Equatable {
         writer.u32(method.utf8.count)
         writer.u32(target.utf8.count)
         writer.u32(headerBlock.bytes)
-        writer.u32(body.count)
+        writer.u32(bodyLength)
         writer.text(method)
         writer.text(target)
         writer.headers(headers)
-        writer.bytes(body)
-        precondition(writer.offset == buffer.count, "request message size mismatch")
+        precondition(writer.offset + bodyLength == buffer.count, "request message size mismatch")
+        return writer.offset
     }
 
     /// The whole message as bytes.

@@ -7,7 +7,7 @@ import Musl
 #endif
 
 /// Small POSIX chores shared by the orchestrator, the handler SDK and the ring: listing a
-/// folder and connecting to a Unix stream socket.
+/// folder, reading a small file, and connecting to a Unix stream socket.
 package enum Posix {
     package struct DirectoryEntry {
         package let name: String
@@ -27,6 +27,26 @@ package enum Posix {
             entries.append(DirectoryEntry(name: name, isDirectory: entry.pointee.d_type == UInt8(DT_DIR)))
         }
         return entries
+    }
+
+    /// A whole (small) file: /proc and cgroup files, criu's logs and caches. Nil if unreadable.
+    package static func readBytes(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += chunk[..<n]
+        }
+        return bytes
+    }
+
+    package static func readFile(_ path: String) -> String? {
+        readBytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// A connected, close-on-exec Unix stream socket.

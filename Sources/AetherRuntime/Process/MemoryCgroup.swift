@@ -30,7 +30,7 @@ final class MemoryCgroup: Sendable {
 
     /// Finds the memory controller of our own cgroup and makes `aetherless-<pid>` under it.
     static func create() -> Result<MemoryCgroup, CgroupFailure> {
-        guard let table = readFile("/proc/self/cgroup") else {
+        guard let table = Posix.readFile("/proc/self/cgroup") else {
             return .failure(CgroupFailure(reason: "cannot read /proc/self/cgroup"))
         }
         var base: (String, Version)?
@@ -44,7 +44,7 @@ final class MemoryCgroup: Sendable {
             if fields[0] == "0" && fields[1].isEmpty {
                 for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
                     let folder = mount + fields[2]
-                    if readFile(folder + "/cgroup.controllers")?.split(separator: " ").contains(where: {
+                    if Posix.readFile(folder + "/cgroup.controllers")?.split(separator: " ").contains(where: {
                         $0.hasPrefix("memory")
                     }) == true {
                         base = (folder, .v2)
@@ -83,7 +83,9 @@ final class MemoryCgroup: Sendable {
             let children = (Posix.entries(of: root) ?? []).filter(\.isDirectory).map { root + "/" + $0.name }
             for child in children {
                 for attempt in 0..<50 {
-                    let pids = (readFile(child + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+                    let pids = (Posix.readFile(child + "/cgroup.procs") ?? "").split(separator: "\n").compactMap {
+                        pid_t($0)
+                    }
                     if pids.isEmpty || attempt == 49 { break }
                     pids.forEach { kill($0, SIGKILL) }
                     usleep(20_000)
@@ -124,7 +126,7 @@ final class MemoryCgroup: Sendable {
     /// Bytes in use by the cgroup now.
     func usage(of folder: String) -> Int? {
         let file = version == .v1 ? "/memory.usage_in_bytes" : "/memory.current"
-        return Self.readFile(folder + file).flatMap { Int($0.trimmingWhitespace) }
+        return Posix.readFile(folder + file).flatMap { Int($0.trimmingCharacters(in: " \n")) }
     }
 
     /// Whether the kernel's OOM killer acted in the cgroup.
@@ -132,12 +134,12 @@ final class MemoryCgroup: Sendable {
         switch version {
         case .v1:
             // oom_control's "oom_kill N" counts kills; failcnt alone also counts reclaim.
-            let control = Self.readFile(folder + "/memory.oom_control") ?? ""
+            let control = Posix.readFile(folder + "/memory.oom_control") ?? ""
             return control.split(separator: "\n").contains { line in
                 line.hasPrefix("oom_kill ") && line.split(separator: " ").last.flatMap { Int($0) } ?? 0 > 0
             }
         case .v2:
-            let events = Self.readFile(folder + "/memory.events") ?? ""
+            let events = Posix.readFile(folder + "/memory.events") ?? ""
             return events.split(separator: "\n").contains { line in
                 line.hasPrefix("oom_kill ") && line.split(separator: " ").last.flatMap { Int($0) } ?? 0 > 0
             }
@@ -155,25 +157,6 @@ final class MemoryCgroup: Sendable {
 
     // MARK: Files
 
-    static func readFile(_ path: String) -> String? {
-        readBytes(path).map { String(decoding: $0, as: UTF8.self) }
-    }
-
-    static func readBytes(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes += chunk[..<n]
-        }
-        return bytes
-    }
-
     @discardableResult
     private func writeFile(_ path: String, _ text: String) -> Bool { Self.writeFile(path, text) }
 
@@ -189,10 +172,4 @@ final class MemoryCgroup: Sendable {
 
 struct CgroupFailure: Error, Sendable {
     let reason: String
-}
-
-extension String {
-    fileprivate var trimmingWhitespace: String {
-        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
-    }
 }

@@ -1,4 +1,5 @@
 public import AetherCore
+import AetherIPC
 
 #if canImport(Glibc)
 import Glibc
@@ -76,7 +77,7 @@ public struct Criu: Sendable {
         }
         var status: CInt = 0
         while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
-        guard ExitStatus(waitStatus: status) == .exited(0), let cache = MemoryCgroup.readBytes(staging), !cache.isEmpty
+        guard ExitStatus(waitStatus: status) == .exited(0), let cache = Posix.readBytes(staging), !cache.isEmpty
         else {
             throw .checkFailed(output: "criu check in a private mount namespace \(ExitStatus(waitStatus: status))")
         }
@@ -148,7 +149,7 @@ public struct Criu: Sendable {
 
     /// The error lines of a criu log (or its last lines), for error messages.
     static func logTail(_ path: String, fallback: String) -> String {
-        guard let text = MemoryCgroup.readFile(path), !text.isEmpty else {
+        guard let text = Posix.readFile(path), !text.isEmpty else {
             return fallback.isEmpty ? "(no criu log at \(path))" : fallback
         }
         let lines = text.split(separator: "\n")

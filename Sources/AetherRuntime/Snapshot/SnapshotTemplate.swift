@@ -1,4 +1,5 @@
 import AetherCore
+import AetherIPC
 import CAetherSystem
 
 #if canImport(Glibc)
@@ -28,7 +29,7 @@ struct SnapshotTemplate: Sendable {
             inheriting: inheriting)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let children = MemoryCgroup.readFile("/proc/\(launcher.pid)/task/\(launcher.pid)/children") ?? ""
+            let children = Posix.readFile("/proc/\(launcher.pid)/task/\(launcher.pid)/children") ?? ""
             if let child = children.split(separator: " ").first.flatMap({ pid_t($0) }) {
                 return SnapshotTemplate(launcher: launcher, pid: child)
             }
