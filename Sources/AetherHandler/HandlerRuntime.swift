@@ -166,34 +166,19 @@ public enum AetherHandler {
         }
 
         private static func send(_ fd: CInt, _ text: String) throws {
-            let bytes = Array(text.utf8)
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes[offset...].withUnsafeBytes {
-                    Glibc.send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL))
-                }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    throw StartupError(
-                        description: "cannot write to AETHER_SOCKET: \(String(cString: strerror(errno)))")
-                }
-                offset += n
+            do {
+                try ControlLine.write(fd, text)
+            } catch {
+                throw StartupError(description: "AETHER_SOCKET: \(error.description)")
             }
         }
 
         private static func readLine(_ fd: CInt) throws -> String {
-            var line: [UInt8] = []
-            var byte: UInt8 = 0
-            while line.count < 4096 {
-                let n = recv(fd, &byte, 1, 0)
-                if n < 0 && errno == EINTR { continue }
-                guard n == 1 else {
-                    throw StartupError(description: "the orchestrator closed AETHER_SOCKET during the handshake")
-                }
-                if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
-                line.append(byte)
+            do {
+                return try ControlLine.read(fd, timeout: nil)
+            } catch {
+                throw StartupError(description: "AETHER_SOCKET during the handshake: \(error.description)")
             }
-            throw StartupError(description: "the orchestrator sent a line over 4096 bytes")
         }
     }
 }

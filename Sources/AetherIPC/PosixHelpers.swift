@@ -76,3 +76,51 @@ package enum Posix {
         return fd
     }
 }
+
+/// Blocking line I/O on a handler control connection (docs/handler-protocol.md): the
+/// orchestrator's side for restored copies, and the Swift handler runtime's side.
+package enum ControlLine {
+    package struct Failure: Error, CustomStringConvertible {
+        package let description: String
+    }
+
+    package static func write(_ fd: CInt, _ text: String) throws(Failure) {
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw Failure(
+                    description: "cannot write to the control connection: \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+    }
+
+    /// One line without its newline; at most 4096 bytes. `timeout` nil waits for ever.
+    package static func read(_ fd: CInt, timeout: Duration?) throws(Failure) -> String {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var line: [UInt8] = []
+        while line.count <= 4096 {
+            var milliseconds: CInt = -1
+            if let deadline, let timeout {
+                let left = deadline - ContinuousClock.now
+                guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
+                milliseconds = CInt(
+                    max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, milliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { continue }
+            var byte: UInt8 = 0
+            let n = recv(fd, &byte, 1, 0)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { throw Failure(description: "the control connection was closed") }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+        throw Failure(description: "a line longer than 4096 bytes")
+    }
+}
