@@ -45,12 +45,25 @@ let package = Package(
         ),
         // GNU-only system calls for the orchestrator (pipe2, thread names).
         .target(name: "CAetherSystem"),
+        // libbpf (Debian's libbpf-dev) and the map layouts shared with the BPF programs.
+        .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        // Compiles a target's bpf/*.bpf.c with clang -target bpf and embeds the objects.
+        .plugin(name: "BPFCompiler", capability: .buildTool(), dependencies: ["bpf-embed"]),
+        .executableTarget(name: "bpf-embed", swiftSettings: strictSwift6),
+        // The eBPF data plane: sk_lookup dispatch of trigger ports to sockets, XDP counters.
+        .target(
+            name: "AetherNet",
+            dependencies: ["AetherCore", "CLibBPF"],
+            exclude: ["bpf"],
+            swiftSettings: strictSwift6,
+            plugins: ["BPFCompiler"]
+        ),
         // The orchestrator behind `aether up`: handler processes, instance pools, the HTTP
         // gateway on trigger ports and the control API.
         .target(
             name: "AetherRuntime",
             dependencies: [
-                "AetherCore", "AetherIPC", "CAetherSystem",
+                "AetherCore", "AetherIPC", "AetherNet", "CAetherSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -120,6 +133,14 @@ let package = Package(
             name: "AetherRuntimeTests",
             dependencies: ["AetherRuntime", "AetherCore"],
             swiftSettings: strictSwift6
+        ),
+        // The data plane loaded into the kernel (root; run in a private network namespace).
+        .testTarget(
+            name: "AetherNetTests",
+            dependencies: ["AetherNet", "AetherCore", "CLibBPF"],
+            exclude: ["bpf"],
+            swiftSettings: strictSwift6,
+            plugins: ["BPFCompiler"]
         ),
         .testTarget(
             name: "AetherCLITests",

@@ -14,8 +14,10 @@ if ! command -v swift >/dev/null; then
     exit 1
 fi
 
-# Debian packages the project uses; installed only when missing.
-packages=(python3 procps curl util-linux)
+# Debian packages the project uses; installed only when missing. libbpf-dev (libbpf 1.1) and
+# pkg-config for the eBPF data plane (the BPF programs are compiled by the toolchain's clang);
+# iproute2 for the private network namespaces the tests run in.
+packages=(python3 procps curl util-linux libbpf-dev pkg-config iproute2)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

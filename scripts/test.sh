@@ -20,11 +20,17 @@ if grep -E "^$(pwd)/(Sources|Tests)/.*: warning:" "$log"; then
     exit 1
 fi
 
-echo "== swift tests"
-swift test --skip-build
+# The tests attach BPF programs and bind ports: they run in a private network namespace of their
+# own (only its loopback is up), so nothing they do reaches the host's interfaces.
+in_private_network() {
+    unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh "$@"
+}
+
+echo "== swift tests (in a private network namespace)"
+in_private_network swift test --skip-build
 
 echo "== python sdk tests"
 python3 -m unittest discover -s sdk/python/tests
 
-echo "== integration tests (aether up with real handlers)"
-AETHER_BIN="$(pwd)/.build/debug/aether" python3 -m unittest discover -s tests/integration -t .
+echo "== integration tests (aether up with real handlers, in a private network namespace)"
+AETHER_BIN="$(pwd)/.build/debug/aether" in_private_network python3 -m unittest discover -s tests/integration -t .

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,3 +23,7 @@ int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
 }
 
 int aether_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+int aether_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int aether_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }

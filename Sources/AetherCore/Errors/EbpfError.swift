@@ -6,6 +6,7 @@ public enum EbpfError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A loaded program could not be attached to its hook.
     case attachFailed(program: String, target: String, reason: String)
     case mapNotFound(name: String)
+    case programNotFound(object: String, program: String)
     case mapOperationFailed(map: String, operation: String, reason: String)
 
     public var description: String {
@@ -16,6 +17,8 @@ public enum EbpfError: Error, Sendable, Equatable, CustomStringConvertible {
             "eBPF program \(program) could not attach to \(target): \(reason)"
         case .mapNotFound(let name):
             "eBPF map \(name) is not in the loaded object"
+        case .programNotFound(let object, let program):
+            "eBPF program \(program) is not in the object \(object)"
         case .mapOperationFailed(let map, let operation, let reason):
             "eBPF map \(map): \(operation) failed: \(reason)"
         }

@@ -20,4 +20,11 @@ int aether_become_child_subreaper(void);
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void aether_set_thread_name(const char *name);
 
+/// pidfd_open(pid, 0): a descriptor naming the process (no PID reuse race). -1 with errno.
+int aether_pidfd_open(int pid);
+
+/// pidfd_getfd(pidfd, fd, 0): a copy of another process's descriptor `fd` (needs
+/// PTRACE_MODE_ATTACH_REALCREDS over it, which root has). -1 with errno.
+int aether_pidfd_getfd(int pidfd, int fd);
+
 #endif

@@ -1,0 +1,221 @@
+public import AetherCore
+import CLibBPF
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Where the XDP counter program is attached (`xdp_interface`, `xdp_mode`).
+public struct XDPAttachment: Sendable, Equatable {
+    public enum Mode: String, Sendable, CaseIterable {
+        /// SKB mode: works on every interface, `lo` included, after the kernel built the skb.
+        case generic
+        /// Driver mode: before the skb exists; needs driver support (veth has it, lo has not).
+        case native
+    }
+
+    public var interface: String
+    public var mode: Mode
+
+    public init(interface: String, mode: Mode) {
+        self.interface = interface
+        self.mode = mode
+    }
+}
+
+/// The orchestrator's eBPF data plane (`dataplane: ebpf`), the "trigger port -> handler" table
+/// of the seed, kept in the kernel:
+/// - `aether_dispatch` (sk_lookup, linked to our network namespace) hands each new connection
+///   to a trigger port to the listening socket in `dispatch_sockets`: the gateway's socket for
+///   an sdk function, the handler's own socket for a process handler. Nothing needs to be
+///   bound to the trigger port itself, and (re)deploying is one map update.
+/// - `aether_xdp` (optional, linked to one interface) counts packets and bytes per mapped port
+///   and drops new connections to ports marked so.
+/// All attachments are bpf_links owned by this object: they go away with the process.
+public final class EbpfDataplane: @unchecked Sendable {
+    private struct Entry {
+        var function: String
+        var pid: Int32
+        var socket: EbpfStatus.SocketOwner
+        var dropsNewConnections: Bool
+    }
+
+    private struct State {
+        var object: BPFObject?
+        var links: [BPFLink]
+        var entries: [UInt16: Entry] = [:]
+    }
+
+    private let state: Mutex<State>
+    private let sockets: BPFMap
+    private let targets: BPFMap
+    private let counters: BPFMap
+    private let ipv4Filter: UInt32
+    public let listenAddress: String
+
+    /// Loads the programs and attaches them. `listenAddress`: only connections to this address
+    /// are steered (all addresses for 0.0.0.0 or ::).
+    public init(listenAddress: String, xdp: XDPAttachment?) throws(EbpfError) {
+        let object = try BPFObject(.dataplane)
+        sockets = try object.map("dispatch_sockets")
+        targets = try object.map("port_redirect_map")
+        counters = try object.map("port_counters")
+        self.listenAddress = listenAddress
+        ipv4Filter =
+            listenAddress == "0.0.0.0" || listenAddress == "::"
+            ? 0 : ListeningSocket.ipv4NetworkOrder(listenAddress) ?? 0
+        try object.map("dispatch_settings").update(
+            UInt32(0), aether_dispatch_settings(ipv4_address: ipv4Filter, reserved: 0))
+
+        var links: [BPFLink] = []
+        let namespace = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)
+        guard namespace >= 0 else {
+            throw .attachFailed(
+                program: "aether_dispatch", target: "this network namespace",
+                reason: "open /proc/self/ns/net: \(errnoText(errno))")
+        }
+        defer { Glibc.close(namespace) }
+        var information = stat()
+        fstat(namespace, &information)
+        links.append(
+            try BPFLink(
+                program: "aether_dispatch", programDescriptor: object.programDescriptor("aether_dispatch"),
+                target: "network namespace net:[\(information.st_ino)]", targetDescriptor: namespace,
+                type: AETHER_ATTACH_SK_LOOKUP, flags: 0))
+        if let xdp {
+            let index = if_nametoindex(xdp.interface)
+            guard index != 0 else {
+                throw .attachFailed(
+                    program: "aether_xdp", target: "interface \(xdp.interface)",
+                    reason: "no such network interface in this namespace")
+            }
+            links.append(
+                try BPFLink(
+                    program: "aether_xdp", programDescriptor: object.programDescriptor("aether_xdp"),
+                    target: "interface \(xdp.interface) (\(xdp.mode.rawValue) XDP)", targetDescriptor: Int32(index),
+                    type: AETHER_ATTACH_XDP,
+                    flags: xdp.mode == .generic ? AETHER_XDP_FLAGS_GENERIC : AETHER_XDP_FLAGS_NATIVE))
+        }
+        state = Mutex(State(object: object, links: links))
+    }
+
+    /// Sends new connections to `port` to the listening socket `descriptor` (the map holds the
+    /// socket; the caller may close its descriptor). Replaces what the port pointed to before
+    /// in one map update, so no connection in between is refused.
+    public func steer(
+        port: UInt16, function: String, socket descriptor: CInt, owner pid: Int32, kind: EbpfStatus.SocketOwner
+    )
+        throws(EbpfError)
+    {
+        try state.withLock { state throws(EbpfError) in
+            let drops = state.entries[port]?.dropsNewConnections ?? false
+            try sockets.update(
+                aether_dispatch_key(protocol: UInt32(IPPROTO_TCP), port: UInt32(port)), UInt64(descriptor))
+            try targets.update(
+                UInt32(port),
+                aether_port_target(
+                    pid: UInt32(bitPattern: pid), ipv4_address: ipv4Filter,
+                    flags: drops ? AETHER_PORT_DROP_NEW_CONNECTIONS : 0, reserved: 0))
+            if counters.lookupAllCPUs(UInt32(port), as: aether_port_counters.self) == nil {
+                try counters.updateAllCPUs(UInt32(port), aether_port_counters())
+            }
+            state.entries[port] = Entry(function: function, pid: pid, socket: kind, dropsNewConnections: drops)
+        }
+    }
+
+    /// Stops steering `port` and forgets its counters (the function was removed or moved).
+    public func release(port: UInt16) throws(EbpfError) {
+        try state.withLock { state throws(EbpfError) in
+            try sockets.delete(aether_dispatch_key(protocol: UInt32(IPPROTO_TCP), port: UInt32(port)))
+            try targets.delete(UInt32(port))
+            try counters.delete(UInt32(port))
+            state.entries[port] = nil
+        }
+    }
+
+    /// While set, XDP drops new connections (SYN without ACK) to `port`; open ones continue.
+    public func setDropsNewConnections(port: UInt16, _ drops: Bool) throws(EbpfError) {
+        try state.withLock { state throws(EbpfError) in
+            guard var entry = state.entries[port] else { return }
+            entry.dropsNewConnections = drops
+            try targets.update(
+                UInt32(port),
+                aether_port_target(
+                    pid: UInt32(bitPattern: entry.pid), ipv4_address: ipv4Filter,
+                    flags: drops ? AETHER_PORT_DROP_NEW_CONNECTIONS : 0, reserved: 0))
+            state.entries[port] = entry
+        }
+    }
+
+    /// Programs, links, map entries and per-port counters (summed over CPUs), read from the
+    /// kernel now.
+    public func status() -> EbpfStatus {
+        state.withLock { state in
+            let steered = Set(sockets.keys(as: aether_dispatch_key.self).map { UInt16(truncatingIfNeeded: $0.port) })
+            let ports = state.entries.keys.sorted().map { port in
+                let entry = state.entries[port]!
+                let perCPU = counters.lookupAllCPUs(UInt32(port), as: aether_port_counters.self) ?? []
+                return EbpfStatus.Port(
+                    port: port, function: entry.function, pid: entry.pid, socket: entry.socket,
+                    inSocketMap: steered.contains(port), dropsNewConnections: entry.dropsNewConnections,
+                    packets: perCPU.reduce(0) { $0 + $1.packets }, bytes: perCPU.reduce(0) { $0 + $1.bytes },
+                    dropped: perCPU.reduce(0) { $0 + $1.dropped }, steered: perCPU.reduce(0) { $0 + $1.steered },
+                    steerFailures: perCPU.reduce(0) { $0 + $1.steer_failures })
+            }
+            return EbpfStatus(
+                listenAddress: listenAddress,
+                links: state.links.map {
+                    EbpfStatus.Link(program: $0.program, programID: $0.programID, linkID: $0.id, target: $0.target)
+                },
+                ports: ports)
+        }
+    }
+
+    /// Detaches everything and releases the maps (also what happens when the process dies).
+    public func close() {
+        state.withLock { state in
+            state.links = []
+            state.entries = [:]
+            state.object = nil
+        }
+    }
+}
+
+/// What `aether stats` shows of the data plane.
+public struct EbpfStatus: Sendable, Codable, Equatable {
+    public enum SocketOwner: String, Sendable, Codable {
+        /// The orchestrator's gateway socket (sdk functions).
+        case gateway
+        /// The handler's own listening socket, taken with pidfd_getfd (process handlers).
+        case handler
+    }
+
+    public struct Link: Sendable, Codable, Equatable {
+        public var program: String
+        public var programID: UInt32
+        public var linkID: UInt32
+        public var target: String
+    }
+
+    public struct Port: Sendable, Codable, Equatable {
+        public var port: UInt16
+        public var function: String
+        public var pid: Int32
+        public var socket: SocketOwner
+        /// The socket is in dispatch_sockets now (the kernel drops an entry whose socket closed).
+        public var inSocketMap: Bool
+        public var dropsNewConnections: Bool
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var dropped: UInt64
+        public var steered: UInt64
+        public var steerFailures: UInt64
+    }
+
+    public var listenAddress: String
+    public var links: [Link]
+    public var ports: [Port]
+}
