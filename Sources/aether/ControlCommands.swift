@@ -125,11 +125,12 @@ extension Aether {
                 return
             }
             let functions: [FunctionStatus]
+            var orchestrator: OrchestratorStatus?
             if let id {
                 functions = [try controlRequest("stats") { () throws(OrchestratorError) in try client.function(id) }]
             } else {
-                functions = try controlRequest("stats") { () throws(OrchestratorError) in try client.status() }
-                    .functions
+                orchestrator = try controlRequest("stats") { () throws(OrchestratorError) in try client.status() }
+                functions = orchestrator?.functions ?? []
             }
             func ms(_ value: Double?) -> String { value.map { String(format3($0)) } ?? "-" }
             let rows = functions.map { function in
@@ -166,6 +167,40 @@ extension Aether {
                         rows: instanceRows
                     ).rendered)
             }
+            if let orchestrator { printDataplane(orchestrator) }
+        }
+
+        /// The eBPF section: what is attached where, and each trigger port's map entry and
+        /// counters (packets and bytes only with an XDP program).
+        private func printDataplane(_ status: OrchestratorStatus) {
+            print("")
+            guard let ebpf = status.ebpf else {
+                print("Data plane: sockets (the gateway and process handlers bind the trigger ports)")
+                return
+            }
+            print("Data plane: eBPF, steering connections to \(ebpf.listenAddress)")
+            print(
+                TextTable(
+                    header: ["PROGRAM", "PROGRAM ID", "LINK ID", "ATTACHED TO"],
+                    rows: ebpf.links.map { [$0.program, String($0.programID), String($0.linkID), $0.target] }
+                ).rendered)
+            print("")
+            let counting = ebpf.links.contains { $0.program == "aether_xdp" }
+            let rows = ebpf.ports.map { port in
+                [
+                    String(port.port), port.function, String(port.pid),
+                    port.socket.rawValue + (port.inSocketMap ? "" : " (gone)"), String(port.steered),
+                    counting ? String(port.packets) : "-", counting ? String(port.bytes) : "-",
+                    counting ? String(port.dropped) : "-", port.dropsNewConnections ? "yes" : "no",
+                ]
+            }
+            print(
+                TextTable(
+                    header: [
+                        "PORT", "FUNCTION", "PID", "SOCKET", "STEERED", "PACKETS", "BYTES", "DROPPED SYN",
+                        "DROPPING",
+                    ], rows: rows
+                ).rendered)
         }
     }
 

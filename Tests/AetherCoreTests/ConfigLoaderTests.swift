@@ -16,6 +16,9 @@ import Testing
               warm_pool_size: 3
               restore_timeout_ms: 20
               snapshot_dir: /dev/shm/custom
+              dataplane: ebpf
+              xdp_interface: veth-a
+              xdp_mode: native
             functions:
               - id: hello-world
                 memory_limit_mb: 256
@@ -32,6 +35,8 @@ import Testing
         #expect(config.orchestrator.warmPoolSize.rawValue == 3)
         #expect(config.orchestrator.restoreTimeout.milliseconds == 20)
         #expect(config.orchestrator.snapshotDirectory == "/dev/shm/custom")
+        #expect(config.orchestrator.dataplane == .ebpf)
+        #expect(config.orchestrator.xdpInterface == "veth-a" && config.orchestrator.xdpMode == .native)
         let hello = try #require(config.functions.first)
         #expect(hello.id.rawValue == "hello-world")
         #expect(hello.memoryLimit.megabytes == 256)
@@ -58,6 +63,7 @@ import Testing
         #expect(config.orchestrator.warmPoolSize.rawValue == 10)
         #expect(config.orchestrator.restoreTimeout.milliseconds == 15)
         #expect(config.orchestrator.snapshotDirectory == "/dev/shm/aetherless")
+        #expect(config.orchestrator.dataplane == .ebpf && config.orchestrator.xdpInterface == nil)
     }
 
     @Test func theBundledExampleIsValid() throws {
@@ -115,7 +121,8 @@ import Testing
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
-                + "client_timeout_ms, criu_path, metrics_port, found unknown key `restore_timout_ms`")
+                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, "
+                + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
                 == "\(file):8:19: functions[0].trigger_port: expected an integer in 1...65535, found 70000")
@@ -134,6 +141,9 @@ import Testing
         "bad-orchestrator-values.yaml": ["invalidValue 2:17", "invalidValue 3:20"],
         "binary.yaml": ["invalidEncoding"],
         "comment-only.yaml": ["emptyDocument 1:1"],
+        "dataplane-ipv6-address.yaml": ["invalidValue 2:19", "invalidValue 3:13"],
+        "dataplane-sockets-with-xdp.yaml": ["invalidValue 3:18"],
+        "dataplane-values.yaml": ["invalidValue 2:14", "invalidValue 3:18", "invalidValue 4:13"],
         "deep-nesting.yaml": ["malformedYAML 1:13"],
         "duplicate-id-and-port.yaml": ["duplicateFunctionID 5:9", "duplicateTriggerPort 6:19"],
         "duplicate-key.yaml": ["malformedYAML 2:5"],

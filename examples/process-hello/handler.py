@@ -1,8 +1,10 @@
 """A handler written to the seed's process protocol, using only Python's standard library.
 
-The orchestrator starts it with AETHER_SOCKET, AETHER_FUNCTION_ID and AETHER_TRIGGER_PORT set.
-It binds its HTTP server first, then connects to AETHER_SOCKET and sends READY, so that no
-request can arrive before it is able to answer.
+The orchestrator starts it with AETHER_SOCKET, AETHER_FUNCTION_ID, AETHER_TRIGGER_PORT and
+AETHER_LISTEN_PORT set. It binds its HTTP server on AETHER_LISTEN_PORT first (with the eBPF data
+plane a private port the kernel steers the trigger port to; otherwise the trigger port itself),
+then connects to AETHER_SOCKET and sends READY, so that no request can arrive before it is able
+to answer.
 """
 
 import http.server
@@ -30,7 +32,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main():
-    port = int(os.environ["AETHER_TRIGGER_PORT"])
+    port = int(os.environ["AETHER_LISTEN_PORT"])
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
         control.connect(os.environ["AETHER_SOCKET"])

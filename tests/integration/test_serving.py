@@ -44,7 +44,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["AETHER_TRIGGER_PORT"])), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["AETHER_LISTEN_PORT"])), Handler)
 control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 control.connect(os.environ["AETHER_SOCKET"])
 control.sendall(b"READY\\n")

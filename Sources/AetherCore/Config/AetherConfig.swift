@@ -35,6 +35,27 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var criuPath: String
     /// Serve Prometheus metrics on 127.0.0.1 at this port (nil: only on the control socket).
     public var metricsPort: Port?
+    /// How connections to trigger ports reach their function.
+    public var dataplane: Dataplane
+    /// The interface the XDP counter program attaches to (nil: no XDP program). Only with
+    /// `dataplane: ebpf`.
+    public var xdpInterface: String?
+    public var xdpMode: XDPMode
+
+    public enum Dataplane: String, Sendable, Equatable, CaseIterable {
+        /// An sk_lookup BPF program steers each trigger port to its socket (the gateway's, or a
+        /// process handler's own); nothing binds the trigger ports themselves.
+        case ebpf
+        /// The gateway binds the sdk functions' trigger ports; process handlers bind theirs.
+        case sockets
+    }
+
+    public enum XDPMode: String, Sendable, Equatable, CaseIterable {
+        /// SKB mode: every interface, `lo` included.
+        case generic
+        /// Driver mode: only where the driver supports XDP (veth does, lo does not).
+        case native
+    }
 
     public init(
         shmBufferSize: ShmBufferSize = .standard,
@@ -45,7 +66,10 @@ public struct OrchestratorConfig: Sendable, Equatable {
         listenAddress: String = Self.defaultListenAddress,
         clientTimeout: ClientTimeout = .standard,
         criuPath: String = Self.defaultCriuPath,
-        metricsPort: Port? = nil
+        metricsPort: Port? = nil,
+        dataplane: Dataplane = .ebpf,
+        xdpInterface: String? = nil,
+        xdpMode: XDPMode = .generic
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -56,6 +80,9 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.clientTimeout = clientTimeout
         self.criuPath = criuPath
         self.metricsPort = metricsPort
+        self.dataplane = dataplane
+        self.xdpInterface = xdpInterface
+        self.xdpMode = xdpMode
     }
 
     /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).

@@ -27,7 +27,8 @@ struct ConfigValidator {
         static let root = ["orchestrator", "functions"]
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
-            "listen_address", "client_timeout_ms", "criu_path", "metrics_port",
+            "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
+            "xdp_mode",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -156,7 +157,64 @@ struct ConfigValidator {
                     expected: "an IPv4 or IPv6 address such as 127.0.0.1, 0.0.0.0 or ::1", found: quoted(text))
             }
         }
+        readDataplane(fields, into: &config)
         return config
+    }
+
+    /// `dataplane`, `xdp_interface`, `xdp_mode` and how they go with `listen_address`.
+    private mutating func readDataplane(_ fields: Fields, into config: inout OrchestratorConfig) {
+        let path = "orchestrator"
+        if let entry = fields["dataplane"], let text = string(entry.value, path: "\(path).dataplane") {
+            if let value = OrchestratorConfig.Dataplane(rawValue: text) {
+                config.dataplane = value
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).dataplane", expected: "one of ebpf, sockets",
+                    found: quoted(text))
+            }
+        }
+        if let entry = fields["xdp_interface"], let text = string(entry.value, path: "\(path).xdp_interface") {
+            let valid =
+                !text.isEmpty && text.utf8.count <= 15 && text != "." && text != ".."
+                && !text.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace })
+            if !valid {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).xdp_interface",
+                    expected: "a network interface name (1 to 15 bytes, no '/', ':' or spaces) such as lo",
+                    found: quoted(text))
+            } else if config.dataplane != .ebpf {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).xdp_interface",
+                    expected: "no XDP interface with dataplane: sockets (XDP is part of the eBPF data plane)",
+                    found: quoted(text))
+            } else {
+                config.xdpInterface = text
+            }
+        }
+        if let entry = fields["xdp_mode"], let text = string(entry.value, path: "\(path).xdp_mode") {
+            if let value = OrchestratorConfig.XDPMode(rawValue: text) {
+                config.xdpMode = value
+                if fields["xdp_interface"] == nil {
+                    report(
+                        .invalidValue, at: entry.value, path: "\(path).xdp_mode",
+                        expected: "xdp_mode only next to xdp_interface", found: quoted(text))
+                }
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).xdp_mode", expected: "one of generic, native",
+                    found: quoted(text))
+            }
+        }
+        // sk_lookup can filter on one IPv4 address, or steer every address.
+        if config.dataplane == .ebpf && config.listenAddress.contains(":") && config.listenAddress != "::",
+            let entry = fields["listen_address"]
+        {
+            report(
+                .invalidValue, at: entry.value, path: "\(path).listen_address",
+                expected:
+                    "with dataplane: ebpf, an IPv4 address or :: (all addresses); use dataplane: sockets to listen on one IPv6 address",
+                found: quoted(config.listenAddress))
+        }
     }
 
     private mutating func readFunctions(_ node: Node, orchestrator: OrchestratorConfig) -> [FunctionConfig] {

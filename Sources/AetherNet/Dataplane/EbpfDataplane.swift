@@ -10,17 +10,10 @@ import Musl
 
 /// Where the XDP counter program is attached (`xdp_interface`, `xdp_mode`).
 public struct XDPAttachment: Sendable, Equatable {
-    public enum Mode: String, Sendable, CaseIterable {
-        /// SKB mode: works on every interface, `lo` included, after the kernel built the skb.
-        case generic
-        /// Driver mode: before the skb exists; needs driver support (veth has it, lo has not).
-        case native
-    }
-
     public var interface: String
-    public var mode: Mode
+    public var mode: OrchestratorConfig.XDPMode
 
-    public init(interface: String, mode: Mode) {
+    public init(interface: String, mode: OrchestratorConfig.XDPMode) {
         self.interface = interface
         self.mode = mode
     }
@@ -198,6 +191,13 @@ public struct EbpfStatus: Sendable, Codable, Equatable {
         public var programID: UInt32
         public var linkID: UInt32
         public var target: String
+
+        // The control API's JSON is snake_case: `programId` round-trips as `program_id`.
+        enum CodingKeys: String, CodingKey {
+            case program, target
+            case programID = "programId"
+            case linkID = "linkId"
+        }
     }
 
     public struct Port: Sendable, Codable, Equatable {

@@ -1,3 +1,4 @@
+public import AetherNet
 import NIOCore
 
 /// The JSON documents of the control API (`aether list`, `stats`, `deploy`, `logs`, `down`),
@@ -78,6 +79,10 @@ public struct OrchestratorStatus: Codable, Sendable, Equatable {
     public var listenAddress: String
     public var uptimeSeconds: Double
     public var functions: [FunctionStatus]
+    /// `ebpf` or `sockets`.
+    public var dataplane: String
+    /// Programs, links, map entries and per-port counters (`dataplane: ebpf`).
+    public var ebpf: EbpfStatus?
 }
 
 public struct DeployRequest: Codable, Sendable {

@@ -1,5 +1,6 @@
 import AetherCore
 import AetherIPC
+import AetherNet
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -15,8 +16,10 @@ final class GatewayRoutes: @unchecked Sendable {
     func set(_ runtime: FunctionRuntime?, port: UInt16) { lock.withLock { routes[port] = runtime } }
 }
 
-/// HTTP/1.1 listeners on the sdk functions' trigger ports (SwiftNIO), turning each request into
-/// an `Invocation` for the port's current `FunctionRuntime`.
+/// HTTP/1.1 listeners for the sdk functions' trigger ports (SwiftNIO), turning each request into
+/// an `Invocation` for the port's current `FunctionRuntime`. With `dataplane: sockets` each
+/// listener is bound to its trigger port; with the eBPF data plane it is bound to a free port
+/// and the kernel steers the trigger port to it.
 final class Gateway: @unchecked Sendable {
     let routes = GatewayRoutes()
     private let group: any EventLoopGroup
@@ -33,7 +36,7 @@ final class Gateway: @unchecked Sendable {
 
     var boundPorts: [UInt16] { lock.withLock { Array(listeners.keys) } }
 
-    func listen(port: Port, function: FunctionID) async throws(OrchestratorError) {
+    func listen(port: Port, function: FunctionID, dataplane: EbpfDataplane?) async throws(OrchestratorError) {
         if lock.withLock({ listeners[port.rawValue] != nil }) { return }
         let routes = routes
         let clientTimeout = clientTimeout
@@ -49,24 +52,53 @@ final class Gateway: @unchecked Sendable {
                         GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout))
                 }
             }
-        do {
-            let channel = try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
-            lock.withLock { listeners[port.rawValue] = channel }
-        } catch {
-            throw .bindFailed(
-                what: "trigger port \(port) of function \(function)", address: "\(address):\(port)",
-                reason: SystemErrorText.describe(error))
+        let what = "trigger port \(port) of function \(function)"
+        let display = address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+        guard let dataplane else {
+            do {
+                let channel = try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
+                lock.withLock { listeners[port.rawValue] = channel }
+            } catch {
+                throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
+            }
+            return
         }
+        // The kernel would steer the port away from whoever holds it: refuse, as a bind would.
+        guard ListeningSocket.isFree(address: address, port: port.rawValue) else {
+            throw .bindFailed(what: what, address: display, reason: "the port is in use by another socket")
+        }
+        let socket: CInt
+        do {
+            socket = try ListeningSocket.open(address: address, port: 0)
+        } catch {
+            throw .bindFailed(what: what, address: display, reason: error.description)
+        }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.withBoundSocket(socket).get()
+        } catch {
+            throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
+        }
+        do {
+            try dataplane.steer(
+                port: port.rawValue, function: function.rawValue, socket: socket, owner: getpid(), kind: .gateway)
+        } catch {
+            try? await channel.close()
+            throw .bindFailed(what: what, address: display, reason: error.description)
+        }
+        lock.withLock { listeners[port.rawValue] = channel }
     }
 
     /// Stops accepting on a port (its function was removed or moved); open connections finish.
-    func close(port: UInt16) async {
+    func close(port: UInt16, dataplane: EbpfDataplane?) async {
         let channel = lock.withLock { listeners.removeValue(forKey: port) }
-        try? await channel?.close()
+        guard let channel else { return }
+        try? dataplane?.release(port: port)
+        try? await channel.close()
     }
 
-    func closeAll() async {
-        for port in boundPorts { await close(port: port) }
+    func closeAll(dataplane: EbpfDataplane?) async {
+        for port in boundPorts { await close(port: port, dataplane: dataplane) }
     }
 }
 

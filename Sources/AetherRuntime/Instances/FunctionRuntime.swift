@@ -1,5 +1,6 @@
 import AetherCore
 import AetherIPC
+import AetherNet
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -37,6 +38,9 @@ final class FunctionRuntime: @unchecked Sendable {
     /// The function's CRIU image once built (`snapshot: true`).
     private var snapshot: FunctionSnapshot?
     private let memory: MemoryCgroup
+    /// The eBPF data plane (`dataplane: ebpf`): a process handler's socket is put in it.
+    private let dataplane: EbpfDataplane?
+    private let listenAddress: String
     private let group: any EventLoopGroup
     private let logger: Logger
 
@@ -60,9 +64,11 @@ final class FunctionRuntime: @unchecked Sendable {
 
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
-        memory: MemoryCgroup, group: any EventLoopGroup, logger: Logger
+        memory: MemoryCgroup, dataplane: EbpfDataplane?, group: any EventLoopGroup, logger: Logger
     ) {
         self.memory = memory
+        self.dataplane = dataplane
+        listenAddress = orchestrator.listenAddress
         criu = Criu(path: orchestrator.criuPath)
         snapshotDirectory =
             orchestrator.snapshotDirectory + "/\(getpid())-\(config.id)-g\(generation)"
@@ -127,8 +133,9 @@ final class FunctionRuntime: @unchecked Sendable {
         }
     }
 
-    /// Stops taking requests and waits until every queued and in-flight request is answered.
-    func drain() async {
+    /// Stops taking requests and waits until every queued and in-flight request is answered;
+    /// with `handlerConnections`, also until a process handler's own connections are done.
+    func drain(handlerConnections: Bool = false) async {
         let idle: EventLoopFuture<Void>? = lock.withLock {
             if state == .starting || state == .running { state = .draining }
             if queue.isEmpty && instances.allSatisfy({ $0.inFlight.isEmpty }) { return nil }
@@ -137,6 +144,21 @@ final class FunctionRuntime: @unchecked Sendable {
             return promise.futureResult
         }
         try? await idle?.get()
+        if handlerConnections { await drainHandlerConnections() }
+    }
+
+    /// A process handler answers its connections itself; once the trigger port points at a new
+    /// generation (eBPF), the old one is stopped only when the connections it accepted, or that
+    /// wait in its accept queue, are done: at most `timeout_ms`, and 5 s, since an idle
+    /// keep-alive client looks the same as a request in progress.
+    private func drainHandlerConnections() async {
+        guard dataplane != nil, config.handlerProtocol == .process else { return }
+        let deadline = ContinuousClock.now + .milliseconds(min(config.timeout.rawValue, 5000))
+        while ContinuousClock.now < deadline {
+            let pids = lock.withLock { instances.filter { $0.phase == .serving }.map(\.pid) }
+            if pids.allSatisfy({ HandlerSockets.pendingConnections(of: $0) == 0 }) { return }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Stops every instance (SIGTERM, then SIGKILL after the grace period), answers whatever is
@@ -438,10 +460,26 @@ final class FunctionRuntime: @unchecked Sendable {
             BackgroundThread.start(name: "restore-\(number)") { [self] in restoreInstance(instance, from: snapshot) }
             return ready.futureResult
         }
+        // A process handler binds AETHER_LISTEN_PORT: with eBPF a private port, whose socket the
+        // trigger port is steered to once the handler is READY (so generations can overlap).
+        var listenPort: UInt16?
+        if config.handlerProtocol == .process {
+            do {
+                listenPort =
+                    dataplane == nil
+                    ? config.triggerPort.rawValue : try ListeningSocket.freePort(address: listenAddress)
+            } catch {
+                ready.fail(
+                    HandlerError.spawnFailed(
+                        function: id, program: launch.program, reason: "no free port for AETHER_LISTEN_PORT: \(error)"))
+                return ready.futureResult
+            }
+        }
         let process: SpawnedProcess
         do {
             process = try ProcessSpawner.spawn(
-                program: launch.program, arguments: launch.arguments, environment: launch.environment(instance: number),
+                program: launch.program, arguments: launch.arguments,
+                environment: launch.environment(instance: number, listenPort: listenPort),
                 searchPath: launch.searchPath)
         } catch {
             try? region?.unlink()
@@ -449,6 +487,7 @@ final class FunctionRuntime: @unchecked Sendable {
             return ready.futureResult
         }
         let instance = Instance(number: number, pid: process.pid, origin: .spawn, region: region)
+        instance.listenPort = listenPort
         switch memory.confine(pid: process.pid, name: "\(id)-g\(generation)-\(number)", limit: config.memoryLimit) {
         case .success(let folder):
             instance.cgroup = folder
@@ -799,6 +838,9 @@ final class FunctionRuntime: @unchecked Sendable {
                 if let region = instance.region {
                     instance.phase = .attaching
                     reply = "ATTACH \(region.name)\n"
+                } else if let failure = steerToHandlerLocked(instance) {
+                    instance.startupFailure = .protocolViolation(function: id, instance: number, detail: failure)
+                    signal(instance, SIGKILL, reason: "protocol violation: \(failure)")
                 } else {
                     ready = becameReadyLocked(instance)
                 }
@@ -826,6 +868,29 @@ final class FunctionRuntime: @unchecked Sendable {
             instance.startupFailure = .protocolViolation(function: id, instance: number, detail: detail)
             signal(instance, SIGKILL, reason: "protocol violation: \(detail)")
         }
+    }
+
+    /// With the eBPF data plane, a READY process handler's listening socket takes over the
+    /// trigger port (one map update: new connections go to it from now on). Returns why not.
+    private func steerToHandlerLocked(_ instance: Instance) -> String? {
+        guard let dataplane, let port = instance.listenPort else { return nil }
+        let socket: CInt
+        do {
+            socket = try HandlerSockets.takeListeningSocket(pid: instance.pid, port: port)
+        } catch {
+            return error.errno == ENOENT
+                ? "it sent READY without listening on AETHER_LISTEN_PORT \(port) (dataplane: ebpf steers the trigger port to that socket)"
+                : "its listening socket could not be taken: \(error)"
+        }
+        defer { close(socket) }
+        do {
+            try dataplane.steer(
+                port: config.triggerPort.rawValue, function: id.rawValue, socket: socket, owner: instance.pid,
+                kind: .handler)
+        } catch {
+            return "its socket could not be put in the eBPF socket map: \(error)"
+        }
+        return nil
     }
 
     private func becameReadyLocked(_ instance: Instance) -> EventLoopPromise<Void>? {

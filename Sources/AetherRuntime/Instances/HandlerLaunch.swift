@@ -59,9 +59,12 @@ struct HandlerLaunch: Sendable {
         self.environment = environment
     }
 
-    func environment(instance: Int) -> [String: String] {
+    /// `listenPort`: a process handler's AETHER_LISTEN_PORT (the trigger port itself with
+    /// `dataplane: sockets`).
+    func environment(instance: Int, listenPort: UInt16? = nil) -> [String: String] {
         var environment = environment
         environment["AETHER_INSTANCE"] = String(instance)
+        if let listenPort { environment["AETHER_LISTEN_PORT"] = String(listenPort) }
         return environment
     }
 }

@@ -48,6 +48,8 @@ final class Instance: @unchecked Sendable {
     var phase: Phase = .starting
     /// The instance's memory cgroup (`memory_limit_mb`).
     var cgroup: String?
+    /// The port a process handler was told to bind (AETHER_LISTEN_PORT).
+    var listenPort: UInt16?
     /// The AETHER_SOCKET connection once the handler has connected.
     var control: (any Channel)?
     var readyAt: NIODeadline?

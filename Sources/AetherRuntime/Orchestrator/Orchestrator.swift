@@ -1,5 +1,6 @@
 public import AetherCore
 import AetherIPC
+import AetherNet
 public import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -33,6 +34,8 @@ public final class Orchestrator: @unchecked Sendable {
     private var control: ControlServer?
     private var metrics: MetricsServer?
     private var memory: MemoryCgroup?
+    /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
+    private var dataplane: EbpfDataplane?
     private let shutdownRequested: EventLoopPromise<Void>
     private var shutdownIsRequested = false
 
@@ -78,6 +81,24 @@ public final class Orchestrator: @unchecked Sendable {
         let stale = SharedMemoryRegion.removeStale()
         if !stale.isEmpty {
             logger.info("removed shared memory left by a dead orchestrator: \(stale.joined(separator: ", "))")
+        }
+        if settings.dataplane == .ebpf {
+            // No fallback: asked for eBPF, `up` fails if it cannot load or attach.
+            do {
+                let loaded = try EbpfDataplane(
+                    listenAddress: settings.listenAddress,
+                    xdp: settings.xdpInterface.map { XDPAttachment(interface: $0, mode: settings.xdpMode) })
+                lock.withLock { dataplane = loaded }
+                for link in loaded.status().links {
+                    logger.info(
+                        "eBPF program attached",
+                        metadata: [
+                            "program": "\(link.program)", "target": "\(link.target)", "link_id": "\(link.linkID)",
+                        ])
+                }
+            } catch {
+                throw .ebpf(error)
+            }
         }
 
         do {
@@ -134,25 +155,52 @@ public final class Orchestrator: @unchecked Sendable {
         } catch {
             throw .registry(error)
         }
-        if config.handlerProtocol == .sdk {
-            do {
-                try await gateway.listen(port: config.triggerPort, function: config.id)
-            } catch {
-                _ = try? registry.unregister(config.id)
-                throw .orchestrator(error)
+        let dataplane = lock.withLock { self.dataplane }
+        do {
+            if config.handlerProtocol == .sdk {
+                try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
+            } else if dataplane != nil {
+                try checkPortIsFree(config)
             }
+        } catch {
+            _ = try? registry.unregister(config.id)
+            throw .orchestrator(error)
         }
         let runtime: FunctionRuntime
         do {
             runtime = try await launch(config)
         } catch {
             _ = try? registry.unregister(config.id)
-            if config.handlerProtocol == .sdk { await gateway.close(port: config.triggerPort.rawValue) }
+            await releasePort(config.triggerPort.rawValue, of: config)
             throw error
         }
         _ = try? registry.transition(config.id, to: .running)
         if config.handlerProtocol == .sdk { gateway.routes.set(runtime, port: config.triggerPort.rawValue) }
         lock.withLock { functions[config.id] = runtime }
+    }
+
+    /// With eBPF a process handler binds a private port and the kernel steers the trigger port
+    /// to it; the trigger port itself must be free, as a bind would require.
+    private func checkPortIsFree(_ config: FunctionConfig) throws(OrchestratorError) {
+        let address = settings.listenAddress
+        guard ListeningSocket.isFree(address: address, port: config.triggerPort.rawValue) else {
+            throw .bindFailed(
+                what: "trigger port \(config.triggerPort) of function \(config.id)",
+                address: address.contains(":")
+                    ? "[\(address)]:\(config.triggerPort)" : "\(address):\(config.triggerPort)",
+                reason: "the port is in use by another socket")
+        }
+    }
+
+    /// Stops serving a port: closes the gateway's listener (sdk) and removes the port from the
+    /// data plane's maps.
+    private func releasePort(_ port: UInt16, of config: FunctionConfig) async {
+        let dataplane = lock.withLock { self.dataplane }
+        if config.handlerProtocol == .sdk {
+            await gateway.close(port: port, dataplane: dataplane)
+        } else {
+            try? dataplane?.release(port: port)
+        }
     }
 
     /// A new generation of a function, started and ready (not yet routed).
@@ -187,7 +235,7 @@ public final class Orchestrator: @unchecked Sendable {
         }
         let runtime = FunctionRuntime(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
-            group: group, logger: logger)
+            dataplane: lock.withLock { dataplane }, group: group, logger: logger)
         do {
             try await runtime.start(handshake: handshake)
         } catch {
@@ -268,17 +316,29 @@ public final class Orchestrator: @unchecked Sendable {
 
     private func replace(_ old: FunctionRuntime, with config: FunctionConfig) async throws(AetherError) {
         let oldPort = old.config.triggerPort
-        if old.config.handlerProtocol == .process || config.handlerProtocol == .process {
-            // A process handler holds its port itself: the old one must let go first.
+        let dataplane = lock.withLock { self.dataplane }
+        let protocolChanges = old.config.handlerProtocol != config.handlerProtocol
+        if dataplane == nil && (old.config.handlerProtocol == .process || config.handlerProtocol == .process)
+            || protocolChanges
+        {
+            // Without eBPF a process handler holds its port itself: the old one must let go
+            // first. The same when the port moves between the gateway and a handler.
             await retire(old)
             lock.withLock { functions[old.id] = nil }
             _ = try? registry.unregister(old.id)
+            await releasePort(oldPort.rawValue, of: old.config)
             try await startFunction(config)
             return
         }
+        // The new generation starts beside the old one. For sdk functions the gateway's route
+        // swaps; for process handlers (eBPF) the new handler's READY swaps the socket map entry.
         if config.triggerPort != oldPort {
             do {
-                try await gateway.listen(port: config.triggerPort, function: config.id)
+                if config.handlerProtocol == .sdk {
+                    try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
+                } else {
+                    try checkPortIsFree(config)
+                }
             } catch {
                 throw .orchestrator(error)
             }
@@ -287,22 +347,25 @@ public final class Orchestrator: @unchecked Sendable {
         do {
             fresh = try await launch(config)
         } catch {
-            if config.triggerPort != oldPort { await gateway.close(port: config.triggerPort.rawValue) }
+            if config.triggerPort != oldPort { await releasePort(config.triggerPort.rawValue, of: config) }
             throw error
         }
         _ = try? registry.unregister(old.id)
         _ = try? registry.register(config)
         _ = try? registry.transition(config.id, to: .running)
-        gateway.routes.set(fresh, port: config.triggerPort.rawValue)
-        if config.triggerPort != oldPort { gateway.routes.set(nil, port: oldPort.rawValue) }
+        if config.handlerProtocol == .sdk {
+            gateway.routes.set(fresh, port: config.triggerPort.rawValue)
+            if config.triggerPort != oldPort { gateway.routes.set(nil, port: oldPort.rawValue) }
+        }
         lock.withLock { functions[config.id] = fresh }
-        await retire(old)
-        if config.triggerPort != oldPort { await gateway.close(port: oldPort.rawValue) }
+        await retire(old, handlerConnections: true)
+        if config.triggerPort != oldPort { await releasePort(oldPort.rawValue, of: old.config) }
     }
 
-    /// Lets a generation finish its requests, then stops its instances.
-    private func retire(_ runtime: FunctionRuntime) async {
-        await runtime.drain()
+    /// Lets a generation finish its requests (and a replaced process handler its connections),
+    /// then stops its instances.
+    private func retire(_ runtime: FunctionRuntime, handlerConnections: Bool = false) async {
+        await runtime.drain(handlerConnections: handlerConnections)
         await runtime.stop()
         lock.withLock { handshakes[runtime.id] }?.unregister(runtime)
     }
@@ -331,9 +394,12 @@ public final class Orchestrator: @unchecked Sendable {
     /// sockets and shared memory.
     public func shutdown() async {
         let running = lock.withLock { Array(functions.values) }
+        let dataplane = lock.withLock { self.dataplane }
         for runtime in running { await runtime.drain() }
-        await gateway.closeAll()
+        await gateway.closeAll(dataplane: dataplane)
         for runtime in running { await runtime.stop() }
+        dataplane?.close()
+        lock.withLock { self.dataplane = nil }
         let servers = lock.withLock {
             let servers = Array(handshakes.values)
             handshakes = [:]
@@ -358,7 +424,8 @@ public final class Orchestrator: @unchecked Sendable {
             version: AetherVersion.current, pid: Int(getpid()), configFile: configFile,
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
             uptimeSeconds: Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9,
-            functions: running.map { $0.status() }.sorted { $0.id < $1.id })
+            functions: running.map { $0.status() }.sorted { $0.id < $1.id },
+            dataplane: settings.dataplane.rawValue, ebpf: lock.withLock { dataplane }?.status())
     }
 
     func function(_ id: String) -> FunctionRuntime? {
