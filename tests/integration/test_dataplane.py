@@ -1,0 +1,228 @@
+"""The eBPF data plane (`dataplane: ebpf`, the default) as `aether up` uses it.
+
+Run inside a private network namespace (scripts/test.sh runs the suite under `unshare -n`): the
+tests attach XDP to `lo` and look at every socket and bpf_link of the namespace. Outside one
+they are skipped, so they never touch the host's interfaces."""
+
+import ctypes
+import json
+import os
+import socket
+import time
+import unittest
+
+try:
+    from . import harness
+except ImportError:  # run from inside tests/integration
+    import harness
+
+
+def in_private_network() -> bool:
+    """Only `lo` (and test veths) in /proc/self/net/dev: not the host's namespace."""
+    with open("/proc/self/net/dev") as f:
+        names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+    return all(name == "lo" or name.startswith("aeth") for name in names)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_BPF = 321  # x86_64
+_BPF_LINK_GET_NEXT_ID = 31
+
+
+def kernel_link_ids() -> set[int]:
+    """Every bpf_link in the kernel (what `bpftool link` lists)."""
+    ids = set()
+    start = 0
+    while True:
+        attr = (ctypes.c_uint32 * 4)(start, 0, 0, 0)  # start_id, next_id, open_flags
+        if _libc.syscall(_SYS_BPF, _BPF_LINK_GET_NEXT_ID, attr, ctypes.sizeof(attr)) != 0:
+            return ids
+        start = attr[1]
+        ids.add(start)
+
+
+def listening_ports() -> set[int]:
+    """Ports some TCP socket of this namespace listens on (/proc/net/tcp, state 0A)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def connect_refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+#: A process handler answering {"value": $VALUE, "pid": ...}, bound to AETHER_LISTEN_PORT.
+PROCESS_HANDLER = r'''
+import http.server, json, os, socket
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+
+    def do_GET(self):
+        body = json.dumps({"value": os.environ.get("VALUE"), "pid": os.getpid(),
+                           "listen": int(os.environ["AETHER_LISTEN_PORT"])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ[PORT_VARIABLE])), Handler)
+control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+control.connect(os.environ["AETHER_SOCKET"])
+control.sendall(b"READY\n")
+server.serve_forever()
+'''
+
+
+@unittest.skipUnless(in_private_network(), "needs a private network namespace (unshare -n), as scripts/test.sh runs it")
+class DataplaneTest(harness.AetherTestCase):
+    def setUp(self):
+        super().setUp()
+        self.write_common_handler()
+        self.write_file("process.py", PROCESS_HANDLER.replace("PORT_VARIABLE", '"AETHER_LISTEN_PORT"'))
+
+    def ebpf(self) -> dict:
+        status = self.status()
+        self.assertEqual(status["dataplane"], "ebpf")
+        return status["ebpf"]
+
+    def port_entry(self, port: int) -> dict:
+        [entry] = [p for p in self.ebpf()["ports"] if p["port"] == port]
+        return entry
+
+    def test_sdk_trigger_port_is_served_without_being_bound(self):
+        fn = self.function("steer")
+        self.start(self.write_config([fn]))
+        port = fn["trigger_port"]
+        self.assertNotIn(port, listening_ports(), "with eBPF nothing should listen on the trigger port itself")
+        for _ in range(3):
+            self.assertStatus(self.get(port, "/json"), 200, "through sk_lookup")
+        entry = self.port_entry(port)
+        self.assertEqual((entry["function"], entry["socket"], entry["in_socket_map"]), (fn["id"], "gateway", True))
+        self.assertEqual(entry["steered"], 3)
+        links = self.ebpf()["links"]
+        self.assertEqual([link["program"] for link in links], ["aether_dispatch"])
+        self.assertIn(links[0]["link_id"], kernel_link_ids())
+        # Another port nobody mapped is refused as usual.
+        self.assertTrue(connect_refused(harness.free_port()))
+        # The CLI shows the section.
+        text = self.aether("stats").stdout
+        self.assertIn("Data plane: eBPF", text)
+        self.assertIn("aether_dispatch", text)
+
+    def test_process_handler_socket_is_steered_and_redeploy_loses_no_connection(self):
+        fn = self.function("proc", "process.py", protocol="process", environment={"VALUE": "v1"})
+        self.start(self.write_config([fn]))
+        port = fn["trigger_port"]
+        first = self.get(port, "/").json()
+        self.assertEqual(first["value"], "v1")
+        self.assertNotEqual(first["listen"], port, "the handler should bind its own private port")
+        self.assertNotIn(port, listening_ports())
+        entry = self.port_entry(port)
+        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]), ("handler", first["pid"], True))
+
+        hammer = harness.Hammer(port, "/", "fresh").start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: len(hammer.results) >= 20, 10.0), "no progress")
+            result = self.aether("deploy", self.write_config([dict(fn, environment={"VALUE": "v2"})], name="v2.yaml"))
+            self.assertIn("replaced", result.stdout)
+            deployed = time.monotonic()
+            self.assertTrue(
+                harness.wait_until(lambda: sum(1 for r in hammer.results if r[0] > deployed) >= 20, 10.0),
+                "the load stalled after the deploy")
+        finally:
+            hammer.stop()
+        bad = [r for r in hammer.results if r[2] != 200]
+        self.assertEqual(bad, [], f"refused or failed connections during the redeploy of {len(hammer.results)}"
+                         + self.logs_of())
+        values = [r[3] for r in hammer.results]
+        self.assertEqual((values[0], values[-1]), ("v1", "v2"))
+        switch = values.index("v2")
+        self.assertTrue(all(v == "v2" for v in values[switch:]), "went back to the old generation")
+        second = self.get(port, "/").json()
+        self.assertNotEqual(second["pid"], first["pid"])
+        self.assertEqual(self.port_entry(port)["pid"], second["pid"])
+        self.assertTrue(harness.wait_until(lambda: not harness._pid_alive(first["pid"]), 10.0), "old handler still runs")
+
+    def test_seed_style_handler_binding_the_trigger_port_is_a_protocol_error(self):
+        self.write_file("seed.py", PROCESS_HANDLER.replace("PORT_VARIABLE", '"AETHER_TRIGGER_PORT"'))
+        fn = self.function("seed", "seed.py", protocol="process")
+        orch = self.start_expect_failure(self.write_config([fn]))
+        self.assertIn("AETHER_LISTEN_PORT", orch.stderr())
+        self.assertIn(fn["id"], orch.stderr())
+
+    def test_xdp_counts_the_packets_sent_to_a_trigger_port(self):
+        fn = self.function("count")
+        self.start(self.write_config([fn], orchestrator={"xdp_interface": "lo"}))
+        port = fn["trigger_port"]
+        links = {link["program"]: link for link in self.ebpf()["links"]}
+        self.assertEqual(set(links), {"aether_dispatch", "aether_xdp"})
+        self.assertIn("interface lo (generic XDP)", links["aether_xdp"]["target"])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for _ in range(25):
+                udp.sendto(b"x" * 58, ("127.0.0.1", port))
+        entry = self.port_entry(port)
+        self.assertEqual(entry["packets"], 25)
+        self.assertEqual(entry["bytes"], 25 * (14 + 20 + 8 + 58))
+        self.assertStatus(self.get(port, "/json"), 200, "with XDP attached")
+        self.assertGreater(self.port_entry(port)["packets"], 25)
+        self.assertIn("PACKETS", self.aether("stats").stdout)
+
+    def test_kill_9_leaves_nothing_attached(self):
+        fn = self.function("crash")
+        config = self.write_config([fn], orchestrator={"xdp_interface": "lo"})
+        orch = self.start(config)
+        ids = {link["link_id"] for link in self.ebpf()["links"]}
+        self.assertEqual(len(ids), 2)
+        self.assertTrue(ids <= kernel_link_ids())
+        orch.kill()
+        self.assertTrue(harness.wait_until(lambda: not (ids & kernel_link_ids()), 5.0),
+                        f"links {ids & kernel_link_ids()} still attached after SIGKILL")
+        self.assertTrue(connect_refused(fn["trigger_port"]))
+        # lo is free for XDP again: the next orchestrator attaches and serves.
+        self.start(config)
+        self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "after restarting")
+
+    def test_attach_failures_stop_up_with_the_kernels_reason(self):
+        fn = self.function("fail")
+        orch = self.start_expect_failure(self.write_config([fn], orchestrator={"xdp_interface": "nosuch0"}))
+        self.assertIn("eBPF program aether_xdp could not attach to interface nosuch0", orch.stderr())
+        orch = self.start_expect_failure(
+            self.write_config([fn], name="native.yaml", orchestrator={"xdp_interface": "lo", "xdp_mode": "native"}))
+        self.assertIn("aether_xdp could not attach to interface lo (native XDP)", orch.stderr())
+        self.assertIn("not supported", orch.stderr())
+        # A second orchestrator cannot take lo's XDP hook from the first one.
+        other = self.function("first")
+        self.start(self.write_config([other], name="first.yaml", orchestrator={"xdp_interface": "lo"}))
+        second = self.write_config([fn], name="second.yaml",
+                                   orchestrator={"xdp_interface": "lo", "control_socket": self.tmp + "/second.sock"})
+        orch = self.start_expect_failure(second)
+        self.assertIn("Device or resource busy", orch.stderr())
+
+    def test_sockets_dataplane_is_an_explicit_choice(self):
+        fn = self.function("plain")
+        self.start(self.write_config([fn], orchestrator={"dataplane": "sockets"}))
+        self.assertIn(fn["trigger_port"], listening_ports())
+        status = self.status()
+        self.assertEqual((status["dataplane"], status.get("ebpf")), ("sockets", None))
+        self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "sockets data plane")
+        self.assertIn("Data plane: sockets", self.aether("stats").stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
