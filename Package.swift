@@ -122,6 +122,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // eBPF dispatch vs direct binding vs a userspace relay (scripts/bench-dataplane.sh).
+        .executableTarget(
+            name: "aether-net-bench",
+            dependencies: ["AetherNet", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSwift6
+        ),
         .testTarget(
             name: "AetherIPCTests",
             dependencies: ["AetherIPC"],

@@ -1,0 +1,245 @@
+import AetherNet
+import ArgumentParser
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Measures how a TCP client reaches a server three ways, side by side in one run, and prints
+/// Markdown tables (BENCHMARKS.md): the server's socket bound to the port itself (direct), the
+/// port steered to a socket bound elsewhere by the data plane's sk_lookup program (eBPF), and a
+/// userspace relay listening on the port and forwarding to the server (what a proxy in front of
+/// the functions costs). Run through scripts/bench-dataplane.sh, inside a private network
+/// namespace.
+@main
+struct NetBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aether-net-bench",
+        abstract: "eBPF dispatch vs direct binding vs a userspace relay (run through scripts/bench-dataplane.sh)."
+    )
+
+    @Option(help: "New connections per path.") var connections = 10_000
+    @Option(name: .customLong("round-trips"), help: "Request round trips per path.") var roundTrips = 50_000
+    @Option(help: "Request and response size in bytes.") var size = 64
+
+    func run() throws {
+        let server = try EchoServer(address: "127.0.0.1", port: 0)
+        let steeredSocket = try EchoServer(address: "127.0.0.1", port: 0)
+        let steeredPort = try ListeningSocket.freePort(address: "127.0.0.1")
+        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
+        defer { dataplane.close() }
+        try dataplane.steer(
+            port: steeredPort, function: "bench", socket: steeredSocket.descriptor, owner: getpid(), kind: .gateway)
+        let relay = try Relay(listenPort: 0, target: server.port)
+
+        let paths: [(name: String, port: UInt16)] = [
+            ("direct (socket bound to the port)", server.port),
+            ("eBPF sk_lookup dispatch", steeredPort),
+            ("userspace relay", relay.port),
+        ]
+        let payload = [UInt8](repeating: 0x61, count: size)
+        var buffer = [UInt8](repeating: 0, count: size)
+        // Warm-up: page in the code paths of all three.
+        for path in paths {
+            do {
+                for _ in 0..<200 { _ = try connectionSetup(port: path.port, payload: payload, buffer: &buffer) }
+            } catch {
+                throw BenchmarkFailure(description: "\(path.name): \(error)")
+            }
+        }
+        // The paths take turns sample by sample (in rotating order), so drift in the machine's
+        // speed (other VMs, frequency) hits all of them alike.
+        var setup = [[Double]](repeating: [], count: paths.count)
+        for index in 0..<connections {
+            for turn in 0..<paths.count {
+                let path = (index + turn) % paths.count
+                setup[path].append(try connectionSetup(port: paths[path].port, payload: payload, buffer: &buffer))
+            }
+        }
+        var request = [[Double]](repeating: [], count: paths.count)
+        let open = try paths.map { try Socket.connect(port: $0.port) }
+        defer { open.forEach { close($0) } }
+        for index in 0..<roundTrips {
+            for turn in 0..<paths.count {
+                let path = (index + turn) % paths.count
+                let begin = DispatchTime.now().uptimeNanoseconds
+                try Socket.exchange(open[path], payload, into: &buffer)
+                request[path].append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1000)
+            }
+        }
+        let status = dataplane.status().ports.first
+        print(
+            "aether-net-bench: \(connections) new connections and \(roundTrips) round trips per path, \(size)-byte messages, loopback in a private network namespace"
+        )
+        print("sk_lookup steered \(status?.steered ?? 0) connections, \(status?.steerFailures ?? 0) failures\n")
+        printTable(
+            title: "Connection setup: connect + \(size)-byte request/response + close, new connection each",
+            samples: setup, paths: paths.map(\.name))
+        print("")
+        printTable(
+            title: "Request round trip on an open connection (\(size) bytes each way)", samples: request,
+            paths: paths.map(\.name))
+    }
+
+    func printTable(title: String, samples: [[Double]], paths: [String]) {
+        print("\(title)\n")
+        print("| path | p50 µs | p90 µs | p99 µs | mean µs | p50 vs direct |")
+        print("|---|---|---|---|---|---|")
+        let base = percentile(samples[0], 0.5)
+        for (index, name) in paths.enumerated() {
+            let values = samples[index]
+            let p50 = percentile(values, 0.5)
+            let mean = values.reduce(0, +) / Double(values.count)
+            print(
+                "| \(name) | \(f(p50)) | \(f(percentile(values, 0.9))) | \(f(percentile(values, 0.99))) | \(f(mean)) | \(String(format: "%.3f", p50 / base)) |"
+            )
+        }
+    }
+
+    func f(_ value: Double) -> String { String(format: "%.1f", value) }
+
+    func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
+    }
+
+    /// Microseconds for one connection: connect, one exchange, close.
+    func connectionSetup(port: UInt16, payload: [UInt8], buffer: inout [UInt8]) throws -> Double {
+        let begin = DispatchTime.now().uptimeNanoseconds
+        let connection = try Socket.connect(port: port)
+        defer { close(connection) }
+        try Socket.exchange(connection, payload, into: &buffer)
+        return Double(DispatchTime.now().uptimeNanoseconds - begin) / 1000
+    }
+}
+
+struct BenchmarkFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+enum Socket {
+    static func connect(port: UInt16) throws -> CInt {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(descriptor)
+            throw BenchmarkFailure(description: "connect to port \(port): \(String(cString: strerror(code)))")
+        }
+        return descriptor
+    }
+
+    /// Sends `payload`, reads as many bytes back.
+    static func exchange(_ descriptor: CInt, _ payload: [UInt8], into buffer: inout [UInt8]) throws {
+        guard send(descriptor, payload, payload.count, Int32(MSG_NOSIGNAL)) == payload.count else {
+            throw BenchmarkFailure(description: "send: \(String(cString: strerror(errno)))")
+        }
+        try readFully(descriptor, into: &buffer, count: payload.count)
+    }
+
+    static func readFully(_ descriptor: CInt, into buffer: inout [UInt8], count: Int) throws {
+        var received = 0
+        while received < count {
+            let read = buffer.withUnsafeMutableBytes {
+                recv(descriptor, $0.baseAddress! + received, count - received, 0)
+            }
+            guard read > 0 else { throw BenchmarkFailure(description: "recv: connection closed") }
+            received += read
+        }
+    }
+
+}
+
+/// Echoes whatever arrives: one thread, poll() over the listener and every connection.
+struct EchoServer {
+    let descriptor: CInt
+    let port: UInt16
+
+    init(address: String, port: UInt16) throws {
+        let listener = try ListeningSocket.open(address: address, port: port)
+        descriptor = listener
+        self.port = ListeningSocket.localPort(of: listener) ?? 0
+        Thread.detachNewThread {
+            var connections: [CInt] = []
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                var polled = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+                polled += connections.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+                guard poll(&polled, nfds_t(polled.count), -1) > 0 else { continue }
+                for entry in polled.dropFirst() where entry.revents != 0 {
+                    let read = buffer.withUnsafeMutableBytes { recv(entry.fd, $0.baseAddress, $0.count, 0) }
+                    if read <= 0 || send(entry.fd, buffer, read, Int32(MSG_NOSIGNAL)) != read {
+                        close(entry.fd)
+                        connections.removeAll { $0 == entry.fd }
+                    }
+                }
+                if polled[0].revents != 0 { connections += Socket.acceptAll(listener) }
+            }
+        }
+    }
+}
+
+/// A userspace TCP relay listening on its own port and forwarding every connection to the
+/// target: one thread, poll() over all connections (the shape of an event-loop proxy).
+struct Relay {
+    let port: UInt16
+
+    init(listenPort: UInt16, target: UInt16) throws {
+        let listener = try ListeningSocket.open(address: "127.0.0.1", port: listenPort)
+        port = ListeningSocket.localPort(of: listener) ?? 0
+        Thread.detachNewThread {
+            var peer: [CInt: CInt] = [:]
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                var polled = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+                polled += peer.keys.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+                guard poll(&polled, nfds_t(polled.count), -1) > 0 else { continue }
+                for entry in polled.dropFirst() where entry.revents != 0 {
+                    guard let other = peer[entry.fd] else { continue }
+                    let read = buffer.withUnsafeMutableBytes { recv(entry.fd, $0.baseAddress, $0.count, 0) }
+                    if read <= 0 || send(other, buffer, read, Int32(MSG_NOSIGNAL)) != read {
+                        close(entry.fd)
+                        close(other)
+                        peer[entry.fd] = nil
+                        peer[other] = nil
+                    }
+                }
+                if polled[0].revents != 0 {
+                    for client in Socket.acceptAll(listener) {
+                        guard let upstream = try? Socket.connect(port: target) else {
+                            close(client)
+                            continue
+                        }
+                        peer[client] = upstream
+                        peer[upstream] = client
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Socket {
+    /// Every connection waiting on a non-blocking listener.
+    static func acceptAll(_ listener: CInt) -> [CInt] {
+        var accepted: [CInt] = []
+        while true {
+            let connection = accept(listener, nil, nil)
+            guard connection >= 0 else { return accepted }
+            var one: Int32 = 1
+            setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            accepted.append(connection)
+        }
+    }
+}
