@@ -1,4 +1,5 @@
 import AetherCore
+import AetherNet
 import AetherRuntime
 import ArgumentParser
 
@@ -11,8 +12,9 @@ import Musl
 extension Aether {
     struct Doctor: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check what `aether up` needs on this host: cgroups, Python, the SDK, CRIU.",
-            discussion: "Exits 1 if something `aether up` needs is missing; CRIU is reported for warm snapshots."
+            abstract: "Check what `aether up` needs on this host: cgroups, Python, the SDK, eBPF, CRIU.",
+            discussion:
+                "Exits 1 if something `aether up` needs is missing; eBPF is reported for `dataplane: ebpf`, CRIU for warm snapshots."
         )
 
         @Option(help: ArgumentHelp("The criu binary to check.", valueName: "path"))
@@ -35,6 +37,12 @@ extension Aether {
             let sdk = PythonSDKLocator.locate()
             rows.append(["python sdk", sdk != nil ? "ok" : "MISSING", sdk ?? "not found; set AETHER_PYTHON_SDK"])
             fatal = fatal || sdk == nil
+
+            do {
+                rows.append(["ebpf", "ok", try EbpfDataplane.probe()])
+            } catch {
+                rows.append(["ebpf", "FAILED", "\(error) (`dataplane: sockets` runs without eBPF)"])
+            }
 
             let tool = Criu(path: criu)
             do {

@@ -13,6 +13,7 @@ import Testing
         #expect(status("python3") == "ok")
         #expect(status("criu") == "ok", "scripts/setup.sh installs criu: \(result.stdout)")
         #expect(result.stdout.contains("Looks good."))
+        #expect(result.stdout.contains("sk_lookup and XDP programs load"))
         #expect(rows.contains { $0.count >= 2 && $0[0] == "memory" && $0[2] == "ok" })
     }
 

@@ -168,7 +168,8 @@ class DataplaneTest(harness.AetherTestCase):
 
     def test_xdp_counts_the_packets_sent_to_a_trigger_port(self):
         fn = self.function("count")
-        self.start(self.write_config([fn], orchestrator={"xdp_interface": "lo"}))
+        metrics = self.free_port()
+        self.start(self.write_config([fn], orchestrator={"xdp_interface": "lo", "metrics_port": metrics}))
         port = fn["trigger_port"]
         links = {link["program"]: link for link in self.ebpf()["links"]}
         self.assertEqual(set(links), {"aether_dispatch", "aether_xdp"})
@@ -182,6 +183,10 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertStatus(self.get(port, "/json"), 200, "with XDP attached")
         self.assertGreater(self.port_entry(port)["packets"], 25)
         self.assertIn("PACKETS", self.aether("stats").stdout)
+        text = self.get(metrics, "/metrics").body.decode()
+        labels = f'{{function="{fn["id"]}",port="{port}"}}'
+        self.assertIn(f"aether_ebpf_steered_connections_total{labels} ", text)
+        self.assertRegex(text, rf"aether_ebpf_packets_total{labels} (\d+)")
 
     def test_kill_9_leaves_nothing_attached(self):
         fn = self.function("crash")

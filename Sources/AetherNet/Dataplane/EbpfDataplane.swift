@@ -95,6 +95,13 @@ public final class EbpfDataplane: @unchecked Sendable {
         state = Mutex(State(object: object, links: links))
     }
 
+    /// Whether the data plane's programs load here (verifier included), without attaching them:
+    /// what `aether doctor` reports.
+    public static func probe() throws(EbpfError) -> String {
+        _ = try BPFObject(.dataplane)
+        return "sk_lookup and XDP programs load (libbpf \(libbpf_major_version()).\(libbpf_minor_version()))"
+    }
+
     /// Sends new connections to `port` to the listening socket `descriptor` (the map holds the
     /// socket; the caller may close its descriptor). Replaces what the port pointed to before
     /// in one map update, so no connection in between is refused.

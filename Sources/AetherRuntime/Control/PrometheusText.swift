@@ -1,4 +1,5 @@
 import AetherCore
+import AetherNet
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -72,6 +73,27 @@ enum PrometheusText {
         }
         family("aether_snapshot_bytes", "gauge", "Size of the function's CRIU image.") { function in
             function.snapshot.map { [("", Double($0.imageBytes))] } ?? []
+        }
+
+        // The eBPF data plane, per trigger port (packets and bytes only with an XDP program).
+        if let ebpf = status.ebpf {
+            func port(_ name: String, _ help: String, _ value: (EbpfStatus.Port) -> UInt64) {
+                let samples = ebpf.ports.map {
+                    "\(name){function=\"\($0.function)\",port=\"\($0.port)\"} \(value($0))"
+                }
+                families.append((name, help, "counter", samples))
+            }
+            port("aether_ebpf_steered_connections_total", "New connections sk_lookup handed to the port's socket.") {
+                $0.steered
+            }
+            port("aether_ebpf_steer_failures_total", "Connections whose socket could not take them.") {
+                $0.steerFailures
+            }
+            if ebpf.links.contains(where: { $0.program == "aether_xdp" }) {
+                port("aether_ebpf_packets_total", "Packets to the port seen by XDP.") { $0.packets }
+                port("aether_ebpf_bytes_total", "Bytes (frame length) to the port seen by XDP.") { $0.bytes }
+                port("aether_ebpf_dropped_connections_total", "New connections dropped at XDP.") { $0.dropped }
+            }
         }
 
         var text = ""
