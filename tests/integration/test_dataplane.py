@@ -8,6 +8,8 @@ import ctypes
 import json
 import os
 import socket
+import subprocess
+import threading
 import time
 import unittest
 
@@ -187,6 +189,29 @@ class DataplaneTest(harness.AetherTestCase):
         labels = f'{{function="{fn["id"]}",port="{port}"}}'
         self.assertIn(f"aether_ebpf_steered_connections_total{labels} ", text)
         self.assertRegex(text, rf"aether_ebpf_packets_total{labels} (\d+)")
+
+    def test_draining_drops_new_connections_at_xdp(self):
+        fn = self.function("drain", timeout_ms=10000)
+        orch = self.start(self.write_config([fn], orchestrator={"xdp_interface": "lo"}))
+        port = fn["trigger_port"]
+        slow = {}
+
+        def request():
+            slow["response"] = harness.http_request(port, path="/sleep?s=1.5", timeout=10)
+
+        worker = threading.Thread(target=request)
+        worker.start()
+        self.assertTrue(harness.wait_until(lambda: self.stats(fn["id"])["instances"][0]["in_flight"] == 1, 5.0))
+        down = subprocess.Popen([harness.aether_bin(), "down", "--socket", self.control_socket],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertTrue(harness.wait_until(lambda: self.status()["functions"][0]["state"] == "draining", 5.0),
+                        orch.log())
+        # The SYN is dropped: no refusal, no 503, the connect just does not complete.
+        with self.assertRaises(socket.timeout):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        worker.join(10)
+        self.assertStatus(slow["response"], 200, "the request in flight when the drain began")
+        self.assertEqual(down.wait(15), 0)
 
     def test_kill_9_leaves_nothing_attached(self):
         fn = self.function("crash")

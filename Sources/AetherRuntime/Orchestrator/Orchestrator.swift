@@ -395,6 +395,12 @@ public final class Orchestrator: @unchecked Sendable {
     public func shutdown() async {
         let running = lock.withLock { Array(functions.values) }
         let dataplane = lock.withLock { self.dataplane }
+        // With XDP attached, new connections to draining functions are dropped at the SYN
+        // (clients retransmit it; an orchestrator started meanwhile takes them) instead of
+        // being accepted only to be answered 503.
+        for runtime in running {
+            try? dataplane?.setDropsNewConnections(port: runtime.config.triggerPort.rawValue, true)
+        }
         for runtime in running { await runtime.drain() }
         await gateway.closeAll(dataplane: dataplane)
         for runtime in running { await runtime.stop() }
