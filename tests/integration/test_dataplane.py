@@ -213,6 +213,59 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertStatus(slow["response"], 200, "the request in flight when the drain began")
         self.assertEqual(down.wait(15), 0)
 
+    def test_native_xdp_on_a_veth_from_another_namespace(self):
+        # A second private namespace plays the client host, joined to ours by a veth pair; XDP
+        # runs in native (driver) mode on our end, and only our veth address is steered.
+        client = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+
+        def stop_client():
+            client.kill()
+            client.wait(10)
+
+        self.addCleanup(stop_client)
+        self.addCleanup(subprocess.run, ["ip", "link", "del", "aeth0"], capture_output=True)
+
+        def run(*cmd):
+            subprocess.run(list(cmd), check=True, capture_output=True)
+
+        def in_client(*cmd):
+            return ["nsenter", "-t", str(client.pid), "-n", *cmd]
+
+        time.sleep(0.1)
+        run("ip", "link", "add", "aeth0", "type", "veth", "peer", "name", "aeth1", "netns", str(client.pid))
+        run("ip", "addr", "add", "10.77.0.1/24", "dev", "aeth0")
+        run("ip", "link", "set", "aeth0", "up")
+        run(*in_client("ip", "addr", "add", "10.77.0.2/24", "dev", "aeth1"))
+        run(*in_client("ip", "link", "set", "aeth1", "up"))
+
+        fn = self.function("veth")
+        self.start(self.write_config(
+            [fn], orchestrator={"listen_address": "10.77.0.1", "xdp_interface": "aeth0", "xdp_mode": "native"}))
+        port = fn["trigger_port"]
+        links = {link["program"]: link["target"] for link in self.ebpf()["links"]}
+        self.assertEqual(links["aether_xdp"], "interface aeth0 (native XDP)")
+
+        script = (
+            "import socket, sys, http.client\n"
+            "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"[u.sendto(b'y' * 100, ('10.77.0.1', {port})) for _ in range(40)]\n"
+            f"c = http.client.HTTPConnection('10.77.0.1', {port}, timeout=5)\n"
+            "c.request('GET', '/json'); r = c.getresponse(); print(r.status, r.read().decode())\n"
+        )
+        out = subprocess.run(in_client("python3", "-c", script), capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        status, body = out.stdout.split(" ", 1)
+        self.assertEqual(status, "200", out.stdout)
+        self.assertEqual(json.loads(body)["function"], fn["id"])
+        entry = self.port_entry(port)
+        # 40 datagrams, then the TCP packets of one request: at least a SYN, ACK, request, FIN.
+        self.assertGreaterEqual(entry["packets"], 44)
+        self.assertLess(entry["packets"], 60)
+        self.assertGreaterEqual(entry["bytes"], 40 * (14 + 20 + 8 + 100))
+        self.assertEqual(entry["steered"], 1)
+        # Only the configured address is steered: loopback to the same port is refused.
+        self.assertTrue(connect_refused(port))
+
     def test_kill_9_leaves_nothing_attached(self):
         fn = self.function("crash")
         config = self.write_config([fn], orchestrator={"xdp_interface": "lo"})
