@@ -41,7 +41,7 @@ extension Aether {
             do {
                 rows.append(["ebpf", "ok", try EbpfDataplane.probe()])
             } catch {
-                rows.append(["ebpf", "FAILED", "\(error) (`dataplane: sockets` runs without eBPF)"])
+                rows.append(["ebpf", "FAILED", error.description])
             }
 
             let tool = Criu(path: criu)

@@ -17,6 +17,17 @@ import Testing
         #expect(rows.contains { $0.count >= 2 && $0[0] == "memory" && $0[2] == "ok" })
     }
 
+    @Test func withoutPrivilegesTheEbpfCheckSaysWhatIsMissing() throws {
+        let result = try AetherBinary.run(
+            ["doctor"],
+            launcher: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        let row = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("ebpf ") }, "\(result.stdout)")
+        #expect(row.contains("FAILED"))
+        #expect(row.contains("Operation not permitted"))
+        #expect(row.contains("CAP_BPF"))
+        #expect(row.contains("dataplane: sockets"))
+    }
+
     @Test func aMissingCriuIsNamed() throws {
         let result = try AetherBinary.run(["doctor", "--criu", "/nonexistent/criu"])
         #expect(result.stdout.contains("MISSING  no usable criu at /nonexistent/criu"), "\(result.stdout)")

@@ -24,7 +24,8 @@ enum LibbpfMessages {
             guard level != LIBBPF_DEBUG, let format, let arguments else { return 0 }
             var buffer = [CChar](repeating: 0, count: 1024)
             let written = vsnprintf(&buffer, buffer.count, format, arguments)
-            let line = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingTrailingNewlines()
+            var line = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingTrailingNewlines()
+            if line.hasPrefix("libbpf: ") { line.removeFirst("libbpf: ".count) }
             LibbpfMessages.recent.withLock { lines in
                 lines.append(line)
                 if lines.count > 20 { lines.removeFirst(lines.count - 20) }
