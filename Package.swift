@@ -125,7 +125,9 @@ let package = Package(
         // eBPF dispatch vs direct binding vs a userspace relay (scripts/bench-dataplane.sh).
         .executableTarget(
             name: "aether-net-bench",
-            dependencies: ["AetherNet", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "AetherNet", "CAetherSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strictSwift6
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import AetherNet
 import ArgumentParser
+import CAetherSystem
 import Foundation
 
 #if canImport(Glibc)
@@ -24,6 +25,9 @@ struct NetBenchmark: ParsableCommand {
     @Option(help: "Request and response size in bytes.") var size = 64
 
     func run() throws {
+        // The client runs on the first CPU and every server thread on the last one, so the three
+        // paths share one scheduling situation (no path's server wins a quieter CPU).
+        CPU.pinCurrentThread(to: 0)
         let server = try EchoServer(address: "127.0.0.1", port: 0)
         let steeredSocket = try EchoServer(address: "127.0.0.1", port: 0)
         let steeredPort = try ListeningSocket.freePort(address: "127.0.0.1")
@@ -171,6 +175,7 @@ struct EchoServer {
         descriptor = listener
         self.port = ListeningSocket.localPort(of: listener) ?? 0
         Thread.detachNewThread {
+            CPU.pinCurrentThread(to: CPU.count - 1)
             var connections: [CInt] = []
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -199,6 +204,7 @@ struct Relay {
         let listener = try ListeningSocket.open(address: "127.0.0.1", port: listenPort)
         port = ListeningSocket.localPort(of: listener) ?? 0
         Thread.detachNewThread {
+            CPU.pinCurrentThread(to: CPU.count - 1)
             var peer: [CInt: CInt] = [:]
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -241,5 +247,13 @@ extension Socket {
             setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             accepted.append(connection)
         }
+    }
+}
+
+enum CPU {
+    static var count: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    static func pinCurrentThread(to cpu: Int) {
+        _ = aether_pin_thread(Int32(cpu))
     }
 }

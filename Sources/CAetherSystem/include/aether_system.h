@@ -27,4 +27,7 @@ int aether_pidfd_open(int pid);
 /// PTRACE_MODE_ATTACH_REALCREDS over it, which root has). -1 with errno.
 int aether_pidfd_getfd(int pidfd, int fd);
 
+/// sched_setaffinity for the calling thread: run only on `cpu`. 0 or -1 with errno.
+int aether_pin_thread(int cpu);
+
 #endif
