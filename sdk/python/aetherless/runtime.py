@@ -29,12 +29,12 @@ a bad crc32 is logged and skipped; a poisoned ring ends the process (status 1).
 from __future__ import annotations
 
 import _socket
+import _thread
 import importlib.machinery
 import importlib.util
 import os
 import signal
 import sys
-import threading
 
 import aetherless as _api
 
@@ -226,7 +226,9 @@ def serve(fn, region: Region, concurrency: int = 1, log=_log) -> None:
             if msg is not None:
                 write(msg)
 
-    import queue  # here: the image of a concurrency-1 snapshot template does not carry it
+    # Imported here: the image of a concurrency-1 snapshot template does not carry them.
+    import queue
+    import threading
 
     work = queue.SimpleQueue()
     lock = threading.Lock()
@@ -425,7 +427,9 @@ def main(argv: list | None = None, environ=None) -> int:
     except OSError as e:
         _log(f"control socket: {e}")
         return EXIT_FAILURE
-    threading.Thread(target=_watch_control, args=(sock,), name="aetherless-control", daemon=True).start()
+    # _thread, not threading.Thread(...).start(): that waits until the new thread has run,
+    # about 0.5 ms on the way to a restored copy's first response.
+    _thread.start_new_thread(_watch_control, (sock,))
 
     try:
         serve(fn, region, concurrency)
