@@ -26,10 +26,12 @@ EXAMPLES = [
 ]
 
 
-def config(work: str) -> tuple[str, dict]:
+def config(work: str, images: str) -> tuple[str, dict]:
     lines = [
         "orchestrator:",
         f"  control_socket: {work}/aether.sock",
+        # Our own image folder on tmpfs, not the default one another orchestrator may use.
+        f"  snapshot_dir: {images}",
         # Wide enough to measure slow restores instead of refusing them; the table counts
         # the ones over the 15 ms rule.
         "  restore_timeout_ms: 100",
@@ -94,7 +96,8 @@ def percentile(values, p):
 
 def main():
     work = tempfile.mkdtemp(prefix="aether-coldstart-")
-    path, ports = config(work)
+    images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
+    path, ports = config(work, images)
     socket_path = f"{work}/aether.sock"
     log = open(os.path.join(work, "aether.log"), "w")
     up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
@@ -145,6 +148,7 @@ def main():
             f"| {over}/{len(restore_ms)} |"
         )
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(images, ignore_errors=True)
 
 
 if __name__ == "__main__":
