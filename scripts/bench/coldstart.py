@@ -2,6 +2,11 @@
 (b) restore from the CRIU snapshot, (c) an instance already running. One run, one machine.
 
 Run through scripts/bench-coldstart.sh, which builds everything first.
+
+For side-by-side comparisons of two builds: AETHER_BENCH_BIN picks the `aether` binary (default
+.build/release/aether; aether takes the Python SDK from AETHER_PYTHON_SDK if set),
+AETHER_BENCH_MODES=restore measures only (b) and (c), and AETHER_BENCH_RAW=1 also prints every
+restore sample as `RAW <function> <time to first response ms> <criu restore ms>`.
 """
 
 import http.client
@@ -15,7 +20,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AETHER = os.path.join(REPO, ".build", "release", "aether")
+AETHER = os.environ.get("AETHER_BENCH_BIN") or os.path.join(REPO, ".build", "release", "aether")
+MODES = [m for m in ("cold", "restore") if m in os.environ.get("AETHER_BENCH_MODES", "cold,restore").split(",")]
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 BUDGET_MS = 15.0
 
@@ -26,10 +32,12 @@ EXAMPLES = [
 ]
 
 
-def config(work: str) -> tuple[str, dict]:
+def config(work: str, images: str) -> tuple[str, dict]:
     lines = [
         "orchestrator:",
         f"  control_socket: {work}/aether.sock",
+        # Our own image folder on tmpfs, not the default one another orchestrator may use.
+        f"  snapshot_dir: {images}",
         # Wide enough to measure slow restores instead of refusing them; the table counts
         # the ones over the 15 ms rule.
         "  restore_timeout_ms: 100",
@@ -39,6 +47,8 @@ def config(work: str) -> tuple[str, dict]:
     port = 18700
     for name, handler, _ in EXAMPLES:
         for mode, snapshot in (("cold", "false"), ("restore", "true")):
+            if mode not in MODES:
+                continue
             fid = f"{name}-{mode}"
             ports[fid] = port
             lines += [
@@ -94,7 +104,8 @@ def percentile(values, p):
 
 def main():
     work = tempfile.mkdtemp(prefix="aether-coldstart-")
-    path, ports = config(work)
+    images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
+    path, ports = config(work, images)
     socket_path = f"{work}/aether.sock"
     log = open(os.path.join(work, "aether.log"), "w")
     up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
@@ -109,6 +120,8 @@ def main():
             cold, restored, warm, restore_ms = [], [], [], []
             for _ in range(SAMPLES):
                 for mode, bucket in (("cold", cold), ("restore", restored)):
+                    if mode not in MODES:
+                        continue
                     fid = f"{name}-{mode}"
                     wait_for_zero(fid, socket_path)
                     elapsed, response, _ = timed_get(ports[fid], target)
@@ -129,6 +142,10 @@ def main():
         up.wait(30)
         log.close()
 
+    if os.environ.get("AETHER_BENCH_RAW"):
+        for name, _, restored, _, restore_ms in rows:
+            for elapsed, criu in zip(restored, restore_ms):
+                print(f"RAW {name} {elapsed:.3f} {criu:.3f}")
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
     print("time to first response, client side (connect + request + full response), milliseconds")
     print()
@@ -136,15 +153,18 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for name, cold, restored, warm, restore_ms in rows:
         over = sum(1 for v in restore_ms if v > BUDGET_MS)
+        cold_cell = f"{statistics.median(cold):.1f} / {percentile(cold, 0.99):.1f}" if cold else "-"
+        ratio = f"{statistics.median(restored) / statistics.median(cold):.2f}" if cold else "-"
         print(
-            f"| {name} | {statistics.median(cold):.1f} / {percentile(cold, 0.99):.1f} "
+            f"| {name} | {cold_cell} "
             f"| {statistics.median(restored):.1f} / {percentile(restored, 0.99):.1f} "
             f"| {statistics.median(warm):.2f} / {percentile(warm, 0.99):.2f} "
-            f"| {statistics.median(restored) / statistics.median(cold):.2f} "
+            f"| {ratio} "
             f"| {statistics.median(restore_ms):.1f} / {percentile(restore_ms, 0.99):.1f} "
             f"| {over}/{len(restore_ms)} |"
         )
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(images, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -561,7 +561,9 @@ final class FunctionRuntime: @unchecked Sendable {
     private func restoreInstance(_ instance: Instance, from snapshot: FunctionSnapshot) {
         let copy: FunctionSnapshot.Copy
         do {
-            copy = try snapshot.restore(logName: "restore-\(instance.number)")
+            // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
+            copy = try snapshot.restore(
+                logName: "restore-\(instance.number)", firstLine: instance.region.map { "ATTACH \($0.name)\n" })
         } catch {
             lock.withLock {
                 stats.restoreFailures += 1
@@ -603,9 +605,8 @@ final class FunctionRuntime: @unchecked Sendable {
         }
         var ready: EventLoopPromise<Void>?
         do throws(ControlLine.Failure) {
-            guard let region = instance.region else { return }
+            guard instance.region != nil else { return }  // its ATTACH went with the restore
             lock.withLock { instance.phase = .attaching }
-            try ControlLine.write(copy.control, "ATTACH \(region.name)\n")
             let answer = try ControlLine.read(copy.control, timeout: config.startupTimeout.duration)
             lock.withLock {
                 guard instance.phase == .attaching else { return }

@@ -189,7 +189,8 @@ final class RestoreSlots: Sendable {
         self.release = release
     }
 
-    private func discard(_ slot: RestoreSlot) {
+    /// Gives up a slot taken but not used, with its cgroup.
+    func discard(_ slot: RestoreSlot) {
         slot.discard()
         if let cgroup = slot.cgroup { release(cgroup) }
     }

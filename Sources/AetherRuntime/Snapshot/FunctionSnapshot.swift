@@ -160,9 +160,21 @@ final class FunctionSnapshot: Sendable {
     }
 
     /// Restores one copy; blocking. Over `budget`: `latencyViolation`, the copy killed.
-    func restore(logName: String) throws(CriuError) -> Copy {
+    ///
+    /// `firstLine` (the copy's `ATTACH <region>`) is written to the copy's control connection
+    /// before criu starts: the restored copy, blocked reading its next line, finds it at once and
+    /// attaches while we are still taking criu's answer, instead of waiting a round trip for it.
+    func restore(logName: String, firstLine: String? = nil) throws(CriuError) -> Copy {
         let begun = ContinuousClock.now
         let slot = try slots.take()
+        if let firstLine {
+            do throws(ControlLine.Failure) {
+                try ControlLine.write(slot.control, firstLine)
+            } catch {
+                slots.discard(slot)
+                throw .restoreFailed(image: directory, log: "cannot queue the first line for the copy: \(error)")
+            }
+        }
         let (pid, duration) = try slot.restore(template: slots.template, logName: logName, budget: budget, begun: begun)
         return Copy(
             pid: pid, control: slot.control, stdout: slot.stdout, stderr: slot.stderr, duration: duration,

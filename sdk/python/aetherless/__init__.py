@@ -23,8 +23,11 @@ Standard library only.
 
 from __future__ import annotations
 
+import functools as _functools
 import json as _json
 import re as _re
+import sys as _sys
+import types as _types
 from collections.abc import Mapping as _Mapping
 from urllib.parse import unquote as _unquote
 
@@ -69,9 +72,7 @@ def handler(fn=None):
         raise TypeError(
             f"@aetherless.handler decorates a function taking one Request, not {type(fn).__name__}"
         )
-    import inspect
-
-    if inspect.iscoroutinefunction(fn):
+    if _is_async_def(fn):
         raise TypeError(
             f"@aetherless.handler: {getattr(fn, '__qualname__', fn)!s} is 'async def'; "
             "handlers are plain functions (the runtime calls them on worker threads)"
@@ -85,6 +86,24 @@ def handler(fn=None):
         )
     _handlers[module] = fn
     return fn
+
+
+def _is_async_def(fn) -> bool:
+    """``inspect.iscoroutinefunction(fn)`` without importing ``inspect`` (about 0.5 MB of
+    modules that every snapshot image, and so every restore, would carry): bound methods and
+    ``functools.partial`` are unwrapped and the code object's CO_COROUTINE flag read. If the
+    program has imported ``inspect`` itself, it answers (it also knows its own markers)."""
+    inspect = _sys.modules.get("inspect")
+    if inspect is not None:
+        return inspect.iscoroutinefunction(fn)
+    while True:
+        if isinstance(fn, _types.MethodType):
+            fn = fn.__func__
+        elif isinstance(fn, _functools.partial):
+            fn = fn.func
+        else:
+            break
+    return isinstance(fn, _types.FunctionType) and bool(fn.__code__.co_flags & 0x80)  # CO_COROUTINE
 
 
 def _qualname(fn) -> str:

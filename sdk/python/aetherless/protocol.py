@@ -20,7 +20,8 @@ Standard library only.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, NamedTuple
+from collections import namedtuple
+from collections.abc import Iterable
 
 __all__ = [
     "VERSION",
@@ -65,19 +66,11 @@ class ProtocolError(ValueError):
     """A message that does not follow handler protocol version 1."""
 
 
-class RequestMessage(NamedTuple):
-    request_id: int
-    method: bytes
-    target: bytes
-    headers: list  # [(name: bytes, value: bytes)] in wire order
-    body: bytes
-
-
-class ResponseMessage(NamedTuple):
-    request_id: int
-    status: int
-    headers: list  # [(name: bytes, value: bytes)] in wire order
-    body: bytes
+# Plain namedtuples, not typing.NamedTuple: importing typing would put it in every snapshot
+# image. Fields: request_id: int, method: bytes, target: bytes, status: int, body: bytes,
+# headers: [(name: bytes, value: bytes)] in wire order.
+RequestMessage = namedtuple("RequestMessage", "request_id method target headers body")
+ResponseMessage = namedtuple("ResponseMessage", "request_id status headers body")
 
 
 # --------------------------------------------------------------------------- header block
