@@ -7,12 +7,13 @@ import Foundation
 import Glibc
 #endif
 
-/// Measures how a TCP client reaches a server three ways, side by side in one run, and prints
-/// Markdown tables (BENCHMARKS.md): the server's socket bound to the port itself (direct), the
-/// port steered to a socket bound elsewhere by the data plane's sk_lookup program (eBPF), and a
-/// userspace relay listening on the port and forwarding to the server (what a proxy in front of
-/// the functions costs). Run through scripts/bench-dataplane.sh, inside a private network
-/// namespace.
+/// Measures how a TCP client reaches a server, side by side in one run, and prints Markdown
+/// tables (BENCHMARKS.md): the server's socket bound to the port itself (direct); the port
+/// steered by the data plane's sk_lookup program to a socket bound elsewhere (eBPF); a
+/// userspace relay listening on the port and forwarding to a server of its own (what a proxy in
+/// front of the functions costs); and a second direct server, an A/A control showing how far two
+/// identical paths differ. Run through scripts/bench-dataplane.sh, inside a private network
+/// namespace. All threads share one vCPU; the paths take turns in random order per sample.
 @main
 struct NetBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,9 +26,9 @@ struct NetBenchmark: ParsableCommand {
     @Option(help: "Request and response size in bytes.") var size = 64
 
     func run() throws {
-        // The client runs on the first CPU and every server thread on the last one, so the three
-        // paths share one scheduling situation (no path's server wins a quieter CPU).
-        CPU.pinCurrentThread(to: 0)
+        // Every thread runs on one vCPU, so all paths share one scheduling situation (no path's
+        // server wins a quieter CPU, and no path pays cross-CPU wake-ups the others do not).
+        CPU.pinCurrentThread(to: CPU.benchmark)
         let server = try EchoServer(address: "127.0.0.1", port: 0)
         let steeredSocket = try EchoServer(address: "127.0.0.1", port: 0)
         let steeredPort = try ListeningSocket.freePort(address: "127.0.0.1")
@@ -35,12 +36,17 @@ struct NetBenchmark: ParsableCommand {
         defer { dataplane.close() }
         try dataplane.steer(
             port: steeredPort, function: "bench", socket: steeredSocket.descriptor, owner: getpid(), kind: .gateway)
-        let relay = try Relay(listenPort: 0, target: server.port)
+        // The relay forwards to a server of its own, so the direct server does no extra work.
+        let relayed = try EchoServer(address: "127.0.0.1", port: 0)
+        let relay = try Relay(listenPort: 0, target: relayed.port)
+        // The same as "direct" with another server: how far two identical paths differ here.
+        let control = try EchoServer(address: "127.0.0.1", port: 0)
 
         let paths: [(name: String, port: UInt16)] = [
             ("direct (socket bound to the port)", server.port),
             ("eBPF sk_lookup dispatch", steeredPort),
             ("userspace relay", relay.port),
+            ("direct, second server (control)", control.port),
         ]
         let payload = [UInt8](repeating: 0x61, count: size)
         var buffer = [UInt8](repeating: 0, count: size)
@@ -52,21 +58,22 @@ struct NetBenchmark: ParsableCommand {
                 throw BenchmarkFailure(description: "\(path.name): \(error)")
             }
         }
-        // The paths take turns sample by sample (in rotating order), so drift in the machine's
-        // speed (other VMs, frequency) hits all of them alike.
+        // The paths take turns sample by sample, in a new random order each time, so drift in the
+        // machine's speed (other VMs, frequency) hits all of them alike and no path always
+        // follows the same other one.
         var setup = [[Double]](repeating: [], count: paths.count)
-        for index in 0..<connections {
-            for turn in 0..<paths.count {
-                let path = (index + turn) % paths.count
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<connections {
+            for path in paths.indices.shuffled(using: &generator) {
                 setup[path].append(try connectionSetup(port: paths[path].port, payload: payload, buffer: &buffer))
+                settle()
             }
         }
         var request = [[Double]](repeating: [], count: paths.count)
         let open = try paths.map { try Socket.connect(port: $0.port) }
         defer { open.forEach { close($0) } }
-        for index in 0..<roundTrips {
-            for turn in 0..<paths.count {
-                let path = (index + turn) % paths.count
+        for _ in 0..<roundTrips {
+            for path in paths.indices.shuffled(using: &generator) {
                 let begin = DispatchTime.now().uptimeNanoseconds
                 try Socket.exchange(open[path], payload, into: &buffer)
                 request[path].append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1000)
@@ -108,11 +115,17 @@ struct NetBenchmark: ParsableCommand {
         return sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]
     }
 
+    /// Lets the server threads (on the same vCPU) finish tearing down the last connection, so
+    /// its cleanup is not timed as part of the next path's sample.
+    func settle() {
+        usleep(200)
+    }
+
     /// Microseconds for one connection: connect, one exchange, close.
     func connectionSetup(port: UInt16, payload: [UInt8], buffer: inout [UInt8]) throws -> Double {
         let begin = DispatchTime.now().uptimeNanoseconds
         let connection = try Socket.connect(port: port)
-        defer { close(connection) }
+        defer { Socket.closeWithReset(connection) }
         try Socket.exchange(connection, payload, into: &buffer)
         return Double(DispatchTime.now().uptimeNanoseconds - begin) / 1000
     }
@@ -142,6 +155,15 @@ enum Socket {
             throw BenchmarkFailure(description: "connect to port \(port): \(String(cString: strerror(code)))")
         }
         return descriptor
+    }
+
+    /// Closes without leaving a TIME_WAIT entry (SO_LINGER 0: the close sends RST). Thousands of
+    /// TIME_WAIT entries make connect()'s ephemeral port search depend on the destination port,
+    /// which showed as ±25% between two identical direct paths.
+    static func closeWithReset(_ descriptor: CInt) {
+        var option = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+        close(descriptor)
     }
 
     /// Sends `payload`, reads as many bytes back.
@@ -175,7 +197,7 @@ struct EchoServer {
         descriptor = listener
         self.port = ListeningSocket.localPort(of: listener) ?? 0
         Thread.detachNewThread {
-            CPU.pinCurrentThread(to: CPU.count - 1)
+            CPU.pinCurrentThread(to: CPU.benchmark)
             var connections: [CInt] = []
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -204,7 +226,7 @@ struct Relay {
         let listener = try ListeningSocket.open(address: "127.0.0.1", port: listenPort)
         port = ListeningSocket.localPort(of: listener) ?? 0
         Thread.detachNewThread {
-            CPU.pinCurrentThread(to: CPU.count - 1)
+            CPU.pinCurrentThread(to: CPU.benchmark)
             var peer: [CInt: CInt] = [:]
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -251,7 +273,8 @@ extension Socket {
 }
 
 enum CPU {
-    static var count: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    /// The vCPU every thread of the benchmark runs on.
+    static let benchmark = 0
 
     static func pinCurrentThread(to cpu: Int) {
         _ = aether_pin_thread(Int32(cpu))
