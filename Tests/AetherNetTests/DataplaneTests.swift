@@ -16,7 +16,6 @@ struct DataplaneTests {
         let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
         defer { close(target) }
         let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
-        #expect(ListeningSocket.isFree(address: "127.0.0.1", port: trigger))
 
         try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
         let client = try TCP.connect("127.0.0.1", trigger)
@@ -61,6 +60,34 @@ struct DataplaneTests {
         close(try TCP.connect("127.0.0.1", trigger))
         // 127.0.0.2 is on lo too, but not the configured address.
         #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.2", trigger) }
+    }
+
+    @Test func aReservedPortCannotBeBoundByOthersAndIsStillSteered() throws {
+        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
+        defer { dataplane.close() }
+        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
+        defer { close(target) }
+        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
+        try dataplane.reserve(port: trigger)
+        try dataplane.reserve(port: trigger)  // again: nothing changes
+        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
+        #expect(throws: SystemCallFailure(call: "bind", subject: "127.0.0.1:\(trigger)", errno: EADDRINUSE)) {
+            close(try ListeningSocket.open(address: "127.0.0.1", port: trigger))
+        }
+        close(try TCP.connect("127.0.0.1", trigger))
+        try dataplane.release(port: trigger)
+        close(try ListeningSocket.open(address: "127.0.0.1", port: trigger))
+    }
+
+    @Test func aPortHeldByAnotherSocketCannotBeReserved() throws {
+        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
+        defer { dataplane.close() }
+        let other = try ListeningSocket.open(address: "127.0.0.1", port: 0)
+        defer { close(other) }
+        let port = try #require(ListeningSocket.localPort(of: other))
+        #expect(throws: SystemCallFailure(call: "bind", subject: "127.0.0.1:\(port)", errno: EADDRINUSE)) {
+            try dataplane.reserve(port: port)
+        }
     }
 
     @Test func closingTheLastDescriptorOfTheSocketEmptiesTheMapEntry() throws {

@@ -5,6 +5,7 @@ tests attach XDP to `lo` and look at every socket and bpf_link of the namespace.
 they are skipped, so they never touch the host's interfaces."""
 
 import ctypes
+import errno
 import json
 import os
 import socket
@@ -83,7 +84,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ[PORT_VARIABLE])), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT_EXPRESSION), Handler)
 control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 control.connect(os.environ["AETHER_SOCKET"])
 control.sendall(b"READY\n")
@@ -96,7 +97,7 @@ class DataplaneTest(harness.AetherTestCase):
     def setUp(self):
         super().setUp()
         self.write_common_handler()
-        self.write_file("process.py", PROCESS_HANDLER.replace("PORT_VARIABLE", '"AETHER_LISTEN_PORT"'))
+        self.write_file("process.py", PROCESS_HANDLER.replace("PORT_EXPRESSION", 'int(os.environ["AETHER_LISTEN_PORT"])'))
 
     def ebpf(self) -> dict:
         status = self.status()
@@ -161,12 +162,39 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertEqual(self.port_entry(port)["pid"], second["pid"])
         self.assertTrue(harness.wait_until(lambda: not harness._pid_alive(first["pid"]), 10.0), "old handler still runs")
 
+    def test_trigger_ports_are_held_against_other_binds_and_orchestrators(self):
+        sdk = self.function("held")
+        proc = self.function("heldp", "process.py", protocol="process")
+        self.start(self.write_config([sdk, proc]))
+        for fn in (sdk, proc):
+            with socket.socket() as other:
+                with self.assertRaises(OSError) as raised:
+                    other.bind(("127.0.0.1", fn["trigger_port"]))
+                self.assertEqual(raised.exception.errno, errno.EADDRINUSE)
+        # A second orchestrator asking for the same port fails instead of being shadowed.
+        again = dict(sdk, id=self.fid("again"))
+        orch = self.start_expect_failure(self.write_config(
+            [again], name="second.yaml", orchestrator={"control_socket": self.tmp + "/second.sock"}))
+        self.assertIn(f"trigger port {sdk['trigger_port']}", orch.stderr())
+        self.assertIn("Address already in use", orch.stderr())
+        self.assertStatus(self.get(sdk["trigger_port"], "/json"), 200, "the first orchestrator still serves")
+
     def test_seed_style_handler_binding_the_trigger_port_is_a_protocol_error(self):
-        self.write_file("seed.py", PROCESS_HANDLER.replace("PORT_VARIABLE", '"AETHER_TRIGGER_PORT"'))
+        self.write_file("seed.py", PROCESS_HANDLER.replace("PORT_EXPRESSION", 'int(os.environ["AETHER_TRIGGER_PORT"])'))
         fn = self.function("seed", "seed.py", protocol="process")
         orch = self.start_expect_failure(self.write_config([fn]))
-        self.assertIn("AETHER_LISTEN_PORT", orch.stderr())
+        # The trigger port is held by the orchestrator: the handler's bind fails, and the error
+        # says what to bind instead.
+        self.assertIn("Address already in use", orch.stderr())
+        self.assertIn("binds AETHER_LISTEN_PORT", orch.stderr())
         self.assertIn(fn["id"], orch.stderr())
+
+    def test_ready_without_listening_on_the_listen_port_is_a_protocol_error(self):
+        self.write_file("elsewhere.py", PROCESS_HANDLER.replace("PORT_EXPRESSION", "0"))
+        fn = self.function("elsewhere", "elsewhere.py", protocol="process")
+        orch = self.start_expect_failure(self.write_config([fn]))
+        self.assertIn("broke the handler protocol", orch.stderr())
+        self.assertIn("without listening on AETHER_LISTEN_PORT", orch.stderr())
 
     def test_xdp_counts_the_packets_sent_to_a_trigger_port(self):
         fn = self.function("count")

@@ -40,6 +40,8 @@ public final class EbpfDataplane: @unchecked Sendable {
         var object: BPFObject?
         var links: [BPFLink]
         var entries: [UInt16: Entry] = [:]
+        /// Bound, non-listening sockets holding the trigger ports (`reserve`).
+        var reservations: [UInt16: CInt] = [:]
     }
 
     private let state: Mutex<State>
@@ -102,6 +104,16 @@ public final class EbpfDataplane: @unchecked Sendable {
         return "sk_lookup and XDP programs load (libbpf \(libbpf_major_version()).\(libbpf_minor_version()))"
     }
 
+    /// Takes `port` on the listen address for a function before it is steered, as a bind would:
+    /// fails if another socket (another program, another orchestrator) has it, and keeps others
+    /// from binding it later. Reserving a port already reserved here does nothing.
+    public func reserve(port: UInt16) throws(SystemCallFailure) {
+        try state.withLock { state throws(SystemCallFailure) in
+            guard state.reservations[port] == nil else { return }
+            state.reservations[port] = try ListeningSocket.reserve(address: listenAddress, port: port)
+        }
+    }
+
     /// Sends new connections to `port` to the listening socket `descriptor` (the map holds the
     /// socket; the caller may close its descriptor). Replaces what the port pointed to before
     /// in one map update, so no connection in between is refused.
@@ -126,9 +138,11 @@ public final class EbpfDataplane: @unchecked Sendable {
         }
     }
 
-    /// Stops steering `port` and forgets its counters (the function was removed or moved).
+    /// Stops steering `port`, forgets its counters and gives the port back (the function was
+    /// removed or moved).
     public func release(port: UInt16) throws(EbpfError) {
         try state.withLock { state throws(EbpfError) in
+            if let reservation = state.reservations.removeValue(forKey: port) { Glibc.close(reservation) }
             try sockets.delete(aether_dispatch_key(protocol: UInt32(IPPROTO_TCP), port: UInt32(port)))
             try targets.delete(UInt32(port))
             try counters.delete(UInt32(port))
@@ -180,6 +194,8 @@ public final class EbpfDataplane: @unchecked Sendable {
             state.links = []
             state.entries = [:]
             state.object = nil
+            for reservation in state.reservations.values { Glibc.close(reservation) }
+            state.reservations = [:]
         }
     }
 }

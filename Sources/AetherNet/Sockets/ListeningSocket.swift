@@ -31,14 +31,22 @@ public enum ListeningSocket {
         return descriptor
     }
 
-    /// Whether nothing on this host holds `address`:`port` (bind succeeds), checked by binding
-    /// and closing a socket at once.
-    public static func isFree(address: String, port: UInt16) -> Bool {
+    /// A TCP socket bound to `address`:`port` but not listening: it accepts nothing (sk_lookup
+    /// steers the port's connections elsewhere) but keeps anyone else from binding the port,
+    /// who would otherwise be silently shadowed by the steering. No SO_REUSEADDR, so any other
+    /// bind of the port fails. The caller owns the descriptor.
+    public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> CInt {
+        let subject = "\(address.contains(":") ? "[\(address)]" : address):\(port)"
         let family = address.contains(":") ? AF_INET6 : AF_INET
         let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        return (try? bind(descriptor, address: address, port: port, subject: "")) != nil
+        guard descriptor >= 0 else { throw SystemCallFailure(call: "socket", subject: subject, errno: errno) }
+        do {
+            try bind(descriptor, address: address, port: port, subject: subject)
+        } catch {
+            close(descriptor)
+            throw error
+        }
+        return descriptor
     }
 
     /// A port the kernel considers free on `address` right now (bound to 0, read back, closed).

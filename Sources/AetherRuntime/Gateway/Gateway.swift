@@ -63,26 +63,31 @@ final class Gateway: @unchecked Sendable {
             }
             return
         }
-        // The kernel would steer the port away from whoever holds it: refuse, as a bind would.
-        guard ListeningSocket.isFree(address: address, port: port.rawValue) else {
-            throw .bindFailed(what: what, address: display, reason: "the port is in use by another socket")
+        // Held like a bind would hold it: the steering must not shadow anyone else's socket.
+        do {
+            try dataplane.reserve(port: port.rawValue)
+        } catch {
+            throw .bindFailed(what: what, address: display, reason: error.description)
         }
         let socket: CInt
         do {
             socket = try ListeningSocket.open(address: address, port: 0)
         } catch {
+            try? dataplane.release(port: port.rawValue)
             throw .bindFailed(what: what, address: display, reason: error.description)
         }
         let channel: any Channel
         do {
             channel = try await bootstrap.withBoundSocket(socket).get()
         } catch {
+            try? dataplane.release(port: port.rawValue)
             throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
         }
         do {
             try dataplane.steer(
                 port: port.rawValue, function: function.rawValue, socket: socket, owner: getpid(), kind: .gateway)
         } catch {
+            try? dataplane.release(port: port.rawValue)
             try? await channel.close()
             throw .bindFailed(what: what, address: display, reason: error.description)
         }

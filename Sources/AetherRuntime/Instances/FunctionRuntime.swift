@@ -747,11 +747,18 @@ final class FunctionRuntime: @unchecked Sendable {
 
         if !wasServing {
             let stderrTail = logs.tail(200).filter { $0.instance == instance.number && $0.stream == "stderr" }
+            var output = stderrTail.suffix(10).map(\.text).joined(separator: "\n")
+            if let listenPort = instance.listenPort, listenPort != config.triggerPort.rawValue,
+                output.contains("Address already in use")
+            {
+                // Most likely a handler written for the seed's protocol, binding the trigger port.
+                output +=
+                    "\n(with dataplane: ebpf the orchestrator holds trigger port \(config.triggerPort); a process handler binds AETHER_LISTEN_PORT, here \(listenPort))"
+            }
             outcome.startupError =
                 instance.startupFailure
                 ?? .exitedDuringStartup(
-                    function: id, instance: instance.number, status: status.description,
-                    output: stderrTail.suffix(10).map(\.text).joined(separator: "\n"))
+                    function: id, instance: instance.number, status: status.description, output: output)
             consecutiveFailures += 1
             if !instances.contains(where: { $0.phase == .serving }) { outcome.unservable = queue.removeAll() }
         } else if unexpected {

@@ -159,8 +159,8 @@ public final class Orchestrator: @unchecked Sendable {
         do {
             if config.handlerProtocol == .sdk {
                 try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
-            } else if dataplane != nil {
-                try checkPortIsFree(config)
+            } else if let dataplane {
+                try reservePort(config, in: dataplane)
             }
         } catch {
             _ = try? registry.unregister(config.id)
@@ -180,15 +180,17 @@ public final class Orchestrator: @unchecked Sendable {
     }
 
     /// With eBPF a process handler binds a private port and the kernel steers the trigger port
-    /// to it; the trigger port itself must be free, as a bind would require.
-    private func checkPortIsFree(_ config: FunctionConfig) throws(OrchestratorError) {
+    /// to it; the trigger port itself is held by the data plane, as a bind would hold it.
+    private func reservePort(_ config: FunctionConfig, in dataplane: EbpfDataplane) throws(OrchestratorError) {
         let address = settings.listenAddress
-        guard ListeningSocket.isFree(address: address, port: config.triggerPort.rawValue) else {
+        do {
+            try dataplane.reserve(port: config.triggerPort.rawValue)
+        } catch {
             throw .bindFailed(
                 what: "trigger port \(config.triggerPort) of function \(config.id)",
                 address: address.contains(":")
                     ? "[\(address)]:\(config.triggerPort)" : "\(address):\(config.triggerPort)",
-                reason: "the port is in use by another socket")
+                reason: error.description)
         }
     }
 
@@ -336,8 +338,8 @@ public final class Orchestrator: @unchecked Sendable {
             do {
                 if config.handlerProtocol == .sdk {
                     try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
-                } else {
-                    try checkPortIsFree(config)
+                } else if let dataplane {
+                    try reservePort(config, in: dataplane)
                 }
             } catch {
                 throw .orchestrator(error)
