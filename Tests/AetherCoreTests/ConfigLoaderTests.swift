@@ -19,6 +19,7 @@ import Testing
               dataplane: ebpf
               xdp_interface: veth-a
               xdp_mode: native
+              python: /usr/bin/python3
             functions:
               - id: hello-world
                 memory_limit_mb: 256
@@ -37,6 +38,7 @@ import Testing
         #expect(config.orchestrator.snapshotDirectory == "/dev/shm/custom")
         #expect(config.orchestrator.dataplane == .ebpf)
         #expect(config.orchestrator.xdpInterface == "veth-a" && config.orchestrator.xdpMode == .native)
+        #expect(config.orchestrator.python == "/usr/bin/python3")
         let hello = try #require(config.functions.first)
         #expect(hello.id.rawValue == "hello-world")
         #expect(hello.memoryLimit.megabytes == 256)
@@ -64,6 +66,7 @@ import Testing
         #expect(config.orchestrator.restoreTimeout.milliseconds == 15)
         #expect(config.orchestrator.snapshotDirectory == "/dev/shm/aetherless")
         #expect(config.orchestrator.dataplane == .ebpf && config.orchestrator.xdpInterface == nil)
+        #expect(config.orchestrator.python == "python3")
     }
 
     @Test func theBundledExampleIsValid() throws {
@@ -121,7 +124,7 @@ import Testing
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
-                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, "
+                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, "
                 + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
@@ -158,6 +161,8 @@ import Testing
         "list-root.yaml": ["wrongType 1:1"],
         "missing-required.yaml": ["missingKey 2:5", "missingKey 2:5", "missingKey 2:5"],
         "out-of-range.yaml": ["invalidValue 3:19", "invalidValue 4:22", "invalidValue 5:17"],
+        "python-missing.yaml": ["handlerUnusable 2:11"],
+        "python-relative.yaml": ["invalidValue 2:11"],
         "scalar-root.yaml": ["wrongType 1:1"],
         "serving-rules.yaml": [
             "invalidValue 2:19", "invalidValue 3:22", "invalidValue 4:17", "invalidValue 5:14", "invalidValue 6:19",

@@ -41,6 +41,8 @@ def config(work: str, images: str) -> tuple[str, dict]:
         # Wide enough to measure slow restores instead of refusing them; the table counts
         # the ones over the 15 ms rule.
         "  restore_timeout_ms: 100",
+        # The interpreter examples/aetherless.yaml uses (the one scripts/setup.sh installs).
+        "  python: /usr/bin/python3",
         "functions:",
     ]
     ports = {}

@@ -169,6 +169,15 @@ class ServingTest(harness.AetherTestCase):
         self.assertEqual(len(instances), 2, f"instances {instances}; served by {used} in {elapsed:.2f} s")
         self.assertLessEqual(set(used), {"0", "1"})
 
+    def test_python_setting_picks_the_interpreter(self):
+        self.write_file("which.py", "import sys\nimport aetherless\n\n\n@aetherless.handler\n"
+                        "def handle(req):\n    return {'executable': sys.executable}\n")
+        fn = self.function("which", "which.py", snapshot=True)
+        self.start(self.write_config([fn], orchestrator={"python": "/usr/bin/python3", "restore_timeout_ms": 100}))
+        r = self.get(fn["trigger_port"], "/")
+        self.assertStatus(r, 200, "python: /usr/bin/python3")
+        self.assertEqual(r.json()["executable"], "/usr/bin/python3")
+
     def test_process_protocol_function(self):
         shutil.copy(from_repo, os.path.join(self.tmp, "process.py"))
         fn = self.function("proc", "process.py", protocol="process")

@@ -15,6 +15,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public static let defaultControlSocket = "/run/aetherless/aether.sock"
     public static let defaultListenAddress = "127.0.0.1"
     public static let defaultCriuPath = "/opt/aetherless/criu/bin/criu"
+    public static let defaultPython = "python3"
 
     /// Data capacity of each shared-memory ring.
     public var shmBufferSize: ShmBufferSize
@@ -41,6 +42,9 @@ public struct OrchestratorConfig: Sendable, Equatable {
     /// `dataplane: ebpf`.
     public var xdpInterface: String?
     public var xdpMode: XDPMode
+    /// The interpreter that runs `.py` handlers: an absolute path, or a command looked up in
+    /// PATH (the default, `python3`).
+    public var python: String
 
     public enum Dataplane: String, Sendable, Equatable, CaseIterable {
         /// An sk_lookup BPF program steers each trigger port to its socket (the gateway's, or a
@@ -69,7 +73,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         metricsPort: Port? = nil,
         dataplane: Dataplane = .ebpf,
         xdpInterface: String? = nil,
-        xdpMode: XDPMode = .generic
+        xdpMode: XDPMode = .generic,
+        python: String = Self.defaultPython
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -83,6 +88,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.dataplane = dataplane
         self.xdpInterface = xdpInterface
         self.xdpMode = xdpMode
+        self.python = python
     }
 
     /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).

@@ -28,7 +28,7 @@ struct ConfigValidator {
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
             "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
-            "xdp_mode",
+            "xdp_mode", "python",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -158,6 +158,26 @@ struct ConfigValidator {
             }
         }
         readDataplane(fields, into: &config)
+        if let entry = fields["python"], let text = string(entry.value, path: "\(path).python") {
+            if text.hasPrefix("/") {
+                if access(text, X_OK) == 0 {
+                    config.python = LexicalPath.normalized(text)
+                } else {
+                    report(
+                        .handlerUnusable, at: entry.value, path: "\(path).python",
+                        expected: "an executable Python interpreter",
+                        found: "\(text): \(String(cString: strerror(errno)))")
+                }
+            } else if !text.isEmpty && !text.contains("/") && !text.contains(where: \.isWhitespace) {
+                config.python = text
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).python",
+                    expected:
+                        "an absolute path of a Python interpreter, or a command name found in PATH such as python3",
+                    found: quoted(text))
+            }
+        }
         return config
     }
 

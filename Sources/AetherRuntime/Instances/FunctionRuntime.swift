@@ -77,7 +77,8 @@ final class FunctionRuntime: @unchecked Sendable {
         self.generation = generation
         shmBufferSize = orchestrator.shmBufferSize.bytes
         socketPath = UnixSocketPath.handlerSocket(function: config.id, controlSocket: orchestrator.controlSocket)
-        launch = HandlerLaunch(function: config, socketPath: socketPath, pythonSDK: pythonSDK)
+        launch = HandlerLaunch(
+            function: config, socketPath: socketPath, pythonSDK: pythonSDK, python: orchestrator.python)
         logs = LogBuffer()
         self.group = group
         var logger = logger

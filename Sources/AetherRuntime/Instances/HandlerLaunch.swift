@@ -29,7 +29,8 @@ struct HandlerLaunch: Sendable {
         return environment
     }
 
-    init(function: FunctionConfig, socketPath: String, pythonSDK: String?) {
+    /// `python`: the orchestrator's `python` setting (an absolute path, or a name looked up in PATH).
+    init(function: FunctionConfig, socketPath: String, pythonSDK: String?, python: String) {
         var environment = Self.inheritedEnvironment()
         environment.merge(function.environment) { _, configured in configured }
         environment["AETHER_SOCKET"] = socketPath
@@ -40,13 +41,13 @@ struct HandlerLaunch: Sendable {
 
         switch (function.launcher, function.handlerProtocol) {
         case (.python, .process):
-            program = "python3"
+            program = python
             arguments = [function.handlerPath]
-            searchPath = true
+            searchPath = !python.hasPrefix("/")
         case (.python, .sdk):
-            program = "python3"
+            program = python
             arguments = ["-m", "aetherless", function.handlerPath]
-            searchPath = true
+            searchPath = !python.hasPrefix("/")
             if let pythonSDK {
                 let existing = environment["PYTHONPATH"].map { ":" + $0 } ?? ""
                 environment["PYTHONPATH"] = pythonSDK + existing
