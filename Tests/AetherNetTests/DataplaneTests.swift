@@ -11,66 +11,45 @@ import Testing
 @Suite(.serialized, .enabled(if: PrivateNetwork.isPrivate, "needs a private network namespace (unshare -n)"))
 struct DataplaneTests {
     @Test func connectionToUnboundTriggerPortIsSteeredToTheSocket() throws {
-        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
-        defer { dataplane.close() }
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
-
-        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
-        let client = try TCP.connect("127.0.0.1", trigger)
+        let steered = try SteeredPort()
+        let client = try TCP.connect("127.0.0.1", steered.trigger)
         defer { close(client) }
-        let accepted = try TCP.accept(target)
+        let accepted = try TCP.accept(steered.target)
         defer { close(accepted) }
-        #expect(ListeningSocket.localPort(of: accepted) == trigger)
+        #expect(ListeningSocket.localPort(of: accepted) == steered.trigger)
         try TCP.send(client, "ping")
         #expect(try TCP.receive(accepted, count: 4) == "ping")
 
-        let status = dataplane.status()
+        let status = steered.dataplane.status()
         let port = try #require(status.ports.first)
-        #expect(port.port == trigger && port.function == "f" && port.inSocketMap)
+        #expect(port.port == steered.trigger && port.function == "f" && port.inSocketMap)
         #expect(port.steered == 1 && port.steerFailures == 0)
         #expect(status.links.map(\.program) == ["aether_dispatch"])
         #expect(status.links.allSatisfy { $0.linkID > 0 && $0.programID > 0 })
     }
 
     @Test func unmappedAndReleasedPortsAreRefused() throws {
-        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
-        defer { dataplane.close() }
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
+        let steered = try SteeredPort()
         let unmapped = try ListeningSocket.freePort(address: "127.0.0.1")
-        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
-
         #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", unmapped) }
-        close(try TCP.connect("127.0.0.1", trigger))
-        try dataplane.release(port: trigger)
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", trigger) }
-        #expect(dataplane.status().ports.isEmpty)
+        close(try TCP.connect("127.0.0.1", steered.trigger))
+        try steered.dataplane.release(port: steered.trigger)
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", steered.trigger) }
+        #expect(steered.dataplane.status().ports.isEmpty)
     }
 
     @Test func onlyTheListenAddressIsSteered() throws {
-        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
-        defer { dataplane.close() }
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
-        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
-        close(try TCP.connect("127.0.0.1", trigger))
+        let steered = try SteeredPort()
+        close(try TCP.connect("127.0.0.1", steered.trigger))
         // 127.0.0.2 is on lo too, but not the configured address.
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.2", trigger) }
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.2", steered.trigger) }
     }
 
     @Test func aReservedPortCannotBeBoundByOthersAndIsStillSteered() throws {
-        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
-        defer { dataplane.close() }
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
+        let steered = try SteeredPort()
+        let (dataplane, trigger) = (steered.dataplane, steered.trigger)
         try dataplane.reserve(port: trigger)
         try dataplane.reserve(port: trigger)  // again: nothing changes
-        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
         #expect(throws: SystemCallFailure(call: "bind", subject: "127.0.0.1:\(trigger)", errno: EADDRINUSE)) {
             close(try ListeningSocket.open(address: "127.0.0.1", port: trigger))
         }
@@ -143,15 +122,10 @@ struct DataplaneTests {
     }
 
     @Test func xdpCountsExactlyThePacketsSentToAPort() throws {
-        let dataplane = try EbpfDataplane(
-            listenAddress: "127.0.0.1", xdp: XDPAttachment(interface: "lo", mode: .generic))
-        defer { dataplane.close() }
+        let steered = try SteeredPort(xdp: XDPAttachment(interface: "lo", mode: .generic))
+        let (dataplane, port) = (steered.dataplane, steered.trigger)
         #expect(dataplane.status().links.map(\.program) == ["aether_dispatch", "aether_xdp"])
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let port = try ListeningSocket.freePort(address: "127.0.0.1")
         let other = try ListeningSocket.freePort(address: "127.0.0.1")
-        try dataplane.steer(port: port, function: "f", socket: target, owner: getpid(), kind: .gateway)
 
         let payload = [UInt8](repeating: 7, count: 100)
         for _ in 0..<37 { try UDP.send(payload, to: "127.0.0.1", port) }
@@ -164,16 +138,11 @@ struct DataplaneTests {
     }
 
     @Test func xdpDropsNewConnectionsToADisabledPort() throws {
-        let dataplane = try EbpfDataplane(
-            listenAddress: "127.0.0.1", xdp: XDPAttachment(interface: "lo", mode: .generic))
-        defer { dataplane.close() }
-        let target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
-        defer { close(target) }
-        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
-        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
+        let steered = try SteeredPort(xdp: XDPAttachment(interface: "lo", mode: .generic))
+        let (dataplane, trigger) = (steered.dataplane, steered.trigger)
         let open = try TCP.connect("127.0.0.1", trigger)
         defer { close(open) }
-        let accepted = try TCP.accept(target)
+        let accepted = try TCP.accept(steered.target)
         defer { close(accepted) }
 
         try dataplane.setDropsNewConnections(port: trigger, true)
@@ -225,6 +194,26 @@ struct DataplaneTests {
         #expect(Set(ids).isDisjoint(with: KernelLinks.ids()))
         // The interface is free again.
         try EbpfDataplane(listenAddress: "127.0.0.1", xdp: XDPAttachment(interface: "lo", mode: .generic)).close()
+    }
+}
+
+/// A loaded data plane with one trigger port (free a moment ago) steered to a listening socket
+/// of ours; detached and closed when the test lets go of it.
+final class SteeredPort {
+    let dataplane: EbpfDataplane
+    let target: CInt
+    let trigger: UInt16
+
+    init(xdp: XDPAttachment? = nil) throws {
+        dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: xdp)
+        target = try ListeningSocket.open(address: "127.0.0.1", port: 0)
+        trigger = try ListeningSocket.freePort(address: "127.0.0.1")
+        try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .gateway)
+    }
+
+    deinit {
+        close(target)
+        dataplane.close()
     }
 }
 

@@ -26,15 +26,7 @@ enum TCP {
 
     static func connect(_ address: String, _ port: UInt16, timeoutMilliseconds: Int32 = 5000) throws -> Int32 {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        var socketAddress = sockaddr_in()
-        socketAddress.sin_family = sa_family_t(AF_INET)
-        socketAddress.sin_port = port.bigEndian
-        inet_pton(AF_INET, address, &socketAddress.sin_addr)
-        let result = withUnsafePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
+        let result = IPv4.withAddress(address, port) { Glibc.connect(descriptor, $0, $1) }
         if result != 0 && errno != EINPROGRESS {
             let code = errno
             close(descriptor)
@@ -93,19 +85,26 @@ enum TCP {
     }
 }
 
-enum UDP {
-    static func send(_ payload: [UInt8], to address: String, _ port: UInt16) throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(descriptor) }
+enum IPv4 {
+    /// Calls `body` with `address`:`port` as a `sockaddr` and its length.
+    static func withAddress<Result>(
+        _ address: String, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result
+    ) -> Result {
         var socketAddress = sockaddr_in()
         socketAddress.sin_family = sa_family_t(AF_INET)
         socketAddress.sin_port = port.bigEndian
         inet_pton(AF_INET, address, &socketAddress.sin_addr)
-        let sent = withUnsafePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(descriptor, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+        return withUnsafePointer(to: &socketAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
+    }
+}
+
+enum UDP {
+    static func send(_ payload: [UInt8], to address: String, _ port: UInt16) throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(descriptor) }
+        let sent = IPv4.withAddress(address, port) { sendto(descriptor, payload, payload.count, 0, $0, $1) }
         if sent != payload.count { throw TCP.Failed(call: "sendto", code: errno) }
     }
 }

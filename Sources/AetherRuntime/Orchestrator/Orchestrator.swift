@@ -155,13 +155,8 @@ public final class Orchestrator: @unchecked Sendable {
         } catch {
             throw .registry(error)
         }
-        let dataplane = lock.withLock { self.dataplane }
         do {
-            if config.handlerProtocol == .sdk {
-                try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
-            } else if let dataplane {
-                try reservePort(config, in: dataplane)
-            }
+            try await takePort(of: config)
         } catch {
             _ = try? registry.unregister(config.id)
             throw .orchestrator(error)
@@ -179,13 +174,21 @@ public final class Orchestrator: @unchecked Sendable {
         lock.withLock { functions[config.id] = runtime }
     }
 
-    /// With eBPF a process handler binds a private port and the kernel steers the trigger port
-    /// to it; the trigger port itself is held by the data plane, as a bind would hold it.
-    private func reservePort(_ config: FunctionConfig, in dataplane: EbpfDataplane) throws(OrchestratorError) {
-        let address = settings.listenAddress
+    /// Takes a function's trigger port: the gateway's listener for an sdk function; for a
+    /// process handler with eBPF, the data plane's hold on the port (the handler binds a private
+    /// port and the kernel steers the trigger port to it). Without eBPF a process handler binds
+    /// the trigger port itself.
+    private func takePort(of config: FunctionConfig) async throws(OrchestratorError) {
+        let dataplane = lock.withLock { self.dataplane }
+        if config.handlerProtocol == .sdk {
+            try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
+            return
+        }
+        guard let dataplane else { return }
         do {
             try dataplane.reserve(port: config.triggerPort.rawValue)
         } catch {
+            let address = settings.listenAddress
             throw .bindFailed(
                 what: "trigger port \(config.triggerPort) of function \(config.id)",
                 address: address.contains(":")
@@ -194,8 +197,8 @@ public final class Orchestrator: @unchecked Sendable {
         }
     }
 
-    /// Stops serving a port: closes the gateway's listener (sdk) and removes the port from the
-    /// data plane's maps.
+    /// Gives a trigger port back (`takePort`'s counterpart): closes the gateway's listener (sdk)
+    /// and removes the port from the data plane's maps.
     private func releasePort(_ port: UInt16, of config: FunctionConfig) async {
         let dataplane = lock.withLock { self.dataplane }
         if config.handlerProtocol == .sdk {
@@ -336,11 +339,7 @@ public final class Orchestrator: @unchecked Sendable {
         // swaps; for process handlers (eBPF) the new handler's READY swaps the socket map entry.
         if config.triggerPort != oldPort {
             do {
-                if config.handlerProtocol == .sdk {
-                    try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
-                } else if let dataplane {
-                    try reservePort(config, in: dataplane)
-                }
+                try await takePort(of: config)
             } catch {
                 throw .orchestrator(error)
             }
