@@ -162,6 +162,21 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertEqual(self.port_entry(port)["pid"], second["pid"])
         self.assertTrue(harness.wait_until(lambda: not harness._pid_alive(first["pid"]), 10.0), "old handler still runs")
 
+    def test_a_crashed_process_handler_is_replaced_and_steered_again(self):
+        fn = self.function("phoenix", "process.py", protocol="process")
+        self.start(self.write_config([fn]))
+        port = fn["trigger_port"]
+        first = self.get(port, "/").json()
+        os.kill(first["pid"], 9)
+        # Until the replacement is READY the port is refused (the kernel dropped the dead
+        # socket's entry); then the replacement's own socket is steered.
+        self.wait_serving(fn["id"], exclude_pids=(first["pid"],))
+        second = self.get(port, "/").json()
+        self.assertNotEqual(second["pid"], first["pid"])
+        self.assertNotEqual(second["listen"], first["listen"])
+        entry = self.port_entry(port)
+        self.assertEqual((entry["pid"], entry["in_socket_map"]), (second["pid"], True))
+
     def test_trigger_ports_are_held_against_other_binds_and_orchestrators(self):
         sdk = self.function("held")
         proc = self.function("heldp", "process.py", protocol="process")
