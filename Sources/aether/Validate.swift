@@ -32,6 +32,11 @@ extension Aether {
                 ]
             }
             print(TextTable(header: ["ID", "PORT", "MEMORY", "TIMEOUT", "PROTOCOL", "HANDLER"], rows: rows).rendered)
+            let settings = config.orchestrator
+            let xdp = settings.xdpInterface.map { "XDP on \($0) (\(settings.xdpMode.rawValue))" } ?? "no XDP"
+            print(
+                "data plane: \(settings.dataplane.rawValue)\(settings.dataplane == .ebpf ? ", \(xdp)" : ""); "
+                    + "trigger ports on \(settings.listenAddress); python: \(settings.python)")
         }
     }
 }

@@ -13,6 +13,8 @@ import Testing
             ])
         #expect(result.stdout.contains("process-hello"))
         #expect(result.stdout.contains("8083"))
+        #expect(
+            lines.last == "data plane: ebpf, no XDP; trigger ports on 127.0.0.1; python: /usr/bin/python3")
         #expect(result.stderr.isEmpty)
     }
 
