@@ -53,14 +53,6 @@ struct BPFMap {
         }
     }
 
-    func lookup<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ key: Key, as: Value.Type) -> Value? {
-        var key = key
-        let value = UnsafeMutableRawPointer.allocate(byteCount: valueSize, alignment: 8)
-        defer { value.deallocate() }
-        guard bpf_map_lookup_elem(descriptor, &key, value) == 0 else { return nil }
-        return value.loadUnaligned(as: Value.self)
-    }
-
     /// Every CPU's value of a per-CPU entry.
     func lookupAllCPUs<Key: BitwiseCopyable, Value: BitwiseCopyable>(_ key: Key, as: Value.Type) -> [Value]? {
         var key = key

@@ -89,12 +89,3 @@ final class BPFObject {
         return text
     }
 }
-
-extension String {
-    func trimmingCharacters(in set: Character) -> String {
-        var text = Substring(self)
-        while text.first == set { text.removeFirst() }
-        while text.last == set { text.removeLast() }
-        return String(text)
-    }
-}

@@ -1,3 +1,4 @@
+import AetherCore
 import CLibBPF
 import Synchronization
 
@@ -24,7 +25,7 @@ enum LibbpfMessages {
             guard level != LIBBPF_DEBUG, let format, let arguments else { return 0 }
             var buffer = [CChar](repeating: 0, count: 1024)
             let written = vsnprintf(&buffer, buffer.count, format, arguments)
-            var line = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingTrailingNewlines()
+            var line = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingCharacters(in: "\n")
             if line.hasPrefix("libbpf: ") { line.removeFirst("libbpf: ".count) }
             LibbpfMessages.recent.withLock { lines in
                 lines.append(line)
@@ -43,14 +44,6 @@ enum LibbpfMessages {
             defer { lines.removeAll() }
             return lines.joined(separator: "\n")
         }
-    }
-}
-
-extension String {
-    fileprivate func trimmingTrailingNewlines() -> String {
-        var text = self
-        while text.last == "\n" { text.removeLast() }
-        return text
     }
 }
 

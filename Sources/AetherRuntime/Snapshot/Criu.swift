@@ -158,10 +158,3 @@ public struct Criu: Sendable {
         return chosen.joined(separator: "\n")
     }
 }
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        let characters = Set(set)
-        return String(drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
-    }
-}
