@@ -80,7 +80,7 @@ final class BPFObject {
     /// `what`: strerror, a hint for missing privileges, and what libbpf printed.
     static func explain(_ what: String, code: Int32) -> String {
         var text = "\(what): \(errnoText(code))"
-        if code == EPERM || code == EACCES && what.contains("open") {
+        if code == EPERM || (code == EACCES && what.contains("open")) {
             text +=
                 " (loading BPF needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; `dataplane: sockets` runs without eBPF)"
         }

@@ -12,21 +12,12 @@ public enum ListeningSocket {
     /// A non-blocking, close-on-exec TCP socket bound to `address`:`port` (0: the kernel picks
     /// a free port) and listening. The caller owns the descriptor.
     public static func open(address: String, port: UInt16, backlog: Int32 = 1024) throws(SystemCallFailure) -> CInt {
-        let subject = "\(address.contains(":") ? "[\(address)]" : address):\(port)"
-        let family = address.contains(":") ? AF_INET6 : AF_INET
-        let descriptor = socket(
-            family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw SystemCallFailure(call: "socket", subject: subject, errno: errno) }
-        var one: Int32 = 1
-        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        do throws(SystemCallFailure) {
-            try bind(descriptor, address: address, port: port, subject: subject)
-            guard listen(descriptor, backlog) == 0 else {
-                throw SystemCallFailure(call: "listen", subject: subject, errno: errno)
-            }
-        } catch {
+        let descriptor = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
+        guard listen(descriptor, backlog) == 0 else {
+            let failure = SystemCallFailure(
+                call: "listen", subject: display(address: address, port: port), errno: errno)
             close(descriptor)
-            throw error
+            throw failure
         }
         return descriptor
     }
@@ -36,29 +27,24 @@ public enum ListeningSocket {
     /// who would otherwise be silently shadowed by the steering. No SO_REUSEADDR, so any other
     /// bind of the port fails. The caller owns the descriptor.
     public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> CInt {
-        let subject = "\(address.contains(":") ? "[\(address)]" : address):\(port)"
-        let family = address.contains(":") ? AF_INET6 : AF_INET
-        let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw SystemCallFailure(call: "socket", subject: subject, errno: errno) }
-        do {
-            try bind(descriptor, address: address, port: port, subject: subject)
-        } catch {
-            close(descriptor)
-            throw error
-        }
-        return descriptor
+        try boundSocket(address: address, port: port, nonBlocking: false, reuseAddress: false)
     }
 
     /// A port the kernel considers free on `address` right now (bound to 0, read back, closed).
     /// Another process may take it before it is used; callers pass it to a handler that binds
     /// it moments later.
     public static func freePort(address: String) throws(SystemCallFailure) -> UInt16 {
-        let descriptor = try open(address: address, port: 0, backlog: 1)
+        let descriptor = try boundSocket(address: address, port: 0, nonBlocking: false, reuseAddress: false)
         defer { close(descriptor) }
         guard let port = localPort(of: descriptor) else {
             throw SystemCallFailure(call: "getsockname", subject: address, errno: errno)
         }
         return port
+    }
+
+    /// `address`:`port` as people write it (`[::1]:8080` for IPv6).
+    public static func display(address: String, port: UInt16) -> String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 
     /// The local port a socket is bound to.
@@ -101,35 +87,51 @@ public enum ListeningSocket {
         return parsed.s_addr
     }
 
-    private static func bind(
-        _ descriptor: CInt, address: String, port: UInt16, subject: String
-    ) throws(SystemCallFailure) {
-        var result: Int32
-        if address.contains(":") {
+    /// A close-on-exec TCP socket bound to `address`:`port`; closed again if the bind fails.
+    private static func boundSocket(
+        address: String, port: UInt16, nonBlocking: Bool, reuseAddress: Bool
+    ) throws(SystemCallFailure) -> CInt {
+        let subject = display(address: address, port: port)
+        let ipv6 = address.contains(":")
+        var flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        if nonBlocking { flags |= Int32(SOCK_NONBLOCK.rawValue) }
+        let descriptor = socket(ipv6 ? AF_INET6 : AF_INET, flags, 0)
+        guard descriptor >= 0 else { throw SystemCallFailure(call: "socket", subject: subject, errno: errno) }
+        if reuseAddress {
+            var one: Int32 = 1
+            setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        // The address in the family's own sockaddr, passed to bind as a generic one.
+        func bind<Address>(_ socketAddress: Address) -> Int32 {
+            withUnsafePointer(to: socketAddress) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<Address>.size))
+                }
+            }
+        }
+        var parsed: Int32
+        var result: Int32 = -1
+        if ipv6 {
             var socketAddress = sockaddr_in6()
             socketAddress.sin6_family = sa_family_t(AF_INET6)
             socketAddress.sin6_port = port.bigEndian
-            guard inet_pton(AF_INET6, address, &socketAddress.sin6_addr) == 1 else {
-                throw SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
-            }
-            result = withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            }
+            parsed = inet_pton(AF_INET6, address, &socketAddress.sin6_addr)
+            if parsed == 1 { result = bind(socketAddress) }
         } else {
             var socketAddress = sockaddr_in()
             socketAddress.sin_family = sa_family_t(AF_INET)
             socketAddress.sin_port = port.bigEndian
-            guard inet_pton(AF_INET, address, &socketAddress.sin_addr) == 1 else {
-                throw SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
-            }
-            result = withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            parsed = inet_pton(AF_INET, address, &socketAddress.sin_addr)
+            if parsed == 1 { result = bind(socketAddress) }
         }
-        if result != 0 { throw SystemCallFailure(call: "bind", subject: subject, errno: errno) }
+        if result != 0 {
+            let failure =
+                parsed != 1
+                ? SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
+                : SystemCallFailure(call: "bind", subject: subject, errno: errno)
+            close(descriptor)
+            throw failure
+        }
+        return descriptor
     }
 }

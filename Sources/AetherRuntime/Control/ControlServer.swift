@@ -35,13 +35,7 @@ final class ControlServer: Sendable {
         -> ControlServer
     {
         do {
-            let channel = try await ServerBootstrap(group: group)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(ControlHandler(orchestrator: orchestrator))
-                    }
-                }
+            let channel = try await ServerBootstrap.http(group: group) { ControlHandler(orchestrator: orchestrator) }
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
             chmod(path, 0o600)
             return ControlServer(path: path, channel: channel)

@@ -122,14 +122,8 @@ final class MetricsServer: Sendable {
         -> MetricsServer
     {
         do {
-            let channel = try await ServerBootstrap(group: group)
+            let channel = try await ServerBootstrap.http(group: group) { MetricsHandler(orchestrator: orchestrator) }
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(orchestrator: orchestrator))
-                    }
-                }
                 .bind(host: "127.0.0.1", port: Int(port.rawValue)).get()
             return MetricsServer(channel: channel)
         } catch {

@@ -40,20 +40,15 @@ final class Gateway: @unchecked Sendable {
         if lock.withLock({ listeners[port.rawValue] != nil }) { return }
         let routes = routes
         let clientTimeout = clientTimeout
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout))
-                }
-            }
+        let bootstrap = ServerBootstrap.http(group: group) {
+            GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout)
+        }
+        .serverChannelOption(.backlog, value: 1024)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelOption(.maxMessagesPerRead, value: 16)
         let what = "trigger port \(port) of function \(function)"
-        let display = address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+        let display = ListeningSocket.display(address: address, port: port.rawValue)
         guard let dataplane else {
             do {
                 let channel = try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
@@ -63,33 +58,19 @@ final class Gateway: @unchecked Sendable {
             }
             return
         }
-        // Held like a bind would hold it: the steering must not shadow anyone else's socket.
+        // The trigger port is held like a bind would hold it (the steering must not shadow
+        // anyone else's socket); the listener itself is bound to a free port.
+        var channel: (any Channel)?
         do {
             try dataplane.reserve(port: port.rawValue)
-        } catch {
-            throw .bindFailed(what: what, address: display, reason: error.description)
-        }
-        let socket: CInt
-        do {
-            socket = try ListeningSocket.open(address: address, port: 0)
-        } catch {
-            try? dataplane.release(port: port.rawValue)
-            throw .bindFailed(what: what, address: display, reason: error.description)
-        }
-        let channel: any Channel
-        do {
+            let socket = try ListeningSocket.open(address: address, port: 0)
             channel = try await bootstrap.withBoundSocket(socket).get()
-        } catch {
-            try? dataplane.release(port: port.rawValue)
-            throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
-        }
-        do {
             try dataplane.steer(
                 port: port.rawValue, function: function.rawValue, socket: socket, owner: getpid(), kind: .gateway)
         } catch {
             try? dataplane.release(port: port.rawValue)
-            try? await channel.close()
-            throw .bindFailed(what: what, address: display, reason: error.description)
+            try? await channel?.close()
+            throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
         }
         lock.withLock { listeners[port.rawValue] = channel }
     }

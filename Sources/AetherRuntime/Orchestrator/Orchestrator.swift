@@ -188,11 +188,9 @@ public final class Orchestrator: @unchecked Sendable {
         do {
             try dataplane.reserve(port: config.triggerPort.rawValue)
         } catch {
-            let address = settings.listenAddress
             throw .bindFailed(
                 what: "trigger port \(config.triggerPort) of function \(config.id)",
-                address: address.contains(":")
-                    ? "[\(address)]:\(config.triggerPort)" : "\(address):\(config.triggerPort)",
+                address: ListeningSocket.display(address: settings.listenAddress, port: config.triggerPort.rawValue),
                 reason: error.description)
         }
     }
