@@ -211,7 +211,7 @@ public final class Orchestrator: @unchecked Sendable {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
                 .spawnFailed(
-                    function: config.id, program: "\(settings.python) -m aetherless",
+                    function: config.id, program: "\(settings.python) (the aetherless runtime)",
                     reason:
                         "the Python handler runtime (sdk/python) was not found next to the aether binary; set AETHER_PYTHON_SDK to its folder"
                 ))

@@ -28,12 +28,13 @@ a bad crc32 is logged and skipped; a poisoned ring ends the process (status 1).
 
 from __future__ import annotations
 
+# Small or start-up modules only (`_signal`, not `signal`, which imports enum): every module
+# imported here lands in every snapshot image and so in every restore.
+import _signal
 import _socket
 import _thread
 import importlib.machinery
-import importlib.util
 import os
-import signal
 import sys
 
 import aetherless as _api
@@ -86,8 +87,14 @@ def load_handler(path: str, argv: list | None = None):
         sys.path.insert(0, folder)
     sys.argv = list(argv) if argv else [path]
     loader = importlib.machinery.SourceFileLoader(HANDLER_MODULE, path)
-    spec = importlib.util.spec_from_file_location(HANDLER_MODULE, path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
+    # What importlib.util.module_from_spec(spec_from_file_location(...)) makes, without
+    # importing importlib.util (contextlib, collections, functools: ~1 MB in every image).
+    spec = importlib.machinery.ModuleSpec(HANDLER_MODULE, loader, origin=path)
+    spec.has_location = True
+    module = type(sys)(HANDLER_MODULE)
+    module.__spec__, module.__loader__, module.__file__ = spec, loader, path
+    module.__package__ = ""
+    module.__cached__ = spec.cached
     sys.modules[HANDLER_MODULE] = module
     try:
         loader.exec_module(module)
@@ -321,13 +328,13 @@ def _setup_process() -> None:
         except Exception:
             pass
     # Make sure SIGTERM / SIGINT end the process at once, whatever we inherited.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (_signal.SIGTERM, _signal.SIGINT):
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):  # pragma: no cover
             pass
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGTERM, _signal.SIGINT})
     except (OSError, ValueError, AttributeError):  # pragma: no cover
         pass
 

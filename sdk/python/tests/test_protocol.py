@@ -268,6 +268,20 @@ class TestMalformed(unittest.TestCase):
             except ProtocolError:
                 pass
 
+    def test_message_records(self):
+        m = RequestMessage(1, b"GET", b"/", [], b"")
+        self.assertEqual(m, (1, b"GET", b"/", [], b""))
+        self.assertEqual(RequestMessage(1, b"GET", target=b"/", headers=[], body=b""), m)
+        self.assertEqual((m.request_id, m.method, m.target, m.headers, m.body), tuple(m))
+        self.assertEqual(repr(ResponseMessage(2, 200, [], b"x")),
+                         "ResponseMessage(request_id=2, status=200, headers=[], body=b'x')")
+        self.assertEqual(ResponseMessage._fields, ("request_id", "status", "headers", "body"))
+        for bad in ((1, 200, []), (1, 200, [], b"", 5)):
+            with self.assertRaises(TypeError):
+                ResponseMessage(*bad)
+        with self.assertRaises(TypeError):
+            ResponseMessage(1, 200, [], b"", extra=1)
+
     def test_peek_request_id(self):
         self.assertIsNone(peek_request_id(b"\x01" * 15))
         self.assertEqual(peek_request_id(bytes(8) + struct.pack("<Q", 42)), 42)
@@ -304,6 +318,34 @@ class TestRequest(unittest.TestCase):
             self.assertEqual(all_, expect, qs)
             self.assertEqual(list(all_), list(expect), qs)
             self.assertEqual(first, {k: v[0] for k, v in expect.items()}, qs)
+
+    def test_unquote_equals_urllib(self):
+        from urllib.parse import unquote
+
+        rng = random.Random(11)
+        alphabet = ["%", "%4", "%41", "%C3", "%A9", "%c3%a9", "%E2%82", "%AC", "%zz", "%+1", "%ff", "a", "+",
+                    " ", "\u00e9", "\u20ac", "\U0001f600", "\ud800", "%%"]
+        cases = ["", "%", "a%", "%C3%A9", "\u00e9%A9", "%C3\u00e9", "%E2%82\u20ac", "\u00e9%", "x%0"]
+        cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(5000)]
+        for text in cases:
+            self.assertEqual(aetherless._unquote(text), unquote(text), repr(text))
+
+    def test_json_body_equals_json_loads(self):
+        rng = random.Random(5)
+        docs = [b'{"a": [1, 2.5, true, null, "\\u00e9\\n"]}', b"  [] ", b'"x"', b"1e400", b"-0", b"NaN",
+                b"Infinity", b'{"a":1}{"b":2}', b"[1,]", b"\t\n{}\r", "\u00e9".encode(), b"\xef\xbb\xbf[1]",
+                '"\u00e9"'.encode("utf-16"), '[1]'.encode("utf-32-le"), b'"\xed\xa0\x80"', b"\xff", b"[", b" "]
+        pieces = [b"{", b"}", b"[", b"]", b'"k"', b":", b",", b"1", b"-2.5e3", b"true", b"null", b" ", b'"\\u00e9"']
+        docs += [b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 10))) for _ in range(3000)]
+
+        def outcome(parse, body):
+            try:
+                return ("value", repr(parse(body)))
+            except ValueError as e:
+                return (type(e).__name__, str(e))
+
+        for body in docs:
+            self.assertEqual(outcome(aetherless._json_loads, body), outcome(json.loads, body), body)
 
     def test_no_query(self):
         r = Request("GET", "/hello")
@@ -400,6 +442,19 @@ class TestResponse(unittest.TestCase):
             Response(200, None, 5)
         with self.assertRaises(ValueError):
             Response(200, None, {"nan": float("nan")})  # not valid JSON
+
+    def test_json_encoding_equals_json_dumps(self):
+        values = [{"a": 1, "b": [True, None, 2.5, -0.0, 1e300, "\u00e9\n\"\\", "\U0001f600"]}, [], {},
+                  {1: "int key", 2.5: "float key", True: "bool", None: "none"}, "x" * 1000, 10**30,
+                  [[[[]]]], {"nested": {"deep": [{"k": "v"}]}}]
+        for value in values:
+            expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            self.assertEqual(aetherless._json_bytes(value), expected.encode(), value)
+        lone = {"s": "a\ud800b"}  # not encodable as UTF-8: \u-escaped instead
+        self.assertEqual(aetherless._json_bytes(lone), b'{"s":"a\\ud800b"}')
+        for bad, error in (({"x": float("inf")}, ValueError), ({"x": object()}, TypeError), ({(1, 2): 1}, TypeError)):
+            with self.assertRaises(error):
+                aetherless._json_bytes(bad)
 
     def test_header_validation(self):
         for name, value in (("Bad Name", "v"), ("", "v"), ("X:", "v"), ("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "\0")):

@@ -106,7 +106,8 @@ class RuntimeCase(unittest.TestCase):
 
     # -- orchestrator side
 
-    def start(self, source=HANDLER, concurrency=1, env=None, drop_env=(), handshake=True, region=True):
+    def start(self, source=HANDLER, concurrency=1, env=None, drop_env=(), handshake=True, region=True,
+              python_args=("-m", "aetherless")):
         handler = os.path.join(self.tmp, "handler.py")
         with open(handler, "w") as f:
             f.write(textwrap.dedent(source))
@@ -142,7 +143,7 @@ class RuntimeCase(unittest.TestCase):
             e.pop(k, None)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aetherless", handler, "ignored-arg"],
+                [sys.executable, *python_args, handler, "ignored-arg"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=e, cwd=self.tmp,
             )
         self.addCleanup(self._stop)
@@ -323,6 +324,45 @@ class TestServing(RuntimeCase):
             self.send(rid, "/sleep?s=0.1")
         self.assertEqual([self.recv(2).request_id for _ in range(2)], [1, 2])
         self.assertGreaterEqual(time.monotonic() - t0, 0.2)
+
+
+# What the orchestrator runs (HandlerLaunch.pythonRuntimeCommand in Sources/AetherRuntime).
+ORCHESTRATOR_COMMAND = ("-c", "import sys, aetherless.runtime as r; sys.exit(r.main())")
+
+# Modules that each put 0.1-1 MB into every snapshot image (and so into every restore): the
+# runtime must serve JSON bodies, %-escaped queries and JSON responses without them.
+HEAVY_MODULES = {"json", "json.decoder", "re", "enum", "functools", "collections", "contextlib",
+                 "urllib.parse", "importlib.util", "signal", "typing", "inspect", "traceback",
+                 "runpy", "threading", "socket", "random"}
+
+FOOTPRINT_HANDLER = r'''
+import sys
+import aetherless
+
+@aetherless.handler
+def handle(req):
+    return {"got": req.json(), "q": req.query, "path": req.path, "modules": sorted(sys.modules)}
+'''
+
+
+class TestSnapshotFootprint(RuntimeCase):
+    def test_serving_imports_no_heavy_module(self):
+        self.start(FOOTPRINT_HANDLER, python_args=ORCHESTRATOR_COMMAND)
+        m = self.call(1, "/a%20b?name=%C3%A9x&n=1", method="POST", body=b'{"a": [1, 2.5, "\\u00e9"]}')
+        self.assertEqual(m.status, 200, m.body)
+        got = json.loads(m.body)
+        self.assertEqual((got["got"], got["q"], got["path"]), ({"a": [1, 2.5, "\u00e9"]}, {"name": "\u00e9x", "n": "1"}, "/a b"))
+        # Whatever the interpreter's own start-up loads (site-packages .pth hooks) is not ours.
+        at_startup = subprocess.run([sys.executable, "-c", "import sys; print(*sys.modules)"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+        self.assertEqual(sorted(HEAVY_MODULES & set(got["modules"]) - set(at_startup)), [])
+
+    def test_invalid_json_still_gets_json_error_message(self):
+        self.start(FOOTPRINT_HANDLER, python_args=ORCHESTRATOR_COMMAND)
+        m = self.call(1, "/", method="POST", body=b"{not json")
+        self.assertEqual(m.status, 400)
+        self.assertEqual(json.loads(m.body)["error"],
+                         "invalid JSON body: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
 
 
 class TestLifecycle(RuntimeCase):
