@@ -62,6 +62,23 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertEqual(stats["stats"]["restore_cold_starts"], 1)
         self.assertEqual(stats["instances"][0]["origin"], "restore")
 
+    def test_orchestrator_keeps_the_perf_scheduling_hooks_on(self):
+        # criu's breakpoint on each restored copy is a per-task perf event; with none left for
+        # a second the kernel turns its perf hooks off, and turning them on again waits for an
+        # RCU grace period in every restore. The orchestrator holds one idle event for that.
+        import os
+
+        def perf_events(pid):
+            return sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
+                       if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]")
+
+        plain = self.start(self.write_config([self.function("plain", "snap.py")]))
+        self.assertEqual(perf_events(plain.pid), 0, "no snapshot function, no perf event")
+        self.aether("down")
+        self.assertEqual(plain.wait_exit(15), 0, plain.log())
+        orch = self.start(self.write_config([self.snapshot_function()]))
+        self.assertEqual(perf_events(orch.pid), 1)
+
     def test_twenty_concurrent_requests_against_zero_instances(self):
         fn = self.snapshot_function(max_instances=4, max_queue=64)
         self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))

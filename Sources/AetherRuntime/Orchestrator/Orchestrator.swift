@@ -146,6 +146,9 @@ public final class Orchestrator: @unchecked Sendable {
             lock.withLock { criuPrimed = false }
             throw .criu(error)
         }
+        if let reason = Criu.keepPerfSchedulingHooksOn() {
+            logger.warning("\(reason): each restore after a second of idle waits for an RCU grace period")
+        }
     }
 
     /// Starts one function that is not running yet.

@@ -1,5 +1,6 @@
 public import AetherCore
 import AetherIPC
+import CAetherSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -62,6 +63,18 @@ public struct Criu: Sendable {
     /// /run/criu.kdat, which it only writes when /run is a tmpfs; here /run is not. So: run
     /// `criu check` once in a private mount namespace with a tmpfs on /run and install the cache
     /// it wrote. Redone at every `aether up`, so it always matches the running kernel.
+    /// criu stops each restored copy on a hardware breakpoint, a per-task perf event. The kernel
+    /// turns its perf context-switch hooks on for the first such event, waiting for an RCU grace
+    /// period (`synchronize_rcu` in `account_event`: 8-25 ms on this project's VMs), and off
+    /// again about a second after the last one closes, so every restore after a second of quiet
+    /// paid that wait. One idle per-task event of our own (a disabled software dummy that counts
+    /// nothing) keeps the hooks on for the orchestrator's life; they cost a few instructions per
+    /// context switch. Returns why it could not, or nil.
+    static func keepPerfSchedulingHooksOn() -> String? {
+        let fd = aether_open_idle_perf_task_event()
+        return fd >= 0 ? nil : "perf_event_open failed (\(String(cString: strerror(errno))))"
+    }
+
     public func primeKernelCache() throws(CriuError) {
         guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
         let staging = "/dev/shm/aetherless-criu-kdat-\(getpid())"

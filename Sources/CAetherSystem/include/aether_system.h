@@ -30,4 +30,8 @@ int aether_pidfd_getfd(int pidfd, int fd);
 /// sched_setaffinity for the calling thread: run only on `cpu`. 0 or -1 with errno.
 int aether_pin_thread(int cpu);
 
+/// perf_event_open of a disabled software dummy event on the calling thread (counts nothing).
+/// Returns its descriptor (close-on-exec), or -1 with errno.
+int aether_open_idle_perf_task_event(void);
+
 #endif
