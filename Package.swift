@@ -61,7 +61,7 @@ let package = Package(
         // The orchestrator behind `aether up`: handler processes, instance pools, the HTTP
         // gateway on trigger ports and the control API.
         .target(
-            name: "AetherRuntime",
+            name: "AetherOrchestrator",
             dependencies: [
                 "AetherCore", "AetherIPC", "AetherNet", "CAetherSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -91,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "aether",
             dependencies: [
-                "AetherCore", "AetherRuntime", "AetherNet",
+                "AetherCore", "AetherOrchestrator", "AetherNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,8 +138,8 @@ let package = Package(
         // Runs the built `aether` binary as a user would.
         // The orchestrator's parts with real processes: CRIU checkpoint and restore (root).
         .testTarget(
-            name: "AetherRuntimeTests",
-            dependencies: ["AetherRuntime", "AetherCore"],
+            name: "AetherOrchestratorTests",
+            dependencies: ["AetherOrchestrator", "AetherCore"],
             swiftSettings: strictSwift6
         ),
         // The data plane loaded into the kernel (root; run in a private network namespace).

@@ -1,5 +1,5 @@
 import AetherCore
-import AetherRuntime
+import AetherOrchestrator
 import ArgumentParser
 
 #if canImport(Glibc)

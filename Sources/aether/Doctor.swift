@@ -1,6 +1,6 @@
 import AetherCore
 import AetherNet
-import AetherRuntime
+import AetherOrchestrator
 import ArgumentParser
 
 #if canImport(Glibc)

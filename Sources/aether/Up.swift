@@ -1,5 +1,5 @@
 import AetherCore
-import AetherRuntime
+import AetherOrchestrator
 import ArgumentParser
 import Logging
 import ServiceLifecycle

@@ -326,7 +326,7 @@ class TestServing(RuntimeCase):
         self.assertGreaterEqual(time.monotonic() - t0, 0.2)
 
 
-# What the orchestrator runs (HandlerLaunch.pythonRuntimeCommand in Sources/AetherRuntime).
+# What the orchestrator runs (HandlerLaunch.pythonRuntimeCommand in Sources/AetherOrchestrator).
 ORCHESTRATOR_COMMAND = ("-c", "import sys, aetherless.runtime as r; sys.exit(r.main())")
 
 # Modules that each put 0.1-1 MB into every snapshot image (and so into every restore): the

@@ -2,7 +2,7 @@ import AetherCore
 import Foundation
 import Testing
 
-@testable import AetherRuntime
+@testable import AetherOrchestrator
 
 /// Real criu (installed by scripts/setup.sh), real processes, run as root.
 @Suite(.serialized) struct CriuTests {
