@@ -14,6 +14,10 @@ Decoders check every length against the payload size and raise ProtocolError
 (a ValueError) with a message naming the offending field and values.  Encoders
 raise ProtocolError for a value that does not fit its field.
 
+``response_encoders`` makes the runtime's response encoders: what a handler
+returned, a Response, an error; dict, list, str, bytes and None take a fast path
+with pre-built Content-Type header blocks.
+
 Standard library only.
 """
 
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import struct
 from _collections_abc import Iterable  # what collections.abc re-exports, loaded at start-up
+
+from ._stdlib import json_bytes as _json_bytes
 
 __all__ = [
     "VERSION",
@@ -39,6 +45,10 @@ __all__ = [
     "encode_header_block",
     "decode_header_block",
     "peek_request_id",
+    "CT_JSON",
+    "CT_TEXT",
+    "CT_BYTES",
+    "response_encoders",
 ]
 
 VERSION = 1
@@ -307,3 +317,78 @@ def decode_response(payload) -> ResponseMessage:
     else:
         headers = []
     return ResponseMessage(rid, status, headers, payload[b0:] if bl else b"")
+
+
+# --------------------------------------------------------------------------- the runtime's responses
+
+# The Content-Type a response gets for a dict or list (JSON), str (UTF-8) or bytes body when it
+# has none (aetherless.Response, which re-exports these names).
+CT_JSON = "application/json"
+CT_TEXT = "text/plain; charset=utf-8"
+CT_BYTES = "application/octet-stream"
+
+# The header blocks of a response whose only header is one of those Content-Types.
+_JSON_BLOCK = encode_header_block([("Content-Type", CT_JSON)])[1]
+_TEXT_BLOCK = encode_header_block([("Content-Type", CT_TEXT)])[1]
+_BYTES_BLOCK = encode_header_block([("Content-Type", CT_BYTES)])[1]
+
+
+def response_encoders(Response, to_response):
+    """The runtime's response encoders: ``(encode_result, encode_response, encode_error)``.
+
+    ``Response`` and ``to_response`` are ``aetherless.Response`` and ``aetherless.to_response``
+    (passed in: the API module imports this one).
+
+    ``encode_result(request_id, result) -> bytes``: the response message for what a handler
+    returned (the rules of the aetherless module docstring).  A dict, list, str, bytes or None
+    (exactly those types) is packed at once with a pre-built Content-Type header block, as
+    ``to_response(result)`` would have it; anything else goes through ``to_response`` and
+    ``encode_response`` (TypeError for a result that is not a response).
+
+    ``encode_response(request_id, resp) -> bytes``: a Response (its status checked and its
+    headers validated: ValueError; a body assigned after construction converted as the
+    constructor would).
+
+    ``encode_error(request_id, status, message) -> bytes``: ``status`` with the JSON body
+    ``{"error": message}``.
+
+    The runtime's hot path: everything the encoders use is a closure variable."""
+    pack = _RESP.pack
+    json_bytes = _json_bytes
+    join = b"".join
+    json_block, text_block, bytes_block = _JSON_BLOCK, _TEXT_BLOCK, _BYTES_BLOCK
+    jl, tl, bl = len(json_block), len(text_block), len(bytes_block)
+
+    def encode_response(rid: int, resp) -> bytes:
+        status = resp.status
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ValueError(f"Response.status must be an int in 100...599, not {status!r}")
+        count, hblock = resp.header_block()
+        body = resp.body
+        if type(body) is not bytes:
+            body = Response(200, None, body).body
+        return join((pack(2, 1, status, count, rid, len(hblock), len(body)), hblock, body))
+
+    def encode_result(rid: int, result) -> bytes:
+        t = type(result)
+        if t is dict or t is list:
+            body = json_bytes(result)
+            return join((pack(2, 1, 200, 1, rid, jl, len(body)), json_block, body))
+        if t is str:
+            if result:
+                body = result.encode("utf-8")
+                return join((pack(2, 1, 200, 1, rid, tl, len(body)), text_block, body))
+            return pack(2, 1, 200, 0, rid, 0, 0)
+        if t is bytes:
+            if result:
+                return join((pack(2, 1, 200, 1, rid, bl, len(result)), bytes_block, result))
+            return pack(2, 1, 200, 0, rid, 0, 0)
+        if result is None:
+            return pack(2, 1, 204, 0, rid, 0, 0)
+        return encode_response(rid, to_response(result))
+
+    def encode_error(rid: int, status: int, message: str) -> bytes:
+        body = json_bytes({"error": message})
+        return join((pack(2, 1, status, 1, rid, jl, len(body)), json_block, body))
+
+    return encode_result, encode_response, encode_error

@@ -158,10 +158,6 @@ def max_payload_for(capacity: int) -> int:
     return capacity // 2 - 8
 
 
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
-
-
 def _make_fence():
     """Return ``(fence, description)``; ``fence()`` executes one locked x86 instruction.
 

@@ -128,53 +128,11 @@ def load_handler(path: str, argv: list | None = None):
 def make_dispatcher(fn, max_payload: int, log=_log):
     """Return ``dispatch(payload: bytes) -> bytes | None``: decode one request
     message, call ``fn``, encode its response message (None: nothing to answer)."""
-    pack = _proto._RESP.pack
     decode_request = _proto.decode_request_tuple
     from_wire = _api.Request._from_wire
-    json_bytes = _api._json_bytes
+    encode_result, encode_response, error = _proto.response_encoders(_api.Response, _api.to_response)
     HTTPError = _api.HTTPError
     format_exc = _format_exc
-    join = b"".join
-
-    def block(ctype: str) -> bytes:
-        return _proto.encode_header_block([("Content-Type", ctype)])[1]
-
-    json_block = block(_api.CT_JSON)
-    text_block = block(_api.CT_TEXT)
-    bytes_block = block(_api.CT_BYTES)
-    jl, tl, bl = len(json_block), len(text_block), len(bytes_block)
-
-    def encode_response(rid: int, resp) -> bytes:
-        status = resp.status
-        if type(status) is not int or not 100 <= status <= 599:
-            raise ValueError(f"Response.status must be an int in 100...599, not {status!r}")
-        count, hblock = resp.header_block()
-        body = resp.body
-        if type(body) is not bytes:
-            body = _api.Response(200, None, body).body
-        return join((pack(2, 1, status, count, rid, len(hblock), len(body)), hblock, body))
-
-    def encode_result(rid: int, result) -> bytes:
-        t = type(result)
-        if t is dict or t is list:
-            body = json_bytes(result)
-            return join((pack(2, 1, 200, 1, rid, jl, len(body)), json_block, body))
-        if t is str:
-            if result:
-                body = result.encode("utf-8")
-                return join((pack(2, 1, 200, 1, rid, tl, len(body)), text_block, body))
-            return pack(2, 1, 200, 0, rid, 0, 0)
-        if t is bytes:
-            if result:
-                return join((pack(2, 1, 200, 1, rid, bl, len(result)), bytes_block, result))
-            return pack(2, 1, 200, 0, rid, 0, 0)
-        if result is None:
-            return pack(2, 1, 204, 0, rid, 0, 0)
-        return encode_response(rid, _api.to_response(result))
-
-    def error(rid: int, status: int, message: str) -> bytes:
-        body = json_bytes({"error": message})
-        return join((pack(2, 1, status, 1, rid, jl, len(body)), json_block, body))
 
     def dispatch(payload):
         try:
@@ -207,7 +165,6 @@ def make_dispatcher(fn, max_payload: int, log=_log):
             msg = error(rid, 500, text)
         return msg
 
-    dispatch.encode_result = encode_result  # for tests
     return dispatch
 
 

@@ -1,5 +1,5 @@
 """Tests of aetherless/protocol.py and the handler-facing API (aetherless/__init__.py)
-against docs/handler-protocol.md.
+against docs/handler-protocol.md, and of aetherless/_stdlib.py against the standard library.
 
     cd sdk/python && python3 -m unittest discover -s tests -v
 """
@@ -18,6 +18,7 @@ SDK = os.path.normpath(os.path.join(HERE, ".."))
 sys.path.insert(0, SDK)
 
 import aetherless  # noqa: E402
+from aetherless import _stdlib  # noqa: E402
 from aetherless import Headers, HTTPError, Request, Response, to_response  # noqa: E402
 from aetherless.protocol import (  # noqa: E402
     ProtocolError,
@@ -30,6 +31,7 @@ from aetherless.protocol import (  # noqa: E402
     encode_request,
     encode_response,
     peek_request_id,
+    response_encoders,
 )
 from aetherless.runtime import make_dispatcher  # noqa: E402
 
@@ -328,7 +330,7 @@ class TestRequest(unittest.TestCase):
         cases = ["", "%", "a%", "%C3%A9", "\u00e9%A9", "%C3\u00e9", "%E2%82\u20ac", "\u00e9%", "x%0"]
         cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(5000)]
         for text in cases:
-            self.assertEqual(aetherless._unquote(text), unquote(text), repr(text))
+            self.assertEqual(_stdlib.unquote(text), unquote(text), repr(text))
 
     def test_json_body_equals_json_loads(self):
         rng = random.Random(5)
@@ -345,7 +347,7 @@ class TestRequest(unittest.TestCase):
                 return (type(e).__name__, str(e))
 
         for body in docs:
-            self.assertEqual(outcome(aetherless._json_loads, body), outcome(json.loads, body), body)
+            self.assertEqual(outcome(_stdlib.json_loads, body), outcome(json.loads, body), body)
 
     def test_no_query(self):
         r = Request("GET", "/hello")
@@ -449,12 +451,12 @@ class TestResponse(unittest.TestCase):
                   [[[[]]]], {"nested": {"deep": [{"k": "v"}]}}]
         for value in values:
             expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            self.assertEqual(aetherless._json_bytes(value), expected.encode(), value)
+            self.assertEqual(_stdlib.json_bytes(value), expected.encode(), value)
         lone = {"s": "a\ud800b"}  # not encodable as UTF-8: \u-escaped instead
-        self.assertEqual(aetherless._json_bytes(lone), b'{"s":"a\\ud800b"}')
+        self.assertEqual(_stdlib.json_bytes(lone), b'{"s":"a\\ud800b"}')
         for bad, error in (({"x": float("inf")}, ValueError), ({"x": object()}, TypeError), ({(1, 2): 1}, TypeError)):
             with self.assertRaises(error):
-                aetherless._json_bytes(bad)
+                _stdlib.json_bytes(bad)
 
     def test_header_validation(self):
         for name, value in (("Bad Name", "v"), ("", "v"), ("X:", "v"), ("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "\0")):
@@ -517,6 +519,42 @@ class TestRegistration(unittest.TestCase):
 
         with self.assertRaises(TypeError):
             aetherless.handler(d)
+
+
+class TestResponseEncoders(unittest.TestCase):
+    """protocol.response_encoders, the runtime's response encoding."""
+
+    def setUp(self):
+        self.encode_result, self.encode_response, self.encode_error = response_encoders(Response, to_response)
+
+    def test_result_equals_to_response(self):
+        for result in ({"a": 1, "\u00e9": [True, None]}, [], "text \u00e9", "", b"\x00bin", b"", None,
+                       bytearray(b"q"), Response(201, {"X": "y"}, "made")):
+            r = to_response(result)
+            expect = encode_response(9, r.status, r.headers, r.body)
+            self.assertEqual(self.encode_result(9, result), expect, result)
+            self.assertEqual(self.encode_response(9, r), expect, result)
+        self.assertEqual(self.encode_result(7, {"ok": True}), RESPONSE_VECTOR)
+        with self.assertRaises(TypeError):
+            self.encode_result(9, 42)
+
+    def test_response_checks(self):
+        r = Response(200)
+        r.body = {"late": 1}  # assigned after construction: converted as the constructor would
+        m = decode_response(self.encode_response(3, r))
+        self.assertEqual((m.status, m.headers, m.body), (200, [], b'{"late":1}'))
+        for status in (99, 600, "200"):
+            r.status = status
+            with self.assertRaises(ValueError):
+                self.encode_response(3, r)
+        with self.assertRaises(ValueError):
+            self.encode_response(3, Response(200, [("X", "a\nb")]))
+
+    def test_error(self):
+        m = decode_response(self.encode_error(5, 502, "no \u00e9"))
+        self.assertEqual((m.request_id, m.status), (5, 502))
+        self.assertEqual(m.headers, [(b"Content-Type", b"application/json")])
+        self.assertEqual(json.loads(m.body), {"error": "no \u00e9"})
 
 
 class TestDispatcher(unittest.TestCase):
