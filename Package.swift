@@ -26,34 +26,42 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
-        // Config, validation, newtypes, registry, lifecycle state machine, error types.
+        // POSIX plumbing every other module shares: SystemCallFailure, the one system call helper
+        // (errno capture, EINTR retry), OwnedDescriptor, small file and socket chores, threads.
+        .target(
+            name: "AetherSystem",
+            dependencies: ["CAetherSystem"],
+            swiftSettings: strictSwift6
+        ),
+        // Config and validation, newtypes, the lifecycle state machine, their errors. Ring-derived
+        // limits (max_body_bytes) come from AetherIPC's layout.
         .target(
             name: "AetherCore",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["AetherIPC", "AetherSystem", .product(name: "Yams", package: "Yams")],
             swiftSettings: strictSwift6
         ),
         // futex and CRC-32 kernels the ring needs from C; -O2 even in debug builds, since the CRC runs
         // over every byte of every test message.
         .target(name: "CAetherIPC", cSettings: [.unsafeFlags(["-O2"])]),
-        // Shared-memory regions and the SPSC ring (docs/shm-layout.md).
+        // Shared-memory regions, the SPSC ring (docs/shm-layout.md), invocation messages and the
+        // handler control line. A leaf of our own code: the Swift handler SDK links only this.
         .target(
             name: "AetherIPC",
-            dependencies: [
-                "AetherCore", "CAetherIPC", "CAetherSystem", .product(name: "Atomics", package: "swift-atomics"),
-            ],
+            dependencies: ["AetherSystem", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strictSwift6
         ),
-        // GNU-only system calls for the orchestrator (pipe2, thread names).
+        // GNU-only system calls (pipe2, thread names, pidfd, subreaper).
         .target(name: "CAetherSystem"),
         // libbpf (Debian's libbpf-dev) and the map layouts shared with the BPF programs.
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         // Compiles a target's bpf/*.bpf.c with clang -target bpf and embeds the objects.
         .plugin(name: "BPFCompiler", capability: .buildTool(), dependencies: ["bpf-embed"]),
-        .executableTarget(name: "bpf-embed", swiftSettings: strictSwift6),
+        .executableTarget(name: "bpf-embed", dependencies: ["AetherSystem"], swiftSettings: strictSwift6),
         // The eBPF data plane: sk_lookup dispatch of trigger ports to sockets, XDP counters.
+        // AetherCore for the configuration's XDP mode.
         .target(
             name: "AetherNet",
-            dependencies: ["AetherCore", "CLibBPF"],
+            dependencies: ["AetherCore", "AetherSystem", "CLibBPF"],
             exclude: ["bpf"],
             swiftSettings: strictSwift6,
             plugins: ["BPFCompiler"]
@@ -63,7 +71,7 @@ let package = Package(
         .target(
             name: "AetherOrchestrator",
             dependencies: [
-                "AetherCore", "AetherIPC", "AetherNet", "CAetherSystem",
+                "AetherCore", "AetherIPC", "AetherNet", "AetherSystem", "CAetherSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -76,7 +84,7 @@ let package = Package(
         // The Swift handler SDK: a function written in Swift, served over the rings.
         .target(
             name: "AetherHandler",
-            dependencies: ["AetherIPC"],
+            dependencies: ["AetherIPC", "AetherSystem"],
             swiftSettings: strictSwift6
         ),
         // examples/hello-swift: the Swift SDK example function.
@@ -108,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "aether-ipc-peer",
             dependencies: [
-                "AetherIPC",
+                "AetherIPC", "AetherSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift6
@@ -117,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "aether-ipc-bench",
             dependencies: [
-                "AetherIPC",
+                "AetherIPC", "AetherSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift6
@@ -126,13 +134,19 @@ let package = Package(
         .executableTarget(
             name: "aether-net-bench",
             dependencies: [
-                "AetherNet", "CAetherSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "AetherNet", "AetherSystem", "CAetherSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift6
         ),
         .testTarget(
+            name: "AetherSystemTests",
+            dependencies: ["AetherSystem"],
+            swiftSettings: strictSwift6
+        ),
+        .testTarget(
             name: "AetherIPCTests",
-            dependencies: ["AetherIPC"],
+            dependencies: ["AetherIPC", "AetherSystem"],
             swiftSettings: strictSwift6
         ),
         // Runs the built `aether` binary as a user would.
@@ -145,7 +159,7 @@ let package = Package(
         // The data plane loaded into the kernel (root; run in a private network namespace).
         .testTarget(
             name: "AetherNetTests",
-            dependencies: ["AetherNet", "AetherCore", "CLibBPF"],
+            dependencies: ["AetherNet", "AetherCore", "AetherSystem", "CLibBPF"],
             exclude: ["bpf"],
             swiftSettings: strictSwift6,
             plugins: ["BPFCompiler"]

@@ -1,4 +1,5 @@
 import AetherIPC
+import AetherSystem
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -41,7 +42,8 @@ public enum AetherHandler {
         let description: String
     }
 
-    /// The connection to the orchestrator and the instance's rings.
+    /// The connection to the orchestrator and the instance's rings, for the life of the process
+    /// (`control` is never closed: the process ends first).
     final class Session: @unchecked Sendable {
         let control: CInt
         let region: SharedMemoryRegion
@@ -95,8 +97,10 @@ public enum AetherHandler {
             BackgroundThread.start(name: "aether-control") {
                 var byte: UInt8 = 0
                 while true {
-                    let n = recv(control, &byte, 1, 0)
-                    if n == 0 || (n < 0 && errno != EINTR) { exit(0) }
+                    let received = try? systemCall("recv", on: "the control connection", failsWith: .minusOne) {
+                        recv(control, &byte, 1, 0)
+                    }
+                    if (received ?? 0) == 0 { exit(0) }
                 }
             }
             while true {
@@ -160,8 +164,7 @@ public enum AetherHandler {
             do {
                 return try Posix.connectUnixSocket(path)
             } catch {
-                throw StartupError(
-                    description: "cannot connect to AETHER_SOCKET \(path): \(String(cString: strerror(error.errno)))")
+                throw StartupError(description: "cannot connect to AETHER_SOCKET \(path): \(error.reason)")
             }
         }
 

@@ -1,4 +1,3 @@
-import AetherCore
 import Atomics
 import CAetherIPC
 

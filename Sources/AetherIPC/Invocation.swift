@@ -33,8 +33,15 @@ public enum InvocationKind: UInt8, Sendable {
     case response = 2
 }
 
+/// Sizes shared by the gateway and the configuration validator (docs/handler-protocol.md, "Sizes").
+public enum InvocationLimits {
+    /// Request line plus headers; a larger head is answered with 431.
+    public static let maximumHead = 16_384
+}
+
 public enum InvocationFormat {
     public static let version: UInt8 = 1
+    /// The fixed part of a request message, before method, target, headers and body.
     public static let requestFixedSize = 32
     public static let responseFixedSize = 24
     static let headerEntryFixedSize = 8

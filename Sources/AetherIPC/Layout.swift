@@ -23,7 +23,9 @@ enum RegionLayout {
     }
 }
 
-enum RingLayout {
+/// Offsets and constants of one ring (docs/shm-layout.md). `package` so that the configuration
+/// validator derives the largest message from `maximumPayload(capacity:)` instead of copying it.
+package enum RingLayout {
     static let headerSize = 256
 
     static let headOffset = 0
@@ -43,7 +45,7 @@ enum RingLayout {
     static let maximumCapacity = 1 << 32
 
     /// The largest payload that always fits once the ring has drained, wherever head is.
-    static func maximumPayload(capacity: Int) -> Int { capacity / 2 - recordHeaderSize }
+    package static func maximumPayload(capacity: Int) -> Int { capacity / 2 - recordHeaderSize }
 
     /// Header plus payload rounded up to 8 bytes.
     static func recordSize(payload: Int) -> Int { recordHeaderSize + ((payload + 7) & ~7) }

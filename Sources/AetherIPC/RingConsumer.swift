@@ -1,4 +1,3 @@
-public import AetherCore
 import Atomics
 
 /// The reading side of one SPSC ring. Exactly one consumer per ring, used by one thread at a time.

@@ -1,4 +1,3 @@
-public import AetherCore
 import Atomics
 
 /// The writing side of one SPSC ring. Exactly one producer per ring, used by one thread at a time.

@@ -1,4 +1,4 @@
-public import AetherCore
+import AetherSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -25,9 +25,9 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     /// Prefix of every region the orchestrator creates (the name without its leading slash).
     public static let namePrefix = "aetherless-"
 
-    /// The region name of instance `instance` of `function`.
-    public static func name(function: FunctionID, instance: Int) -> String {
-        "/\(namePrefix)\(function.rawValue)-\(instance)"
+    /// The region name of instance `instance` of the function with id `function`.
+    public static func name(function: String, instance: Int) -> String {
+        "/\(namePrefix)\(function)-\(instance)"
     }
 
     private init(name: String, ringCount: Int, ringCapacity: Int, size: Int, base: UnsafeMutableRawPointer) {
@@ -62,17 +62,16 @@ public final class SharedMemoryRegion: @unchecked Sendable {
             throw .layoutMismatch(region: name, field: "ring_count", expected: "at least 1", found: String(ringCount))
         }
         let size = RegionLayout.size(ringCount: ringCount, capacity: ringCapacity)
-        let fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .systemCall(SystemCallFailure(call: "shm_open", subject: name, errno: errno)) }
-        defer { close(fd) }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let failure = SystemCallFailure(call: "ftruncate", subject: name, errno: errno)
-            shm_unlink(name)
-            throw .systemCall(failure)
-        }
+        // The descriptor is needed only until the object is mapped.
+        let object = OwnedDescriptor(
+            owning: try call("shm_open", name, .minusOne) {
+                shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
+            }
+        )
         let base: UnsafeMutableRawPointer
         do {
-            base = try map(fd: fd, size: size, name: name)
+            try call("ftruncate", name, .minusOne) { ftruncate(object.rawValue, off_t(size)) }
+            base = try map(object, size: size, name: name)
         } catch {
             shm_unlink(name)
             throw error
@@ -95,20 +94,17 @@ public final class SharedMemoryRegion: @unchecked Sendable {
 
     /// Opens an existing object and checks that it follows this build's layout.
     public static func open(name: String) throws(SharedMemoryError) -> SharedMemoryRegion {
-        let fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)
-        guard fd >= 0 else { throw .systemCall(SystemCallFailure(call: "shm_open", subject: name, errno: errno)) }
-        defer { close(fd) }
+        let object = OwnedDescriptor(
+            owning: try call("shm_open", name, .minusOne) { shm_open(name, O_RDWR | O_CLOEXEC, 0) })
         var status = stat()
-        guard fstat(fd, &status) == 0 else {
-            throw .systemCall(SystemCallFailure(call: "fstat", subject: name, errno: errno))
-        }
+        try call("fstat", name, .minusOne) { fstat(object.rawValue, &status) }
         let objectSize = Int(status.st_size)
         guard objectSize >= RegionLayout.headerSize else {
             throw .layoutMismatch(
                 region: name, field: "size", expected: "at least \(RegionLayout.headerSize) bytes",
                 found: "\(objectSize) bytes")
         }
-        let header = try map(fd: fd, size: RegionLayout.headerSize, name: name)
+        let header = try map(object, size: RegionLayout.headerSize, name: name)
         let geometry: (ringCount: Int, capacity: Int)
         do {
             geometry = try validateHeader(header, name: name, objectSize: objectSize)
@@ -118,16 +114,14 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         }
         munmap(header, RegionLayout.headerSize)
         let size = RegionLayout.size(ringCount: geometry.ringCount, capacity: geometry.capacity)
-        let base = try map(fd: fd, size: size, name: name)
+        let base = try map(object, size: size, name: name)
         return SharedMemoryRegion(
             name: name, ringCount: geometry.ringCount, ringCapacity: geometry.capacity, size: size, base: base)
     }
 
     /// Removes the object's name; existing mappings stay valid until they are dropped.
     public func unlink() throws(SharedMemoryError) {
-        guard shm_unlink(name) == 0 else {
-            throw .systemCall(SystemCallFailure(call: "shm_unlink", subject: name, errno: errno))
-        }
+        try Self.call("shm_unlink", name, .minusOne) { shm_unlink(name) }
     }
 
     /// PID of the process that created the region.
@@ -170,12 +164,22 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         return removed
     }
 
-    private static func map(fd: Int32, size: Int, name: String) throws(SharedMemoryError) -> UnsafeMutableRawPointer {
-        let pointer = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        guard let pointer, pointer != MAP_FAILED else {
-            throw .systemCall(SystemCallFailure(call: "mmap", subject: name, errno: errno))
+    private static func map(
+        _ object: borrowing OwnedDescriptor, size: Int, name: String
+    ) throws(SharedMemoryError) -> UnsafeMutableRawPointer {
+        try call("mmap", name, .mapFailed) { mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, object.rawValue, 0) }
+    }
+
+    /// `systemCall` on the region `name`; a failure is `SharedMemoryError.systemCall`.
+    @discardableResult
+    private static func call<Value, Result>(
+        _ function: String, _ name: String, _ convention: SystemCallConvention<Value, Result>, _ body: () -> Value
+    ) throws(SharedMemoryError) -> Result {
+        do {
+            return try systemCall(function, on: name, failsWith: convention, body)
+        } catch {
+            throw .systemCall(error)
         }
-        return pointer
     }
 
     private static func validateHeader(

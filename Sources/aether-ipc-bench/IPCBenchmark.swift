@@ -1,4 +1,5 @@
 import AetherIPC
+import AetherSystem
 import ArgumentParser
 import Foundation
 import Synchronization
@@ -281,32 +282,22 @@ enum RoundTrip {
         let echo = try peers.start(tcp ? ["socket-echo", "--tcp", "0"] : ["socket-echo", "--unix", path])
         let ready = echo.line()
         let port = Int(ready.split(separator: "=").last ?? "") ?? 0
-        let fd: Int32
+        let socket: OwnedDescriptor
         if tcp {
-            fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = UInt16(port).bigEndian
             address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            socket = try connected(AF_INET, to: address, subject: "127.0.0.1:\(port)")
             var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(socket.rawValue, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         } else {
-            fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
+            socket = try connected(AF_UNIX, to: address, subject: path)
         }
-        defer { close(fd) }
+        let fd = socket.rawValue
         var frame = [UInt8](repeating: 0xA5, count: 4 + size)
         frame.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(size).littleEndian, as: UInt32.self) }
         var reply = [UInt8](repeating: 0, count: 4 + size)
@@ -323,6 +314,21 @@ enum RoundTrip {
         _ = readFully(fd, &end, 4)
         _ = echo.finish(reading: "count")
         return Percentiles(samples)
+    }
+
+    /// A stream socket of `family` connected to `address`.
+    static func connected<Address>(
+        _ family: CInt, to address: Address, subject: String
+    ) throws(SystemCallFailure) -> OwnedDescriptor {
+        let socket = try OwnedDescriptor("socket", on: subject) { Glibc.socket(family, Int32(SOCK_STREAM.rawValue), 0) }
+        try systemCall("connect", on: subject, failsWith: .minusOne, retryOnInterrupt: false) {
+            withUnsafePointer(to: address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(socket.rawValue, $0, socklen_t(MemoryLayout<Address>.size))
+                }
+            }
+        }
+        return socket
     }
 
     static func readFully(_ fd: Int32, _ pointer: UnsafeMutableRawPointer, _ count: Int) -> Bool {

@@ -1,4 +1,3 @@
-import AetherCore
 import AetherIPC
 import ArgumentParser
 

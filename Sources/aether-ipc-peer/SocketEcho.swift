@@ -1,3 +1,4 @@
+import AetherSystem
 import ArgumentParser
 
 #if canImport(Glibc)
@@ -15,9 +16,9 @@ extension IPCPeer {
         func run() throws {
             let listener = try StreamSocket.listen(unixPath: unix, tcpPort: tcp)
             // With --tcp 0 the kernel picks the port; the client reads it from this line.
-            say("READY port=\(StreamSocket.boundPort(listener))")
-            let connection = accept(listener, nil, nil)
-            guard connection >= 0 else { throw ExitCode.failure }
+            say("READY port=\(StreamSocket.boundPort(listener.rawValue))")
+            let accepted = try OwnedDescriptor("accept", on: "the listener") { accept(listener.rawValue, nil, nil) }
+            let connection = accepted.rawValue
             StreamSocket.tuneForLatency(connection)
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             var count = 0
@@ -38,8 +39,8 @@ extension IPCPeer {
                 count += 1
                 if length == 0 { break }
             }
-            close(connection)
-            close(listener)
+            accepted.close()
+            listener.close()
             if let unix { unlink(unix) }
             say("OK count=\(count) cpu_us=\(processCPUMicroseconds())")
         }
@@ -48,31 +49,36 @@ extension IPCPeer {
 
 /// Small blocking socket helpers shared by the echo server and the benchmark client.
 enum StreamSocket {
-    static func listen(unixPath: String?, tcpPort: Int?) throws -> Int32 {
+    static func listen(unixPath: String?, tcpPort: Int?) throws -> OwnedDescriptor {
         if let unixPath {
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            unlink(unixPath)
-            var address = unixAddress(unixPath)
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
+            let socket = try OwnedDescriptor("socket", on: unixPath) {
+                Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
             }
-            guard bound == 0, Glibc.listen(fd, 1) == 0 else { throw ExitCode.failure }
-            return fd
+            unlink(unixPath)
+            try bindAndListen(socket, to: unixAddress(unixPath), subject: unixPath)
+            return socket
         }
         guard let tcpPort else { throw ValidationError("give --unix or --tcp") }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let socket = try OwnedDescriptor("socket", on: "127.0.0.1:\(tcpPort)") {
+            Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        }
         var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = loopbackAddress(port: tcpPort)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        setsockopt(socket.rawValue, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        try bindAndListen(socket, to: loopbackAddress(port: tcpPort), subject: "127.0.0.1:\(tcpPort)")
+        return socket
+    }
+
+    private static func bindAndListen<Address>(
+        _ socket: borrowing OwnedDescriptor, to address: Address, subject: String
+    ) throws(SystemCallFailure) {
+        try systemCall("bind", on: subject, failsWith: .minusOne) {
+            withUnsafePointer(to: address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(socket.rawValue, $0, socklen_t(MemoryLayout<Address>.size))
+                }
             }
         }
-        guard bound == 0, Glibc.listen(fd, 1) == 0 else { throw ExitCode.failure }
-        return fd
+        try systemCall("listen", on: subject, failsWith: .minusOne) { Glibc.listen(socket.rawValue, 1) }
     }
 
     static func boundPort(_ fd: Int32) -> Int {
@@ -110,9 +116,10 @@ enum StreamSocket {
     static func readFully(_ fd: Int32, _ pointer: UnsafeMutableRawPointer, _ count: Int) -> Bool {
         var done = 0
         while done < count {
-            let result = read(fd, pointer + done, count - done)
-            if result < 0, errno == EINTR { continue }
-            if result <= 0 { return false }
+            let result = try? systemCall("read", on: "the connection", failsWith: .minusOne) {
+                read(fd, pointer + done, count - done)
+            }
+            guard let result, result > 0 else { return false }
             done += result
         }
         return true
@@ -121,9 +128,10 @@ enum StreamSocket {
     static func writeFully(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) -> Bool {
         var done = 0
         while done < count {
-            let result = write(fd, pointer + done, count - done)
-            if result < 0, errno == EINTR { continue }
-            if result <= 0 { return false }
+            let result = try? systemCall("write", on: "the connection", failsWith: .minusOne) {
+                write(fd, pointer + done, count - done)
+            }
+            guard let result, result > 0 else { return false }
             done += result
         }
         return true

@@ -1,4 +1,5 @@
 import AetherNet
+import AetherSystem
 import ArgumentParser
 import CAetherSystem
 import Foundation
@@ -136,25 +137,27 @@ struct BenchmarkFailure: Error, CustomStringConvertible {
 }
 
 enum Socket {
-    static func connect(port: UInt16) throws -> CInt {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    /// A TCP connection to 127.0.0.1:`port`; the caller closes it (the poll loops and the
+    /// per-path connections keep raw descriptors).
+    static func connect(port: UInt16) throws(SystemCallFailure) -> CInt {
+        let subject = "127.0.0.1:\(port)"
+        let socket = try OwnedDescriptor("socket", on: subject) {
+            Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
         var one: Int32 = 1
-        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(socket.rawValue, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        try systemCall("connect", on: subject, failsWith: .minusOne, retryOnInterrupt: false) {
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
-        guard result == 0 else {
-            let code = errno
-            close(descriptor)
-            throw BenchmarkFailure(description: "connect to port \(port): \(String(cString: strerror(code)))")
-        }
-        return descriptor
+        return socket.take()
     }
 
     /// Closes without leaving a TIME_WAIT entry (SO_LINGER 0: the close sends RST). Thousands of
@@ -168,8 +171,11 @@ enum Socket {
 
     /// Sends `payload`, reads as many bytes back.
     static func exchange(_ descriptor: CInt, _ payload: [UInt8], into buffer: inout [UInt8]) throws {
-        guard send(descriptor, payload, payload.count, Int32(MSG_NOSIGNAL)) == payload.count else {
-            throw BenchmarkFailure(description: "send: \(String(cString: strerror(errno)))")
+        let sent = try systemCall("send", on: "a connection", failsWith: .minusOne) {
+            send(descriptor, payload, payload.count, Int32(MSG_NOSIGNAL))
+        }
+        guard sent == payload.count else {
+            throw BenchmarkFailure(description: "send: \(sent) of \(payload.count) bytes sent")
         }
         try readFully(descriptor, into: &buffer, count: payload.count)
     }

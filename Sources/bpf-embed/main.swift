@@ -2,6 +2,8 @@
 // of the compiled BPF object OBJECT as base64 text (a large array literal would slow the type
 // checker; AetherNet's `EmbeddedBPFObject` decodes it).
 // Run by the BPFCompiler build-tool plugin; not installed.
+import AetherSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -16,13 +18,18 @@ func fail(_ message: String, status: Int32 = 1) -> Never {
     exit(status)
 }
 
-func fail(_ message: String, errno code: Int32) -> Never {
-    fail("\(message): \(String(cString: strerror(code)))")
+/// `body`'s result; a failed call in it ends the run with the failure.
+func orFail<Result>(_ body: () throws -> Result) -> Result {
+    do {
+        return try body()
+    } catch {
+        fail("\(error)")
+    }
 }
 
 guard arguments.count == 4 else { fail("usage: bpf-embed OBJECT OUTPUT NAME", status: 2) }
 
-guard let input = fopen(arguments[1], "rb") else { fail("cannot open \(arguments[1])", errno: errno) }
+let input = orFail { try systemCall("fopen", on: arguments[1], failsWith: .null) { fopen(arguments[1], "rb") } }
 var bytes: [UInt8] = []
 var chunk = [UInt8](repeating: 0, count: 65_536)
 while true {
@@ -30,7 +37,7 @@ while true {
     if count == 0 { break }
     bytes += chunk[0..<count]
 }
-if ferror(input) != 0 { fail("cannot read \(arguments[1])", errno: errno) }
+if ferror(input) != 0 { fail(SystemCallFailure(call: "fread", subject: arguments[1], errno: errno).description) }
 fclose(input)
 
 let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -59,5 +66,7 @@ while offset < text.count {
 }
 source += "\"\"\"\n"
 
-guard let output = fopen(arguments[2], "wb") else { fail("cannot create \(arguments[2])", errno: errno) }
-if fputs(source, output) < 0 || fclose(output) != 0 { fail("cannot write \(arguments[2])", errno: errno) }
+let output = orFail { try systemCall("fopen", on: arguments[2], failsWith: .null) { fopen(arguments[2], "wb") } }
+if fputs(source, output) < 0 || fclose(output) != 0 {
+    fail(SystemCallFailure(call: "fputs", subject: arguments[2], errno: errno).description)
+}

@@ -1,4 +1,3 @@
-import AetherCore
 import Foundation
 import Testing
 

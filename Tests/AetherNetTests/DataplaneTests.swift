@@ -1,4 +1,5 @@
 import AetherCore
+import AetherSystem
 import CLibBPF
 import Foundation
 import Testing
@@ -13,10 +14,8 @@ struct DataplaneTests {
     @Test func connectionToUnboundTriggerPortIsSteeredToTheSocket() throws {
         let steered = try SteeredPort()
         let client = try TCP.connect("127.0.0.1", steered.trigger)
-        defer { close(client) }
         let accepted = try TCP.accept(steered.target)
-        defer { close(accepted) }
-        #expect(ListeningSocket.localPort(of: accepted) == steered.trigger)
+        #expect(ListeningSocket.localPort(of: accepted.rawValue) == steered.trigger)
         try TCP.send(client, "ping")
         #expect(try TCP.receive(accepted, count: 4) == "ping")
 
@@ -31,18 +30,18 @@ struct DataplaneTests {
     @Test func unmappedAndReleasedPortsAreRefused() throws {
         let steered = try SteeredPort()
         let unmapped = try ListeningSocket.freePort(address: "127.0.0.1")
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", unmapped) }
-        close(try TCP.connect("127.0.0.1", steered.trigger))
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", unmapped).close() }
+        try TCP.connect("127.0.0.1", steered.trigger).close()
         try steered.dataplane.release(port: steered.trigger)
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", steered.trigger) }
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", steered.trigger).close() }
         #expect(steered.dataplane.status().ports.isEmpty)
     }
 
     @Test func onlyTheListenAddressIsSteered() throws {
         let steered = try SteeredPort()
-        close(try TCP.connect("127.0.0.1", steered.trigger))
+        try TCP.connect("127.0.0.1", steered.trigger).close()
         // 127.0.0.2 is on lo too, but not the configured address.
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.2", steered.trigger) }
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.2", steered.trigger).close() }
     }
 
     @Test func aReservedPortCannotBeBoundByOthersAndIsStillSteered() throws {
@@ -53,7 +52,7 @@ struct DataplaneTests {
         #expect(throws: SystemCallFailure(call: "bind", subject: "127.0.0.1:\(trigger)", errno: EADDRINUSE)) {
             close(try ListeningSocket.open(address: "127.0.0.1", port: trigger))
         }
-        close(try TCP.connect("127.0.0.1", trigger))
+        try TCP.connect("127.0.0.1", trigger).close()
         try dataplane.release(port: trigger)
         close(try ListeningSocket.open(address: "127.0.0.1", port: trigger))
     }
@@ -77,7 +76,7 @@ struct DataplaneTests {
         try dataplane.steer(port: trigger, function: "f", socket: target, owner: getpid(), kind: .handler)
         close(target)
         #expect(dataplane.status().ports.first?.inSocketMap == false)
-        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", trigger) }
+        #expect(throws: TCP.Refused.self) { try TCP.connect("127.0.0.1", trigger).close() }
     }
 
     @Test func swappingSocketsUnderAConnectionLoopLosesNone() async throws {
@@ -101,7 +100,6 @@ struct DataplaneTests {
             for _ in 0..<attempts {
                 do {
                     let connection = try TCP.connect("127.0.0.1", trigger)
-                    defer { close(connection) }
                     if try TCP.receive(connection, count: 2) == "ok" { ok += 1 }
                 } catch {
                     failures.append("\(error)")
@@ -141,19 +139,17 @@ struct DataplaneTests {
         let steered = try SteeredPort(xdp: XDPAttachment(interface: "lo", mode: .generic))
         let (dataplane, trigger) = (steered.dataplane, steered.trigger)
         let open = try TCP.connect("127.0.0.1", trigger)
-        defer { close(open) }
         let accepted = try TCP.accept(steered.target)
-        defer { close(accepted) }
 
         try dataplane.setDropsNewConnections(port: trigger, true)
-        #expect(throws: TCP.TimedOut.self) { try TCP.connect("127.0.0.1", trigger, timeoutMilliseconds: 300) }
+        #expect(throws: TCP.TimedOut.self) { try TCP.connect("127.0.0.1", trigger, timeoutMilliseconds: 300).close() }
         #expect((dataplane.status().ports.first?.dropped ?? 0) >= 1)
         // The connection opened before still works.
         try TCP.send(open, "still")
         #expect(try TCP.receive(accepted, count: 5) == "still")
 
         try dataplane.setDropsNewConnections(port: trigger, false)
-        close(try TCP.connect("127.0.0.1", trigger))
+        try TCP.connect("127.0.0.1", trigger).close()
     }
 
     @Test func aSecondXDPAttachmentToTheSameInterfaceIsATypedError() throws {

@@ -1,3 +1,4 @@
+import AetherSystem
 import CLibBPF
 import Foundation
 
@@ -14,47 +15,48 @@ enum PrivateNetwork {
     }
 }
 
-/// Blocking TCP client and server calls for tests.
+/// Blocking TCP client and server calls for tests. Connections are owned descriptors: closed
+/// when the test lets go of them.
 enum TCP {
     struct Refused: Error {}
     struct TimedOut: Error {}
-    struct Failed: Error, CustomStringConvertible {
-        let call: String
-        let code: Int32
-        var description: String { "\(call): \(String(cString: strerror(code)))" }
-    }
+    /// The peer closed the connection, or took fewer bytes than sent.
+    struct Cut: Error {}
 
-    static func connect(_ address: String, _ port: UInt16, timeoutMilliseconds: Int32 = 5000) throws -> Int32 {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        let result = IPv4.withAddress(address, port) { Glibc.connect(descriptor, $0, $1) }
-        if result != 0 && errno != EINPROGRESS {
-            let code = errno
-            close(descriptor)
-            throw code == ECONNREFUSED ? Refused() as any Error : Failed(call: "connect", code: code)
+    static func connect(
+        _ address: String, _ port: UInt16, timeoutMilliseconds: Int32 = 5000
+    ) throws -> OwnedDescriptor {
+        let subject = "\(address):\(port)"
+        let socket = try OwnedDescriptor("socket", on: subject) {
+            Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         }
-        var poll = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
-        guard Glibc.poll(&poll, 1, timeoutMilliseconds) == 1 else {
-            close(descriptor)
-            throw TimedOut()
+        do throws(SystemCallFailure) {
+            try systemCall("connect", on: subject, failsWith: .minusOne, retryOnInterrupt: false) {
+                IPv4.withAddress(address, port) { Glibc.connect(socket.rawValue, $0, $1) }
+            }
+        } catch  where error.errno == EINPROGRESS {
+            // Completes in the background: wait for it below.
+        } catch {
+            throw error.errno == ECONNREFUSED ? Refused() as any Error : error
         }
+        var poll = pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)
+        guard Glibc.poll(&poll, 1, timeoutMilliseconds) == 1 else { throw TimedOut() }
         var code: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &code, &length)
+        getsockopt(socket.rawValue, SOL_SOCKET, SO_ERROR, &code, &length)
         if code != 0 {
-            close(descriptor)
-            throw code == ECONNREFUSED ? Refused() as any Error : Failed(call: "connect", code: code)
+            throw code == ECONNREFUSED
+                ? Refused() as any Error : SystemCallFailure(call: "connect", subject: subject, errno: code)
         }
-        let flags = fcntl(descriptor, F_GETFL)
-        _ = fcntl(descriptor, F_SETFL, flags & ~O_NONBLOCK)
-        return descriptor
+        let flags = fcntl(socket.rawValue, F_GETFL)
+        _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
+        return socket
     }
 
-    static func accept(_ listener: Int32, timeoutMilliseconds: Int32 = 5000) throws -> Int32 {
+    static func accept(_ listener: Int32, timeoutMilliseconds: Int32 = 5000) throws -> OwnedDescriptor {
         var poll = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         guard Glibc.poll(&poll, 1, timeoutMilliseconds) == 1 else { throw TimedOut() }
-        let connection = Glibc.accept(listener, nil, nil)
-        guard connection >= 0 else { throw Failed(call: "accept", code: errno) }
-        return connection
+        return try OwnedDescriptor("accept", on: "listener \(listener)") { Glibc.accept(listener, nil, nil) }
     }
 
     /// Accepts connections on a listening socket forever, answering each with "ok".
@@ -62,23 +64,26 @@ enum TCP {
         while true {
             guard let connection = try? accept(listener, timeoutMilliseconds: 60_000) else { return }
             _ = try? send(connection, "ok")
-            close(connection)
         }
     }
 
-    static func send(_ descriptor: Int32, _ text: String) throws {
-        let sent = Glibc.send(descriptor, text, text.utf8.count, Int32(MSG_NOSIGNAL))
-        if sent != text.utf8.count { throw Failed(call: "send", code: errno) }
+    static func send(_ connection: borrowing OwnedDescriptor, _ text: String) throws {
+        let sent = try systemCall("send", on: "a test connection", failsWith: .minusOne) {
+            Glibc.send(connection.rawValue, text, text.utf8.count, Int32(MSG_NOSIGNAL))
+        }
+        if sent != text.utf8.count { throw Cut() }
     }
 
-    static func receive(_ descriptor: Int32, count: Int) throws -> String {
+    static func receive(_ connection: borrowing OwnedDescriptor, count: Int) throws -> String {
         var buffer = [UInt8](repeating: 0, count: count)
         var received = 0
         while received < count {
-            let read = buffer.withUnsafeMutableBytes {
-                recv(descriptor, $0.baseAddress! + received, count - received, 0)
+            let read = try systemCall("recv", on: "a test connection", failsWith: .minusOne) {
+                buffer.withUnsafeMutableBytes {
+                    recv(connection.rawValue, $0.baseAddress! + received, count - received, 0)
+                }
             }
-            if read <= 0 { throw Failed(call: "recv", code: read == 0 ? ECONNRESET : errno) }
+            if read == 0 { throw Cut() }
             received += read
         }
         return String(decoding: buffer, as: UTF8.self)
@@ -102,10 +107,10 @@ enum IPv4 {
 
 enum UDP {
     static func send(_ payload: [UInt8], to address: String, _ port: UInt16) throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(descriptor) }
-        let sent = IPv4.withAddress(address, port) { sendto(descriptor, payload, payload.count, 0, $0, $1) }
-        if sent != payload.count { throw TCP.Failed(call: "sendto", code: errno) }
+        let socket = try OwnedDescriptor("socket", on: "UDP") { Glibc.socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+        try systemCall("sendto", on: "\(address):\(port)", failsWith: .minusOne) {
+            IPv4.withAddress(address, port) { sendto(socket.rawValue, payload, payload.count, 0, $0, $1) }
+        }
     }
 }
 

@@ -1,3 +1,5 @@
+import AetherIPC
+
 /// A validated configuration: every value here already satisfies its rule.
 public struct AetherConfig: Sendable, Equatable {
     public var orchestrator: OrchestratorConfig
@@ -91,19 +93,13 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.python = python
     }
 
-    /// The largest message one ring carries (docs/shm-layout.md: `capacity / 2 - 8`).
-    public var maximumMessage: Int { shmBufferSize.bytes / 2 - 8 }
+    /// The largest message one ring carries (docs/shm-layout.md, the ring's `max_payload`).
+    public var maximumMessage: Int { RingLayout.maximumPayload(capacity: shmBufferSize.bytes) }
 
     /// The largest request body that fits in one request message next to a maximal request head.
-    public var largestBodyFitting: Int { maximumMessage - InvocationLimits.maximumHead - InvocationLimits.envelope }
-}
-
-/// Sizes shared by the gateway and the validator (docs/handler-protocol.md, "Sizes").
-public enum InvocationLimits {
-    /// Request line plus headers; a larger head is answered with 431.
-    public static let maximumHead = 16_384
-    /// Fixed part of a request message.
-    public static let envelope = 32
+    public var largestBodyFitting: Int {
+        maximumMessage - InvocationLimits.maximumHead - InvocationFormat.requestFixedSize
+    }
 }
 
 /// One function (an entry of `functions:`).

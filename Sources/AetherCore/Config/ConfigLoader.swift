@@ -1,3 +1,5 @@
+import AetherSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -56,11 +58,20 @@ public enum ConfigLoader {
     /// Reads at most `maximumFileSize + 1` bytes, so a huge file or an endless device is
     /// refused without being read whole.
     private static func readBounded(path: String) throws(ConfigError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .unreadable(path: path, reason: errnoText()) }
-        defer { close(fd) }
+        /// `systemCall` on the file; a failure makes it unreadable.
+        @discardableResult
+        func call<Value: FixedWidthInteger & SignedInteger>(
+            _ function: String, _ body: () -> Value
+        ) throws(ConfigError) -> Value {
+            do {
+                return try systemCall(function, on: path, failsWith: .minusOne, body)
+            } catch {
+                throw .unreadable(path: path, reason: error.reason)
+            }
+        }
+        let file = OwnedDescriptor(owning: try call("open") { open(path, O_RDONLY | O_CLOEXEC) })
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw .unreadable(path: path, reason: errnoText()) }
+        try call("fstat") { fstat(file.rawValue, &status) }
         if (status.st_mode & S_IFMT) == S_IFDIR {
             throw .unreadable(path: path, reason: "it is a directory")
         }
@@ -70,10 +81,8 @@ public enum ConfigLoader {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while bytes.count <= maximumFileSize {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .unreadable(path: path, reason: errnoText())
+            let count = try call("read") {
+                chunk.withUnsafeMutableBytes { read(file.rawValue, $0.baseAddress, $0.count) }
             }
             if count == 0 { break }
             bytes.append(contentsOf: chunk[0..<count])
@@ -82,10 +91,6 @@ public enum ConfigLoader {
             throw .tooLarge(path: path, size: bytes.count, limit: maximumFileSize)
         }
         return bytes
-    }
-
-    private static func errnoText() -> String {
-        String(cString: strerror(errno))
     }
 
     private static func absoluteDirectory(of path: String) -> String {

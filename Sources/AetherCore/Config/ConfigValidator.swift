@@ -1,3 +1,4 @@
+import AetherSystem
 internal import Yams
 
 #if canImport(Glibc)
@@ -160,13 +161,13 @@ struct ConfigValidator {
         readDataplane(fields, into: &config)
         if let entry = fields["python"], let text = string(entry.value, path: "\(path).python") {
             if text.hasPrefix("/") {
-                if access(text, X_OK) == 0 {
+                do throws(SystemCallFailure) {
+                    try systemCall("access", on: text, failsWith: .minusOne) { access(text, X_OK) }
                     config.python = LexicalPath.normalized(text)
-                } else {
+                } catch {
                     report(
                         .handlerUnusable, at: entry.value, path: "\(path).python",
-                        expected: "an executable Python interpreter",
-                        found: "\(text): \(String(cString: strerror(errno)))")
+                        expected: "an executable Python interpreter", found: "\(text): \(error.reason)")
                 }
             } else if !text.isEmpty && !text.contains("/") && !text.contains(where: \.isWhitespace) {
                 config.python = text
@@ -721,9 +722,10 @@ enum HandlerCheck {
 
     static func problem(with path: String) -> Problem? {
         var status = stat()
-        guard stat(path, &status) == 0 else {
-            return Problem(
-                expected: "an existing handler program", found: "\(path): \(String(cString: strerror(errno)))")
+        do throws(SystemCallFailure) {
+            try systemCall("stat", on: path, failsWith: .minusOne) { stat(path, &status) }
+        } catch {
+            return Problem(expected: "an existing handler program", found: "\(path): \(error.reason)")
         }
         guard (status.st_mode & S_IFMT) == S_IFREG else {
             return Problem(expected: "a regular file", found: "\(path), which is not a regular file")

@@ -1,4 +1,5 @@
 public import AetherCore
+public import AetherSystem
 import CLibBPF
 import Synchronization
 
@@ -36,12 +37,21 @@ public final class EbpfDataplane: @unchecked Sendable {
         var dropsNewConnections: Bool
     }
 
+    /// A bound, non-listening socket holding a trigger port (`reserve`): the port is free again
+    /// once this goes. (A class, because dictionaries hold copyable values only.)
+    private final class PortHold {
+        let socket: OwnedDescriptor
+
+        init(_ socket: consuming OwnedDescriptor) {
+            self.socket = socket
+        }
+    }
+
     private struct State {
         var object: BPFObject?
         var links: [BPFLink]
         var entries: [UInt16: Entry] = [:]
-        /// Bound, non-listening sockets holding the trigger ports (`reserve`).
-        var reservations: [UInt16: CInt] = [:]
+        var reservations: [UInt16: PortHold] = [:]
     }
 
     private let state: Mutex<State>
@@ -66,19 +76,20 @@ public final class EbpfDataplane: @unchecked Sendable {
             UInt32(0), aether_dispatch_settings(ipv4_address: ipv4Filter, reserved: 0))
 
         var links: [BPFLink] = []
-        let namespace = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)
-        guard namespace >= 0 else {
+        let namespace: OwnedDescriptor
+        do throws(SystemCallFailure) {
+            namespace = try OwnedDescriptor.open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)
+        } catch {
             throw .attachFailed(
                 program: "aether_dispatch", target: "this network namespace",
-                reason: "open /proc/self/ns/net: \(errnoText(errno))")
+                reason: "open /proc/self/ns/net: \(error.reason)")
         }
-        defer { Glibc.close(namespace) }
         var information = stat()
-        fstat(namespace, &information)
+        fstat(namespace.rawValue, &information)
         links.append(
             try BPFLink(
                 program: "aether_dispatch", programDescriptor: object.programDescriptor("aether_dispatch"),
-                target: "network namespace net:[\(information.st_ino)]", targetDescriptor: namespace,
+                target: "network namespace net:[\(information.st_ino)]", targetDescriptor: namespace.rawValue,
                 type: AETHER_ATTACH_SK_LOOKUP, flags: 0))
         if let xdp {
             let index = if_nametoindex(xdp.interface)
@@ -110,7 +121,7 @@ public final class EbpfDataplane: @unchecked Sendable {
     public func reserve(port: UInt16) throws(SystemCallFailure) {
         try state.withLock { state throws(SystemCallFailure) in
             guard state.reservations[port] == nil else { return }
-            state.reservations[port] = try ListeningSocket.reserve(address: listenAddress, port: port)
+            state.reservations[port] = PortHold(try ListeningSocket.reserve(address: listenAddress, port: port))
         }
     }
 
@@ -142,7 +153,7 @@ public final class EbpfDataplane: @unchecked Sendable {
     /// removed or moved).
     public func release(port: UInt16) throws(EbpfError) {
         try state.withLock { state throws(EbpfError) in
-            if let reservation = state.reservations.removeValue(forKey: port) { Glibc.close(reservation) }
+            state.reservations[port] = nil
             try sockets.delete(aether_dispatch_key(protocol: UInt32(IPPROTO_TCP), port: UInt32(port)))
             try targets.delete(UInt32(port))
             try counters.delete(UInt32(port))
@@ -194,7 +205,6 @@ public final class EbpfDataplane: @unchecked Sendable {
             state.links = []
             state.entries = [:]
             state.object = nil
-            for reservation in state.reservations.values { Glibc.close(reservation) }
             state.reservations = [:]
         }
     }

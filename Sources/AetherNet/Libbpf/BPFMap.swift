@@ -1,4 +1,4 @@
-import AetherCore
+import AetherSystem
 import CLibBPF
 
 #if canImport(Glibc)
@@ -26,8 +26,7 @@ struct BPFMap {
     ) throws(EbpfError) {
         var key = key
         var value = value
-        let result = bpf_map_update_elem(descriptor, &key, &value, flags)
-        if result != 0 { throw .mapOperationFailed(map: name, operation: "update", reason: errnoText(-result)) }
+        try mapCall("update", "bpf_map_update_elem") { bpf_map_update_elem(descriptor, &key, &value, flags) }
     }
 
     /// Creates a per-CPU entry holding `value` on every CPU.
@@ -40,16 +39,26 @@ struct BPFMap {
         buffer.withUnsafeMutableBytes { raw in
             for cpu in 0..<Self.possibleCPUs { raw.storeBytes(of: value, toByteOffset: cpu * stride, as: Value.self) }
         }
-        let result = bpf_map_update_elem(descriptor, &key, buffer, flags)
-        if result != 0 { throw .mapOperationFailed(map: name, operation: "update", reason: errnoText(-result)) }
+        try mapCall("update", "bpf_map_update_elem") { bpf_map_update_elem(descriptor, &key, buffer, flags) }
     }
 
     /// Removes an entry; an absent one is not an error.
     func delete<Key: BitwiseCopyable>(_ key: Key) throws(EbpfError) {
         var key = key
-        let result = bpf_map_delete_elem(descriptor, &key)
-        if result != 0 && -result != ENOENT {
-            throw .mapOperationFailed(map: name, operation: "delete", reason: errnoText(-result))
+        try mapCall("delete", "bpf_map_delete_elem", ignoring: ENOENT) { bpf_map_delete_elem(descriptor, &key) }
+    }
+
+    /// Runs one libbpf map call (0, or the negated error number); its failure is
+    /// `mapOperationFailed` with the kernel's reason, except for the error `ignored`.
+    private func mapCall(
+        _ operation: String, _ call: String, ignoring ignored: CInt? = nil, _ body: () -> CInt
+    ) throws(EbpfError) {
+        do throws(SystemCallFailure) {
+            try systemCall(call, on: name, failsWith: .negatedErrno, body)
+        } catch  where error.errno == ignored {
+            return
+        } catch {
+            throw .mapOperationFailed(map: name, operation: operation, reason: error.reason)
         }
     }
 
@@ -83,12 +92,12 @@ struct BPFMap {
     }
 }
 
-/// A program attached through a bpf_link: closing the last descriptor detaches it, so an
-/// orchestrator that dies (even by SIGKILL) leaves nothing attached.
+/// A program attached through a bpf_link: closing the last descriptor (when this object goes)
+/// detaches it, so an orchestrator that dies (even by SIGKILL) leaves nothing attached.
 final class BPFLink: @unchecked Sendable {
     let program: String
     let target: String
-    let descriptor: CInt
+    let descriptor: OwnedDescriptor
     /// Kernel ids, as `bpftool link` and `bpftool prog` show them.
     let id: UInt32
     let programID: UInt32
@@ -99,22 +108,21 @@ final class BPFLink: @unchecked Sendable {
     )
         throws(EbpfError)
     {
-        let descriptor = aether_bpf_link_create(programDescriptor, targetDescriptor, type, flags)
-        if descriptor < 0 {
-            throw .attachFailed(
-                program: program, target: target, reason: BPFObject.explain("bpf_link_create", code: -descriptor))
+        let descriptor: OwnedDescriptor
+        do throws(SystemCallFailure) {
+            descriptor = try OwnedDescriptor("bpf_link_create", on: target, failsWith: .negatedErrno) {
+                aether_bpf_link_create(programDescriptor, targetDescriptor, type, flags)
+            }
+        } catch {
+            throw .attachFailed(program: program, target: target, reason: BPFObject.explain("bpf_link_create", error))
         }
         var info = bpf_link_info()
         var length = UInt32(MemoryLayout<bpf_link_info>.size)
-        _ = bpf_obj_get_info_by_fd(descriptor, &info, &length)
+        _ = bpf_obj_get_info_by_fd(descriptor.rawValue, &info, &length)
         self.program = program
         self.target = target
         self.descriptor = descriptor
         id = info.id
         programID = info.prog_id
-    }
-
-    deinit {
-        close(descriptor)
     }
 }

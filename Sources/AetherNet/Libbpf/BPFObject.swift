@@ -1,4 +1,5 @@
 import AetherCore
+import AetherSystem
 import CLibBPF
 
 #if canImport(Glibc)
@@ -21,14 +22,16 @@ final class BPFObject {
         LibbpfMessages.install()
         LibbpfMessages.clear()
         name = embedded.name
-        let opened = embedded.bytes.withUnsafeBytes { bytes in
-            aether_bpf_object_open_mem(bytes.baseAddress, bytes.count, embedded.name)
-        }
-        guard let opened else {
-            let code = errno
+        let opened: OpaquePointer
+        do throws(SystemCallFailure) {
+            opened = try systemCall("bpf_object__open_mem", on: embedded.name, failsWith: .null) {
+                embedded.bytes.withUnsafeBytes { bytes in
+                    aether_bpf_object_open_mem(bytes.baseAddress, bytes.count, embedded.name)
+                }
+            }
+        } catch {
             throw .loadFailed(
-                program: embedded.name, reason: Self.explain("libbpf cannot open the object", code: code),
-                verifierLog: "")
+                program: embedded.name, reason: Self.explain("libbpf cannot open the object", error), verifierLog: "")
         }
         var logs: [(program: String, buffer: UnsafeMutablePointer<CChar>)] = []
         defer { for log in logs { log.buffer.deallocate() } }
@@ -40,15 +43,17 @@ final class BPFObject {
             _ = bpf_program__set_log_buf(current, buffer, Self.logSize)
             program = bpf_object__next_program(opened, current)
         }
-        let result = bpf_object__load(opened)
-        if result != 0 {
+        do throws(SystemCallFailure) {
+            try systemCall("bpf_object__load", on: embedded.name, failsWith: .negatedErrno, retryOnInterrupt: false) {
+                bpf_object__load(opened)
+            }
+        } catch {
             // Only the program the kernel refused has a log (libbpf retries it with logging on).
             let refused = logs.first { $0.buffer[0] != 0 }
             let log = refused.map { String(cString: $0.buffer) } ?? ""
             bpf_object__close(opened)
             throw .loadFailed(
-                program: refused?.program ?? embedded.name,
-                reason: Self.explain("the kernel refused it", code: -result),
+                program: refused?.program ?? embedded.name, reason: Self.explain("the kernel refused it", error),
                 verifierLog: log.trimmingCharacters(in: "\n"))
         }
         object = opened
@@ -77,10 +82,10 @@ final class BPFObject {
                 || bpf_map__type(pointer) == BPF_MAP_TYPE_PERCPU_ARRAY)
     }
 
-    /// `what`: strerror, a hint for missing privileges, and what libbpf printed.
-    static func explain(_ what: String, code: Int32) -> String {
-        var text = "\(what): \(errnoText(code))"
-        if code == EPERM || (code == EACCES && what.contains("open")) {
+    /// `what`: the failure's reason, a hint for missing privileges, and what libbpf printed.
+    static func explain(_ what: String, _ failure: SystemCallFailure) -> String {
+        var text = "\(what): \(failure.reason)"
+        if failure.errno == EPERM || (failure.errno == EACCES && what.contains("open")) {
             text +=
                 " (loading BPF needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; `dataplane: sockets` runs without eBPF)"
         }

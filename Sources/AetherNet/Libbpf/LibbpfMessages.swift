@@ -46,8 +46,3 @@ enum LibbpfMessages {
         }
     }
 }
-
-/// strerror for an errno value (libbpf returns -errno).
-func errnoText(_ code: Int32) -> String {
-    String(cString: strerror(code))
-}

@@ -1,4 +1,4 @@
-public import AetherCore
+public import AetherSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -10,23 +10,21 @@ import Musl
 /// their descriptors: sk_lookup steers a trigger port to a socket bound elsewhere.
 public enum ListeningSocket {
     /// A non-blocking, close-on-exec TCP socket bound to `address`:`port` (0: the kernel picks
-    /// a free port) and listening. The caller owns the descriptor.
+    /// a free port) and listening. The caller owns the descriptor: the gateway hands it to
+    /// SwiftNIO, which closes it with the channel.
     public static func open(address: String, port: UInt16, backlog: Int32 = 1024) throws(SystemCallFailure) -> CInt {
-        let descriptor = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
-        guard listen(descriptor, backlog) == 0 else {
-            let failure = SystemCallFailure(
-                call: "listen", subject: display(address: address, port: port), errno: errno)
-            close(descriptor)
-            throw failure
+        let socket = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
+        try systemCall("listen", on: display(address: address, port: port), failsWith: .minusOne) {
+            listen(socket.rawValue, backlog)
         }
-        return descriptor
+        return socket.take()
     }
 
     /// A TCP socket bound to `address`:`port` but not listening: it accepts nothing (sk_lookup
     /// steers the port's connections elsewhere) but keeps anyone else from binding the port,
     /// who would otherwise be silently shadowed by the steering. No SO_REUSEADDR, so any other
-    /// bind of the port fails. The caller owns the descriptor.
-    public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> CInt {
+    /// bind of the port fails. The port is held while the descriptor lives.
+    public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> OwnedDescriptor {
         try boundSocket(address: address, port: port, nonBlocking: false, reuseAddress: false)
     }
 
@@ -34,9 +32,8 @@ public enum ListeningSocket {
     /// Another process may take it before it is used; callers pass it to a handler that binds
     /// it moments later.
     public static func freePort(address: String) throws(SystemCallFailure) -> UInt16 {
-        let descriptor = try boundSocket(address: address, port: 0, nonBlocking: false, reuseAddress: false)
-        defer { close(descriptor) }
-        guard let port = localPort(of: descriptor) else {
+        let socket = try boundSocket(address: address, port: 0, nonBlocking: false, reuseAddress: false)
+        guard let port = localPort(of: socket.rawValue) else {
             throw SystemCallFailure(call: "getsockname", subject: address, errno: errno)
         }
         return port
@@ -87,51 +84,46 @@ public enum ListeningSocket {
         return parsed.s_addr
     }
 
-    /// A close-on-exec TCP socket bound to `address`:`port`; closed again if the bind fails.
+    /// A close-on-exec TCP socket bound to `address`:`port` (closed again if the bind fails).
     private static func boundSocket(
         address: String, port: UInt16, nonBlocking: Bool, reuseAddress: Bool
-    ) throws(SystemCallFailure) -> CInt {
+    ) throws(SystemCallFailure) -> OwnedDescriptor {
         let subject = display(address: address, port: port)
         let ipv6 = address.contains(":")
         var flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         if nonBlocking { flags |= Int32(SOCK_NONBLOCK.rawValue) }
-        let descriptor = socket(ipv6 ? AF_INET6 : AF_INET, flags, 0)
-        guard descriptor >= 0 else { throw SystemCallFailure(call: "socket", subject: subject, errno: errno) }
+        let socket = try OwnedDescriptor("socket", on: subject) { Glibc.socket(ipv6 ? AF_INET6 : AF_INET, flags, 0) }
         if reuseAddress {
             var one: Int32 = 1
-            setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(socket.rawValue, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         }
         // The address in the family's own sockaddr, passed to bind as a generic one.
-        func bind<Address>(_ socketAddress: Address) -> Int32 {
-            withUnsafePointer(to: socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<Address>.size))
+        func bind<Address>(_ descriptor: CInt, _ socketAddress: Address) throws(SystemCallFailure) {
+            try systemCall("bind", on: subject, failsWith: .minusOne) {
+                withUnsafePointer(to: socketAddress) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.bind(descriptor, $0, socklen_t(MemoryLayout<Address>.size))
+                    }
                 }
             }
         }
-        var parsed: Int32
-        var result: Int32 = -1
         if ipv6 {
             var socketAddress = sockaddr_in6()
             socketAddress.sin6_family = sa_family_t(AF_INET6)
             socketAddress.sin6_port = port.bigEndian
-            parsed = inet_pton(AF_INET6, address, &socketAddress.sin6_addr)
-            if parsed == 1 { result = bind(socketAddress) }
+            guard inet_pton(AF_INET6, address, &socketAddress.sin6_addr) == 1 else {
+                throw SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
+            }
+            try bind(socket.rawValue, socketAddress)
         } else {
             var socketAddress = sockaddr_in()
             socketAddress.sin_family = sa_family_t(AF_INET)
             socketAddress.sin_port = port.bigEndian
-            parsed = inet_pton(AF_INET, address, &socketAddress.sin_addr)
-            if parsed == 1 { result = bind(socketAddress) }
+            guard inet_pton(AF_INET, address, &socketAddress.sin_addr) == 1 else {
+                throw SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
+            }
+            try bind(socket.rawValue, socketAddress)
         }
-        if result != 0 {
-            let failure =
-                parsed != 1
-                ? SystemCallFailure(call: "inet_pton", subject: address, errno: EINVAL)
-                : SystemCallFailure(call: "bind", subject: subject, errno: errno)
-            close(descriptor)
-            throw failure
-        }
-        return descriptor
+        return socket
     }
 }

@@ -1,5 +1,6 @@
-public import AetherCore
+import AetherCore
 import AetherIPC
+import AetherSystem
 import FoundationEssentials
 
 #if canImport(Glibc)

@@ -169,7 +169,7 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
                         ErrorDocument(
                             error: "configuration file \(file) has \(diagnostics.count) problem(s)",
                             diagnostics: diagnostics.map(\.description)))
-                case .config, .registry, .orchestrator(.conflict):
+                case .config, .orchestrator(.conflict):
                     return encode(.conflict, ErrorDocument(error: error.description))
                 default:
                     return encode(.badGateway, ErrorDocument(error: error.description))

@@ -1,6 +1,7 @@
 import AetherCore
 import AetherIPC
 import AetherNet
+import AetherSystem
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -444,7 +445,7 @@ final class FunctionRuntime: @unchecked Sendable {
         }
         var region: SharedMemoryRegion?
         if config.handlerProtocol == .sdk {
-            let name = SharedMemoryRegion.name(function: id, instance: number)
+            let name = SharedMemoryRegion.name(function: id.rawValue, instance: number)
             do {
                 region = try SharedMemoryRegion.create(name: name, ringCapacity: shmBufferSize)
             } catch {

@@ -21,7 +21,6 @@ public final class Orchestrator: @unchecked Sendable {
     private let logger: Logger
     private let group: any EventLoopGroup
     private let pythonSDK: String?
-    private let registry = FunctionRegistry()
     private let gateway: Gateway
     private let startedAt = NIODeadline.now()
 
@@ -154,25 +153,17 @@ public final class Orchestrator: @unchecked Sendable {
     /// Starts one function that is not running yet.
     private func startFunction(_ config: FunctionConfig) async throws(AetherError) {
         do {
-            try registry.register(config)
-        } catch {
-            throw .registry(error)
-        }
-        do {
             try await takePort(of: config)
         } catch {
-            _ = try? registry.unregister(config.id)
             throw .orchestrator(error)
         }
         let runtime: FunctionRuntime
         do {
             runtime = try await launch(config)
         } catch {
-            _ = try? registry.unregister(config.id)
             await releasePort(config.triggerPort.rawValue, of: config)
             throw error
         }
-        _ = try? registry.transition(config.id, to: .running)
         if config.handlerProtocol == .sdk { gateway.routes.set(runtime, port: config.triggerPort.rawValue) }
         lock.withLock { functions[config.id] = runtime }
     }
@@ -331,7 +322,6 @@ public final class Orchestrator: @unchecked Sendable {
             // first. The same when the port moves between the gateway and a handler.
             await retire(old)
             lock.withLock { functions[old.id] = nil }
-            _ = try? registry.unregister(old.id)
             await releasePort(oldPort.rawValue, of: old.config)
             try await startFunction(config)
             return
@@ -352,9 +342,6 @@ public final class Orchestrator: @unchecked Sendable {
             if config.triggerPort != oldPort { await releasePort(config.triggerPort.rawValue, of: config) }
             throw error
         }
-        _ = try? registry.unregister(old.id)
-        _ = try? registry.register(config)
-        _ = try? registry.transition(config.id, to: .running)
         if config.handlerProtocol == .sdk {
             gateway.routes.set(fresh, port: config.triggerPort.rawValue)
             if config.triggerPort != oldPort { gateway.routes.set(nil, port: oldPort.rawValue) }

@@ -1,6 +1,7 @@
 import AetherCore
 import AetherIPC
 import AetherNet
+import AetherSystem
 import CAetherSystem
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import AetherCore
 import AetherIPC
+import AetherSystem
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import AetherCore
 import AetherIPC
+import AetherSystem
 import CAetherSystem
 
 #if canImport(Glibc)

@@ -1,3 +1,5 @@
+public import AetherSystem
+
 /// Failures of the shared-memory regions and rings that carry payloads between processes.
 public enum SharedMemoryError: Error, Sendable, Equatable, CustomStringConvertible {
     /// shm_open, ftruncate, mmap, futex or another call on the region failed.

@@ -1,11 +1,16 @@
-/// The root of every error the Aetherless library reports.
+public import AetherCore
+public import AetherIPC
+public import AetherNet
+
+/// The root of every error the orchestrator reports.
 ///
-/// Each area has its own error type carrying the values that explain the failure; this enum
-/// only says which area failed, so callers can switch exhaustively and print one sentence.
+/// Each area has its own error type carrying the values that explain the failure, defined
+/// beside its code (configuration and lifecycle in AetherCore, shared memory in AetherIPC, eBPF
+/// in AetherNet, CRIU, handlers and the orchestrator itself here); this enum only says which
+/// area failed, so callers can switch exhaustively and print one sentence.
 public enum AetherError: Error, Sendable, CustomStringConvertible {
     case config(ConfigError)
     case state(StateTransitionError)
-    case registry(RegistryError)
     case sharedMemory(SharedMemoryError)
     case criu(CriuError)
     case ebpf(EbpfError)
@@ -16,7 +21,6 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .config(let error): error.description
         case .state(let error): error.description
-        case .registry(let error): error.description
         case .sharedMemory(let error): error.description
         case .criu(let error): error.description
         case .ebpf(let error): error.description

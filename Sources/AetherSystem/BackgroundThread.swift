@@ -19,6 +19,8 @@ package enum BackgroundThread {
         }
     }
 
+    /// Starts `body` on a new thread named `name`. A thread that cannot be created (the process
+    /// is out of memory or threads) stops the process with the reason.
     package static func start(name: String, _ body: @escaping @Sendable () -> Void) {
         let box = Unmanaged.passRetained(Box(name, body)).toOpaque()
         var thread = pthread_t()
@@ -27,14 +29,19 @@ package enum BackgroundThread {
         defer { pthread_attr_destroy(&attributes) }
         pthread_attr_setdetachstate(&attributes, CInt(PTHREAD_CREATE_DETACHED))
         pthread_attr_setstacksize(&attributes, 512 * 1024)
-        let result = pthread_create(
-            &thread, &attributes,
-            { raw in
-                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-                aether_set_thread_name(box.name)
-                box.body()
-                return nil
-            }, box)
-        precondition(result == 0, "pthread_create failed: \(result)")
+        do {
+            try systemCall("pthread_create", on: "thread \(name)", failsWith: .errnoReturned) {
+                pthread_create(
+                    &thread, &attributes,
+                    { raw in
+                        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                        aether_set_thread_name(box.name)
+                        box.body()
+                        return nil
+                    }, box)
+            }
+        } catch {
+            preconditionFailure(error.description)
+        }
     }
 }

@@ -1,0 +1,68 @@
+import AetherSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Blocking line I/O on a handler control connection (docs/handler-protocol.md): the
+/// orchestrator's side for restored copies, and the Swift handler runtime's side.
+package enum ControlLine {
+    package struct Failure: Error, CustomStringConvertible {
+        package let description: String
+    }
+
+    /// The longest line either side sends, without its newline.
+    package static let maximumLength = 4096
+
+    package static func write(_ fd: CInt, _ text: String) throws(Failure) {
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let sent: Int
+            do throws(SystemCallFailure) {
+                sent = try systemCall("send", on: "the control connection", failsWith: .minusOne) {
+                    bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+                }
+            } catch {
+                throw Failure(description: "cannot write to the control connection: \(error.reason)")
+            }
+            guard sent > 0 else { throw Failure(description: "the control connection was closed") }
+            offset += sent
+        }
+    }
+
+    /// One line without its newline; at most `maximumLength` bytes. `timeout` nil waits for ever.
+    package static func read(_ fd: CInt, timeout: Duration?) throws(Failure) -> String {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var line: [UInt8] = []
+        while line.count <= maximumLength {
+            var milliseconds: CInt = -1
+            if let deadline, let timeout {
+                let left = deadline - ContinuousClock.now
+                guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
+                milliseconds = CInt(
+                    max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            }
+            var byte: UInt8 = 0
+            let received: Int
+            do throws(SystemCallFailure) {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = try systemCall("poll", on: "the control connection", failsWith: .minusOne) {
+                    poll(&poller, 1, milliseconds)
+                }
+                guard ready > 0 else { continue }
+                received = try systemCall("recv", on: "the control connection", failsWith: .minusOne) {
+                    recv(fd, &byte, 1, 0)
+                }
+            } catch {
+                throw Failure(description: "cannot read the control connection: \(error.reason)")
+            }
+            guard received == 1 else { throw Failure(description: "the control connection was closed") }
+            if byte == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+        throw Failure(description: "a line longer than \(maximumLength) bytes")
+    }
+}
