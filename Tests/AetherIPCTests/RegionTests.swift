@@ -73,11 +73,10 @@ import Testing
 
     @Test func truncatedObjectIsALayoutMismatch() throws {
         let name = "/aetherless-test-short-\(getpid())"
-        let fd = shm_open(name, O_CREAT | O_RDWR, 0o600)
+        let object = try OwnedDescriptor("shm_open", on: name) { shm_open(name, O_CREAT | O_RDWR | O_CLOEXEC, 0o600) }
         defer { shm_unlink(name) }
-        #expect(fd >= 0)
-        ftruncate(fd, 10)
-        close(fd)
+        ftruncate(object.rawValue, 10)
+        object.close()
         let error = #expect(throws: SharedMemoryError.self) { try SharedMemoryRegion.open(name: name) }
         #expect(error == .layoutMismatch(region: name, field: "size", expected: "at least 64 bytes", found: "10 bytes"))
     }

@@ -34,10 +34,10 @@ enum TCP {
             try systemCall("connect", on: subject, failsWith: .minusOne, retryOnInterrupt: false) {
                 IPv4.withAddress(address, port) { Glibc.connect(socket.rawValue, $0, $1) }
             }
-        } catch  where error.errno == EINPROGRESS {
-            // Completes in the background: wait for it below.
         } catch {
-            throw error.errno == ECONNREFUSED ? Refused() as any Error : error
+            // EINPROGRESS: the connection completes in the background; it is waited for below.
+            if error.errno == ECONNREFUSED { throw Refused() }
+            if error.errno != EINPROGRESS { throw error }
         }
         var poll = pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)
         guard Glibc.poll(&poll, 1, timeoutMilliseconds) == 1 else { throw TimedOut() }

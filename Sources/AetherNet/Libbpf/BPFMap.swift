@@ -55,9 +55,8 @@ struct BPFMap {
     ) throws(EbpfError) {
         do throws(SystemCallFailure) {
             try systemCall(call, on: name, failsWith: .negatedErrno, body)
-        } catch  where error.errno == ignored {
-            return
         } catch {
+            guard error.errno != ignored else { return }
             throw .mapOperationFailed(map: name, operation: operation, reason: error.reason)
         }
     }
