@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <string.h>
@@ -47,4 +48,24 @@ int aether_open_idle_perf_task_event(void) {
     attr.exclude_kernel = 1;
     attr.exclude_hv = 1;
     return (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+}
+
+int aether_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int aether_epoll_add_readable(int epoll, int fd) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int aether_epoll_remove(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }
+
+int aether_epoll_wait_descriptors(int epoll, int *fds, int capacity, int timeout_ms) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int ready = epoll_wait(epoll, events, capacity, timeout_ms);
+    for (int i = 0; i < ready; i++) fds[i] = events[i].data.fd;
+    return ready;
 }

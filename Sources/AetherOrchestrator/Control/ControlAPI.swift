@@ -61,6 +61,10 @@ public struct FunctionStatus: Codable, Sendable, Equatable {
     public var `protocol`: String
     /// starting, running, draining, stopped
     public var state: String
+    /// The seed's lifecycle state, derived from the instances: Uninitialized (no instance has
+    /// served yet), WarmSnapshot (none running, the next one is restored), Running (one or more
+    /// serving), Suspended (none running, the next one is spawned).
+    public var lifecycle: String
     public var handler: String
     public var queueDepth: Int
     public var maxInstances: Int
@@ -118,57 +122,4 @@ public struct ErrorDocument: Codable, Sendable {
 public struct LogsDocument: Codable, Sendable {
     public var function: String
     public var lines: [LogBuffer.Line]
-}
-
-/// Counters and a sliding window of latencies for one function (guarded by its runtime's lock).
-struct FunctionStats {
-    static let window = 8192
-    var invocations = 0
-    var errors = 0
-    var timeouts = 0
-    var rejected = 0
-    var crashes = 0
-    var lastStartupMilliseconds: Double?
-    var restoreFailures = 0
-    var latencyViolations = 0
-    var spawnColdStarts = 0
-    var restoreColdStarts = 0
-    private var restoreTimes: [Double] = []
-    private var latencies: [Double] = []
-    private var next = 0
-
-    mutating func record(status: Int, latency: TimeAmount) {
-        invocations += 1
-        if status >= 500 { errors += 1 }
-        let milliseconds = Double(latency.nanoseconds) / 1e6
-        if latencies.count < Self.window {
-            latencies.append(milliseconds)
-        } else {
-            latencies[next] = milliseconds
-            next = (next + 1) % Self.window
-        }
-    }
-
-    mutating func recordRestore(milliseconds: Double) {
-        if restoreTimes.count >= 1024 { restoreTimes.removeFirst() }
-        restoreTimes.append(milliseconds)
-    }
-
-    func summary() -> StatsSummary {
-        func percentile(_ p: Double, of values: [Double]) -> Double? {
-            let sorted = values.sorted()
-            guard !sorted.isEmpty else { return nil }
-            let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
-            return (sorted[max(0, min(rank, sorted.count - 1))] * 1000).rounded() / 1000
-        }
-        func percentile(_ p: Double) -> Double? { percentile(p, of: latencies) }
-        return StatsSummary(
-            invocations: invocations, errors: errors, timeouts: timeouts, rejected: rejected, crashes: crashes,
-            p50Milliseconds: percentile(0.50), p95Milliseconds: percentile(0.95), p99Milliseconds: percentile(0.99),
-            window: latencies.count, lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 },
-            restores: restoreTimes.count, restoreFailures: restoreFailures, latencyViolations: latencyViolations,
-            restoreP50Milliseconds: percentile(0.5, of: restoreTimes),
-            restoreP99Milliseconds: percentile(0.99, of: restoreTimes), spawnColdStarts: spawnColdStarts,
-            restoreColdStarts: restoreColdStarts)
-    }
 }

@@ -30,12 +30,12 @@ final class ControlServer: Sendable {
     }
 
     static func bind(
-        path: String, orchestrator: Orchestrator, group: any EventLoopGroup
+        path: String, backend: any ControlAPIBackend, group: any EventLoopGroup
     ) async throws(AetherError)
         -> ControlServer
     {
         do {
-            let channel = try await ServerBootstrap.http(group: group) { ControlHandler(orchestrator: orchestrator) }
+            let channel = try await ServerBootstrap.http(group: group) { ControlHandler(backend: backend) }
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
             chmod(path, 0o600)
             return ControlServer(path: path, channel: channel)
@@ -72,16 +72,16 @@ struct ControlAnswer: Sendable {
     var contentType = "application/json"
 }
 
-private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
+private final class ControlHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     static let maximumBody = 65536
-    private let orchestrator: Orchestrator
+    private let backend: any ControlAPIBackend
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
 
-    init(orchestrator: Orchestrator) { self.orchestrator = orchestrator }
+    init(backend: any ControlAPIBackend) { self.backend = backend }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -94,14 +94,14 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let head else { return }
             self.head = nil
             let requestBody = body
-            let orchestrator = orchestrator
+            let backend = backend
             let loop = context.eventLoop
             let respond = loop.makePromise(of: ControlAnswer.self)
             respond.futureResult.assumeIsolated().whenSuccess { [self] answer in
                 write(context: context, answer: answer, keepAlive: head.isKeepAlive)
             }
             Task {
-                let answer = await Self.route(head: head, body: requestBody, orchestrator: orchestrator)
+                let answer = await ControlRouter.route(head: head, body: requestBody, backend: backend)
                 respond.succeed(answer)
             }
         }
@@ -122,9 +122,12 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
         if !keepAlive { promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
     }
+}
 
-    private static func route(
-        head: HTTPRequestHead, body: ByteBuffer, orchestrator: Orchestrator
+/// The control API's endpoints: one request in, one answer out.
+enum ControlRouter {
+    static func route(
+        head: HTTPRequestHead, body: ByteBuffer, backend: any ControlAPIBackend
     ) async
         -> ControlAnswer
     {
@@ -134,24 +137,24 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
         let parts = path.split(separator: "/").map(String.init)
         switch (head.method, parts.count, parts.first, parts.dropFirst().first) {
         case (.GET, 2, "v1", "status"):
-            return encode(.ok, orchestrator.status())
+            return encode(.ok, backend.status())
         case (.GET, 1, "metrics", nil):
             return ControlAnswer(
-                status: .ok, body: Data(PrometheusText.render(orchestrator.status()).utf8),
+                status: .ok, body: Data(PrometheusText.render(backend.status()).utf8),
                 contentType: PrometheusText.contentType)
         case (.GET, 3, "v1", "functions"):
             let id = parts[2]
-            guard let runtime = orchestrator.function(id) else { return unknown(id) }
-            return encode(.ok, runtime.status())
+            guard let status = backend.functionStatus(id) else { return unknown(id) }
+            return encode(.ok, status)
         case (.GET, 4, "v1", "functions") where parts[3] == "logs":
             let id = parts[2]
-            guard let runtime = orchestrator.function(id) else { return unknown(id) }
             let lines =
                 query.split(separator: "&").compactMap { pair -> Int? in
                     let kv = pair.split(separator: "=", maxSplits: 1)
                     return kv.count == 2 && kv[0] == "lines" ? Int(kv[1]) : nil
                 }.first ?? 100
-            return encode(.ok, LogsDocument(function: id, lines: runtime.logs.tail(max(0, min(lines, 100_000)))))
+            guard let logs = backend.logs(of: id, lines: max(0, min(lines, 100_000))) else { return unknown(id) }
+            return encode(.ok, logs)
         case (.POST, 2, "v1", "deploy"):
             let request: DeployRequest
             do {
@@ -160,7 +163,7 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
                 return encode(.badRequest, ErrorDocument(error: "the deploy request is not valid JSON: \(error)"))
             }
             do {
-                return encode(.ok, try await orchestrator.deploy(request))
+                return encode(.ok, try await backend.deploy(request))
             } catch {
                 switch error {
                 case .config(.invalid(let file, let diagnostics)):
@@ -179,7 +182,7 @@ private final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             Task {
                 // Answer first, then stop.
                 try? await Task.sleep(for: .milliseconds(50))
-                orchestrator.requestShutdown()
+                backend.requestShutdown()
             }
             return encode(.accepted, ["stopping": true])
         default:

@@ -1,8 +1,5 @@
 import AetherCore
 import AetherNet
-import NIOCore
-import NIOHTTP1
-import NIOPosix
 
 /// The orchestrator's figures in the Prometheus text format (`GET /metrics` on the control
 /// socket, and on `metrics_port` when set). Names follow the OpenTelemetry FaaS conventions
@@ -106,71 +103,5 @@ enum PrometheusText {
 
     private static func format(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
-    }
-}
-
-/// `metrics_port`: `GET /metrics` on 127.0.0.1 for a Prometheus scraper, and nothing else (the
-/// control API stays on its 0600 Unix socket).
-final class MetricsServer: Sendable {
-    private let channel: any Channel
-
-    private init(channel: any Channel) { self.channel = channel }
-
-    static func bind(
-        port: Port, orchestrator: Orchestrator, group: any EventLoopGroup
-    ) async throws(AetherError)
-        -> MetricsServer
-    {
-        do {
-            let channel = try await ServerBootstrap.http(group: group) { MetricsHandler(orchestrator: orchestrator) }
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .bind(host: "127.0.0.1", port: Int(port.rawValue)).get()
-            return MetricsServer(channel: channel)
-        } catch {
-            throw .orchestrator(
-                .bindFailed(
-                    what: "metrics (metrics_port)", address: "127.0.0.1:\(port)",
-                    reason: SystemErrorText.describe(error)))
-        }
-    }
-
-    func close() async {
-        try? await channel.close()
-    }
-}
-
-private final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let orchestrator: Orchestrator
-    private var head: HTTPRequestHead?
-
-    init(orchestrator: Orchestrator) { self.orchestrator = orchestrator }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
-        case .body: break
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            let found = head.method == .GET && head.uri.split(separator: "?").first == "/metrics"
-            let text = found ? PrometheusText.render(orchestrator.status()) : "only GET /metrics is served here\n"
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: found ? PrometheusText.contentType : "text/plain")
-            headers.add(name: "content-length", value: String(text.utf8.count))
-            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
-            context.write(
-                wrapOutboundOut(
-                    .head(HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers))),
-                promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
-            let done = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-            if !head.isKeepAlive {
-                done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            }
-        }
     }
 }

@@ -12,6 +12,10 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
     case conflict(String)
     /// `memory_limit_mb` cannot be enforced on this host (no usable cgroup memory controller).
     case memoryLimitsUnavailable(reason: String)
+    /// A folder the orchestrator needs (for `purpose`) could not be created.
+    case folderUnavailable(purpose: String, path: String, reason: String)
+    /// The orchestrator could not become the reaper of the snapshot copies criu restores.
+    case subreaperUnavailable(reason: String)
 
     public var description: String {
         switch self {
@@ -27,6 +31,10 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
             message
         case .memoryLimitsUnavailable(let reason):
             "cannot enforce memory_limit_mb on this host: \(reason)"
+        case .folderUnavailable(let purpose, let path, let reason):
+            "cannot create \(path) for \(purpose): \(reason)"
+        case .subreaperUnavailable(let reason):
+            "cannot become the child subreaper that reaps restored instances: \(reason)"
         }
     }
 }

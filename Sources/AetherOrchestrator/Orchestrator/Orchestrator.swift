@@ -1,10 +1,11 @@
 public import AetherCore
 import AetherIPC
 import AetherNet
+import AetherSystem
 public import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ import Musl
 
 /// `aether up`: runs every function of a configuration, the gateway in front of them and the
 /// control API, until `aether down`, SIGTERM or Ctrl-C.
-public final class Orchestrator: @unchecked Sendable {
+public final class Orchestrator: Sendable {
     public let configFile: String
     private let settings: OrchestratorConfig
     private let initialFunctions: [FunctionConfig]
@@ -22,21 +23,26 @@ public final class Orchestrator: @unchecked Sendable {
     private let group: any EventLoopGroup
     private let pythonSDK: String?
     private let gateway: Gateway
-    private let startedAt = NIODeadline.now()
+    private let startedAt = ContinuousClock.now
 
-    private let lock = NIOLock()
-    private var functions: [FunctionID: FunctionRuntime] = [:]
-    private var handshakes: [FunctionID: HandshakeServer] = [:]
-    private var generation = 0
-    private var deploying = false
-    private var criuPrimed = false
-    private var control: ControlServer?
-    private var metrics: MetricsServer?
-    private var memory: MemoryCgroup?
-    /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
-    private var dataplane: EbpfDataplane?
+    private struct State {
+        /// The generation of each function that serves it now.
+        var functions: [FunctionID: DeployedFunction] = [:]
+        var handshakes: [FunctionID: HandshakeServer] = [:]
+        var generation = 0
+        var deploying = false
+        var criuPrimed = false
+        var control: ControlServer?
+        var metrics: MetricsServer?
+        var memory: MemoryCgroup?
+        /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
+        var dataplane: EbpfDataplane?
+        var shutdownIsRequested = false
+    }
+
+    private let state = Mutex(State())
     private let shutdownRequested: EventLoopPromise<Void>
-    private var shutdownIsRequested = false
+    private var dataplane: EbpfDataplane? { state.withLock { $0.dataplane } }
 
     public init(config: AetherConfig, configFile: String, logger: Logger) {
         self.configFile = configFile
@@ -60,18 +66,18 @@ public final class Orchestrator: @unchecked Sendable {
             throw .orchestrator(.alreadyRunning(controlSocket: socket))
         }
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
-        if !folder.isEmpty { try Self.makeFolder(folder) }
+        if !folder.isEmpty { try Self.makeFolder(folder, for: "the control socket (control_socket)") }
         switch MemoryCgroup.create() {
-        case .success(let cgroup): memory = cgroup
+        case .success(let cgroup): state.withLock { $0.memory = cgroup }
         case .failure(let failure): throw .orchestrator(.memoryLimitsUnavailable(reason: failure.reason))
         }
         do {
             // Restored copies are re-parented to us when criu exits, so we can reap them.
             try ChildSubreaper.enable()
         } catch {
-            throw .handler(.spawnFailed(function: initialFunctions[0].id, program: "aether", reason: error.reason))
+            throw .orchestrator(.subreaperUnavailable(reason: error.reason))
         }
-        try Self.makeFolder(settings.snapshotDirectory)
+        try Self.makeFolder(settings.snapshotDirectory, for: "snapshot images (snapshot_dir)")
         let staleImages = SnapshotImages.removeStale(in: settings.snapshotDirectory)
         if !staleImages.isEmpty {
             logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")
@@ -87,7 +93,7 @@ public final class Orchestrator: @unchecked Sendable {
                 let loaded = try EbpfDataplane(
                     listenAddress: settings.listenAddress,
                     xdp: settings.xdpInterface.map { XDPAttachment(interface: $0, mode: settings.xdpMode) })
-                lock.withLock { dataplane = loaded }
+                state.withLock { $0.dataplane = loaded }
                 for link in loaded.status().links {
                     logger.info(
                         "eBPF program attached",
@@ -101,9 +107,11 @@ public final class Orchestrator: @unchecked Sendable {
         }
 
         do {
-            control = try await ControlServer.bind(path: socket, orchestrator: self, group: group)
+            let control = try await ControlServer.bind(path: socket, backend: self, group: group)
+            state.withLock { $0.control = control }
             if let port = settings.metricsPort {
-                metrics = try await MetricsServer.bind(port: port, orchestrator: self, group: group)
+                let metrics = try await MetricsServer.bind(port: port, backend: self, group: group)
+                state.withLock { $0.metrics = metrics }
             }
             for function in initialFunctions {
                 try await startFunction(function)
@@ -117,15 +125,16 @@ public final class Orchestrator: @unchecked Sendable {
             metadata: ["control_socket": "\(socket)", "listen": "\(settings.listenAddress)"])
     }
 
-    private static func makeFolder(_ path: String) throws(AetherError) {
+    /// `mkdir -p` with mode 0700; `purpose` names the setting in the error.
+    private static func makeFolder(_ path: String, for purpose: String) throws(AetherError) {
         var partial = ""
         for component in path.split(separator: "/") {
             partial += "/" + component
-            if mkdir(partial, 0o700) != 0 && errno != EEXIST {
-                throw .orchestrator(
-                    .bindFailed(
-                        what: "the control socket", address: path,
-                        reason: "mkdir \(partial): \(String(cString: strerror(errno)))"))
+            do {
+                try systemCall("mkdir", on: partial, failsWith: .minusOne) { mkdir(partial, 0o700) }
+            } catch {
+                if error.errno == EEXIST { continue }
+                throw .orchestrator(.folderUnavailable(purpose: purpose, path: path, reason: error.description))
             }
         }
     }
@@ -134,15 +143,15 @@ public final class Orchestrator: @unchecked Sendable {
     /// `up`, or by the first deploy that brings one), so no restore pays the probe.
     private func primeCriu(for functions: [FunctionConfig]) throws(AetherError) {
         guard functions.contains(where: \.snapshot) else { return }
-        let needed = lock.withLock {
-            defer { criuPrimed = true }
-            return !criuPrimed
+        let needed = state.withLock { state in
+            defer { state.criuPrimed = true }
+            return !state.criuPrimed
         }
         guard needed else { return }
         do {
             try Criu(path: settings.criuPath).primeKernelCache()
         } catch {
-            lock.withLock { criuPrimed = false }
+            state.withLock { $0.criuPrimed = false }
             throw .criu(error)
         }
         if let reason = Criu.keepPerfSchedulingHooksOn() {
@@ -157,15 +166,15 @@ public final class Orchestrator: @unchecked Sendable {
         } catch {
             throw .orchestrator(error)
         }
-        let runtime: FunctionRuntime
+        let function: DeployedFunction
         do {
-            runtime = try await launch(config)
+            function = try await launch(config)
         } catch {
             await releasePort(config.triggerPort.rawValue, of: config)
             throw error
         }
-        if config.handlerProtocol == .sdk { gateway.routes.set(runtime, port: config.triggerPort.rawValue) }
-        lock.withLock { functions[config.id] = runtime }
+        if config.handlerProtocol == .sdk { gateway.routes.set(function, port: config.triggerPort.rawValue) }
+        state.withLock { $0.functions[config.id] = function }
     }
 
     /// Takes a function's trigger port: the gateway's listener for an sdk function; for a
@@ -173,7 +182,7 @@ public final class Orchestrator: @unchecked Sendable {
     /// port and the kernel steers the trigger port to it). Without eBPF a process handler binds
     /// the trigger port itself.
     private func takePort(of config: FunctionConfig) async throws(OrchestratorError) {
-        let dataplane = lock.withLock { self.dataplane }
+        let dataplane = dataplane
         if config.handlerProtocol == .sdk {
             try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
             return
@@ -192,7 +201,7 @@ public final class Orchestrator: @unchecked Sendable {
     /// Gives a trigger port back (`takePort`'s counterpart): closes the gateway's listener (sdk)
     /// and removes the port from the data plane's maps.
     private func releasePort(_ port: UInt16, of config: FunctionConfig) async {
-        let dataplane = lock.withLock { self.dataplane }
+        let dataplane = dataplane
         if config.handlerProtocol == .sdk {
             await gateway.close(port: port, dataplane: dataplane)
         } else {
@@ -201,7 +210,7 @@ public final class Orchestrator: @unchecked Sendable {
     }
 
     /// A new generation of a function, started and ready (not yet routed).
-    private func launch(_ config: FunctionConfig) async throws(AetherError) -> FunctionRuntime {
+    private func launch(_ config: FunctionConfig) async throws(AetherError) -> DeployedFunction {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
                 .spawnFailed(
@@ -211,7 +220,7 @@ public final class Orchestrator: @unchecked Sendable {
                 ))
         }
         let handshake: HandshakeServer
-        if let existing = lock.withLock({ handshakes[config.id] }) {
+        if let existing = state.withLock({ $0.handshakes[config.id] }) {
             handshake = existing
         } else {
             do {
@@ -221,29 +230,25 @@ public final class Orchestrator: @unchecked Sendable {
             } catch {
                 throw .orchestrator(error)
             }
-            lock.withLock { handshakes[config.id] = handshake }
+            state.withLock { $0.handshakes[config.id] = handshake }
+        }
+        let (memory, generation) = state.withLock { state in
+            state.generation += 1
+            return (state.memory, state.generation)
         }
         guard let memory else {
             throw .orchestrator(.memoryLimitsUnavailable(reason: "the orchestrator has not been started"))
         }
-        let generation = lock.withLock {
-            self.generation += 1
-            return self.generation
-        }
-        let runtime = FunctionRuntime(
+        let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
-            dataplane: lock.withLock { dataplane }, group: group, logger: logger)
+            dataplane: dataplane, handshake: handshake, group: group, logger: logger)
         do {
-            try await runtime.start(handshake: handshake)
+            try await function.start()
         } catch {
-            handshake.unregister(runtime)
-            if handshake.isUnused && lock.withLock({ functions[config.id] == nil }) {
-                lock.withLock { handshakes[config.id] = nil }
-                await handshake.close()
-            }
+            await closeHandshakeIfUnused(config.id)
             throw .handler(error)
         }
-        return runtime
+        return function
     }
 
     // MARK: Deploy
@@ -252,13 +257,13 @@ public final class Orchestrator: @unchecked Sendable {
     /// without touching the others. A replaced sdk function keeps its port: the new generation
     /// starts, takes the route, and the old one drains before it stops.
     func deploy(_ request: DeployRequest) async throws(AetherError) -> DeployResult {
-        let busy = lock.withLock {
-            if deploying { return true }
-            deploying = true
+        let busy = state.withLock {
+            if $0.deploying { return true }
+            $0.deploying = true
             return false
         }
         if busy { throw .orchestrator(.conflict("another deploy is in progress")) }
-        defer { lock.withLock { deploying = false } }
+        defer { state.withLock { $0.deploying = false } }
 
         let config: AetherConfig
         do {
@@ -266,7 +271,7 @@ public final class Orchestrator: @unchecked Sendable {
         } catch {
             throw .config(error)
         }
-        let running = lock.withLock { functions }
+        let running = state.withLock { $0.functions }
         for function in config.functions {
             if let owner = running.values.first(where: {
                 $0.config.triggerPort == function.triggerPort && $0.id != function.id
@@ -311,9 +316,9 @@ public final class Orchestrator: @unchecked Sendable {
         return result
     }
 
-    private func replace(_ old: FunctionRuntime, with config: FunctionConfig) async throws(AetherError) {
+    private func replace(_ old: DeployedFunction, with config: FunctionConfig) async throws(AetherError) {
         let oldPort = old.config.triggerPort
-        let dataplane = lock.withLock { self.dataplane }
+        let dataplane = dataplane
         let protocolChanges = old.config.handlerProtocol != config.handlerProtocol
         if dataplane == nil && (old.config.handlerProtocol == .process || config.handlerProtocol == .process)
             || protocolChanges
@@ -321,7 +326,7 @@ public final class Orchestrator: @unchecked Sendable {
             // Without eBPF a process handler holds its port itself: the old one must let go
             // first. The same when the port moves between the gateway and a handler.
             await retire(old)
-            lock.withLock { functions[old.id] = nil }
+            state.withLock { $0.functions[old.id] = nil }
             await releasePort(oldPort.rawValue, of: old.config)
             try await startFunction(config)
             return
@@ -335,7 +340,7 @@ public final class Orchestrator: @unchecked Sendable {
                 throw .orchestrator(error)
             }
         }
-        let fresh: FunctionRuntime
+        let fresh: DeployedFunction
         do {
             fresh = try await launch(config)
         } catch {
@@ -346,17 +351,27 @@ public final class Orchestrator: @unchecked Sendable {
             gateway.routes.set(fresh, port: config.triggerPort.rawValue)
             if config.triggerPort != oldPort { gateway.routes.set(nil, port: oldPort.rawValue) }
         }
-        lock.withLock { functions[config.id] = fresh }
+        state.withLock { $0.functions[config.id] = fresh }
         await retire(old, handlerConnections: true)
         if config.triggerPort != oldPort { await releasePort(oldPort.rawValue, of: old.config) }
     }
 
     /// Lets a generation finish its requests (and a replaced process handler its connections),
     /// then stops its instances.
-    private func retire(_ runtime: FunctionRuntime, handlerConnections: Bool = false) async {
-        await runtime.drain(handlerConnections: handlerConnections)
-        await runtime.stop()
-        lock.withLock { handshakes[runtime.id] }?.unregister(runtime)
+    private func retire(_ function: DeployedFunction, handlerConnections: Bool = false) async {
+        await function.drain(handlerConnections: handlerConnections)
+        await function.stop()
+        await closeHandshakeIfUnused(function.id)
+    }
+
+    /// Closes a function's handler socket once no generation of it uses it.
+    private func closeHandshakeIfUnused(_ id: FunctionID) async {
+        let unused = state.withLock { state -> HandshakeServer? in
+            guard let server = state.handshakes[id], server.isUnused else { return nil }
+            state.handshakes[id] = nil
+            return server
+        }
+        await unused?.close()
     }
 
     // MARK: Shutdown
@@ -367,9 +382,9 @@ public final class Orchestrator: @unchecked Sendable {
     }
 
     public func requestShutdown() {
-        let first = lock.withLock {
-            defer { shutdownIsRequested = true }
-            return !shutdownIsRequested
+        let first = state.withLock { state in
+            defer { state.shutdownIsRequested = true }
+            return !state.shutdownIsRequested
         }
         if first { shutdownRequested.succeed() }
     }
@@ -382,30 +397,31 @@ public final class Orchestrator: @unchecked Sendable {
     /// Stops taking requests, lets in-flight ones finish, stops every handler and removes the
     /// sockets and shared memory.
     public func shutdown() async {
-        let running = lock.withLock { Array(functions.values) }
-        let dataplane = lock.withLock { self.dataplane }
+        let running = state.withLock { Array($0.functions.values) }
+        let dataplane = dataplane
         // With XDP attached, new connections to draining functions are dropped at the SYN
         // (clients retransmit it; an orchestrator started meanwhile takes them) instead of
         // being accepted only to be answered 503.
-        for runtime in running {
-            try? dataplane?.setDropsNewConnections(port: runtime.config.triggerPort.rawValue, true)
+        for function in running {
+            try? dataplane?.setDropsNewConnections(port: function.config.triggerPort.rawValue, true)
         }
-        for runtime in running { await runtime.drain() }
+        for function in running { await function.drain() }
         await gateway.closeAll(dataplane: dataplane)
-        for runtime in running { await runtime.stop() }
+        for function in running { await function.stop() }
         dataplane?.close()
-        lock.withLock { self.dataplane = nil }
-        let servers = lock.withLock {
-            let servers = Array(handshakes.values)
-            handshakes = [:]
-            functions = [:]
-            return servers
+        let (servers, metrics, control, memory) = state.withLock { state in
+            defer {
+                state.dataplane = nil
+                state.handshakes = [:]
+                state.functions = [:]
+                state.metrics = nil
+                state.control = nil
+            }
+            return (Array(state.handshakes.values), state.metrics, state.control, state.memory)
         }
         for server in servers { await server.close() }
         await metrics?.close()
-        metrics = nil
         await control?.close()
-        control = nil
         memory?.removeRoot()
         logger.info("stopped")
         requestShutdown()
@@ -413,17 +429,27 @@ public final class Orchestrator: @unchecked Sendable {
 
     // MARK: Status
 
+}
+
+extension Orchestrator: ControlAPIBackend {
     func status() -> OrchestratorStatus {
-        let running = lock.withLock { Array(functions.values) }
+        let running = state.withLock { Array($0.functions.values) }
         return OrchestratorStatus(
             version: AetherVersion.current, pid: Int(getpid()), configFile: configFile,
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
-            uptimeSeconds: Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9,
+            uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
             functions: running.map { $0.status() }.sorted { $0.id < $1.id },
-            dataplane: settings.dataplane.rawValue, ebpf: lock.withLock { dataplane }?.status())
+            dataplane: settings.dataplane.rawValue, ebpf: dataplane?.status())
     }
 
-    func function(_ id: String) -> FunctionRuntime? {
-        lock.withLock { functions.first { $0.key.rawValue == id }?.value }
+    func functionStatus(_ id: String) -> FunctionStatus? {
+        state.withLock { $0.functions.first { $0.key.rawValue == id }?.value }?.status()
+    }
+
+    func logs(of id: String, lines: Int) -> LogsDocument? {
+        guard let function = state.withLock({ $0.functions.first { $0.key.rawValue == id }?.value }) else {
+            return nil
+        }
+        return LogsDocument(function: id, lines: function.logs.tail(lines))
     }
 }

@@ -118,11 +118,7 @@ final class RestoreSlot: @unchecked Sendable {
         defer {
             close(rpc)
             // swrk exits after its one request; reap it without waiting here.
-            let pid = pid
-            BackgroundThread.start(name: "swrk-\(pid)") {
-                var status: CInt = 0
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            }
+            try? ChildReaper.shared.watch(pid)
         }
         let request = CriuRPC.restoreRequest(
             imagesDirectory: template.directoryDescriptor, logFile: "\(logName).log",

@@ -69,7 +69,7 @@ final class FunctionSnapshot: Sendable {
     /// Starts the template, waits for READY, checkpoints it. Blocking: call it off the event loops.
     static func build(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
-        memory: MemoryCgroup, cgroupName: String, logs: LogBuffer,
+        memory: MemoryCgroup, cgroupName: String, output: OutputCapture,
         prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let id = function.id
@@ -101,8 +101,8 @@ final class FunctionSnapshot: Sendable {
         close(pair[1])
         let stdoutInode = Self.inode(template.launcher.stdout)
         let stderrInode = Self.inode(template.launcher.stderr)
-        OutputCapture.start(fd: template.launcher.stdout, stream: "stdout", instance: -1, logs: logs)
-        OutputCapture.start(fd: template.launcher.stderr, stream: "stderr", instance: -1, logs: logs)
+        output.start(descriptor: template.launcher.stdout, stream: "stdout", instance: -1)
+        let stderrClosed = output.start(descriptor: template.launcher.stderr, stream: "stderr", instance: -1)
         var templateCgroup: String?
         func stopTemplate() {
             kill(-template.pid, SIGKILL)
@@ -132,8 +132,12 @@ final class FunctionSnapshot: Sendable {
             throw failure
         } catch {
             stopTemplate()
-            let output = logs.tail(200).filter { $0.instance == -1 && $0.stream == "stderr" }.suffix(10).map(\.text)
-            throw fail("\(error)" + (output.isEmpty ? "" : "; its last output:\n" + output.joined(separator: "\n")))
+            // Its last words are in the pipe until the capture has read them all.
+            _ = try? stderrClosed.wait()
+            let lastLines = output.logs.tail(200).filter { $0.instance == -1 && $0.stream == "stderr" }.suffix(10)
+                .map(\.text)
+            throw fail(
+                "\(error)" + (lastLines.isEmpty ? "" : "; its last output:\n" + lastLines.joined(separator: "\n")))
         }
         let dumpDuration: Duration
         do {

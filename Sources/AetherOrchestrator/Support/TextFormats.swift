@@ -37,6 +37,11 @@ enum JSONText {
         }
         return result + "\""
     }
+
+    /// Text a handler sent, quoted and cut to 80 characters, for an error message.
+    static func printable(_ text: String) -> String {
+        quoted(text.count > 80 ? String(text.prefix(77)) + "..." : text)
+    }
 }
 
 extension Duration {

@@ -34,4 +34,17 @@ int aether_pin_thread(int cpu);
 /// Returns its descriptor (close-on-exec), or -1 with errno.
 int aether_open_idle_perf_task_event(void);
 
+/// An epoll set for the child reaper (close-on-exec). -1 with errno.
+int aether_epoll_create(void);
+
+/// Adds `fd` to the epoll set for readability; the event carries `fd` back. 0 or -1 with errno.
+int aether_epoll_add_readable(int epoll, int fd);
+
+/// Removes `fd` from the epoll set. 0 or -1 with errno.
+int aether_epoll_remove(int epoll, int fd);
+
+/// epoll_wait: writes the descriptors of up to `capacity` ready events to `fds`; returns how
+/// many, or -1 with errno. `timeout_ms` -1 waits for ever.
+int aether_epoll_wait_descriptors(int epoll, int *fds, int capacity, int timeout_ms);
+
 #endif

@@ -1,3 +1,5 @@
+public import AetherCore
+
 /// A lifecycle transition the state machine does not allow.
 public struct StateTransitionError: Error, Sendable, Equatable, CustomStringConvertible {
     public let function: FunctionID?

@@ -1,3 +1,5 @@
+public import AetherCore
+
 /// Where a function is in its life, as the seed defines it:
 ///
 /// ```

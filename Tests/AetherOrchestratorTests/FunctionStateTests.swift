@@ -1,6 +1,7 @@
+import AetherCore
 import Testing
 
-@testable import AetherCore
+@testable import AetherOrchestrator
 
 @Suite struct FunctionStateTests {
     /// The seed's transition table, written out independently of the implementation.

@@ -1,0 +1,410 @@
+import AetherCore
+import AetherIPC
+import AetherNet
+import AetherSystem
+import Logging
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One generation of a deployed function: the imperative shell around its
+/// `FunctionScheduler`. Every event (a request, a response, a control line, an exit, the
+/// timer) goes into the scheduler under its lock; the actions it returns are performed here,
+/// after the lock is released. The instances' resources are `InstanceHandle`s, started by the
+/// `InstanceLauncher`.
+final class DeployedFunction: Sendable, InstanceEvents {
+    typealias Scheduler = FunctionScheduler<Invocation, HandlerResponse>
+
+    let config: FunctionConfig
+    let generation: Int
+    let logs: LogBuffer
+    private let scheduler: Mutex<Scheduler>
+    private let handles = Mutex<[InstanceID: InstanceHandle]>([:])
+    private let launcher: InstanceLauncher
+    private let handshake: HandshakeServer
+    private let dataplane: EbpfDataplane?
+    private let memory: MemoryCgroup
+    private let criu: Criu
+    private let snapshotDirectory: String
+    private let restoreBudget: Duration
+    /// The function's CRIU image once built (`snapshot: true`).
+    private let snapshot = Mutex<FunctionSnapshot?>(nil)
+    private let wakeUps: WakeUpTimer
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let started: EventLoopPromise<HandlerError?>
+    private let drained: EventLoopPromise<Void>
+    private let stopped: EventLoopPromise<Void>
+
+    init(
+        config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
+        memory: MemoryCgroup, dataplane: EbpfDataplane?, handshake: HandshakeServer, group: any EventLoopGroup,
+        logger: Logger
+    ) {
+        self.config = config
+        self.generation = generation
+        self.memory = memory
+        self.dataplane = dataplane
+        self.handshake = handshake
+        self.group = group
+        criu = Criu(path: orchestrator.criuPath)
+        snapshotDirectory = orchestrator.snapshotDirectory + "/\(getpid())-\(config.id)-g\(generation)"
+        restoreBudget = orchestrator.restoreTimeout.duration
+        let logs = LogBuffer()
+        self.logs = logs
+        var logger = logger
+        logger[metadataKey: "function"] = "\(config.id)"
+        self.logger = logger
+        let handshakeKind: HandshakeKind =
+            config.handlerProtocol == .sdk ? .attach : (dataplane == nil ? .ready : .readyThenSteer)
+        scheduler = Mutex(
+            Scheduler(
+                settings: .init(
+                    function: config.id, maxQueue: config.maxQueue.rawValue, maxInstances: config.maxInstances.rawValue,
+                    minWarm: config.minWarm.rawValue, concurrency: config.concurrency.rawValue,
+                    requestTimeout: .milliseconds(config.timeout.milliseconds),
+                    startupTimeout: config.startupTimeout.duration,
+                    idleTimeout: .milliseconds(config.idleTimeout.milliseconds),
+                    start: config.snapshot ? .restore : .spawn, handshake: handshakeKind,
+                    memoryLimitMegabytes: config.memoryLimit.megabytes)))
+        launcher = InstanceLauncher(
+            config: config, generation: generation,
+            launch: HandlerLaunch(
+                function: config, socketPath: handshake.path, pythonSDK: pythonSDK, python: orchestrator.python),
+            memory: memory, usesEbpf: dataplane != nil, listenAddress: orchestrator.listenAddress,
+            ringCapacity: orchestrator.shmBufferSize.bytes, handshake: handshake,
+            output: OutputCapture(group: group, logs: logs), group: group)
+        let loop = group.next()
+        started = loop.makePromise()
+        drained = loop.makePromise()
+        stopped = loop.makePromise()
+        wakeUps = WakeUpTimer(eventLoop: loop)
+    }
+
+    deinit {
+        // A promise must not be dropped unfulfilled.
+        started.succeed(nil)
+        drained.succeed()
+        stopped.succeed()
+    }
+
+    var id: FunctionID { config.id }
+
+    // MARK: Start and stop
+
+    /// Builds the snapshot (`snapshot: true`) and starts the first instances; returns once they
+    /// serve, or stops everything and throws why they could not.
+    func start() async throws(HandlerError) {
+        handshake.addUser(self)
+        if config.snapshot {
+            do {
+                let built = try await buildSnapshot()
+                snapshot.withLock { $0 = built }
+                logger.info(
+                    "snapshot ready",
+                    metadata: [
+                        "image": "\(built.directory)", "bytes": "\(built.imageBytes)",
+                        "dump_ms": "\(built.dumpDuration.milliseconds)",
+                    ])
+            } catch {
+                await stop()
+                throw error
+            }
+        }
+        event { $0.start(now: $1) }
+        if let failure = try? await started.futureResult.get() {
+            await stop()
+            throw failure
+        }
+    }
+
+    /// Stops taking requests and waits until every queued and in-flight request is answered;
+    /// with `handlerConnections`, also until a process handler's own connections are done.
+    func drain(handlerConnections: Bool = false) async {
+        event { $0.drain(now: $1) }
+        try? await drained.futureResult.get()
+        if handlerConnections { await drainHandlerConnections() }
+    }
+
+    /// A process handler answers its connections itself; once the trigger port points at a new
+    /// generation (eBPF), the old one is stopped only when the connections it accepted, or that
+    /// wait in its accept queue, are done: at most `timeout_ms`, and 5 s, since an idle
+    /// keep-alive client looks the same as a request in progress.
+    private func drainHandlerConnections() async {
+        guard dataplane != nil, config.handlerProtocol == .process else { return }
+        let deadline = ContinuousClock.now + .milliseconds(min(config.timeout.rawValue, 5000))
+        while ContinuousClock.now < deadline {
+            let pids = scheduler.withLock { $0.instanceSnapshots }.filter { $0.phase == "serving" }.compactMap(\.pid)
+            if pids.allSatisfy({ HandlerSockets.pendingConnections(of: $0) == 0 }) { return }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Stops every instance (terminate, then kill after the grace period), answers whatever is
+    /// still queued and removes the function's snapshot.
+    func stop() async {
+        event { $0.stop(now: $1) }
+        try? await stopped.futureResult.get()
+        wakeUps.cancel()
+        snapshot.withLock { $0 }?.remove()
+        handshake.removeUser(self)
+    }
+
+    // MARK: Requests
+
+    /// Takes one request from the gateway. Its promise always gets an outcome.
+    func submit(_ invocation: Invocation) {
+        event { $0.submit(invocation, now: $1) }
+    }
+
+    /// The gateway would not send a response this instance gave (not valid HTTP).
+    func responseRejected(instance: InstanceID, reason: String, status: Int) {
+        event { $0.responseRejected(instance: instance, reason: reason, status: status, now: $1) }
+    }
+
+    // MARK: InstanceEvents
+
+    func launched(_ instance: InstanceID, pid: pid_t) {
+        logger.info("instance started", metadata: ["instance": "\(instance)", "pid": "\(pid)"])
+        event { $0.launched(instance: instance, pid: pid, now: $1) }
+    }
+
+    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration) {
+        event { $0.restored(instance: instance, pid: pid, restoreDuration: duration, now: $1) }
+    }
+
+    func launchFailed(_ instance: InstanceID, error: HandlerError) {
+        _ = handles.withLock { $0.removeValue(forKey: instance) }
+        event { $0.launchFailed(instance: instance, error: error, now: $1) }
+    }
+
+    func exited(_ instance: InstanceID, status: ExitStatus, outOfMemory: Bool) {
+        let handle = handles.withLock { $0.removeValue(forKey: instance) }
+        let output = startupOutput(of: instance, listenPort: handle?.listenPort)
+        event { $0.exited(instance: instance, status: status, output: output, outOfMemory: outOfMemory, now: $1) }
+    }
+
+    func controlLine(_ line: String, instance: InstanceID) {
+        event { $0.controlLine(line, instance: instance, now: $1) }
+    }
+
+    func controlOverflow(instance: InstanceID) {
+        event { $0.controlOverflow(instance: instance, now: $1) }
+    }
+
+    func responseArrived(instance: InstanceID, requestID: UInt64, response: HandlerResponse) {
+        event {
+            $0.responseArrived(
+                instance: instance, requestID: requestID, status: response.status, response: response, now: $1)
+        }
+    }
+
+    func malformedResponse(instance: InstanceID, requestID: UInt64?, reason: String) {
+        event { $0.malformedResponse(instance: instance, requestID: requestID, reason: reason, now: $1) }
+    }
+
+    func responseRingFailed(instance: InstanceID, reason: String) {
+        event { $0.responseRingFailed(instance: instance, reason: reason, now: $1) }
+    }
+
+    // MARK: Events in, actions out
+
+    /// Runs one event through the scheduler (under its lock, with the time read there) and
+    /// performs what it decided (after the lock).
+    private func event(_ body: (inout Scheduler, ContinuousClock.Instant) -> [Scheduler.Action]) {
+        let actions = scheduler.withLock { body(&$0, .now) }
+        perform(actions)
+    }
+
+    private func perform(_ actions: [Scheduler.Action]) {
+        for action in actions {
+            switch action {
+            case .launch(let instance, let origin):
+                launch(instance, origin: origin)
+            case .attach(let instance):
+                guard let handle = handle(instance), let region = handle.region else { continue }
+                handle.control?.write("ATTACH \(region.name)\n")
+            case .steer(let instance):
+                let failure = steer(instance)
+                event { $0.steered(instance: instance, failure: failure, now: $1) }
+            case .writeRequest(let invocation, let requestID, let instance):
+                write(invocation, requestID: requestID, to: instance)
+            case .complete(let invocation, let outcome):
+                invocation.promise.succeed(outcome)
+            case .signal(let instance, let signal):
+                handle(instance)?.signal(signal)
+            case .wakeUp(let instant):
+                wakeUps.schedule(at: instant) { [weak self] in self?.event { $0.wakeUp(now: $1) } }
+            case .log(let entry):
+                log(entry)
+            case .startFinished(let failure):
+                started.succeed(failure)
+            case .drained:
+                drained.succeed()
+            case .stopped:
+                stopped.succeed()
+            }
+        }
+    }
+
+    private func handle(_ instance: InstanceID) -> InstanceHandle? {
+        handles.withLock { $0[instance] }
+    }
+
+    private func launch(_ instance: InstanceID, origin: InstanceOrigin) {
+        let handle: InstanceHandle
+        switch launcher.makeHandle(instance, origin: origin, events: self) {
+        case .success(let made): handle = made
+        case .failure(let error):
+            event { $0.launchFailed(instance: instance, error: error, now: $1) }
+            return
+        }
+        handles.withLock { $0[instance] = handle }
+        switch origin {
+        case .spawn:
+            launcher.spawn(handle)
+        case .restore:
+            guard let snapshot = snapshot.withLock({ $0 }) else {
+                launchFailed(instance, error: .snapshotFailed(function: id, detail: "no snapshot has been built"))
+                return
+            }
+            launcher.restore(handle, from: snapshot)
+        }
+    }
+
+    private func write(_ invocation: Invocation, requestID: UInt64, to instance: InstanceID) {
+        guard let handle = handle(instance) else {
+            // Gone since the decision: its exit answers the request.
+            return
+        }
+        switch handle.write(invocation, requestID: requestID) {
+        case .written:
+            break
+        case .full:
+            event { $0.requestNotWritten(instance: instance, requestID: requestID, now: $1) }
+        case .failed(let reason):
+            event { $0.requestRingFailed(instance: instance, requestID: requestID, reason: reason, now: $1) }
+        }
+    }
+
+    /// With the eBPF data plane, a READY process handler's listening socket takes over the
+    /// trigger port (one map update: new connections go to it from now on). Returns why not.
+    private func steer(_ instance: InstanceID) -> String? {
+        guard let dataplane, let handle = handle(instance), let port = handle.listenPort, let pid = handle.pid else {
+            return nil
+        }
+        let socket: OwnedDescriptor
+        do {
+            socket = OwnedDescriptor(owning: try HandlerSockets.takeListeningSocket(pid: pid, port: port))
+        } catch {
+            return error.errno == ENOENT
+                ? "it sent READY without listening on AETHER_LISTEN_PORT \(port) (dataplane: ebpf steers the trigger port to that socket)"
+                : "its listening socket could not be taken: \(error)"
+        }
+        do {
+            try dataplane.steer(
+                port: config.triggerPort.rawValue, function: id.rawValue, socket: socket.rawValue, owner: pid,
+                kind: .handler)
+        } catch {
+            return "its socket could not be put in the eBPF socket map: \(error)"
+        }
+        return nil
+    }
+
+    /// The end of what an instance wrote to stderr, for a start failure.
+    private func startupOutput(of instance: InstanceID, listenPort: UInt16?) -> String {
+        let lines = logs.tail(200).filter { $0.instance == instance.number && $0.stream == "stderr" }
+        var output = lines.suffix(10).map(\.text).joined(separator: "\n")
+        if let listenPort, listenPort != config.triggerPort.rawValue, output.contains("Address already in use") {
+            // Most likely a handler written for the seed's protocol, binding the trigger port.
+            output +=
+                "\n(with dataplane: ebpf the orchestrator holds trigger port \(config.triggerPort); a process handler binds AETHER_LISTEN_PORT, here \(listenPort))"
+        }
+        return output
+    }
+
+    private func log(_ entry: SchedulerLogEntry) {
+        var metadata = Logger.Metadata()
+        if let instance = entry.instance { metadata["instance"] = "\(instance)" }
+        for (key, value) in entry.metadata { metadata[key] = "\(value)" }
+        let level: Logger.Level =
+            switch entry.level {
+            case .debug: .debug
+            case .info: .info
+            case .warning: .warning
+            case .error: .error
+            }
+        logger.log(level: level, "\(entry.message)", metadata: metadata)
+    }
+
+    /// Builds the function's snapshot on a background thread.
+    private func buildSnapshot() async throws(HandlerError) -> FunctionSnapshot {
+        let promise = group.next().makePromise(of: FunctionSnapshot.self)
+        let (config, launch, directory, criu, budget, memory) = (
+            config, launcher.launch, snapshotDirectory, criu, restoreBudget, memory
+        )
+        let output = launcher.output
+        let cgroupName = "\(id)-g\(generation)-template"
+        let slotNames = Atomic<Int>(0)
+        let (id, generation, limit) = (id, generation, config.memoryLimit)
+        // Each criu swrk waiting to restore a copy sits in the cgroup that copy will have.
+        let prepareSlot: @Sendable (pid_t) -> String? = { pid in
+            let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
+            return try? memory.confine(pid: pid, name: "\(id)-g\(generation)-s\(slot)", limit: limit).get()
+        }
+        BackgroundThread.start(name: "snapshot-\(id)") {
+            do throws(FunctionSnapshot.BuildFailure) {
+                promise.succeed(
+                    try FunctionSnapshot.build(
+                        function: config, launch: launch, directory: directory, criu: criu, budget: budget,
+                        memory: memory, cgroupName: cgroupName, output: output, prepareSlot: prepareSlot))
+            } catch {
+                promise.fail(error.error)
+            }
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as HandlerError {
+            throw error
+        } catch {
+            throw .snapshotFailed(function: id, detail: "\(error)")
+        }
+    }
+
+    // MARK: Status
+
+    /// The seed's lifecycle state of the function (derived from its instances).
+    var lifecycle: FunctionState { scheduler.withLock { $0.lifecycle } }
+
+    func status() -> FunctionStatus {
+        let (mode, lifecycle, queueDepth, instances, stats) = scheduler.withLock {
+            ($0.mode, $0.lifecycle, $0.queueDepth, $0.instanceSnapshots, $0.stats.summary())
+        }
+        let handles = handles.withLock { $0 }
+        let now = ContinuousClock.now
+        return FunctionStatus(
+            id: id.rawValue, port: Int(config.triggerPort.rawValue), protocol: config.handlerProtocol.rawValue,
+            state: mode.rawValue, lifecycle: lifecycle.rawValue, handler: config.handlerPath, queueDepth: queueDepth,
+            maxInstances: config.maxInstances.rawValue, concurrency: config.concurrency.rawValue,
+            instances: instances.map { instance in
+                let handle = handles[instance.id]
+                return InstanceStatus(
+                    number: instance.id.number, pid: Int(instance.pid ?? 0), phase: instance.phase,
+                    inFlight: instance.inFlight, served: instance.served,
+                    uptimeSeconds: Double((now - instance.launchedAt).milliseconds) / 1000,
+                    region: handle?.region?.name, memoryBytes: handle?.cgroup.flatMap { memory.usage(of: $0) },
+                    origin: instance.origin.rawValue, startupMilliseconds: instance.startupMilliseconds)
+            },
+            stats: stats,
+            snapshot: snapshot.withLock { $0 }.map {
+                SnapshotStatus(
+                    image: $0.directory, imageBytes: $0.imageBytes, dumpMilliseconds: $0.dumpDuration.milliseconds,
+                    restoreBudgetMilliseconds: $0.budget.milliseconds)
+            })
+    }
+}

@@ -1,0 +1,128 @@
+import AetherIPC
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What an instance's process, rings and connection report, addressed by the scheduler's id.
+/// `DeployedFunction` implements it.
+protocol InstanceEvents: AnyObject, Sendable {
+    func launched(_ instance: InstanceID, pid: pid_t)
+    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration)
+    func launchFailed(_ instance: InstanceID, error: HandlerError)
+    func exited(_ instance: InstanceID, status: ExitStatus, outOfMemory: Bool)
+    func controlLine(_ line: String, instance: InstanceID)
+    func controlOverflow(instance: InstanceID)
+    func responseArrived(instance: InstanceID, requestID: UInt64, response: HandlerResponse)
+    func malformedResponse(instance: InstanceID, requestID: UInt64?, reason: String)
+    func responseRingFailed(instance: InstanceID, reason: String)
+}
+
+/// The orchestrator's side of one instance (what the scheduler's `InstanceID` stands for): its
+/// process, its control connection, its rings and its memory cgroup. The scheduler decides;
+/// this holds the resources and does what it is told to them.
+final class InstanceHandle: Sendable, ControlLineSink {
+    enum WriteResult {
+        case written
+        case full
+        case failed(String)
+    }
+
+    let id: InstanceID
+    let origin: InstanceOrigin
+    /// sdk handlers: the request ring (ring 0) and response ring (ring 1).
+    let region: SharedMemoryRegion?
+    /// process handlers: the port the handler binds (AETHER_LISTEN_PORT).
+    let listenPort: UInt16?
+    let events: any InstanceEvents
+    /// One producer at a time: requests are written from any event loop.
+    private let requests: Mutex<RingProducer?>
+    /// Read only by the instance's reader thread.
+    let responses: RingConsumer?
+    /// Set once the process has ended: the reader thread stops.
+    let readerShouldStop = Atomic<Bool>(false)
+
+    private struct State {
+        var pid: pid_t?
+        /// The process has ended (it may still be a zombie): no more signals.
+        var gone = false
+        var control: ControlConnection?
+        var cgroup: String?
+    }
+
+    private let state = Mutex(State())
+
+    init(
+        id: InstanceID, origin: InstanceOrigin, region: SharedMemoryRegion?, listenPort: UInt16?,
+        events: any InstanceEvents
+    ) {
+        self.id = id
+        self.origin = origin
+        self.region = region
+        self.listenPort = listenPort
+        self.events = events
+        requests = Mutex(region?.producer(ring: 0))
+        responses = region?.consumer(ring: 1)
+    }
+
+    var pid: pid_t? { state.withLock { $0.pid } }
+    var cgroup: String? { state.withLock { $0.cgroup } }
+    var control: ControlConnection? { state.withLock { $0.control } }
+
+    func started(pid: pid_t, cgroup: String?) {
+        state.withLock {
+            $0.pid = pid
+            $0.cgroup = cgroup
+        }
+    }
+
+    /// Marks the process ended (called while it is still a zombie); returns what to clean up.
+    func markGone() -> (control: ControlConnection?, cgroup: String?) {
+        state.withLock { state in
+            state.gone = true
+            return (state.control, state.cgroup)
+        }
+    }
+
+    /// Stops the process: its process group (the handler leads one, so its children go too).
+    /// A restored copy is PID 1 of its namespace, where SIGTERM without a handler does nothing:
+    /// its runtime exits when its control connection ends instead.
+    func signal(_ signal: StopSignal) {
+        state.withLock { state in
+            guard !state.gone, let pid = state.pid else { return }
+            if signal == .terminate && origin == .restore, let control = state.control {
+                control.close()
+            } else {
+                kill(-pid, signal == .kill ? SIGKILL : SIGTERM)
+            }
+        }
+    }
+
+    /// Writes a request into the request ring.
+    func write(_ invocation: Invocation, requestID: UInt64) -> WriteResult {
+        requests.withLock { producer in
+            guard let producer else { return .failed("the instance has no request ring") }
+            do {
+                return try invocation.write(requestID: requestID, to: producer) ? .written : .full
+            } catch {
+                return .failed("\(error)")
+            }
+        }
+    }
+
+    // MARK: ControlLineSink
+
+    func connected(_ connection: ControlConnection) {
+        let gone = state.withLock { state -> Bool in
+            state.control = connection
+            return state.gone
+        }
+        if gone { connection.close() }
+    }
+
+    func controlLine(_ line: String) { events.controlLine(line, instance: id) }
+    func controlOverflow() { events.controlOverflow(instance: id) }
+}

@@ -1,0 +1,203 @@
+import AetherCore
+import AetherIPC
+import AetherNet
+import AetherSystem
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Brings instances of one function generation up: makes their resources (shared memory, a
+/// listening port), spawns the handler or has criu restore a copy of the snapshot, puts the
+/// process in its memory cgroup, captures its output, watches for its exit and hands its
+/// control connection over. Everything it learns goes to the instance's `InstanceEvents`.
+struct InstanceLauncher: Sendable {
+    let config: FunctionConfig
+    let generation: Int
+    let launch: HandlerLaunch
+    let memory: MemoryCgroup
+    /// `dataplane: ebpf`: process handlers bind a private port (AETHER_LISTEN_PORT).
+    let usesEbpf: Bool
+    let listenAddress: String
+    let ringCapacity: Int
+    let handshake: HandshakeServer
+    let output: OutputCapture
+    let group: any EventLoopGroup
+
+    private var id: FunctionID { config.id }
+
+    /// The name of an instance's memory cgroup.
+    func cgroupName(_ instance: InstanceID) -> String { "\(id)-g\(generation)-\(instance.number)" }
+
+    /// An instance's resources, before any process exists: its rings (sdk) or its listening port
+    /// (process handler). Fails with the start error to report.
+    func makeHandle(
+        _ instance: InstanceID, origin: InstanceOrigin, events: any InstanceEvents
+    ) -> Result<InstanceHandle, HandlerError> {
+        var region: SharedMemoryRegion?
+        if config.handlerProtocol == .sdk {
+            let name = SharedMemoryRegion.name(function: "\(id)-g\(generation)", instance: instance.number)
+            do {
+                region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity)
+            } catch {
+                return .failure(
+                    .spawnFailed(
+                        function: id, program: launch.program, reason: "cannot create shared memory \(name): \(error)"))
+            }
+        }
+        // A process handler binds AETHER_LISTEN_PORT: with eBPF a private port, whose socket the
+        // trigger port is steered to once the handler is READY (so generations can overlap).
+        var listenPort: UInt16?
+        if config.handlerProtocol == .process {
+            do {
+                listenPort =
+                    usesEbpf ? try ListeningSocket.freePort(address: listenAddress) : config.triggerPort.rawValue
+            } catch {
+                return .failure(
+                    .spawnFailed(
+                        function: id, program: launch.program, reason: "no free port for AETHER_LISTEN_PORT: \(error)"))
+            }
+        }
+        return .success(
+            InstanceHandle(id: instance, origin: origin, region: region, listenPort: listenPort, events: events))
+    }
+
+    /// Spawns the handler process; reports `launched` (or `launchFailed`) before returning.
+    func spawn(_ handle: InstanceHandle) {
+        let events = handle.events
+        let process: SpawnedProcess
+        do {
+            process = try ProcessSpawner.spawn(
+                program: launch.program, arguments: launch.arguments,
+                environment: launch.environment(instance: handle.id.number, listenPort: handle.listenPort),
+                searchPath: launch.searchPath)
+        } catch {
+            release(handle)
+            events.launchFailed(
+                handle.id, error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
+            return
+        }
+        let cgroup = memory.confine(pid: process.pid, name: cgroupName(handle.id), limit: config.memoryLimit)
+        handle.started(pid: process.pid, cgroup: try? cgroup.get())
+        let outputClosed = captureOutput(of: handle, stdout: process.stdout, stderr: process.stderr)
+        watch(handle, pid: process.pid, outputClosed: outputClosed)
+        if case .failure(let failure) = cgroup {
+            // Not started unconfined: the limit is part of the function's contract.
+            kill(-process.pid, SIGKILL)
+            events.launchFailed(
+                handle.id,
+                error: .spawnFailed(
+                    function: id, program: launch.program,
+                    reason: "cannot enforce memory_limit_mb: \(failure.reason)"))
+            return
+        }
+        handshake.expect(pid: process.pid, sink: handle)
+        ResponseReader.start(for: handle)
+        events.launched(handle.id, pid: process.pid)
+    }
+
+    /// Restores a copy of the snapshot on a thread of its own (criu takes milliseconds);
+    /// reports `restored` or `launchFailed`.
+    func restore(_ handle: InstanceHandle, from snapshot: FunctionSnapshot) {
+        BackgroundThread.start(name: "restore-\(handle.id)") { [self] in
+            let events = handle.events
+            let copy: FunctionSnapshot.Copy
+            do throws(CriuError) {
+                // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
+                copy = try snapshot.restore(
+                    logName: "restore-g\(generation)-\(handle.id)",
+                    firstLine: handle.region.map { "ATTACH \($0.name)\n" })
+            } catch {
+                release(handle)
+                events.launchFailed(
+                    handle.id, error: .restoreFailed(function: id, instance: handle.id.number, error: error))
+                return
+            }
+            handle.started(pid: copy.pid, cgroup: copy.cgroup)
+            let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
+            watch(handle, pid: copy.pid, outputClosed: outputClosed)
+            // criu restored the copy inside the cgroup its slot was prepared with.
+            guard copy.cgroup != nil else {
+                close(copy.control)
+                kill(-copy.pid, SIGKILL)
+                events.launchFailed(
+                    handle.id,
+                    error: .spawnFailed(
+                        function: id, program: "criu restore",
+                        reason: "cannot enforce memory_limit_mb: no cgroup for the copy"))
+                return
+            }
+            do {
+                let connection = try ControlConnection.wrap(connectedSocket: copy.control, group: group).wait()
+                connection.bind(to: handle)
+            } catch {
+                kill(-copy.pid, SIGKILL)
+                events.launchFailed(
+                    handle.id,
+                    error: .protocolViolation(
+                        function: id, instance: handle.id.number,
+                        detail: "restored copy: its control connection cannot be watched: \(error)"))
+                return
+            }
+            ResponseReader.start(for: handle)
+            events.restored(handle.id, pid: copy.pid, duration: copy.duration)
+        }
+    }
+
+    /// Undoes `makeHandle` when no process came of it.
+    private func release(_ handle: InstanceHandle) {
+        try? handle.region?.unlink()
+    }
+
+    private func captureOutput(of handle: InstanceHandle, stdout: CInt, stderr: CInt) -> EventLoopFuture<Void> {
+        let number = handle.id.number
+        let closed = [
+            output.start(descriptor: stdout, stream: "stdout", instance: number),
+            output.start(descriptor: stderr, stream: "stderr", instance: number),
+        ]
+        return EventLoopFuture.andAllComplete(closed, on: group.next())
+    }
+
+    /// Has the reaper tell the instance's events when the process ends, once its output is read
+    /// to the end (its last stderr lines explain a failed start), or after 200 ms if something
+    /// it started keeps the pipes open.
+    private func watch(_ handle: InstanceHandle, pid: pid_t, outputClosed: EventLoopFuture<Void>) {
+        let (memory, handshake, group) = (memory, handshake, group)
+        let reported: @Sendable (ExitStatus) -> Void = { status in
+            handle.readerShouldStop.store(true, ordering: .releasing)
+            // The name goes now; the reader thread keeps its mapping until it notices the flag.
+            try? handle.region?.unlink()
+            handshake.forget(pid: pid)
+            let (control, cgroup) = handle.markGone()
+            control?.close()
+            let outOfMemory = cgroup.map { memory.wasOutOfMemory($0) } ?? false
+            if let cgroup { memory.remove(cgroup) }
+            let loop = group.next()
+            loop.execute {
+                let reportedOnce = NIOLoopBoundBox(false, eventLoop: loop)
+                let report: @Sendable () -> Void = {
+                    guard !reportedOnce.value else { return }
+                    reportedOnce.value = true
+                    handle.events.exited(handle.id, status: status, outOfMemory: outOfMemory)
+                }
+                let timeout = loop.scheduleTask(in: .milliseconds(200)) { report() }
+                outputClosed.hop(to: loop).whenComplete { _ in
+                    timeout.cancel()
+                    report()
+                }
+            }
+        }
+        do {
+            try ChildReaper.shared.watch(pid, willReap: { _ = handle.markGone() }, reaped: reported)
+        } catch {
+            // Cannot happen for a child we just started; if it does, nobody would reap it.
+            kill(-pid, SIGKILL)
+            var status: CInt = 0
+            waitpid(pid, &status, 0)
+            reported(ExitStatus(waitStatus: status))
+        }
+    }
+}

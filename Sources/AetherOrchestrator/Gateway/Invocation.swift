@@ -1,0 +1,39 @@
+import AetherIPC
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP request on its way to a function: the request as the client sent it, and the
+/// promise its outcome goes to (completed on the connection's event loop). The function only
+/// asks it to encode itself into a ring slot, so HTTP types stay in the gateway.
+struct Invocation: SchedulableRequest {
+    let head: HTTPRequestHead
+    let body: ByteBuffer?
+    let promise: EventLoopPromise<InvocationOutcome<HandlerResponse>>
+
+    var summary: String { "\(head.method) \(head.uri)" }
+
+    /// Writes the request message (docs/handler-protocol.md) into `producer`'s next slot with its
+    /// checksum, in one pass over the body. False when the ring has no room now.
+    func write(requestID: UInt64, to producer: RingProducer) throws(SharedMemoryError) -> Bool {
+        let method = head.method.rawValue
+        let target = head.uri
+        let headers = head.headers
+        let block = InvocationFormat.headerBlockSize(headers)
+        let size = InvocationRequest.encodedSize(
+            method: method, target: target, headerBlock: block.bytes, body: body?.readableBytes ?? 0)
+        return try producer.tryWrite(
+            length: size,
+            storing: { buffer in
+                let encode = { (body: UnsafeRawBufferPointer) in
+                    InvocationRequest.encodeWithChecksum(
+                        id: requestID, method: method, target: target, headers: headers, headerBlock: block,
+                        body: body, into: buffer)
+                }
+                if let body {
+                    return body.withUnsafeReadableBytes(encode)
+                } else {
+                    return encode(UnsafeRawBufferPointer(start: nil, count: 0))
+                }
+            })
+    }
+}
