@@ -95,12 +95,12 @@ extension Aether {
             let status = try controlRequest("list") { () throws(OrchestratorError) in try control.client.status() }
             let rows = status.functions.map { function in
                 [
-                    function.id, String(function.port), function.protocol, function.state,
+                    function.id, String(function.port), function.protocol, function.state, function.lifecycle,
                     "\(function.instances.count(where: { $0.phase == "serving" }))/\(function.maxInstances)",
                     function.instances.map { String($0.pid) }.joined(separator: ","),
                 ]
             }
-            print(TextTable(header: ["ID", "PORT", "PROTOCOL", "STATE", "INSTANCES", "PIDS"], rows: rows).rendered)
+            print(TextTable(header: ["ID", "PORT", "PROTOCOL", "STATE", "LIFECYCLE", "INSTANCES", "PIDS"], rows: rows).rendered)
         }
     }
 

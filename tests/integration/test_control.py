@@ -46,11 +46,11 @@ class ControlTest(harness.AetherTestCase):
 
         text = self.aether("list").stdout
         lines = text.strip().splitlines()
-        self.assertEqual(lines[0].split(), ["ID", "PORT", "PROTOCOL", "STATE", "INSTANCES", "PIDS"], text)
+        self.assertEqual(lines[0].split(), ["ID", "PORT", "PROTOCOL", "STATE", "LIFECYCLE", "INSTANCES", "PIDS"], text)
         rows = {line.split()[0]: line.split() for line in lines[1:]}
         self.assertEqual(set(rows), {a["id"], b["id"]}, text)
-        self.assertEqual(rows[a["id"]][1:5], [str(a["trigger_port"]), "sdk", "running", "1/3"], text)
-        self.assertEqual(rows[b["id"]][1:5], [str(b["trigger_port"]), "sdk", "running", "1/2"], text)
+        self.assertEqual(rows[a["id"]][1:6], [str(a["trigger_port"]), "sdk", "running", "Running", "1/3"], text)
+        self.assertEqual(rows[b["id"]][1:6], [str(b["trigger_port"]), "sdk", "running", "Running", "1/2"], text)
 
         doc = self.status()
         self.assertEqual(doc["pid"], orch.pid)
@@ -61,13 +61,14 @@ class ControlTest(harness.AetherTestCase):
         self.assertEqual(fa["port"], a["trigger_port"])
         self.assertEqual(fa["protocol"], "sdk")
         self.assertEqual(fa["state"], "running")
+        self.assertEqual(fa["lifecycle"], "Running")
         self.assertEqual(fa["max_instances"], 3)
         self.assertEqual(fa["concurrency"], 2)
         self.assertEqual(len(fa["instances"]), 1, fa)
         instance = fa["instances"][0]
         self.assertEqual(instance["phase"], "serving")
         self.assertIsInstance(instance["pid"], int)
-        self.assertEqual(rows[a["id"]][5], str(instance["pid"]), text)
+        self.assertEqual(rows[a["id"]][6], str(instance["pid"]), text)
         # The pid is a live handler process of this test.
         with open(f"/proc/{instance['pid']}/cmdline", "rb") as f:
             self.assertIn(self.tmp.encode(), f.read())

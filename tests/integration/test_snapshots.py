@@ -107,9 +107,13 @@ class SnapshotTest(harness.AetherTestCase):
     def test_idle_instances_scale_to_zero_and_come_back(self):
         fn = self.snapshot_function(idle_timeout_ms=300)
         self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 100}))
+        self.assertEqual(self.stats(fn["id"])["lifecycle"], "WarmSnapshot", "snapshot built, nothing running")
         self.assertStatus(self.get(fn["trigger_port"], "/"), 200, "first")
+        self.assertEqual(self.stats(fn["id"])["lifecycle"], "Running")
         gone = harness.wait_until(lambda: self.instances(fn["id"]) == [], 5.0)
         self.assertTrue(gone, f"idle instance not stopped: {self.instances(fn['id'])}")
+        self.assertEqual(self.stats(fn["id"])["lifecycle"], "WarmSnapshot", "scaled to zero: the next one is restored")
+        self.assertIn("WarmSnapshot", self.aether("list").stdout)
         again = self.get(fn["trigger_port"], "/")
         self.assertStatus(again, 200, "after scale to zero")
         self.assertEqual(again.headers.get("x-aether-cold-start"), "restore")
