@@ -100,7 +100,9 @@ extension Aether {
                     function.instances.map { String($0.pid) }.joined(separator: ","),
                 ]
             }
-            print(TextTable(header: ["ID", "PORT", "PROTOCOL", "STATE", "LIFECYCLE", "INSTANCES", "PIDS"], rows: rows).rendered)
+            print(
+                TextTable(header: ["ID", "PORT", "PROTOCOL", "STATE", "LIFECYCLE", "INSTANCES", "PIDS"], rows: rows)
+                    .rendered)
         }
     }
 
