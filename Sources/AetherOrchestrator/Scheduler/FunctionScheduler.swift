@@ -163,12 +163,14 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     }
 
     /// The instance's request ring had no room: the request goes back to the front of the
-    /// queue and the instance gets nothing more until it answers something.
+    /// queue and the instance gets nothing more until it answers something. If it has nothing
+    /// left in flight, it answered everything while the request was being written (the shell
+    /// writes outside the lock), so its ring has room again: no answer would clear the mark.
     mutating func requestNotWritten(instance: InstanceID, requestID: UInt64, now: SchedulerInstant) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance), let id = takeInFlight(requestID, at: index) else { return actions }
         if case .serving(var serving) = instances[index].phase {
-            serving.ringFull = true
+            serving.ringFull = !serving.inFlight.isEmpty
             instances[index].phase = .serving(serving)
         }
         invocations.requeueFirst(id)
@@ -489,7 +491,8 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
                 ?? .exitedDuringStartup(
                     function: settings.function, instance: id.number, status: status.description, output: output)
             consecutiveFailures += 1
-            if !instances.contains(where: { $0.phase.isServing }) {
+            // Only once no instance is left that may still take them (serving or starting).
+            if !instances.contains(where: { $0.phase.isServing || $0.phase.isStarting }) {
                 for waiting in invocations.dequeueAll() {
                     complete(waiting, .unavailable(error), now: now, &actions)
                 }
