@@ -64,10 +64,8 @@ import Testing
         waitpid(template.launcher.pid, &status, 0)
         let restoreTemplate = RestoreSlot.Template(
             directory: fixture.images, directoryDescriptor: open(fixture.images, O_RDONLY | O_DIRECTORY),
-            controlInode: inode, stdoutInode: Self.inode(template.launcher.stdout),
-            stderrInode: Self.inode(template.launcher.stderr))
-        close(template.launcher.stdout)
-        close(template.launcher.stderr)
+            controlInode: inode, stdoutInode: Self.inode(template.launcher.stdout.rawValue),
+            stderrInode: Self.inode(template.launcher.stderr.rawValue))
         return (restoreTemplate, token)
     }
 
@@ -107,9 +105,9 @@ import Testing
         for (index, slot) in slots.enumerated() {
             let restored = try slot.restore(
                 template: template, logName: "restore-\(index)", budget: .seconds(5), begun: .now)
-            close(slot.stdout)
-            close(slot.stderr)
-            copies.append((restored.pid, slot.control))
+            // A copy of our end of its control connection: `restored`'s own descriptors (and the
+            // copy's output pipes) close at the end of this iteration.
+            copies.append((restored.pid, dup(restored.control.rawValue)))
         }
         var randoms: Set<String> = []
         for copy in copies {

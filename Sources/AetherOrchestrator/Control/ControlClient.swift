@@ -21,7 +21,7 @@ public struct ControlClient: Sendable {
     /// True if something accepts connections on the socket.
     public static func answers(socketPath: String) -> Bool {
         guard let fd = try? Posix.connectUnixSocket(socketPath) else { return false }
-        close(fd)
+        OwnedDescriptor(owning: fd).close()
         return true
     }
 
@@ -60,13 +60,13 @@ public struct ControlClient: Sendable {
 
     /// Sends one request and returns the body of a 2xx answer; anything else is an error.
     private func send(_ method: String, _ path: String, body: Data = Data()) throws(OrchestratorError) -> Data {
-        let fd: CInt
+        let connection: OwnedDescriptor
         do {
-            fd = try Posix.connectUnixSocket(socketPath)
+            connection = OwnedDescriptor(owning: try Posix.connectUnixSocket(socketPath))
         } catch {
-            throw .notRunning(controlSocket: socketPath, reason: String(cString: strerror(error.errno)))
+            throw .notRunning(controlSocket: socketPath, reason: error.reason)
         }
-        defer { close(fd) }
+        let fd = connection.rawValue
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
@@ -74,27 +74,29 @@ public struct ControlClient: Sendable {
             "\(method) \(path) HTTP/1.1\r\nHost: aether\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
                 .utf8)
         request.append(body)
-        let sent = request.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, CInt(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                offset += n
+        var offset = 0
+        while offset < request.count {
+            do {
+                // A stream socket's send takes at least a byte or fails, so this ends.
+                offset += try systemCall("send", on: socketPath, failsWith: .minusOne) {
+                    request.withUnsafeBytes {
+                        Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, CInt(MSG_NOSIGNAL))
+                    }
+                }
+            } catch {
+                throw .notRunning(controlSocket: socketPath, reason: "send: \(error.reason)")
             }
-            return true
-        }
-        guard sent else {
-            throw .notRunning(controlSocket: socketPath, reason: "send: \(String(cString: strerror(errno)))")
         }
         var answer = Data()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                throw .requestFailed(
-                    status: 0, message: "no answer from the orchestrator: \(String(cString: strerror(errno)))")
+            let n: Int
+            do {
+                n = try systemCall("recv", on: socketPath, failsWith: .minusOne) {
+                    chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                }
+            } catch {
+                throw .requestFailed(status: 0, message: "no answer from the orchestrator: \(error.reason)")
             }
             if n == 0 { break }
             answer.append(contentsOf: chunk[..<n])

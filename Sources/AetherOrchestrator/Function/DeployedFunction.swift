@@ -300,7 +300,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
         }
         let socket: OwnedDescriptor
         do {
-            socket = OwnedDescriptor(owning: try HandlerSockets.takeListeningSocket(pid: pid, port: port))
+            socket = try HandlerSockets.takeListeningSocket(pid: pid, port: port)
         } catch {
             return error.errno == ENOENT
                 ? "it sent READY without listening on AETHER_LISTEN_PORT \(port) (dataplane: ebpf steers the trigger port to that socket)"

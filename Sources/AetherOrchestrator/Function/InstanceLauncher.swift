@@ -121,7 +121,7 @@ struct InstanceLauncher: Sendable {
             watch(handle, pid: copy.pid, outputClosed: outputClosed)
             // criu restored the copy inside the cgroup its slot was prepared with.
             guard copy.cgroup != nil else {
-                close(copy.control)
+                copy.control.close()
                 kill(-copy.pid, SIGKILL)
                 events.launchFailed(
                     handle.id,
@@ -131,7 +131,7 @@ struct InstanceLauncher: Sendable {
                 return
             }
             do {
-                let connection = try ControlConnection.wrap(connectedSocket: copy.control, group: group).wait()
+                let connection = try ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).wait()
                 connection.bind(to: handle)
             } catch {
                 kill(-copy.pid, SIGKILL)
@@ -152,11 +152,14 @@ struct InstanceLauncher: Sendable {
         try? handle.region?.unlink()
     }
 
-    private func captureOutput(of handle: InstanceHandle, stdout: CInt, stderr: CInt) -> EventLoopFuture<Void> {
+    /// Hands the output pipes to the event loops, which close them at end-of-file.
+    private func captureOutput(
+        of handle: InstanceHandle, stdout: consuming OwnedDescriptor, stderr: consuming OwnedDescriptor
+    ) -> EventLoopFuture<Void> {
         let number = handle.id.number
         let closed = [
-            output.start(descriptor: stdout, stream: "stdout", instance: number),
-            output.start(descriptor: stderr, stream: "stderr", instance: number),
+            output.start(descriptor: stdout.take(), stream: "stdout", instance: number),
+            output.start(descriptor: stderr.take(), stream: "stderr", instance: number),
         ]
         return EventLoopFuture.andAllComplete(closed, on: group.next())
     }

@@ -14,20 +14,16 @@ import Musl
 /// socket is taken with pidfd_getfd and put in the data plane's socket map, and a retiring
 /// generation is stopped only once its connections are done.
 enum HandlerSockets {
-    /// A copy of the listening TCP socket `pid` has bound to `port`; the caller closes it.
-    static func takeListeningSocket(pid: pid_t, port: UInt16) throws(SystemCallFailure) -> CInt {
-        let process = aether_pidfd_open(pid)
-        guard process >= 0 else { throw SystemCallFailure(call: "pidfd_open", subject: "pid \(pid)", errno: errno) }
-        defer { close(process) }
+    /// A copy of the listening TCP socket `pid` has bound to `port`.
+    static func takeListeningSocket(pid: pid_t, port: UInt16) throws(SystemCallFailure) -> OwnedDescriptor {
+        let process = try OwnedDescriptor("pidfd_open", on: "pid \(pid)") { aether_pidfd_open(pid) }
         for descriptor in socketDescriptors(of: pid) {
-            let copy = aether_pidfd_getfd(process, descriptor)
-            guard copy >= 0 else {
-                throw SystemCallFailure(call: "pidfd_getfd", subject: "pid \(pid) fd \(descriptor)", errno: errno)
+            let copy = try OwnedDescriptor("pidfd_getfd", on: "pid \(pid) fd \(descriptor)") {
+                aether_pidfd_getfd(process.rawValue, descriptor)
             }
-            if ListeningSocket.isListeningTCP(copy) && ListeningSocket.localPort(of: copy) == port {
+            if ListeningSocket.isListeningTCP(copy.rawValue) && ListeningSocket.localPort(of: copy.rawValue) == port {
                 return copy
             }
-            close(copy)
         }
         throw SystemCallFailure(call: "listen", subject: "pid \(pid) on port \(port)", errno: ENOENT)
     }

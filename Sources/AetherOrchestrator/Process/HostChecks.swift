@@ -31,9 +31,7 @@ public enum HostChecks {
         var status: CInt = 0
         waitpid(process.pid, &status, 0)
         var buffer = [UInt8](repeating: 0, count: 256)
-        let count = buffer.withUnsafeMutableBytes { read(process.stdout, $0.baseAddress, $0.count) }
-        close(process.stdout)
-        close(process.stderr)
+        let count = buffer.withUnsafeMutableBytes { read(process.stdout.rawValue, $0.baseAddress, $0.count) }
         let text = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: " \n")
         return Result(ok: ExitStatus(waitStatus: status) == .exited(0), detail: text)
     }

@@ -60,9 +60,7 @@ final class MemoryCgroup: Sendable {
         }
         removeStale(in: folder)
         let root = folder + "/aetherless-\(getpid())"
-        if mkdir(root, 0o755) != 0 && errno != EEXIST {
-            return .failure(CgroupFailure(reason: "mkdir \(root): \(String(cString: strerror(errno)))"))
-        }
+        if let failure = makeFolder(root) { return .failure(failure) }
         if version == .v2 {
             // Children of our cgroup need the controller delegated to them.
             _ = writeFile(root + "/cgroup.subtree_control", "+memory")
@@ -100,9 +98,7 @@ final class MemoryCgroup: Sendable {
     /// Puts `pid` into a new cgroup limited to `limit`; returns its path.
     func confine(pid: pid_t, name: String, limit: MemoryLimit) -> Result<String, CgroupFailure> {
         let folder = root + "/" + name
-        if mkdir(folder, 0o755) != 0 && errno != EEXIST {
-            return .failure(CgroupFailure(reason: "mkdir \(folder): \(String(cString: strerror(errno)))"))
-        }
+        if let failure = Self.makeFolder(folder) { return .failure(failure) }
         let bytes = String(limit.bytes)
         switch version {
         case .v1:
@@ -158,16 +154,27 @@ final class MemoryCgroup: Sendable {
 
     // MARK: Files
 
+    /// Makes a cgroup folder (one that exists will do); why not, if it cannot.
+    private static func makeFolder(_ path: String) -> CgroupFailure? {
+        do {
+            try systemCall("mkdir", on: path, failsWith: .minusOne) { mkdir(path, 0o755) }
+        } catch {
+            guard error.errno == EEXIST else { return CgroupFailure(reason: "mkdir \(path): \(error.reason)") }
+        }
+        return nil
+    }
+
     @discardableResult
     private func writeFile(_ path: String, _ text: String) -> Bool { Self.writeFile(path, text) }
 
     @discardableResult
     private static func writeFile(_ path: String, _ text: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard let file = try? OwnedDescriptor.open(path, O_WRONLY | O_CLOEXEC) else { return false }
         let bytes = Array(text.utf8)
-        return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
+        let written = try? systemCall("write", on: path, failsWith: .minusOne) {
+            bytes.withUnsafeBytes { write(file.rawValue, $0.baseAddress, $0.count) }
+        }
+        return written == bytes.count
     }
 }
 

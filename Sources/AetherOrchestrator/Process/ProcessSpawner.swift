@@ -1,3 +1,4 @@
+import AetherSystem
 import CAetherSystem
 
 #if canImport(Glibc)
@@ -12,13 +13,24 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
     public let reason: String
 
     public var description: String { "cannot start \(program): \(reason)" }
+
+    init(program: String, reason: String) {
+        self.program = program
+        self.reason = reason
+    }
+
+    /// A system call that failed while starting `program`: the reason reads "posix_spawnp: No
+    /// such file or directory".
+    init(program: String, failure: SystemCallFailure) {
+        self.init(program: program, reason: "\(failure.call): \(failure.reason)")
+    }
 }
 
-/// A child process with its output pipes (the read ends belong to the caller).
-struct SpawnedProcess: Sendable {
+/// A child process with the read ends of its stdout and stderr pipes, which the caller owns.
+struct SpawnedProcess: ~Copyable {
     let pid: pid_t
-    let stdout: CInt
-    let stderr: CInt
+    let stdout: OwnedDescriptor
+    let stderr: OwnedDescriptor
 }
 
 /// Starts handler programs with posix_spawn: stdin from /dev/null, stdout and stderr into pipes,
@@ -27,55 +39,45 @@ struct SpawnedProcess: Sendable {
 /// would otherwise be inherited across exec).
 enum ProcessSpawner {
     /// - Parameters:
-    ///   - inheriting: descriptors the child gets as 3, 4, 5, ... in this order (all others close).
-    ///   - captureOutput: stdout and stderr into pipes (else /dev/null; the returned fds are -1).
+    ///   - inheriting: descriptors the child gets as 3, 4, 5, ... in this order (all others close);
+    ///     the caller still owns them.
     static func spawn(
         program: String, arguments: [String], environment: [String: String], searchPath: Bool,
-        inheriting: [CInt] = [], captureOutput: Bool = true
+        inheriting: [CInt] = []
     ) throws(SpawnError) -> SpawnedProcess {
-        guard captureOutput else {
-            return try spawnDiscardingOutput(
-                program: program, arguments: arguments, environment: environment, searchPath: searchPath,
-                inheriting: inheriting)
+        let stdout: DescriptorPair
+        do {
+            stdout = try .pipe(for: "the stdout of \(program)")
+        } catch {
+            throw SpawnError(program: program, failure: error)
         }
-        var stdoutPipe: [CInt] = [-1, -1]
-        var stderrPipe: [CInt] = [-1, -1]
-        guard aether_pipe_cloexec(&stdoutPipe) == 0 else { throw failure(program, "pipe2", errno) }
-        guard aether_pipe_cloexec(&stderrPipe) == 0 else {
-            let code = errno
-            close(stdoutPipe[0])
-            close(stdoutPipe[1])
-            throw failure(program, "pipe2", code)
-        }
-        defer {
-            close(stdoutPipe[1])
-            close(stderrPipe[1])
+        let stderr: DescriptorPair
+        do {
+            stderr = try .pipe(for: "the stderr of \(program)")
+        } catch {
+            throw SpawnError(program: program, failure: error)
         }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, stdout.theirs.rawValue, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderr.theirs.rawValue, 2)
         addInherited(inheriting, to: &actions)
 
-        let pid: pid_t
-        do {
-            pid = try launch(
-                program: program, arguments: arguments, environment: environment, searchPath: searchPath,
-                actions: &actions)
-        } catch {
-            close(stdoutPipe[0])
-            close(stderrPipe[0])
-            throw error
-        }
-        return SpawnedProcess(pid: pid, stdout: stdoutPipe[0], stderr: stderrPipe[0])
+        let pid = try launch(
+            program: program, arguments: arguments, environment: environment, searchPath: searchPath,
+            actions: &actions)
+        // The write ends close on return: the child holds the only ones, so its exit is our EOF.
+        return SpawnedProcess(pid: pid, stdout: stdout.ours, stderr: stderr.ours)
     }
 
-    private static func spawnDiscardingOutput(
-        program: String, arguments: [String], environment: [String: String], searchPath: Bool, inheriting: [CInt]
-    ) throws(SpawnError) -> SpawnedProcess {
+    /// Like `spawn`, with stdout and stderr to /dev/null; returns the child's PID.
+    static func spawnDiscardingOutput(
+        program: String, arguments: [String], environment: [String: String], searchPath: Bool,
+        inheriting: [CInt] = []
+    ) throws(SpawnError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -83,10 +85,9 @@ enum ProcessSpawner {
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         addInherited(inheriting, to: &actions)
-        let pid = try launch(
+        return try launch(
             program: program, arguments: arguments, environment: environment, searchPath: searchPath,
             actions: &actions)
-        return SpawnedProcess(pid: pid, stdout: -1, stderr: -1)
     }
 
     /// Maps `inheriting` to 3, 4, ... and closes everything above. Nothing else of the
@@ -130,16 +131,16 @@ enum ProcessSpawner {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let result =
-            searchPath
-            ? posix_spawnp(&pid, program, &actions, &attributes, argv, envp)
-            : posix_spawn(&pid, program, &actions, &attributes, argv, envp)
-        guard result == 0 else { throw failure(program, searchPath ? "posix_spawnp" : "posix_spawn", result) }
+        do {
+            try systemCall(searchPath ? "posix_spawnp" : "posix_spawn", on: program, failsWith: .errnoReturned) {
+                searchPath
+                    ? posix_spawnp(&pid, program, &actions, &attributes, argv, envp)
+                    : posix_spawn(&pid, program, &actions, &attributes, argv, envp)
+            }
+        } catch {
+            throw SpawnError(program: program, failure: error)
+        }
         return pid
-    }
-
-    private static func failure(_ program: String, _ call: String, _ code: CInt) -> SpawnError {
-        SpawnError(program: program, reason: "\(call): \(String(cString: strerror(code)))")
     }
 }
 

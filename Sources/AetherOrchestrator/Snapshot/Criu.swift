@@ -73,8 +73,15 @@ public struct Criu: Sendable {
     /// on the host 0-0.8 µs on this VM (BENCHMARKS.md), against ~15 ms per restore after idle.
     /// Returns why it could not, or nil.
     static func keepPerfSchedulingHooksOn() -> String? {
-        let fd = aether_open_idle_perf_task_event()
-        return fd >= 0 ? nil : "perf_event_open failed (\(String(cString: strerror(errno))))"
+        do {
+            // Never closed (the event must live as long as the orchestrator): a plain number.
+            try systemCall("perf_event_open", on: "an idle task event", failsWith: .minusOne) {
+                aether_open_idle_perf_task_event()
+            }
+            return nil
+        } catch {
+            return "perf_event_open failed (\(error.reason))"
+        }
     }
 
     public func primeKernelCache() throws(CriuError) {
@@ -82,16 +89,16 @@ public struct Criu: Sendable {
         let staging = "/dev/shm/aetherless-criu-kdat-\(getpid())"
         defer { unlink(staging) }
         let script = "mount -t tmpfs tmpfs /run && \"$0\" check >/dev/null 2>&1 && cp /run/criu.kdat \"$1\""
-        let process: SpawnedProcess
+        let pid: pid_t
         do {
-            process = try ProcessSpawner.spawn(
+            pid = try ProcessSpawner.spawnDiscardingOutput(
                 program: "unshare", arguments: ["-m", "--propagation", "private", "sh", "-c", script, path, staging],
-                environment: HandlerLaunch.inheritedEnvironment(), searchPath: true, captureOutput: false)
+                environment: HandlerLaunch.inheritedEnvironment(), searchPath: true)
         } catch {
             throw .checkFailed(output: "cannot run criu check in a private mount namespace: \(error.reason)")
         }
         var status: CInt = 0
-        while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
+        _ = try? systemCall("waitpid", on: "pid \(pid)", failsWith: .minusOne) { waitpid(pid, &status, 0) }
         guard ExitStatus(waitStatus: status) == .exited(0), let cache = Posix.readBytes(staging), !cache.isEmpty
         else {
             throw .checkFailed(output: "criu check in a private mount namespace \(ExitStatus(waitStatus: status))")
@@ -99,15 +106,27 @@ public struct Criu: Sendable {
         // Write-then-rename, so a concurrent criu never reads half a cache.
         let target = "/run/criu.kdat"
         let temporary = target + ".aether-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw .checkFailed(output: "cannot write \(temporary): \(String(cString: strerror(errno)))")
+        let file: OwnedDescriptor
+        do {
+            file = try .open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600)
+        } catch {
+            throw .checkFailed(output: "cannot write \(temporary): \(error.reason)")
         }
-        let written = cache.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == cache.count, rename(temporary, target) == 0 else {
+        do {
+            let fd = file.rawValue
+            var offset = 0
+            while offset < cache.count {
+                let written = try systemCall("write", on: temporary, failsWith: .minusOne) {
+                    cache[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                }
+                // write(2) to a file takes at least a byte or fails (ENOSPC, EIO), so this ends.
+                offset += written
+            }
+            file.close()
+            try systemCall("rename", on: temporary, failsWith: .minusOne) { rename(temporary, target) }
+        } catch {
             unlink(temporary)
-            throw .checkFailed(output: "cannot install \(target): \(String(cString: strerror(errno)))")
+            throw .checkFailed(output: "cannot install \(target): \(error.reason)")
         }
     }
 
@@ -127,7 +146,7 @@ public struct Criu: Sendable {
         do {
             process = try ProcessSpawner.spawn(
                 program: path, arguments: arguments, environment: HandlerLaunch.inheritedEnvironment(),
-                searchPath: false, captureOutput: true)
+                searchPath: false)
         } catch {
             throw .notInstalled(path: "\(path) (\(error.reason))")
         }
@@ -149,14 +168,16 @@ public struct Criu: Sendable {
         return RunResult(status: ExitStatus(waitStatus: status), output: output, timedOut: timedOut)
     }
 
-    private static func drain(_ fd: CInt) -> String {
-        defer { close(fd) }
-        _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+    /// What is in the pipe now, up to 64 KiB; closes it.
+    private static func drain(_ pipe: consuming OwnedDescriptor) -> String {
+        _ = fcntl(pipe.rawValue, F_SETFL, O_NONBLOCK)
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while bytes.count < 65536 {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { break }
+            let n = try? systemCall("read", on: "criu's output", failsWith: .minusOne) {
+                chunk.withUnsafeMutableBytes { read(pipe.rawValue, $0.baseAddress, $0.count) }
+            }
+            guard let n, n > 0 else { break }
             bytes += chunk[..<n]
         }
         return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: " \n")

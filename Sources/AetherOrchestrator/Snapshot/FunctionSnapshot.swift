@@ -2,6 +2,7 @@ import AetherCore
 import AetherIPC
 import AetherSystem
 import CAetherSystem
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -31,12 +32,12 @@ final class FunctionSnapshot: Sendable {
     let dumpDuration: Duration
     /// Started `criu swrk` processes waiting to restore the next copies.
     private let slots: RestoreSlots
-    /// The image folder, open for criu swrk (see `RestoreSlot.Template`).
-    private let directoryDescriptor: CInt
+    /// The image folder, open for criu swrk (see `RestoreSlot.Template`) until `remove`.
+    private let imageFolder: Mutex<OwnedDescriptor?>
 
     private init(
-        directory: String, criu: Criu, budget: Duration, controlInode: UInt64, stdoutInode: UInt64,
-        stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration,
+        directory: String, imageFolder: consuming sending OwnedDescriptor, criu: Criu, budget: Duration,
+        controlInode: UInt64, stdoutInode: UInt64, stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) {
         self.directory = directory
@@ -47,7 +48,8 @@ final class FunctionSnapshot: Sendable {
         self.stderrInode = stderrInode
         self.imageBytes = imageBytes
         self.dumpDuration = dumpDuration
-        directoryDescriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let directoryDescriptor = imageFolder.rawValue
+        self.imageFolder = Mutex<OwnedDescriptor?>(imageFolder)
         slots = RestoreSlots(
             criu: criu,
             template: RestoreSlot.Template(
@@ -76,16 +78,20 @@ final class FunctionSnapshot: Sendable {
         func fail(_ detail: String) -> BuildFailure {
             BuildFailure(error: .snapshotFailed(function: id, detail: detail))
         }
-        guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
-            throw fail("cannot create \(directory): \(String(cString: strerror(errno)))")
+        do {
+            try systemCall("mkdir", on: directory, failsWith: .minusOne) { mkdir(directory, 0o700) }
+        } catch {
+            guard error.errno == EEXIST else { throw fail("cannot create \(directory): \(error.reason)") }
         }
-        var pair: [CInt] = [-1, -1]
-        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-            throw fail("socketpair: \(String(cString: strerror(errno)))")
+        let pair: DescriptorPair
+        do {
+            pair = try .socketPair(SOCK_STREAM, for: "the template's control connection")
+        } catch {
+            throw fail("socketpair: \(error.reason)")
         }
-        let control = pair[0]
-        defer { close(control) }
-        let controlInode = Self.inode(pair[1])
+        // Ours until the build ends: closing it earlier would end the template before the dump.
+        let control = pair.ours
+        let controlInode = Self.inode(pair.theirs.rawValue)
         var environment = launch.environment(instance: -1)
         environment["AETHER_CONTROL_FD"] = "3"
         environment["AETHER_INSTANCE"] = "template"
@@ -93,35 +99,35 @@ final class FunctionSnapshot: Sendable {
         do {
             template = try SnapshotTemplate.start(
                 program: launch.program, arguments: launch.arguments, environment: environment,
-                searchPath: launch.searchPath, inheriting: [pair[1]])
+                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue])
         } catch {
-            close(pair[1])
             throw BuildFailure(error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
         }
-        close(pair[1])
-        let stdoutInode = Self.inode(template.launcher.stdout)
-        let stderrInode = Self.inode(template.launcher.stderr)
-        output.start(descriptor: template.launcher.stdout, stream: "stdout", instance: -1)
-        let stderrClosed = output.start(descriptor: template.launcher.stderr, stream: "stderr", instance: -1)
+        // The template has its end: with ours the only one left here, its exit is our EOF.
+        pair.theirs.close()
+        let (templatePID, launcherPID) = (template.pid, template.launcher.pid)
+        let stdoutInode = Self.inode(template.launcher.stdout.rawValue)
+        let stderrInode = Self.inode(template.launcher.stderr.rawValue)
+        output.start(descriptor: template.launcher.stdout.take(), stream: "stdout", instance: -1)
+        let stderrClosed = output.start(descriptor: template.launcher.stderr.take(), stream: "stderr", instance: -1)
         var templateCgroup: String?
         func stopTemplate() {
-            kill(-template.pid, SIGKILL)
-            kill(template.launcher.pid, SIGKILL)
+            kill(-templatePID, SIGKILL)
+            kill(launcherPID, SIGKILL)
             var status: CInt = 0
-            waitpid(template.launcher.pid, &status, 0)
+            waitpid(launcherPID, &status, 0)
             if let templateCgroup { memory.remove(templateCgroup) }
         }
-        if case .success(let folder) = memory.confine(pid: template.pid, name: cgroupName, limit: function.memoryLimit)
-        {
+        if case .success(let folder) = memory.confine(pid: templatePID, name: cgroupName, limit: function.memoryLimit) {
             templateCgroup = folder
         }
 
         let timeout = function.startupTimeout.duration
         do {
-            let ready = try ControlLine.read(control, timeout: timeout)
+            let ready = try ControlLine.read(control.rawValue, timeout: timeout)
             guard ready == "READY" else { throw fail("the template sent \(ready.debugDescription) instead of READY") }
-            try ControlLine.write(control, "CHECKPOINT\n")
-            let frozen = try ControlLine.read(control, timeout: timeout)
+            try ControlLine.write(control.rawValue, "CHECKPOINT\n")
+            let frozen = try ControlLine.read(control.rawValue, timeout: timeout)
             guard frozen == "FROZEN" else {
                 throw fail(
                     "the template answered CHECKPOINT with \(frozen.debugDescription): its handler runtime does not support snapshots"
@@ -141,24 +147,30 @@ final class FunctionSnapshot: Sendable {
         }
         let dumpDuration: Duration
         do {
-            dumpDuration = try criu.dump(pid: template.pid, into: directory, externalUnixSockets: [controlInode])
+            dumpDuration = try criu.dump(pid: templatePID, into: directory, externalUnixSockets: [controlInode])
         } catch {
             stopTemplate()
             throw fail(error.description)
         }
         stopTemplate()
+        let imageFolder: OwnedDescriptor
+        do {
+            imageFolder = try .open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        } catch {
+            throw fail("cannot open \(directory): \(error.reason)")
+        }
         return FunctionSnapshot(
-            directory: directory, criu: criu, budget: budget, controlInode: controlInode, stdoutInode: stdoutInode,
-            stderrInode: stderrInode, imageBytes: Self.diskUsage(directory), dumpDuration: dumpDuration,
-            prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
+            directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, controlInode: controlInode,
+            stdoutInode: stdoutInode, stderrInode: stderrInode, imageBytes: Self.diskUsage(directory),
+            dumpDuration: dumpDuration, prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
     }
 
     /// A restored copy: its PID, our end of its control connection and its output pipes.
-    struct Copy {
+    struct Copy: ~Copyable {
         let pid: pid_t
-        let control: CInt
-        let stdout: CInt
-        let stderr: CInt
+        let control: OwnedDescriptor
+        let stdout: OwnedDescriptor
+        let stderr: OwnedDescriptor
         let duration: Duration
         /// The memory cgroup the copy was restored in (nil: not confined).
         let cgroup: String?
@@ -180,15 +192,12 @@ final class FunctionSnapshot: Sendable {
                 throw .restoreFailed(image: directory, log: "cannot queue the first line for the copy: \(error)")
             }
         }
-        let (pid, duration) = try slot.restore(template: slots.template, logName: logName, budget: budget, begun: begun)
-        return Copy(
-            pid: pid, control: slot.control, stdout: slot.stdout, stderr: slot.stderr, duration: duration,
-            cgroup: slot.cgroup)
+        return try slot.restore(template: slots.template, logName: logName, budget: budget, begun: begun)
     }
 
     func remove() {
         slots.close()
-        close(directoryDescriptor)
+        _ = imageFolder.withLock { $0.take() }
         RecursiveRemoval.remove(directory)
     }
 

@@ -17,22 +17,29 @@ import Musl
 /// its descriptor table: the image folder, the copy's control connection and its stdout and
 /// stderr pipes. A restore is then one RPC message and its answer. Slots are single-use
 /// (swrk serves one request); `RestoreSlots` keeps a few ready and refills in the background.
-final class RestoreSlot: @unchecked Sendable {
+final class RestoreSlot: Sendable {
     let pid: pid_t
-    private let rpc: CInt
-    /// Our ends of what the restored copy will have.
+    /// Our end of the copy's control connection, for writes before `restore` (the copy's first
+    /// line, queued ahead). The slot owns it until `restore` hands it on; do not close or keep it.
     let control: CInt
-    let stdout: CInt
-    let stderr: CInt
     /// The cgroup criu was put in before it restores (so the copy, its child, is born there).
-    var cgroup: String?
+    let cgroup: String?
+    /// Our descriptors, until `restore` or `discard` takes them (once).
+    private let ends: Mutex<Ends?>
 
-    private init(pid: pid_t, rpc: CInt, control: CInt, stdout: CInt, stderr: CInt) {
+    /// Our end of the RPC socket and our ends of what the restored copy will have.
+    private struct Ends: ~Copyable {
+        let rpc: OwnedDescriptor
+        let control: OwnedDescriptor
+        let stdout: OwnedDescriptor
+        let stderr: OwnedDescriptor
+    }
+
+    private init(pid: pid_t, cgroup: String?, ends: consuming sending Ends) {
         self.pid = pid
-        self.rpc = rpc
-        self.control = control
-        self.stdout = stdout
-        self.stderr = stderr
+        self.cgroup = cgroup
+        control = ends.control.rawValue
+        self.ends = Mutex<Ends?>(ends)
     }
 
     /// Descriptor numbers inside the swrk process.
@@ -46,77 +53,101 @@ final class RestoreSlot: @unchecked Sendable {
     struct Template: Sendable {
         let directory: String
         /// Our descriptor of the image folder: criu swrk opens it as /proc/<our pid>/fd/<it>
-        /// (the PID of the RPC socket's peer), so it is ours, not one passed to criu.
+        /// (the PID of the RPC socket's peer), so it is ours, not one passed to criu. Owned by
+        /// the `FunctionSnapshot`, which outlives its restores.
         let directoryDescriptor: CInt
         let controlInode: UInt64
         let stdoutInode: UInt64
         let stderrInode: UInt64
     }
 
-    static func start(criu: Criu, template: Template) throws(CriuError) -> RestoreSlot {
-        var rpc: [CInt] = [-1, -1]
-        var control: [CInt] = [-1, -1]
-        var output: [CInt] = [-1, -1]
-        var errors: [CInt] = [-1, -1]
-        guard socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &rpc) == 0,
-            socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &control) == 0,
-            aether_pipe_cloexec(&output) == 0, aether_pipe_cloexec(&errors) == 0
-        else {
-            let reason = String(cString: strerror(errno))
-            for fd in rpc + control + output + errors where fd >= 0 { close(fd) }
-            throw .restoreFailed(image: template.directory, log: "cannot prepare a restore: \(reason)")
+    /// Starts `criu swrk` with the copy's descriptors. `prepare` runs on its PID before the slot
+    /// is returned: it puts criu in the cgroup the copy will live in and returns that cgroup.
+    static func start(
+        criu: Criu, template: Template, prepare: (pid_t) -> String? = { _ in nil }
+    ) throws(CriuError) -> RestoreSlot {
+        let pairs: Pairs
+        do {
+            pairs = try Pairs()
+        } catch {
+            throw .restoreFailed(image: template.directory, log: "cannot prepare a restore: \(error.reason)")
         }
-        let theirs = [rpc[1], control[1], output[1], errors[1]]
-        defer { theirs.forEach { close($0) } }
-        let process: SpawnedProcess
+        let pid: pid_t
         do {
             var environment = HandlerLaunch.inheritedEnvironment()
             // Each slot serves one restore and is started ahead of it: resolving all of criu's
             // library symbols now, not lazily during the restore, takes ~1 ms off every
             // restore's critical path (A/B in BENCHMARKS.md).
             environment["LD_BIND_NOW"] = "1"
-            process = try ProcessSpawner.spawn(
-                program: criu.path, arguments: ["swrk", String(Slot.rpc)],
-                environment: environment, searchPath: false, inheriting: theirs,
-                captureOutput: false)
+            pid = try ProcessSpawner.spawnDiscardingOutput(
+                program: criu.path, arguments: ["swrk", String(Slot.rpc)], environment: environment,
+                searchPath: false, inheriting: pairs.theirs)
         } catch {
-            for fd in [rpc[0], control[0], output[0], errors[0]] { close(fd) }
             throw .notInstalled(path: "\(criu.path) (\(error.reason))")
         }
-        return RestoreSlot(pid: process.pid, rpc: rpc[0], control: control[0], stdout: output[0], stderr: errors[0])
+        // Their ends close on return: swrk has them now.
+        return RestoreSlot(
+            pid: pid, cgroup: prepare(pid),
+            ends: Ends(
+                rpc: pairs.rpc.ours, control: pairs.control.ours, stdout: pairs.output.ours,
+                stderr: pairs.errors.ours))
+    }
+
+    /// What a slot is started with: swrk gets `theirs` of each as its descriptors 3 to 6 (`Slot`).
+    private struct Pairs: ~Copyable {
+        let rpc: DescriptorPair
+        let control: DescriptorPair
+        let output: DescriptorPair
+        let errors: DescriptorPair
+
+        init() throws(SystemCallFailure) {
+            // Made into locals first: a throwing init may not leave a noncopyable field half set.
+            let rpc = try DescriptorPair.socketPair(SOCK_SEQPACKET, for: "criu swrk's RPC")
+            let control = try DescriptorPair.socketPair(SOCK_STREAM, for: "a restored copy's control connection")
+            let output = try DescriptorPair.pipe(for: "a restored copy's stdout")
+            let errors = try DescriptorPair.pipe(for: "a restored copy's stderr")
+            self.rpc = rpc
+            self.control = control
+            self.output = output
+            self.errors = errors
+        }
+
+        /// Their ends, in `Slot` order.
+        var theirs: [CInt] {
+            [rpc.theirs.rawValue, control.theirs.rawValue, output.theirs.rawValue, errors.theirs.rawValue]
+        }
     }
 
     /// Restores one copy: sends the RESTORE request and waits for the answer. The copy is our
     /// child (`rst_sibling`). Over `budget`, counted from `begun` (when the caller decided to
     /// restore), the copy is killed and `latencyViolation` thrown: never a slower success.
-    /// Consumes the slot; on success the caller owns `control`, `stdout` and `stderr`.
+    /// Consumes the slot; the copy returned owns our ends of its control connection and output.
     func restore(
         template: Template, logName: String, budget: Duration, begun: ContinuousClock.Instant
     )
-        throws(CriuError) -> (pid: pid_t, duration: Duration)
+        throws(CriuError) -> FunctionSnapshot.Copy
     {
-        let pid: pid_t
-        do {
-            // criu itself gets a generous limit; the budget is judged on the measured time.
-            pid = try request(template: template, logName: logName, timeout: max(budget * 20, .seconds(5)))
-        } catch {
-            for fd in [control, stdout, stderr] { close(fd) }
-            throw error
-        }
+        guard let ends = ends.withLock({ $0.take() }) else { preconditionFailure("restore slot \(pid) used twice") }
+        // criu itself gets a generous limit; the budget is judged on the measured time.
+        let pid = try request(
+            rpc: ends.rpc, template: template, logName: logName, timeout: max(budget * 20, .seconds(5)))
         let duration = ContinuousClock.now - begun
         guard duration <= budget else {
             kill(pid, SIGKILL)
             var status: CInt = 0
             waitpid(pid, &status, 0)
-            for fd in [control, stdout, stderr] { close(fd) }
             throw .latencyViolation(actual: duration, limit: budget)
         }
-        return (pid, duration)
+        return FunctionSnapshot.Copy(
+            pid: pid, control: ends.control, stdout: ends.stdout, stderr: ends.stderr, duration: duration,
+            cgroup: cgroup)
     }
 
-    private func request(template: Template, logName: String, timeout: Duration) throws(CriuError) -> pid_t {
+    /// Sends the request over `rpc` (closed on return) and returns the restored copy's PID.
+    private func request(
+        rpc: consuming OwnedDescriptor, template: Template, logName: String, timeout: Duration
+    ) throws(CriuError) -> pid_t {
         defer {
-            close(rpc)
             // swrk exits after its one request; reap it without waiting here.
             try? ChildReaper.shared.watch(pid)
         }
@@ -127,24 +158,35 @@ final class RestoreSlot: @unchecked Sendable {
                 ("pipe:[\(template.stdoutInode)]", Slot.stdout),
                 ("pipe:[\(template.stderrInode)]", Slot.stderr),
             ])
-        let sent = request.withUnsafeBytes { send(rpc, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+        let sent: Int
+        do {
+            sent = try systemCall("send", on: "criu swrk's RPC socket", failsWith: .minusOne) {
+                request.withUnsafeBytes { send(rpc.rawValue, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            }
+        } catch {
+            kill(pid, SIGKILL)
+            throw .restoreFailed(image: template.directory, log: "criu swrk did not take the request: \(error.reason)")
+        }
         guard sent == request.count else {
             kill(pid, SIGKILL)
             throw .restoreFailed(
                 image: template.directory,
-                log: "criu swrk did not take the request: \(String(cString: strerror(errno)))")
+                log: "criu swrk did not take the request: \(sent) of its \(request.count) bytes went")
         }
-        var poller = pollfd(fd: rpc, events: Int16(POLLIN), revents: 0)
+        var poller = pollfd(fd: rpc.rawValue, events: Int16(POLLIN), revents: 0)
         let milliseconds = CInt(max(1, timeout.milliseconds.rounded(.up)))
-        var ready: CInt
-        repeat { ready = poll(&poller, 1, milliseconds) } while ready < 0 && errno == EINTR
-        guard ready > 0 else {
+        let ready = try? systemCall("poll", on: "criu swrk's RPC socket", failsWith: .minusOne) {
+            poll(&poller, 1, milliseconds)
+        }
+        guard let ready, ready > 0 else {
             kill(pid, SIGKILL)
             throw .latencyViolation(actual: timeout, limit: timeout)
         }
         var answer = [UInt8](repeating: 0, count: 65536)
-        let received = answer.withUnsafeMutableBytes { recv(rpc, $0.baseAddress, $0.count, 0) }
-        guard received > 0 else {
+        let received = try? systemCall("recv", on: "criu swrk's RPC socket", failsWith: .minusOne) {
+            answer.withUnsafeMutableBytes { recv(rpc.rawValue, $0.baseAddress, $0.count, 0) }
+        }
+        guard let received, received > 0 else {
             throw .restoreFailed(
                 image: template.directory,
                 log: Criu.logTail(template.directory + "/\(logName).log", fallback: "criu swrk ended without an answer")
@@ -164,7 +206,8 @@ final class RestoreSlot: @unchecked Sendable {
         kill(pid, SIGKILL)
         var status: CInt = 0
         waitpid(pid, &status, 0)
-        for fd in [rpc, control, stdout, stderr] { close(fd) }
+        // Closes our descriptors (if `restore` has not taken them).
+        _ = ends.withLock { $0.take() }
     }
 }
 
@@ -206,9 +249,7 @@ final class RestoreSlots: Sendable {
     }
 
     private func started() throws(CriuError) -> RestoreSlot {
-        let slot = try RestoreSlot.start(criu: criu, template: template)
-        slot.cgroup = prepare(slot.pid)
-        return slot
+        try RestoreSlot.start(criu: criu, template: template, prepare: prepare)
     }
 
     func refill() {

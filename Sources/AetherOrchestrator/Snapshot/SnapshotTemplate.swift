@@ -12,8 +12,8 @@ import Musl
 /// A handler started as PID 1 of its own PID namespace (`unshare --pid --fork setsid`), the
 /// shape criu needs to restore one image many times at once: each copy gets a fresh namespace
 /// and keeps PID 1 in it.
-struct SnapshotTemplate: Sendable {
-    /// The `unshare` process we spawned.
+struct SnapshotTemplate: ~Copyable {
+    /// The `unshare` process we spawned, with the handler's output pipes.
     let launcher: SpawnedProcess
     /// Host PID of the handler (PID 1 inside the namespace): what criu dumps.
     let pid: pid_t
@@ -48,8 +48,12 @@ struct SnapshotTemplate: Sendable {
 /// Makes this process the parent of orphaned descendants (criu's detached restores).
 enum ChildSubreaper {
     static func enable() throws(SpawnError) {
-        guard aether_become_child_subreaper() == 0 else {
-            throw SpawnError(program: "prctl", reason: "PR_SET_CHILD_SUBREAPER: \(String(cString: strerror(errno)))")
+        do {
+            try systemCall("prctl", on: "PR_SET_CHILD_SUBREAPER", failsWith: .minusOne) {
+                aether_become_child_subreaper()
+            }
+        } catch {
+            throw SpawnError(program: "prctl", reason: "PR_SET_CHILD_SUBREAPER: \(error.reason)")
         }
     }
 }

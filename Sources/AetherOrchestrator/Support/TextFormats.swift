@@ -1,15 +1,13 @@
+import AetherSystem
 import NIOCore
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-/// NIO's `IOError` prints the failing call and errno in its own format; users get strerror.
+/// NIO's `IOError` prints the failing call and errno in its own format; users get the C
+/// library's sentence for the errno (`SystemCallFailure.reason`), as for our own calls.
 enum SystemErrorText {
     static func describe(_ error: any Error) -> String {
-        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+        if let error = error as? IOError {
+            return SystemCallFailure(call: "", subject: "", errno: error.errnoCode).reason
+        }
         return "\(error)"
     }
 }
