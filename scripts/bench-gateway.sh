@@ -10,6 +10,11 @@
 #   nginx static         nginx answering by itself: the floor of an HTTP answer on this host
 #
 #   scripts/bench-gateway.sh [seconds per run, default 5]
+#
+# A/B against another build: AETHER_BENCH_BASELINE=DIR (a checkout with its own release build,
+# e.g. a `git worktree` of the previous commit) adds the same two aether targets served by
+# DIR/.build/release/aether (its hello-swift, its sdk/python), measured in the same run in
+# alternating order over two rounds, and prints this build / baseline ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -94,13 +99,24 @@ NGINX
 
 .build/release/aether up -c "$work/aether.yaml" 2>"$work/aether.log" &
 pids+=($!)
+baseline="${AETHER_BENCH_BASELINE:-}"
+if [[ -n "$baseline" ]]; then
+    baseline=$(cd "$baseline" && pwd)
+    sed -e "s|$work/aether.sock|$work/baseline.sock|" -e "s|18181|18191|" -e "s|18182|18192|" \
+        -e "s|$(pwd)/.build/release/hello-swift|$baseline/.build/release/hello-swift|" \
+        "$work/aether.yaml" >"$work/baseline.yaml"
+    AETHER_PYTHON_SDK="$baseline/sdk/python" "$baseline/.build/release/aether" up -c "$work/baseline.yaml" \
+        2>"$work/baseline.log" &
+    pids+=($!)
+fi
 python3 "$work/plain.py" 18183 2>"$work/plain.log" &
 pids+=($!)
 nginx -c "$work/nginx.conf" 2>"$work/nginx.log" &
 pids+=($!)
 for _ in $(seq 100); do
     .build/release/aether list --socket "$work/aether.sock" >/dev/null 2>&1 && curl -sf http://127.0.0.1:18183/ >/dev/null \
-        && curl -sf http://127.0.0.1:18185/ >/dev/null && break
+        && curl -sf http://127.0.0.1:18185/ >/dev/null \
+        && { [[ -z "$baseline" ]] || curl -sf http://127.0.0.1:18191/ >/dev/null; } && break
     sleep 0.2
 done
 
@@ -126,24 +142,52 @@ targets=(
     "nginx -> python|http://127.0.0.1:18185/"
     "nginx static|http://127.0.0.1:18184/"
 )
+rounds=1
+if [[ -n "$baseline" ]]; then
+    rounds=2
+    targets=(
+        "aether sdk python|http://127.0.0.1:18181/"
+        "baseline sdk python|http://127.0.0.1:18191/"
+        "aether sdk swift|http://127.0.0.1:18182/"
+        "baseline sdk swift|http://127.0.0.1:18192/"
+        "${targets[@]:2}"
+    )
+fi
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ //'), kernel $(uname -r)"
 echo "wrk -t1, ${duration} s per run, GET / -> {\"hello\":\"world\"}, all on 127.0.0.1"
 echo
 printf "| %-20s | %12s | %10s | %10s | %13s | %10s | %10s | %6s |\n" target "1 conn req/s" "p50 us" "p99 us" "16 conn req/s" "p50 us" "p99 us" errors
 printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n" "----------------------" "--------------" "------------" "------------" "---------------" "------------" "------------" "--------"
-declare -A single
-for entry in "${targets[@]}"; do
-    name="${entry%%|*}"
-    url="${entry##*|}"
-    read -r r1 a1 b1 e1 <<<"$(run "$name" "$url" 1)"
-    read -r r16 a16 b16 e16 <<<"$(run "$name" "$url" 16)"
-    single["$name"]=$a1
-    errors="no"
-    [[ "$e1" != "0" || "$e16" != "0" ]] && errors="YES"
-    printf "| %-20s | %12s | %10s | %10s | %13s | %10s | %10s | %6s |\n" "$name" "$r1" "$a1" "$b1" "$r16" "$a16" "$b16" "$errors"
+declare -A single rps1 rps16
+for round in $(seq "$rounds"); do
+    order=("${targets[@]}")
+    if ((round % 2 == 0)); then # the second round runs each A/B pair the other way round
+        order=("${targets[1]}" "${targets[0]}" "${targets[3]}" "${targets[2]}" "${targets[@]:4}")
+    fi
+    for entry in "${order[@]}"; do
+        name="${entry%%|*}"
+        url="${entry##*|}"
+        read -r r1 a1 b1 e1 <<<"$(run "$name" "$url" 1)"
+        read -r r16 a16 b16 e16 <<<"$(run "$name" "$url" 16)"
+        single["$name"]=$(awk -v s="${single[$name]:-0}" -v v="$a1" 'BEGIN { print s + v }')
+        rps1["$name"]=$(awk -v s="${rps1[$name]:-0}" -v v="$r1" 'BEGIN { print s + v }')
+        rps16["$name"]=$(awk -v s="${rps16[$name]:-0}" -v v="$r16" 'BEGIN { print s + v }')
+        errors="no"
+        [[ "$e1" != "0" || "$e16" != "0" ]] && errors="YES"
+        printf "| %-20s | %12s | %10s | %10s | %13s | %10s | %10s | %6s |\n" "$name" "$r1" "$a1" "$b1" "$r16" "$a16" "$b16" "$errors"
+    done
 done
 echo
+if [[ -n "$baseline" ]]; then
+    for language in python swift; do
+        awk -v l="$language" -v a1="${rps1[aether sdk $language]}" -v b1="${rps1[baseline sdk $language]}" \
+            -v a16="${rps16[aether sdk $language]}" -v b16="${rps16[baseline sdk $language]}" \
+            -v ap="${single[aether sdk $language]}" -v bp="${single[baseline sdk $language]}" 'BEGIN {
+            printf "A/B sdk %s, this build / baseline (sums over both rounds): 1 conn req/s %.2f, p50 %.2f; 16 conn req/s %.2f\n", l, a1 / b1, ap / bp, a16 / b16
+        }'
+    done
+fi
 awk -v a="${single[aether sdk python]}" -v p="${single[nginx -> python]}" -v d="${single[python http.server]}" 'BEGIN {
-    printf "1-connection p50: aether sdk python / nginx->python = %.2f; aether sdk python / python http.server = %.2f\n", a / p, a / d
+    printf "1-connection p50 (summed over rounds): aether sdk python / nginx->python = %.2f; aether sdk python / python http.server = %.2f\n", a / p, a / d
 }'
 .build/release/aether stats --socket "$work/aether.sock"

@@ -4,9 +4,12 @@
 Run through scripts/bench-coldstart.sh, which builds everything first.
 
 For side-by-side comparisons of two builds: AETHER_BENCH_BIN picks the `aether` binary (default
-.build/release/aether; aether takes the Python SDK from AETHER_PYTHON_SDK if set),
-AETHER_BENCH_MODES=restore measures only (b) and (c), and AETHER_BENCH_RAW=1 also prints every
-restore sample as `RAW <function> <time to first response ms> <criu restore ms>`.
+.build/release/aether; aether takes the Python SDK from AETHER_PYTHON_SDK if set), and
+AETHER_BENCH_BASELINE=DIR runs a second orchestrator from another checkout's release build
+(DIR/.build/release/aether, its hello-swift and its sdk/python) beside it, alternating every
+sample between the two, and prints both tables and the ratios. AETHER_BENCH_MODES=restore
+measures only (b) and (c), and AETHER_BENCH_RAW=1 also prints every restore sample as
+`RAW <function> <time to first response ms> <criu restore ms>`.
 
 (b) is measured right after the function scaled to zero. A second table repeats (b) after the
 machine has idled AETHER_BENCH_IDLE_S seconds first (default 3; 0 skips it),
@@ -32,14 +35,21 @@ IDLE_S = float(os.environ.get("AETHER_BENCH_IDLE_S", "3"))
 IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
 BUDGET_MS = 15.0
 
-EXAMPLES = [
-    ("hello-python", os.path.join(REPO, "examples", "hello-python", "handler.py"), "/?name=bench"),
-    ("notes-api", os.path.join(REPO, "examples", "notes-api", "handler.py"), "/health"),
-    ("hello-swift", os.path.join(REPO, ".build", "release", "hello-swift"), "/?name=bench"),
-]
+BASELINE = os.environ.get("AETHER_BENCH_BASELINE")
 
 
-def config(work: str, images: str) -> tuple[str, dict]:
+def examples(checkout: str) -> list[tuple[str, str, str]]:
+    return [
+        ("hello-python", os.path.join(REPO, "examples", "hello-python", "handler.py"), "/?name=bench"),
+        ("notes-api", os.path.join(REPO, "examples", "notes-api", "handler.py"), "/health"),
+        ("hello-swift", os.path.join(checkout, ".build", "release", "hello-swift"), "/?name=bench"),
+    ]
+
+
+EXAMPLES = examples(REPO)
+
+
+def config(work: str, images: str, first_port: int = 18700, checkout: str = REPO) -> tuple[str, dict]:
     lines = [
         "orchestrator:",
         f"  control_socket: {work}/aether.sock",
@@ -53,8 +63,8 @@ def config(work: str, images: str) -> tuple[str, dict]:
         "functions:",
     ]
     ports = {}
-    port = 18700
-    for name, handler, _ in EXAMPLES:
+    port = first_port
+    for name, handler, _ in examples(checkout):
         for mode, snapshot in (("cold", "false"), ("restore", "true")):
             if mode not in MODES:
                 continue
@@ -76,12 +86,14 @@ def config(work: str, images: str) -> tuple[str, dict]:
     return path, ports
 
 
-def aether(*args, socket_path):
-    return subprocess.run([AETHER, *args, "--socket", socket_path], capture_output=True, text=True, timeout=30)
+def aether(*args, socket_path, binary=AETHER):
+    return subprocess.run([binary, *args, "--socket", socket_path], capture_output=True, text=True, timeout=30)
 
 
 def instances(fid: str, socket_path: str) -> int:
     out = aether("stats", fid, "--json", socket_path=socket_path)
+    if out.returncode != 0:
+        raise RuntimeError(f"aether stats {fid}: {out.stderr}")
     return len(json.loads(out.stdout)["instances"])
 
 
@@ -124,58 +136,72 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, max(0, int(round(p * len(ordered) + 0.5)) - 1))]
 
 
-def main():
-    work = tempfile.mkdtemp(prefix="aether-coldstart-")
-    images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
-    path, ports = config(work, images)
-    socket_path = f"{work}/aether.sock"
-    log = open(os.path.join(work, "aether.log"), "w")
-    up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while aether("list", socket_path=socket_path).returncode != 0 or "serving" not in open(log.name).read():
-            if up.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("aether up did not start:\n" + open(log.name).read())
-            time.sleep(0.1)
-        rows = []
-        for name, _, target in EXAMPLES:
-            cold, restored, warm, restore_ms = [], [], [], []
-            for _ in range(SAMPLES):
-                for mode, bucket in (("cold", cold), ("restore", restored)):
-                    if mode not in MODES:
-                        continue
-                    fid = f"{name}-{mode}"
-                    elapsed, response = first_request(fid, ports[fid], target, socket_path)
-                    bucket.append(elapsed)
-                    if mode == "restore":
-                        restore_ms.append(float(response.getheader("x-aether-restore-ms")))
-                        elapsed, response, _ = timed_get(ports[fid], target)
-                        if response.getheader("x-aether-cold-start") == "no":
-                            warm.append(elapsed)
-            rows.append((name, cold, restored, warm, restore_ms))
-        idle_rows = []
-        if IDLE_S > 0 and "restore" in MODES:
-            for name, _, target in EXAMPLES:
-                fid = f"{name}-restore"
-                samples = [first_request(fid, ports[fid], target, socket_path, IDLE_S) for _ in range(IDLE_SAMPLES)]
-                restored = [elapsed for elapsed, _ in samples]
-                restore_ms = [float(response.getheader("x-aether-restore-ms")) for _, response in samples]
-                idle_rows.append((name, restored, restore_ms))
-    finally:
-        aether("down", socket_path=socket_path)
-        up.wait(30)
-        log.close()
+class Side:
+    """One orchestrator under test: a binary, its example functions and its own ports."""
 
-    if os.environ.get("AETHER_BENCH_RAW"):
-        for name, _, restored, _, restore_ms in rows:
-            for elapsed, criu in zip(restored, restore_ms):
-                print(f"RAW {name} {elapsed:.3f} {criu:.3f}")
-    print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
-    print("time to first response, client side (connect + request + full response), milliseconds")
+    def __init__(self, label: str, binary: str, checkout: str, first_port: int):
+        self.label = label
+        self.binary = binary
+        self.work = tempfile.mkdtemp(prefix="aether-coldstart-")
+        self.images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
+        self.path, self.ports = config(self.work, self.images, first_port, checkout)
+        self.socket_path = f"{self.work}/aether.sock"
+        self.log = open(os.path.join(self.work, "aether.log"), "w")
+        environment = dict(os.environ)
+        if checkout != REPO:
+            environment["AETHER_PYTHON_SDK"] = os.path.join(checkout, "sdk", "python")
+        self.up = subprocess.Popen([binary, "up", "-c", self.path], stdout=self.log, stderr=self.log, env=environment)
+        self.rows = {name: ([], [], [], []) for name, _, _ in EXAMPLES}
+        self.idle_rows = {}
+
+    def wait_serving(self):
+        deadline = time.monotonic() + 60
+        while (
+            aether("list", socket_path=self.socket_path, binary=self.binary).returncode != 0
+            or "serving" not in open(self.log.name).read()
+        ):
+            if self.up.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label}: aether up did not start:\n" + open(self.log.name).read())
+            time.sleep(0.1)
+
+    def sample(self, name: str, target: str):
+        cold, restored, warm, restore_ms = self.rows[name]
+        for mode, bucket in (("cold", cold), ("restore", restored)):
+            if mode not in MODES:
+                continue
+            fid = f"{name}-{mode}"
+            elapsed, response = first_request(fid, self.ports[fid], target, self.socket_path)
+            bucket.append(elapsed)
+            if mode == "restore":
+                restore_ms.append(float(response.getheader("x-aether-restore-ms")))
+                elapsed, response, _ = timed_get(self.ports[fid], target)
+                if response.getheader("x-aether-cold-start") == "no":
+                    warm.append(elapsed)
+
+    def idle_sample(self, name: str, target: str):
+        fid = f"{name}-restore"
+        elapsed, response = first_request(fid, self.ports[fid], target, self.socket_path, IDLE_S)
+        restored, restore_ms = self.idle_rows.setdefault(name, ([], []))
+        restored.append(elapsed)
+        restore_ms.append(float(response.getheader("x-aether-restore-ms")))
+
+    def stop(self):
+        aether("down", socket_path=self.socket_path, binary=self.binary)
+        try:
+            self.up.wait(30)
+        except subprocess.TimeoutExpired:
+            self.up.kill()
+        self.log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.images, ignore_errors=True)
+
+
+def print_tables(side: Side):
+    print(f"time to first response, client side (connect + request + full response), milliseconds: {side.label}")
     print()
     print("| function | (a) cold start p50 / p99 | (b) restore p50 / p99 | (c) warm p50 / p99 | (b)/(a) p50 | criu restore p50 / p99 | restores over 15 ms |")
     print("|---|---|---|---|---|---|---|")
-    for name, cold, restored, warm, restore_ms in rows:
+    for name, (cold, restored, warm, restore_ms) in side.rows.items():
         over = sum(1 for v in restore_ms if v > BUDGET_MS)
         cold_cell = f"{statistics.median(cold):.1f} / {percentile(cold, 0.99):.1f}" if cold else "-"
         ratio = f"{statistics.median(restored) / statistics.median(cold):.2f}" if cold else "-"
@@ -187,21 +213,67 @@ def main():
             f"| {statistics.median(restore_ms):.1f} / {percentile(restore_ms, 0.99):.1f} "
             f"| {over}/{len(restore_ms)} |"
         )
-    if idle_rows:
+    if side.idle_rows:
         print()
         print(f"(b) again, each restore after the machine idled {IDLE_S:g} s ({IDLE_SAMPLES} samples per function)")
         print()
         print("| function | (b) after idle p50 / p99 | criu restore p50 / p99 | restores over 15 ms |")
         print("|---|---|---|---|")
-        for name, restored, restore_ms in idle_rows:
+        for name, (restored, restore_ms) in side.idle_rows.items():
             over = sum(1 for v in restore_ms if v > BUDGET_MS)
             print(
                 f"| {name} | {statistics.median(restored):.1f} / {percentile(restored, 0.99):.1f} "
                 f"| {statistics.median(restore_ms):.1f} / {percentile(restore_ms, 0.99):.1f} "
                 f"| {over}/{len(restore_ms)} |"
             )
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(images, ignore_errors=True)
+
+
+def print_ratios(current: Side, baseline: Side):
+    print()
+    print(f"A/B, p50 ratio {current.label} / {baseline.label} (below 1: this build is faster), same run, samples alternated")
+    print()
+    print("| function | (a) cold start | (b) restore | (c) warm | criu restore |")
+    print("|---|---|---|---|---|")
+    for name in current.rows:
+        cells = []
+        for mine, theirs in zip(current.rows[name], baseline.rows[name]):
+            cells.append(f"{statistics.median(mine) / statistics.median(theirs):.2f}" if mine and theirs else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main():
+    sides = [Side("this build", AETHER, REPO, 18700)]
+    if BASELINE:
+        baseline = os.path.abspath(BASELINE)
+        sides.append(Side(f"baseline {baseline}", os.path.join(baseline, ".build", "release", "aether"), baseline, 18800))
+    try:
+        for side in sides:
+            side.wait_serving()
+        for name, _, target in EXAMPLES:
+            for index in range(SAMPLES):
+                # Alternate which build goes first, so neither always follows the other.
+                for side in sides if index % 2 == 0 else list(reversed(sides)):
+                    side.sample(name, target)
+        if IDLE_S > 0 and "restore" in MODES:
+            for name, _, target in EXAMPLES:
+                for index in range(IDLE_SAMPLES):
+                    for side in sides if index % 2 == 0 else list(reversed(sides)):
+                        side.idle_sample(name, target)
+    finally:
+        for side in sides:
+            side.stop()
+
+    if os.environ.get("AETHER_BENCH_RAW"):
+        for side in sides:
+            for name, (_, restored, _, restore_ms) in side.rows.items():
+                for elapsed, criu in zip(restored, restore_ms):
+                    print(f"RAW {side.label} {name} {elapsed:.3f} {criu:.3f}")
+    print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
+    for side in sides:
+        print()
+        print_tables(side)
+    if len(sides) == 2:
+        print_ratios(sides[0], sides[1])
 
 
 if __name__ == "__main__":
