@@ -102,7 +102,9 @@ pids+=($!)
 baseline="${AETHER_BENCH_BASELINE:-}"
 if [[ -n "$baseline" ]]; then
     baseline=$(cd "$baseline" && pwd)
-    sed -e "s|$work/aether.sock|$work/baseline.sock|" -e "s|18181|18191|" -e "s|18182|18192|" \
+    # Its own folder: handler sockets live beside the control socket.
+    mkdir -p "$work/baseline"
+    sed -e "s|$work/aether.sock|$work/baseline/aether.sock|" -e "s|18181|18191|" -e "s|18182|18192|" \
         -e "s|$(pwd)/.build/release/hello-swift|$baseline/.build/release/hello-swift|" \
         "$work/aether.yaml" >"$work/baseline.yaml"
     AETHER_PYTHON_SDK="$baseline/sdk/python" "$baseline/.build/release/aether" up -c "$work/baseline.yaml" \

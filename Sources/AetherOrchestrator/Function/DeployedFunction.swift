@@ -235,7 +235,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
             case .writeRequest(let invocation, let requestID, let instance):
                 write(invocation, requestID: requestID, to: instance)
             case .complete(let invocation, let outcome):
-                invocation.promise.succeed(outcome)
+                invocation.complete(outcome)
             case .signal(let instance, let signal):
                 handle(instance)?.signal(signal)
             case .wakeUp(let instant):

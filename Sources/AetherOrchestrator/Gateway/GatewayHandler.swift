@@ -76,16 +76,12 @@ final class GatewayHandler: ChannelInboundHandler {
             }
             guard let head, let function else { return }
             self.head = nil
-            let invocation = Invocation(head: head, body: body, promise: context.eventLoop.makePromise())
+            let invocation = Invocation(
+                head: head, body: body, function: function, promise: context.eventLoop.makePromise())
             body = nil
             let keepAlive = head.isKeepAlive
             let version = head.version
-            invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] outcome in
-                let (response, rejection) = GatewayResponse.answering(outcome, function: function.id)
-                if let rejection {
-                    function.responseRejected(
-                        instance: rejection.instance, reason: rejection.reason, status: rejection.status)
-                }
+            invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in
                 write(response, version: version, keepAlive: keepAlive, context: context)
             }
             function.submit(invocation)

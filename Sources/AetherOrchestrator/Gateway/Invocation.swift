@@ -2,15 +2,28 @@ import AetherIPC
 import NIOCore
 import NIOHTTP1
 
-/// One HTTP request on its way to a function: the request as the client sent it, and the
-/// promise its outcome goes to (completed on the connection's event loop). The function only
-/// asks it to encode itself into a ring slot, so HTTP types stay in the gateway.
+/// One HTTP request on its way to a function: the request as the client sent it, and where its
+/// answer goes. The function only asks it to encode itself into a ring slot and hands it its
+/// outcome, so HTTP types stay in the gateway.
 struct Invocation: SchedulableRequest {
     let head: HTTPRequestHead
     let body: ByteBuffer?
-    let promise: EventLoopPromise<InvocationOutcome<HandlerResponse>>
+    /// The function it went to: told when its response is refused.
+    let function: DeployedFunction
+    /// Completed with the HTTP answer (the connection's event loop writes it).
+    let promise: EventLoopPromise<GatewayResponse>
 
     var summary: String { "\(head.method) \(head.uri)" }
+
+    /// Turns the outcome into the HTTP answer here, on the thread that produced it (for a response,
+    /// the instance's ring reader), so the connection's event loop only writes it.
+    func complete(_ outcome: InvocationOutcome<HandlerResponse>) {
+        let (response, rejection) = GatewayResponse.answering(outcome, function: function.id)
+        if let rejection {
+            function.responseRejected(instance: rejection.instance, reason: rejection.reason, status: rejection.status)
+        }
+        promise.succeed(response)
+    }
 
     /// Writes the request message (docs/handler-protocol.md) into `producer`'s next slot with its
     /// checksum, in one pass over the body. False when the ring has no room now.

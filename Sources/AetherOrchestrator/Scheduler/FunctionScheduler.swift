@@ -169,10 +169,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     mutating func requestNotWritten(instance: InstanceID, requestID: UInt64, now: SchedulerInstant) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance), let id = takeInFlight(requestID, at: index) else { return actions }
-        if case .serving(var serving) = instances[index].phase {
-            serving.ringFull = !serving.inFlight.isEmpty
-            instances[index].phase = .serving(serving)
-        }
+        instances[index].withServing { $0.ringFull = !$0.inFlight.isEmpty }
         invocations.requeueFirst(id)
         pump(now: now, &actions)
         return actions
@@ -207,12 +204,12 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             return actions
         }
         instances[index].served += 1
-        if case .serving(var serving) = instances[index].phase {
+        let idle = instances[index].withServing { serving in
             serving.ringFull = false
             serving.lastActive = now
-            instances[index].phase = .serving(serving)
-            if serving.inFlight.isEmpty && mode == .running { arm(now + settings.idleTimeout, &actions) }
+            return serving.inFlight.isEmpty
         }
+        if idle == true && mode == .running { arm(now + settings.idleTimeout, &actions) }
         let coldStart = invocations[id]?.coldStart
         complete(
             id, .response(response, instance: instance, coldStart: coldStart), isError: status >= 500, now: now,
@@ -655,14 +652,17 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     private mutating func dispatch(_ id: InvocationID, to index: Int, now: SchedulerInstant, _ actions: inout [Action])
     {
-        guard case .serving(var serving) = instances[index].phase, let record = invocations[id] else { return }
+        guard let record = invocations[id] else { return }
         let requestID = instances[index].nextRequestID
+        let readyAt = instances[index].withServing { serving in
+            serving.inFlight[requestID] = id
+            serving.lastActive = now
+            return serving.readyAt
+        }
+        guard let readyAt else { return }
         instances[index].nextRequestID += 1
-        serving.inFlight[requestID] = id
-        serving.lastActive = now
-        instances[index].phase = .serving(serving)
         var coldStart: ColdStart?
-        if serving.readyAt > record.arrived, let startup = instances[index].startup {
+        if readyAt > record.arrived, let startup = instances[index].startup {
             coldStart = ColdStart(
                 origin: instances[index].origin, milliseconds: Self.startupMilliseconds(startup),
                 restoreMilliseconds: instances[index].restore?.milliseconds)
@@ -735,20 +735,15 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     /// Removes a request from the instance's in-flight map; the invocation it carried.
     private mutating func takeInFlight(_ requestID: UInt64, at index: Int) -> InvocationID? {
+        let taken: InvocationID??
         switch instances[index].phase {
-        case .serving(var serving):
-            guard let id = serving.inFlight.removeValue(forKey: requestID) else { return nil }
-            instances[index].phase = .serving(serving)
-            invocations.unplace(id)
-            return id
-        case .stopping(var stopping):
-            guard let id = stopping.inFlight.removeValue(forKey: requestID) else { return nil }
-            instances[index].phase = .stopping(stopping)
-            invocations.unplace(id)
-            return id
-        case .launching, .handshaking:
-            return nil
+        case .serving: taken = instances[index].withServing { $0.inFlight.removeValue(forKey: requestID) }
+        case .stopping: taken = instances[index].withStopping { $0.inFlight.removeValue(forKey: requestID) }
+        case .launching, .handshaking: taken = nil
         }
+        guard case .some(.some(let id)) = taken else { return nil }
+        invocations.unplace(id)
+        return id
     }
 
     /// Moves an instance to `stopping` and signals it; an instance already stopping is only

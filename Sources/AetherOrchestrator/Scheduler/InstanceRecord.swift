@@ -122,6 +122,27 @@ struct InstanceRecord: Sendable {
     var restore: Duration?
 }
 
+extension InstanceRecord {
+    /// Runs `body` on the serving state in place; nil (and nothing run) if it is not serving.
+    /// The phase holds a placeholder meanwhile, so `body` has the only reference to the state's
+    /// dictionary: an insert or removal there is not a copy of the whole dictionary
+    /// (copy-on-write), which `case .serving(var s)` + write-back would be on every request.
+    mutating func withServing<Result>(_ body: (inout InstancePhase.Serving) -> Result) -> Result? {
+        guard case .serving(var serving) = phase else { return nil }
+        phase = .launching(.init(deadline: launchedAt))
+        defer { phase = .serving(serving) }
+        return body(&serving)
+    }
+
+    /// `withServing` for the stopping state.
+    mutating func withStopping<Result>(_ body: (inout InstancePhase.Stopping) -> Result) -> Result? {
+        guard case .stopping(var stopping) = phase else { return nil }
+        phase = .launching(.init(deadline: launchedAt))
+        defer { phase = .stopping(stopping) }
+        return body(&stopping)
+    }
+}
+
 /// What `aether list` / `stats ID` show of an instance (the shell adds what it owns: region,
 /// memory).
 struct InstanceSnapshot: Sendable, Equatable {
