@@ -210,11 +210,13 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             return serving.inFlight.isEmpty
         }
         if idle == true && mode == .running { arm(now + settings.idleTimeout, &actions) }
+        // The next queued request goes into the ring before this answer is handed on: the
+        // handler works on it while the gateway writes this one out.
+        pump(now: now, &actions)
         let coldStart = invocations[id]?.coldStart
         complete(
             id, .response(response, instance: instance, coldStart: coldStart), isError: status >= 500, now: now,
             &actions)
-        pump(now: now, &actions)
         return actions
     }
 
