@@ -349,7 +349,7 @@ import Testing
         h.startServing()
         h.submit(1, 2)
         h.drain()
-        #expect(h.answer(1).decisions.last == .write(request: 2, requestID: 2, instance: 0))
+        #expect(h.answer(1).decisions.first == .write(request: 2, requestID: 2, instance: 0))
         #expect(h.answer(2).decisions.last == .drained)
     }
 

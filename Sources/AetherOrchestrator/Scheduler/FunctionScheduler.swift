@@ -12,6 +12,11 @@ import AetherCore
 ///
 /// The instance lifecycle is `InstancePhase`; the function's own is `mode` and, derived from
 /// both, the seed's `FunctionState` (`lifecycle`).
+///
+/// One file on purpose (over 500 lines): the rules are one state machine whose transitions read
+/// and write the same private state; split across files it would have to expose that state to
+/// the whole module. The parts that need no rules live beside it: `InvocationTable` (the
+/// requests held), `InstanceRecord` (the phase enum), `FunctionStats`, `SchedulerTypes`.
 struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Sendable {
     typealias Action = SchedulerAction<Request, Response>
     typealias Outcome = InvocationOutcome<Response>
