@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "aether",
             dependencies: [
-                "AetherCore", "AetherOrchestrator", "AetherNet",
+                "AetherCore", "AetherOrchestrator", "AetherNet", "AetherSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -52,6 +52,10 @@ struct aether_port_counters {
     /* Lookups whose socket could not take the connection (e.g. an IPv6 connection for an
      * IPv4 socket); the kernel's normal lookup then decides. */
     __u64 steer_failures;
+    /* SYNs dropped by sk_lookup because the port is held for a function with no socket to
+     * take them yet (starting, or between a crash and its replacement): the client sends the
+     * SYN again (after 1 s, 3 s, ...) and is served once the function is. */
+    __u64 held;
 };
 
 #endif

@@ -12,6 +12,8 @@ struct Aether: AsyncParsableCommand {
             `aether up -c FILE` runs its functions until `aether down`, SIGTERM or Ctrl-C.
             """,
         version: AetherVersion.current,
-        subcommands: [Validate.self, Up.self, Deploy.self, List.self, Stats.self, Logs.self, Down.self, Doctor.self]
+        subcommands: [
+            Validate.self, Up.self, Wait.self, Deploy.self, List.self, Stats.self, Logs.self, Down.self, Doctor.self,
+        ]
     )
 }

@@ -191,7 +191,7 @@ extension Aether {
             let rows = ebpf.ports.map { port in
                 [
                     String(port.port), port.function, String(port.pid),
-                    port.socket.rawValue + (port.inSocketMap ? "" : " (gone)"), String(port.steered),
+                    port.socket.rawValue + (port.inSocketMap ? "" : " (gone)"), String(port.steered), String(port.held),
                     counting ? String(port.packets) : "-", counting ? String(port.bytes) : "-",
                     counting ? String(port.dropped) : "-", port.dropsNewConnections ? "yes" : "no",
                 ]
@@ -199,7 +199,7 @@ extension Aether {
             print(
                 TextTable(
                     header: [
-                        "PORT", "FUNCTION", "PID", "SOCKET", "STEERED", "PACKETS", "BYTES", "DROPPED SYN",
+                        "PORT", "FUNCTION", "PID", "SOCKET", "STEERED", "HELD SYN", "PACKETS", "BYTES", "DROPPED SYN",
                         "DROPPING",
                     ], rows: rows
                 ).rendered)
@@ -227,6 +227,47 @@ extension Aether {
                 let instance = line.instance < 0 ? "template" : String(line.instance)
                 print("[\(instance) \(line.stream)] \(line.text)")
             }
+        }
+    }
+
+    struct Wait: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Wait until the orchestrator serves every function it was started with.",
+            discussion: """
+                For scripts: `aether up -c FILE & aether wait && curl ...`. Waits for the orchestrator's \
+                control socket to answer (an `up` may still be starting) and for its functions to serve; \
+                exits 0 then, or 1 after the timeout with what it was still waiting for.
+                """)
+
+        @Option(help: "Give up after this many seconds.")
+        var timeout: Double = 60
+
+        @OptionGroup var control: ControlOptions
+
+        func validate() throws {
+            guard timeout > 0 else { throw ValidationError("--timeout must be more than 0 seconds, got \(timeout)") }
+        }
+
+        func run() async throws {
+            let client = control.client
+            let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+            var last = "no orchestrator answers on \(client.socketPath)"
+            while ContinuousClock.now < deadline {
+                do {
+                    let status = try client.status()
+                    if status.ready {
+                        print("ready: \(status.functions.count) function(s) serving")
+                        return
+                    }
+                    let starting = status.functions.filter { $0.state == "starting" }.map(\.id)
+                    last = "still starting: \(starting.isEmpty ? "the orchestrator" : starting.joined(separator: ", "))"
+                } catch {
+                    if case .notRunning = error {} else { last = error.description }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            writeError("aether wait: not ready within \(format3(timeout)) s (\(last))")
+            throw ExitCode.failure
         }
     }
 
@@ -262,4 +303,9 @@ func currentDirectory() -> String {
     guard let path = getcwd(nil, 0) else { return "." }
     defer { free(path) }
     return String(cString: path)
+}
+
+/// `path` made absolute against the current directory.
+func absolutePath(_ path: String) -> String {
+    path.hasPrefix("/") ? path : currentDirectory() + "/" + path
 }

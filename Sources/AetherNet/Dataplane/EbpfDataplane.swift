@@ -37,8 +37,8 @@ public final class EbpfDataplane: @unchecked Sendable {
         var dropsNewConnections: Bool
     }
 
-    /// A bound, non-listening socket holding a trigger port (`reserve`): the port is free again
-    /// once this goes. (A class, because dictionaries hold copyable values only.)
+    /// The socket holding a trigger port (`ListeningSocket.reserve`): the port is free again once
+    /// this goes. (A class, because dictionaries hold copyable values only.)
     private final class PortHold {
         let socket: OwnedDescriptor
 
@@ -122,6 +122,18 @@ public final class EbpfDataplane: @unchecked Sendable {
         try state.withLock { state throws(SystemCallFailure) in
             guard state.reservations[port] == nil else { return }
             state.reservations[port] = PortHold(try ListeningSocket.reserve(address: listenAddress, port: port))
+            // Held from now on: until a socket is steered to it, sk_lookup drops its SYNs (the
+            // client retries) rather than refusing them or queueing them on the hold socket.
+            do throws(EbpfError) {
+                try targets.update(
+                    UInt32(port), aether_port_target(pid: 0, ipv4_address: ipv4Filter, flags: 0, reserved: 0))
+                if counters.lookupAllCPUs(UInt32(port), as: aether_port_counters.self) == nil {
+                    try counters.updateAllCPUs(UInt32(port), aether_port_counters())
+                }
+            } catch {
+                state.reservations[port] = nil
+                throw SystemCallFailure(call: "bpf_map_update_elem", subject: "port_redirect_map[\(port)]", errno: EIO)
+            }
         }
     }
 
@@ -188,7 +200,7 @@ public final class EbpfDataplane: @unchecked Sendable {
                     inSocketMap: steered.contains(port), dropsNewConnections: entry.dropsNewConnections,
                     packets: perCPU.reduce(0) { $0 + $1.packets }, bytes: perCPU.reduce(0) { $0 + $1.bytes },
                     dropped: perCPU.reduce(0) { $0 + $1.dropped }, steered: perCPU.reduce(0) { $0 + $1.steered },
-                    steerFailures: perCPU.reduce(0) { $0 + $1.steer_failures })
+                    steerFailures: perCPU.reduce(0) { $0 + $1.steer_failures }, held: perCPU.reduce(0) { $0 + $1.held })
             }
             return EbpfStatus(
                 listenAddress: listenAddress,
@@ -246,6 +258,9 @@ public struct EbpfStatus: Sendable, Codable, Equatable {
         public var dropped: UInt64
         public var steered: UInt64
         public var steerFailures: UInt64
+        /// SYNs dropped while the port had no socket (the function was starting, or between a
+        /// crashed process handler and its replacement); clients retry them.
+        public var held: UInt64
     }
 
     public var listenAddress: String

@@ -20,12 +20,18 @@ public enum ListeningSocket {
         return socket.take()
     }
 
-    /// A TCP socket bound to `address`:`port` but not listening: it accepts nothing (sk_lookup
-    /// steers the port's connections elsewhere) but keeps anyone else from binding the port,
-    /// who would otherwise be silently shadowed by the steering. No SO_REUSEADDR, so any other
-    /// bind of the port fails. The port is held while the descriptor lives.
+    /// A TCP socket holding `address`:`port` for the data plane: bound with SO_REUSEADDR (so a
+    /// connection in TIME_WAIT from a previous run does not keep `aether up` from starting) and
+    /// listening (so no other socket can bind the port, SO_REUSEADDR or not, and be silently
+    /// shadowed by the steering). It never accepts: sk_lookup steers the port's connections to
+    /// the function's socket, or drops their SYNs while it has none. The port is held while the
+    /// descriptor lives.
     public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> OwnedDescriptor {
-        try boundSocket(address: address, port: port, nonBlocking: false, reuseAddress: false)
+        let socket = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
+        try systemCall("listen", on: display(address: address, port: port), failsWith: .minusOne) {
+            listen(socket.rawValue, 1)
+        }
+        return socket
     }
 
     /// A port the kernel considers free on `address` right now (bound to 0, read back, closed).

@@ -60,12 +60,20 @@ int aether_dispatch(struct bpf_sk_lookup *ctx)
             return SK_PASS;
     }
     struct aether_dispatch_key key = {.protocol = ctx->protocol, .port = ctx->local_port};
+    __u32 port = ctx->local_port;
     struct bpf_sock *sk = bpf_map_lookup_elem(&dispatch_sockets, &key);
-    if (!sk)
-        return SK_PASS; /* not a trigger port: the kernel's normal lookup */
+    if (!sk) {
+        if (ctx->protocol != IPPROTO_TCP || !bpf_map_lookup_elem(&port_redirect_map, &port))
+            return SK_PASS; /* not a trigger port: the kernel's normal lookup */
+        /* A trigger port whose function has no socket yet: drop the SYN, so the client
+         * retries it (held) instead of being refused or reaching the port's hold socket. */
+        struct aether_port_counters *held = bpf_map_lookup_elem(&port_counters, &port);
+        if (held)
+            held->held++;
+        return SK_DROP;
+    }
     long err = bpf_sk_assign(ctx, sk, 0);
     bpf_sk_release(sk);
-    __u32 port = ctx->local_port;
     struct aether_port_counters *counters = bpf_map_lookup_elem(&port_counters, &port);
     if (counters) {
         if (err == 0)

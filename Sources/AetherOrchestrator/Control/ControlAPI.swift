@@ -76,6 +76,8 @@ public struct FunctionStatus: Codable, Sendable, Equatable {
 }
 
 public struct OrchestratorStatus: Codable, Sendable, Equatable {
+    /// Every function of the configuration `up` started with is serving (`aether wait`).
+    public var ready: Bool
     public var version: String
     public var pid: Int
     public var configFile: String

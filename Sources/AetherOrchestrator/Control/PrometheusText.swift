@@ -86,6 +86,10 @@ enum PrometheusText {
             port("aether_ebpf_steer_failures_total", "Connections whose socket could not take them.") {
                 $0.steerFailures
             }
+            port(
+                "aether_ebpf_held_syns_total",
+                "SYNs dropped while the port's function had no socket yet (clients retry them)."
+            ) { $0.held }
             if ebpf.links.contains(where: { $0.program == "aether_xdp" }) {
                 port("aether_ebpf_packets_total", "Packets to the port seen by XDP.") { $0.packets }
                 port("aether_ebpf_bytes_total", "Bytes (frame length) to the port seen by XDP.") { $0.bytes }

@@ -38,6 +38,8 @@ public final class Orchestrator: Sendable {
         /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
         var dataplane: EbpfDataplane?
         var shutdownIsRequested = false
+        /// `start()` finished: every initial function serves.
+        var ready = false
     }
 
     private let state = Mutex(State())
@@ -120,6 +122,7 @@ public final class Orchestrator: Sendable {
             await shutdown()
             throw error
         }
+        state.withLock { $0.ready = true }
         logger.info(
             "serving \(initialFunctions.count) function(s)",
             metadata: ["control_socket": "\(socket)", "listen": "\(settings.listenAddress)"])
@@ -168,12 +171,11 @@ public final class Orchestrator: Sendable {
         }
         let function: DeployedFunction
         do {
-            function = try await launch(config)
+            function = try await launch(config, takesRequestsWhileStarting: true)
         } catch {
             await releasePort(config.triggerPort.rawValue, of: config)
             throw error
         }
-        if config.handlerProtocol == .sdk { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         state.withLock { $0.functions[config.id] = function }
     }
 
@@ -209,8 +211,13 @@ public final class Orchestrator: Sendable {
         }
     }
 
-    /// A new generation of a function, started and ready (not yet routed).
-    private func launch(_ config: FunctionConfig) async throws(AetherError) -> DeployedFunction {
+    /// A new generation of a function, started and ready. With `takesRequestsWhileStarting`
+    /// (its port is served by nobody else) an sdk function is routed before it starts: requests
+    /// that arrive while it starts wait in its queue for its first instance instead of being
+    /// refused with 503. A process handler's port holds their SYNs meanwhile (the data plane).
+    private func launch(
+        _ config: FunctionConfig, takesRequestsWhileStarting: Bool = false
+    ) async throws(AetherError) -> DeployedFunction {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
                 .spawnFailed(
@@ -242,12 +249,16 @@ public final class Orchestrator: Sendable {
         let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
             dataplane: dataplane, handshake: handshake, group: group, logger: logger)
+        let routed = takesRequestsWhileStarting && config.handlerProtocol == .sdk
+        if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         do {
             try await function.start()
         } catch {
+            if routed { gateway.routes.set(nil, port: config.triggerPort.rawValue) }
             await closeHandshakeIfUnused(config.id)
             throw .handler(error)
         }
+        if config.handlerProtocol == .sdk { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         return function
     }
 
@@ -342,14 +353,13 @@ public final class Orchestrator: Sendable {
         }
         let fresh: DeployedFunction
         do {
-            fresh = try await launch(config)
+            fresh = try await launch(config, takesRequestsWhileStarting: config.triggerPort != oldPort)
         } catch {
             if config.triggerPort != oldPort { await releasePort(config.triggerPort.rawValue, of: config) }
             throw error
         }
-        if config.handlerProtocol == .sdk {
-            gateway.routes.set(fresh, port: config.triggerPort.rawValue)
-            if config.triggerPort != oldPort { gateway.routes.set(nil, port: oldPort.rawValue) }
+        if config.handlerProtocol == .sdk && config.triggerPort != oldPort {
+            gateway.routes.set(nil, port: oldPort.rawValue)
         }
         state.withLock { $0.functions[config.id] = fresh }
         await retire(old, handlerConnections: true)
@@ -435,7 +445,8 @@ extension Orchestrator: ControlAPIBackend {
     func status() -> OrchestratorStatus {
         let running = state.withLock { Array($0.functions.values) }
         return OrchestratorStatus(
-            version: AetherVersion.current, pid: Int(getpid()), configFile: configFile,
+            ready: state.withLock { $0.ready }, version: AetherVersion.current, pid: Int(getpid()),
+            configFile: configFile,
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
             uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
             functions: running.map { $0.status() }.sorted { $0.id < $1.id },
