@@ -92,6 +92,34 @@ server.serve_forever()
 '''
 
 
+#: The seed's own handler protocol, byte for byte: READY without a newline, sent before the
+#: server binds AETHER_TRIGGER_PORT on all addresses.
+SEED_HANDLER = r'''
+import http.server, json, os, socket, time
+
+control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+control.connect(os.environ["AETHER_SOCKET"])
+control.sendall(b"READY")
+time.sleep(0.3)  # READY comes before the socket exists
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = json.dumps({"pid": os.getpid(), "bound": int(os.environ["AETHER_TRIGGER_PORT"]),
+                           "public": int(os.environ["AETHER_PUBLIC_PORT"])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["AETHER_TRIGGER_PORT"])), Handler).serve_forever()
+'''
+
+
 @unittest.skipUnless(in_private_network(), "needs a private network namespace (unshare -n), as scripts/test.sh runs it")
 class DataplaneTest(harness.AetherTestCase):
     def setUp(self):
@@ -192,22 +220,35 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertIn("Address already in use", orch.stderr())
         self.assertStatus(self.get(sdk["trigger_port"], "/json"), 200, "the first orchestrator still serves")
 
-    def test_seed_style_handler_binding_the_trigger_port_is_a_protocol_error(self):
-        self.write_file("seed.py", PROCESS_HANDLER.replace("PORT_EXPRESSION", 'int(os.environ["AETHER_TRIGGER_PORT"])'))
+    def test_seed_style_handler_works_unchanged(self):
+        # The seed's protocol as its own examples speak it: connect to AETHER_SOCKET, send the 5
+        # bytes READY (no newline) BEFORE binding, then bind AETHER_TRIGGER_PORT on 0.0.0.0.
+        self.write_file("seed.py", SEED_HANDLER)
         fn = self.function("seed", "seed.py", protocol="process")
-        orch = self.start_expect_failure(self.write_config([fn]))
-        # The trigger port is held by the orchestrator: the handler's bind fails, and the error
-        # says what to bind instead.
-        self.assertIn("Address already in use", orch.stderr())
-        self.assertIn("binds AETHER_LISTEN_PORT", orch.stderr())
-        self.assertIn(fn["id"], orch.stderr())
+        self.start(self.write_config([fn]))
+        port = fn["trigger_port"]
+        answer = self.get(port, "/").json()
+        self.assertEqual(answer["public"], port, "AETHER_PUBLIC_PORT names the port clients use")
+        self.assertNotEqual(answer["bound"], port, "it bound the port it was handed as AETHER_TRIGGER_PORT")
+        entry = self.port_entry(port)
+        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]), ("handler", answer["pid"], True))
+        # A redeploy swaps to the new handler's socket like any other process handler.
+        hammer = harness.Hammer(port, "/", "fresh").start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: len(hammer.results) >= 10, 10.0), "no progress")
+            self.aether("deploy", "--force", self.write_config([fn], name="again.yaml"))
+            deployed = time.monotonic()
+            self.assertTrue(harness.wait_until(lambda: sum(1 for r in hammer.results if r[0] > deployed) >= 10, 10.0))
+        finally:
+            hammer.stop()
+        self.assertEqual([r for r in hammer.results if r[2] != 200], [], "refused or failed during the redeploy")
 
-    def test_ready_without_listening_on_the_listen_port_is_a_protocol_error(self):
+    def test_ready_without_ever_listening_times_out_naming_the_port(self):
         self.write_file("elsewhere.py", PROCESS_HANDLER.replace("PORT_EXPRESSION", "0"))
-        fn = self.function("elsewhere", "elsewhere.py", protocol="process")
+        fn = self.function("elsewhere", "elsewhere.py", protocol="process", startup_timeout_ms=1000)
         orch = self.start_expect_failure(self.write_config([fn]))
-        self.assertIn("broke the handler protocol", orch.stderr())
-        self.assertIn("without listening on AETHER_LISTEN_PORT", orch.stderr())
+        self.assertIn("sent READY but did not listen on its port", orch.stderr())
+        self.assertIn("AETHER_TRIGGER_PORT", orch.stderr())
 
     def test_xdp_counts_the_packets_sent_to_a_trigger_port(self):
         fn = self.function("count")

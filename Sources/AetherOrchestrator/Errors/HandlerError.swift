@@ -7,6 +7,9 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
     case spawnFailed(function: FunctionID, program: String, reason: String)
     /// No READY (or, for sdk handlers, no ATTACHED) within the startup timeout.
     case startupTimedOut(function: FunctionID, instance: Int, waitedMilliseconds: Int, awaiting: String)
+    /// A process handler sent READY but no socket listened on the port it was given within the
+    /// startup timeout.
+    case notListening(function: FunctionID, instance: Int, waitedMilliseconds: Int)
     /// The process ended before it was ready; `output` is the end of what it wrote to stderr.
     case exitedDuringStartup(function: FunctionID, instance: Int, status: String, output: String)
     /// It sent something on AETHER_SOCKET that is not in the protocol, or reported an error.
@@ -23,6 +26,9 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .startupTimedOut(let function, let instance, let waited, let awaiting):
             return
                 "function \(function): instance \(instance) sent no \(awaiting) on AETHER_SOCKET within \(waited) ms (startup_timeout_ms)"
+        case .notListening(let function, let instance, let waited):
+            return
+                "function \(function): instance \(instance) sent READY but did not listen on its port (AETHER_TRIGGER_PORT, also given as AETHER_LISTEN_PORT) within \(waited) ms (startup_timeout_ms)"
         case .exitedDuringStartup(let function, let instance, let status, let output):
             let tail = output.isEmpty ? "" : "; its last output:\n\(output)"
             return "function \(function): instance \(instance) \(status) before it was ready\(tail)"

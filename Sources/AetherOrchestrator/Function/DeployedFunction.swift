@@ -60,8 +60,9 @@ final class DeployedFunction: Sendable, InstanceEvents {
         var logger = logger
         logger[metadataKey: "function"] = "\(config.id)"
         self.logger = logger
-        let handshakeKind: HandshakeKind =
-            config.handlerProtocol == .sdk ? .attach : (dataplane == nil ? .ready : .readyThenSteer)
+        // A process handler serves once its socket listens (looked for after READY): with eBPF
+        // the trigger port is then steered to it.
+        let handshakeKind: HandshakeKind = config.handlerProtocol == .sdk ? .attach : .readyThenSteer
         scheduler = Mutex(
             Scheduler(
                 settings: .init(
@@ -230,8 +231,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
                 guard let handle = handle(instance), let region = handle.region else { continue }
                 handle.control?.write("ATTACH \(region.name)\n")
             case .steer(let instance):
-                let failure = steer(instance)
-                event { $0.steered(instance: instance, failure: failure, now: $1) }
+                steerWhenListening(instance)
             case .writeRequest(let invocation, let requestID, let instance):
                 write(invocation, requestID: requestID, to: instance)
             case .complete(let invocation, let outcome):
@@ -292,28 +292,54 @@ final class DeployedFunction: Sendable, InstanceEvents {
         }
     }
 
-    /// With the eBPF data plane, a READY process handler's listening socket takes over the
-    /// trigger port (one map update: new connections go to it from now on). Returns why not.
-    private func steer(_ instance: InstanceID) -> String? {
-        guard let dataplane, let handle = handle(instance), let port = handle.listenPort, let pid = handle.pid else {
-            return nil
+    /// A READY process handler serves once its socket listens on its port; with the eBPF data
+    /// plane that socket then takes over the trigger port. A handler written to the seed's
+    /// protocol says READY before it binds: until its socket listens, this looks again every
+    /// 10 ms (the scheduler's startup deadline ends the wait); then `steered`.
+    private func steerWhenListening(_ instance: InstanceID) {
+        switch steer(instance) {
+        case .steered:
+            event { $0.steered(instance: instance, failure: nil, now: $1) }
+        case .failed(let reason):
+            event { $0.steered(instance: instance, failure: reason, now: $1) }
+        case .notListeningYet:
+            group.next().scheduleTask(in: .milliseconds(10)) { [weak self] in self?.steerWhenListening(instance) }
+        case .gone:
+            break
+        }
+    }
+
+    private enum SteerResult {
+        case steered
+        case failed(String)
+        case notListeningYet
+        /// The instance has exited (or never had a process).
+        case gone
+    }
+
+    /// One map update: new connections to the trigger port go to the handler's socket from now on.
+    private func steer(_ instance: InstanceID) -> SteerResult {
+        guard let handle = handle(instance), let port = handle.listenPort, let pid = handle.pid else {
+            return .gone
         }
         let socket: OwnedDescriptor
         do {
             socket = try HandlerSockets.takeListeningSocket(pid: pid, port: port)
         } catch {
-            return error.errno == ENOENT
-                ? "it sent READY without listening on AETHER_LISTEN_PORT \(port) (dataplane: ebpf steers the trigger port to that socket)"
-                : "its listening socket could not be taken: \(error)"
+            if error.errno == ENOENT { return .notListeningYet }
+            if error.errno == ESRCH { return .gone }
+            return .failed("its listening socket could not be taken: \(error)")
         }
+        // `dataplane: sockets`: it listens on the trigger port itself; nothing to steer.
+        guard let dataplane else { return .steered }
         do {
             try dataplane.steer(
                 port: config.triggerPort.rawValue, function: id.rawValue, socket: socket.rawValue, owner: pid,
                 kind: .handler)
         } catch {
-            return "its socket could not be put in the eBPF socket map: \(error)"
+            return .failed("its socket could not be put in the eBPF socket map: \(error)")
         }
-        return nil
+        return .steered
     }
 
     /// The end of what an instance wrote to stderr, for a start failure.

@@ -79,6 +79,8 @@ private final class ControlLineSplitter: ChannelInboundHandler, RemovableChannel
 
     private let connection: ControlConnection
     private var pending = ByteBuffer()
+    /// A READY without its newline was delivered: the newline, if it follows, is not a line.
+    private var unterminatedReady = false
 
     init(connection: ControlConnection) { self.connection = connection }
 
@@ -101,17 +103,42 @@ private final class ControlLineSplitter: ChannelInboundHandler, RemovableChannel
             if pending.readableBytes > ControlConnection.maximumLine * 4 { context.close(promise: nil) }
             return
         }
+        if unterminatedReady, let first = pending.readableBytesView.first {
+            unterminatedReady = false
+            if first == UInt8(ascii: "\r") || first == UInt8(ascii: "\n") {
+                pending.moveReaderIndex(forwardBy: 1)
+                if first == UInt8(ascii: "\r"), pending.readableBytesView.first == UInt8(ascii: "\n") {
+                    pending.moveReaderIndex(forwardBy: 1)
+                }
+            }
+        }
         while let newline = pending.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             var line = pending.readString(length: newline - pending.readerIndex) ?? ""
             pending.moveReaderIndex(forwardBy: 1)
             if line.hasSuffix("\r") { line.removeLast() }
             sink.controlLine(line)
         }
+        // The seed's handlers send the 5 bytes READY with no newline (and may say nothing more).
+        if pending.readableBytesView.elementsEqual("READY".utf8) {
+            pending.moveReaderIndex(forwardBy: 5)
+            unterminatedReady = true
+            sink.controlLine("READY")
+        }
         if pending.readableBytes > ControlConnection.maximumLine {
             sink.controlOverflow()
             context.close(promise: nil)
         }
         pending.discardReadBytes()
+    }
+
+    /// A last line without a newline counts when the handler closes its end.
+    func channelInactive(context: ChannelHandlerContext) {
+        if let sink = connection.boundSink, pending.readableBytes > 0 {
+            var line = pending.readString(length: pending.readableBytes) ?? ""
+            if line.hasSuffix("\r") { line.removeLast() }
+            sink.controlLine(line)
+        }
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -16,6 +16,12 @@ import Musl
 ///
 /// A zombie keeps its PID, so until `willReap` has run nothing else can get that number: the
 /// owner marks its process gone there, and signals sent before that reach the right process.
+///
+/// The orchestrator is a child subreaper (for criu's restored copies), so orphans of everything
+/// below it land here too: what a crashed handler forked, criu's helpers after a failed restore.
+/// Once a second, the thread reaps every zombie child nobody watches that was already a zombie a
+/// second earlier (code that waits for its own short-lived children does so within
+/// microseconds of their exit, so it is never robbed).
 final class ChildReaper: Sendable {
     /// The orchestrator's reaper, started on first use.
     static let shared = ChildReaper()
@@ -59,11 +65,17 @@ final class ChildReaper: Sendable {
 
     private func run() {
         var ready = [CInt](repeating: -1, count: 64)
+        var zombiesSeen: Set<pid_t> = []
+        var nextSweep = ContinuousClock.now + .seconds(1)
         while true {
             let count = ready.withUnsafeMutableBufferPointer {
-                aether_epoll_wait_descriptors(epoll, $0.baseAddress, CInt($0.count), -1)
+                aether_epoll_wait_descriptors(epoll, $0.baseAddress, CInt($0.count), 1000)
             }
-            guard count > 0 else { continue }  // EINTR
+            if ContinuousClock.now >= nextSweep {
+                zombiesSeen = reapOrphans(seenBefore: zombiesSeen)
+                nextSweep = ContinuousClock.now + .seconds(1)
+            }
+            guard count > 0 else { continue }  // a timeout, or EINTR
             for pidfd in ready[..<Int(count)] {
                 guard let watch = watches.withLock({ $0.removeValue(forKey: pidfd) }) else { continue }
                 _ = aether_epoll_remove(epoll, pidfd)
@@ -74,5 +86,33 @@ final class ChildReaper: Sendable {
                 watch.reaped(ExitStatus(waitStatus: status))
             }
         }
+    }
+
+    /// Reaps the zombie children that nobody watches and that were zombies at the last sweep;
+    /// returns the zombies seen now.
+    private func reapOrphans(seenBefore: Set<pid_t>) -> Set<pid_t> {
+        let zombies = Set(Self.children().filter(Self.isZombie))
+        guard !zombies.isEmpty else { return [] }
+        let watched = watches.withLock { Set($0.values.map(\.pid)) }
+        for pid in zombies where seenBefore.contains(pid) && !watched.contains(pid) {
+            var status: CInt = 0
+            _ = waitpid(pid, &status, WNOHANG)
+        }
+        return zombies
+    }
+
+    /// This process's children, from every thread's /proc children list (an orphan can be
+    /// re-parented to any thread of the subreaper).
+    static func children() -> [pid_t] {
+        (Posix.entries(of: "/proc/self/task") ?? []).flatMap { task in
+            (Posix.readFile("/proc/self/task/\(task.name)/children") ?? "").split(whereSeparator: \.isWhitespace)
+                .compactMap { pid_t($0) }
+        }
+    }
+
+    /// Whether `pid` is a zombie (its /proc stat state is Z).
+    static func isZombie(_ pid: pid_t) -> Bool {
+        guard let stat = Posix.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[close...].dropFirst(2).first == "Z"
     }
 }

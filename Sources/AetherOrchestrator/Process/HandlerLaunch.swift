@@ -41,6 +41,7 @@ struct HandlerLaunch: Sendable {
         environment["AETHER_SOCKET"] = socketPath
         environment["AETHER_FUNCTION_ID"] = function.id.rawValue
         environment["AETHER_TRIGGER_PORT"] = String(function.triggerPort.rawValue)
+        environment["AETHER_PUBLIC_PORT"] = String(function.triggerPort.rawValue)
         environment["AETHER_PROTOCOL"] = function.handlerProtocol.rawValue
         environment["AETHER_CONCURRENCY"] = String(function.concurrency.rawValue)
 
@@ -65,12 +66,18 @@ struct HandlerLaunch: Sendable {
         self.environment = environment
     }
 
-    /// `listenPort`: a process handler's AETHER_LISTEN_PORT (the trigger port itself with
-    /// `dataplane: sockets`).
+    /// `listenPort`: the port a process handler binds (the trigger port itself with
+    /// `dataplane: sockets`). With eBPF it is a private port and the kernel steers the trigger
+    /// port to it, so the handler gets it under both names it may read: AETHER_LISTEN_PORT, and
+    /// AETHER_TRIGGER_PORT, which a handler written to the seed's protocol binds; the port
+    /// clients use is AETHER_PUBLIC_PORT.
     func environment(instance: Int, listenPort: UInt16? = nil) -> [String: String] {
         var environment = environment
         environment["AETHER_INSTANCE"] = String(instance)
-        if let listenPort { environment["AETHER_LISTEN_PORT"] = String(listenPort) }
+        if let listenPort {
+            environment["AETHER_LISTEN_PORT"] = String(listenPort)
+            environment["AETHER_TRIGGER_PORT"] = String(listenPort)
+        }
         return environment
     }
 }

@@ -80,19 +80,21 @@ final class MemoryCgroup: Sendable {
         }
         for root in stale {
             let children = (Posix.entries(of: root) ?? []).filter(\.isDirectory).map { root + "/" + $0.name }
-            for child in children {
-                for attempt in 0..<50 {
-                    let pids = (Posix.readFile(child + "/cgroup.procs") ?? "").split(separator: "\n").compactMap {
-                        pid_t($0)
-                    }
-                    if pids.isEmpty || attempt == 49 { break }
-                    pids.forEach { kill($0, SIGKILL) }
-                    usleep(20_000)
-                }
-                rmdir(child)
-            }
+            for child in children { killAll(in: child) }
             rmdir(root)
         }
+    }
+
+    /// SIGKILLs every process left in a cgroup (what an instance forked and left behind) until
+    /// it is empty, for at most a second, then removes it.
+    private static func killAll(in folder: String) {
+        for attempt in 0..<50 {
+            let pids = (Posix.readFile(folder + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+            if pids.isEmpty || attempt == 49 { break }
+            pids.forEach { kill($0, SIGKILL) }
+            usleep(20_000)
+        }
+        rmdir(folder)
     }
 
     /// Puts `pid` into a new cgroup limited to `limit`; returns its path.
@@ -143,9 +145,12 @@ final class MemoryCgroup: Sendable {
         }
     }
 
-    /// Removes an instance's cgroup (its processes are gone).
+    /// Removes an instance's cgroup once its process has ended. Anything it forked that is still
+    /// there (a daemonised child, a worker the crash left) is killed first: an instance takes
+    /// everything it started with it. Off the caller's thread when that takes a while.
     func remove(_ folder: String) {
-        rmdir(folder)
+        if rmdir(folder) == 0 || errno == ENOENT { return }
+        BackgroundThread.start(name: "cgroup-kill") { Self.killAll(in: folder) }
     }
 
     func removeRoot() {

@@ -572,6 +572,13 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         case .launching(let launching) where launching.deadline <= now:
             let awaiting = instances[index].origin == .restore ? "ATTACHED" : "READY"
             startupTimedOut(at: index, awaiting: awaiting, waited: waited, now: now, &actions)
+        case .handshaking(let handshake) where handshake.deadline <= now && handshake.step == .steering:
+            // READY came, but no socket listens on the port the handler was given.
+            let failure = HandlerError.notListening(
+                function: settings.function, instance: instances[index].id.number, waitedMilliseconds: waited)
+            stopInstance(
+                at: index, .kill, reason: "READY but no listening socket within startup_timeout_ms \(waited)",
+                startupFailure: failure, now: now, &actions)
         case .handshaking(let handshake) where handshake.deadline <= now:
             startupTimedOut(at: index, awaiting: handshake.step.awaiting, waited: waited, now: now, &actions)
         case .stopping(var stopping):

@@ -81,7 +81,32 @@ final class FunctionSnapshot: Sendable {
         do {
             try systemCall("mkdir", on: directory, failsWith: .minusOne) { mkdir(directory, 0o700) }
         } catch {
-            guard error.errno == EEXIST else { throw fail("cannot create \(directory): \(error.reason)") }
+            throw fail("cannot create \(directory): \(error.reason)")
+        }
+        guard SnapshotImages.mark(directory) else {
+            RecursiveRemoval.remove(directory)
+            throw fail("cannot write \(directory)/\(SnapshotImages.marker)")
+        }
+        do {
+            return try buildMarked(
+                function: function, launch: launch, directory: directory, criu: criu, budget: budget, memory: memory,
+                cgroupName: cgroupName, output: output, prepareSlot: prepareSlot)
+        } catch {
+            // Nothing half-made stays behind: a failed dump leaves partial images.
+            RecursiveRemoval.remove(directory)
+            throw error
+        }
+    }
+
+    /// `build` once the image folder exists and carries the marker.
+    private static func buildMarked(
+        function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
+        memory: MemoryCgroup, cgroupName: String, output: OutputCapture,
+        prepareSlot: @escaping @Sendable (pid_t) -> String?
+    ) throws(BuildFailure) -> FunctionSnapshot {
+        let id = function.id
+        func fail(_ detail: String) -> BuildFailure {
+            BuildFailure(error: .snapshotFailed(function: id, detail: detail))
         }
         let pair: DescriptorPair
         do {
@@ -229,12 +254,27 @@ enum RecursiveRemoval {
     }
 }
 
-/// Image folders are named `<orchestrator pid>-<function>-g<generation>` under `snapshot_dir`.
+/// Image folders are named `<orchestrator pid>-<function>-g<generation>` under `snapshot_dir`
+/// and carry a marker file: only folders with it are ever removed (`snapshot_dir` may be shared
+/// with other things; a folder that merely has a name of that shape is not ours).
 enum SnapshotImages {
-    /// Removes the folders of orchestrators that are no longer running; returns their names.
+    static let marker = ".aetherless-image"
+
+    /// Writes the marker into a new image folder.
+    static func mark(_ directory: String) -> Bool {
+        let path = directory + "/" + marker
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
+    }
+
+    /// Removes the image folders of orchestrators that are no longer running; returns their names.
     static func removeStale(in directory: String) -> [String] {
-        let stale = (Posix.entries(of: directory) ?? []).map(\.name).filter { name in
-            guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }) else { return false }
+        let stale = (Posix.entries(of: directory) ?? []).filter(\.isDirectory).map(\.name).filter { name in
+            guard let owner = name.split(separator: "-").first.flatMap({ pid_t($0) }),
+                access(directory + "/" + name + "/" + marker, F_OK) == 0
+            else { return false }
             return kill(owner, 0) != 0 && errno == ESRCH
         }
         for name in stale { RecursiveRemoval.remove(directory + "/" + name) }

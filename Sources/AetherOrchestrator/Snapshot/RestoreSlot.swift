@@ -150,6 +150,9 @@ final class RestoreSlot: Sendable {
         defer {
             // swrk exits after its one request; reap it without waiting here.
             try? ChildReaper.shared.watch(pid)
+            // Its log was read (into the error) if it failed; it goes either way, or restores
+            // would fill the image folder (on tmpfs: memory) with one log each.
+            unlink(template.directory + "/\(logName).log")
         }
         let request = CriuRPC.restoreRequest(
             imagesDirectory: template.directoryDescriptor, logFile: "\(logName).log",

@@ -1,0 +1,122 @@
+"""Nothing accumulates: orphans re-parented to the orchestrator (a child subreaper) are reaped,
+what a handler forked dies with its instance, restores leave no logs behind, and stale-image
+cleanup only ever deletes folders the orchestrator made."""
+
+import os
+import signal
+import time
+
+try:
+    from . import harness
+    from .test_snapshots import SNAPSHOT_HANDLER
+except ImportError:  # run from inside tests/integration
+    import harness
+    from test_snapshots import SNAPSHOT_HANDLER
+
+
+#: A process handler that forks a child (which outlives it unless someone kills it) and serves
+#: its pid and the child's.
+FORKING_HANDLER = r'''
+import http.server, json, os, socket, subprocess
+
+# Its own session: out of the handler's process group, as a daemonised child would be.
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = json.dumps({"pid": os.getpid(), "child": child.pid}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["AETHER_LISTEN_PORT"])), Handler)
+control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+control.connect(os.environ["AETHER_SOCKET"])
+control.sendall(b"READY\n")
+server.serve_forever()
+'''
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def zombie_children(pid: int) -> list[int]:
+    zombies = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in f.read().split():
+                try:
+                    with open(f"/proc/{child}/stat") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            zombies.append(int(child))
+                except FileNotFoundError:
+                    pass
+    return zombies
+
+
+class LeaksTest(harness.AetherTestCase):
+    def setUp(self):
+        super().setUp()
+        self.write_file("forking.py", FORKING_HANDLER)
+
+    def test_what_a_crashed_handler_forked_dies_and_is_reaped(self):
+        fn = self.function("forker", "forking.py", protocol="process")
+        orch = self.start(self.write_config([fn]))
+        first = self.get(fn["trigger_port"], "/").json()
+        self.assertTrue(alive(first["child"]))
+        os.kill(first["pid"], signal.SIGKILL)
+        self.wait_serving(fn["id"], exclude_pids=(first["pid"],))
+        self.assertTrue(harness.wait_until(lambda: not alive(first["child"]), 5.0),
+                        "the crashed instance's child survived it")
+        # Its child was re-parented to the orchestrator (a subreaper) when it died: reaped too.
+        self.assertTrue(harness.wait_until(lambda: not zombie_children(orch.pid), 5.0),
+                        f"zombies left under the orchestrator: {zombie_children(orch.pid)}")
+
+    def test_down_leaves_no_process_a_handler_forked(self):
+        fn = self.function("forkdown", "forking.py", protocol="process")
+        orch = self.start(self.write_config([fn]))
+        child = self.get(fn["trigger_port"], "/").json()["child"]
+        self.aether("down")
+        self.assertEqual(orch.wait_exit(15), 0, orch.log())
+        self.assertTrue(harness.wait_until(lambda: not alive(child), 5.0), "a forked child survived aether down")
+
+    def test_restores_leave_no_logs_behind(self):
+        self.write_file("snap.py", SNAPSHOT_HANDLER)
+        images = os.path.join(self.tmp, "images")
+        fn = self.function("restlog", "snap.py", snapshot=True, min_warm=0, idle_timeout_ms=200)
+        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100}))
+        for _ in range(4):
+            self.assertStatus(self.get(fn["trigger_port"], "/"), 200, "restored")
+            self.assertTrue(harness.wait_until(lambda: self.instances(fn["id"]) == [], 5.0))
+        self.assertGreaterEqual(self.stats(fn["id"])["stats"]["restores"], 4)
+        [folder] = os.listdir(images)
+        logs = [name for name in os.listdir(os.path.join(images, folder)) if name.startswith("restore")]
+        self.assertEqual(logs, [], "restore logs pile up in the image folder")
+
+    def test_stale_image_cleanup_only_removes_folders_it_made(self):
+        self.write_common_handler()
+        images = os.path.join(self.tmp, "images")
+        # Shaped like an image folder of a dead orchestrator, but a user's: no marker.
+        user = os.path.join(images, "999999-mine")
+        os.makedirs(user)
+        self.write_file("images/999999-mine/notes.txt", "keep me")
+        # A real stale image folder of a dead orchestrator: marked.
+        stale = os.path.join(images, "999998-fn-g1")
+        os.makedirs(stale)
+        open(os.path.join(stale, ".aetherless-image"), "w").close()
+        fn = self.function("plain")
+        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images}))
+        self.assertTrue(os.path.exists(os.path.join(user, "notes.txt")), "a user's folder was deleted")
+        self.assertFalse(os.path.exists(stale), "a stale image folder of a dead orchestrator was kept")
