@@ -39,7 +39,9 @@ struct InstanceLauncher: Sendable {
     ) -> Result<InstanceHandle, HandlerError> {
         var region: SharedMemoryRegion?
         if config.handlerProtocol == .sdk {
-            let name = SharedMemoryRegion.name(function: "\(id)-g\(generation)", instance: instance.number)
+            // The orchestrator's pid too: two orchestrators (or one and its successor during a restart)
+            // may run the same function at once.
+            let name = SharedMemoryRegion.name(function: "\(id)-p\(getpid())-g\(generation)", instance: instance.number)
             do {
                 region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity)
             } catch {
