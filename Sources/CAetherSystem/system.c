@@ -4,7 +4,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <string.h>
@@ -68,4 +71,19 @@ int aether_epoll_wait_descriptors(int epoll, int *fds, int capacity, int timeout
     int ready = epoll_wait(epoll, events, capacity, timeout_ms);
     for (int i = 0; i < ready; i++) fds[i] = events[i].data.fd;
     return ready;
+}
+
+int aether_tcp_activity(
+    int fd, int *state, unsigned *since_received_ms, unsigned *since_sent_ms, unsigned long long *bytes_received,
+    unsigned long long *bytes_sent) {
+    struct tcp_info info;
+    socklen_t length = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return -1;
+    *state = info.tcpi_state;
+    *since_received_ms = info.tcpi_last_data_recv;
+    *since_sent_ms = info.tcpi_last_data_sent;
+    *bytes_received = info.tcpi_bytes_received;
+    *bytes_sent = info.tcpi_bytes_sent;
+    return 0;
 }

@@ -167,6 +167,19 @@ import Testing
         #expect(h.advance(to: .milliseconds(3100)).launches == [1])
     }
 
+    @Test func anInstanceKilledForBreakingTheProtocolIsReplacedAfterBackOff() {
+        // Like a crash: a handler that misbehaves as soon as it serves is not restarted in a
+        // tight loop.
+        var h = SchedulerHarness(.test(minWarm: 1))
+        h.startServing()
+        h.advance(to: .seconds(1))
+        #expect(h.line("HELLO", from: 0).signals == [.signal(0, .kill)])
+        let exit = h.exited(0, .signalled(9))
+        #expect(exit.launches == [])
+        #expect(exit.logMessages.contains("restarting instance in 100 ms after 1 failure(s)"))
+        #expect(h.advance(to: .milliseconds(1100)).launches == [1])
+    }
+
     @Test func anOutOfMemoryKillNamesTheLimit() {
         var h = SchedulerHarness(.test(memoryLimitMegabytes: 64))
         h.startServing()
@@ -399,8 +412,10 @@ import Testing
         #expect(failed.decisions == [.signal(0, .kill)])
         #expect(failed.logMessages == ["stopping instance: its request ring failed: ring poisoned"])
         #expect(h.scheduler.queueDepth == 1)
-        // Replaced at once (killed, not crashed): the request goes to the new instance.
-        #expect(h.exited(0, .signalled(9)).launches == [1])
+        // A poisoned ring is the handler's fault: replaced after the back-off, like a crash; the
+        // request waits for the new instance.
+        #expect(h.exited(0, .signalled(9)).launches == [])
+        #expect(h.advance(by: .milliseconds(100)).launches == [1])
         #expect(h.serve(1).writes == [.write(request: 1, requestID: 1, instance: 1)])
     }
 

@@ -35,6 +35,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// The function's CRIU image once built (`snapshot: true`).
     private let snapshot = Mutex<FunctionSnapshot?>(nil)
     private let wakeUps: WakeUpTimer
+    /// `watchProcessRequests`' repeated task (process handlers).
+    private let processWatch = Mutex<RepeatedTask?>(nil)
     private let group: any EventLoopGroup
     private let logger: Logger
     private let started: EventLoopPromise<HandlerError?>
@@ -122,6 +124,35 @@ final class DeployedFunction: Sendable, InstanceEvents {
             await stop()
             throw failure
         }
+        if config.handlerProtocol == .process { watchProcessRequests() }
+    }
+
+    /// `timeout_ms` for a process handler: its connections do not pass through the gateway, so
+    /// a few times per timeout the serving instances' connections are looked at (TCP_INFO): a
+    /// request older than the timeout with no answer yet gets a 504 written on its connection,
+    /// and the instance is killed and replaced, as an sdk instance would be.
+    private func watchProcessRequests() {
+        let timeout = config.timeout.milliseconds
+        let period = TimeAmount.milliseconds(Int64(min(1000, max(50, timeout / 4))))
+        let text = "{\"error\":\(JSONText.quoted("function \(id) did not answer within timeout_ms \(timeout)"))}"
+        let answer = Array(
+            ("HTTP/1.1 504 Gateway Timeout\r\ncontent-type: application/json\r\ncontent-length: \(text.utf8.count)\r\n"
+                + "connection: close\r\n\r\n" + text).utf8)
+        let task = group.next().scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] task in
+            guard let self else {
+                task.cancel()
+                return
+            }
+            let serving = scheduler.withLock { $0.instanceSnapshots }.filter { $0.phase == "serving" }
+            for instance in serving {
+                guard let pid = instance.pid else { continue }
+                let answered = HandlerSockets.answerOverdueRequests(of: pid, olderThan: timeout, answer: answer)
+                if answered > 0 {
+                    event { $0.processRequestsTimedOut(instance: instance.id, count: answered, now: $1) }
+                }
+            }
+        }
+        processWatch.withLock { $0 = task }
     }
 
     /// Stops taking requests and waits until every queued and in-flight request is answered;
@@ -152,6 +183,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
         event { $0.stop(now: $1) }
         try? await stopped.futureResult.get()
         wakeUps.cancel()
+        processWatch.withLock { $0?.cancel() }
         snapshot.withLock { $0 }?.remove()
         handshake.removeUser(self)
     }

@@ -54,6 +54,45 @@ enum HandlerSockets {
         return pending
     }
 
+    /// `timeout_ms` for a process handler, whose connections the orchestrator does not carry:
+    /// on each of `pid`'s established TCP connections whose last data came in (a request) at
+    /// least `milliseconds` ago with nothing sent back since, writes `answer` (a complete 504
+    /// response) through a copy of the socket (pidfd_getfd) and shuts the connection down.
+    /// An idle keep-alive connection (answered, then quiet) is left alone.
+    /// Returns how many it answered.
+    static func answerOverdueRequests(of pid: pid_t, olderThan milliseconds: Int, answer: [UInt8]) -> Int {
+        guard let process = try? OwnedDescriptor("pidfd_open", on: "pid \(pid)", { aether_pidfd_open(pid) }) else {
+            return 0
+        }
+        var answered = 0
+        for descriptor in socketDescriptors(of: pid) {
+            guard
+                let copy = try? OwnedDescriptor(
+                    "pidfd_getfd", on: "pid \(pid) fd \(descriptor)",
+                    { aether_pidfd_getfd(process.rawValue, descriptor) })
+            else { continue }
+            var state: CInt = 0
+            var sinceReceived: UInt32 = 0
+            var sinceSent: UInt32 = 0
+            var received: UInt64 = 0
+            var sent: UInt64 = 0
+            guard
+                aether_tcp_activity(copy.rawValue, &state, &sinceReceived, &sinceSent, &received, &sent) == 0,
+                state == 1,  // TCP_ESTABLISHED
+                received > 0, Int(sinceReceived) >= milliseconds,
+                // Waiting for an answer: it never answered anything, or it has received since it
+                // last sent (a tie, within one jiffy, is taken as answered: never a false 504).
+                sent == 0 || sinceReceived < sinceSent
+            else { continue }
+            _ = answer.withUnsafeBytes {
+                send(copy.rawValue, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            shutdown(copy.rawValue, CInt(SHUT_RDWR))
+            answered += 1
+        }
+        return answered
+    }
+
     /// Descriptor numbers of `pid` that are sockets.
     private static func socketDescriptors(of pid: pid_t) -> [CInt] {
         socketLinks(of: pid).map(\.descriptor)

@@ -188,7 +188,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         var actions: [Action] = []
         guard let index = index(of: instance) else { return actions }
         if let id = takeInFlight(requestID, at: index) { invocations.requeueFirst(id) }
-        stopInstance(at: index, .kill, reason: "its request ring failed: \(reason)", now: now, &actions)
+        stopInstance(at: index, .kill, reason: "its request ring failed: \(reason)", fault: true, now: now, &actions)
         pump(now: now, &actions)
         return actions
     }
@@ -232,7 +232,8 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     ) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance) else { return actions }
-        stopInstance(at: index, .kill, reason: "it wrote a malformed response: \(reason)", now: now, &actions)
+        stopInstance(
+            at: index, .kill, reason: "it wrote a malformed response: \(reason)", fault: true, now: now, &actions)
         if let requestID, let id = takeInFlight(requestID, at: index) {
             complete(id, .malformedResponse(instance: instance, reason: reason), now: now, &actions)
         }
@@ -247,7 +248,22 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         var actions: [Action] = []
         if status < 500 { stats.errors += 1 }
         guard let index = index(of: instance) else { return actions }
-        stopInstance(at: index, .kill, reason: reason, now: now, &actions)
+        stopInstance(at: index, .kill, reason: reason, fault: true, now: now, &actions)
+        return actions
+    }
+
+    /// A process handler left `count` requests unanswered past `timeout_ms` (the shell answered
+    /// them 504 on their connections): like an sdk instance over its timeout, it is killed and
+    /// replaced.
+    mutating func processRequestsTimedOut(instance: InstanceID, count: Int, now: SchedulerInstant) -> [Action] {
+        var actions: [Action] = []
+        guard let index = index(of: instance), count > 0 else { return actions }
+        stats.timeouts += count
+        stats.errors += count
+        stopInstance(
+            at: index, .kill,
+            reason: "\(count) request(s) ran over timeout_ms \(settings.requestTimeoutMilliseconds) (answered 504)",
+            now: now, &actions)
         return actions
     }
 
@@ -256,7 +272,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     mutating func responseRingFailed(instance: InstanceID, reason: String, now: SchedulerInstant) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance) else { return actions }
-        stopInstance(at: index, .kill, reason: reason, now: now, &actions)
+        stopInstance(at: index, .kill, reason: reason, fault: true, now: now, &actions)
         return actions
     }
 
@@ -416,7 +432,8 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         let failure = HandlerError.protocolViolation(
             function: settings.function, instance: instances[index].id.number, detail: detail)
         stopInstance(
-            at: index, .kill, reason: "protocol violation: \(detail)", startupFailure: failure, now: now, &actions)
+            at: index, .kill, reason: "protocol violation: \(detail)", startupFailure: failure, fault: true, now: now,
+            &actions)
     }
 
     private mutating func becomeServing(at index: Int, pid: Int32, now: SchedulerInstant, _ actions: inout [Action]) {
@@ -467,9 +484,11 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         var startupFailure: HandlerError?
         let expected: Bool
         let wasServing: Bool
+        var fault = false
         switch record.phase {
         case .stopping(let stopping):
             expected = true
+            fault = stopping.fault
             wasServing = stopping.wasServing
             reason = stopping.reason
             startupFailure = stopping.startupFailure
@@ -505,7 +524,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
                 startReported = true
                 actions.append(.startFinished(error))
             }
-        } else if !expected {
+        } else if !expected || fault {
             consecutiveFailures += 1
         }
         firstInstances.remove(id)
@@ -762,8 +781,11 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     /// Moves an instance to `stopping` and signals it; an instance already stopping is only
     /// killed harder. `reason` is logged now and reported with its exit.
+    /// `fault`: it is stopped for breaking the protocol (not for being slow or idle): like a
+    /// crash, its exit counts towards the back-off, so a handler that misbehaves at once is not
+    /// restarted in a tight loop.
     private mutating func stopInstance(
-        at index: Int, _ signal: StopSignal, reason: String?, startupFailure: HandlerError? = nil,
+        at index: Int, _ signal: StopSignal, reason: String?, startupFailure: HandlerError? = nil, fault: Bool = false,
         now: SchedulerInstant, _ actions: inout [Action]
     ) {
         let id = instances[index].id
@@ -778,7 +800,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         }
         var stopping = InstancePhase.Stopping(
             pid: phase.pid, inFlight: phase.inFlight, killAt: nil, reason: reason, startupFailure: startupFailure,
-            wasServing: phase.isServing)
+            wasServing: phase.isServing, fault: fault)
         if signal == .terminate && phase.pid != nil {
             stopping.killAt = now + settings.stopGracePeriod
             arm(now + settings.stopGracePeriod, &actions)

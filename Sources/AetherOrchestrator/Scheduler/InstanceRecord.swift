@@ -53,6 +53,8 @@ enum InstancePhase: Sendable {
         /// What to report if it never served.
         var startupFailure: HandlerError?
         var wasServing: Bool
+        /// Stopped for breaking the protocol: counts towards the back-off like a crash.
+        var fault = false
     }
 
     enum HandshakeStep: Sendable, Equatable {

@@ -47,4 +47,11 @@ int aether_epoll_remove(int epoll, int fd);
 /// many, or -1 with errno. `timeout_ms` -1 waits for ever.
 int aether_epoll_wait_descriptors(int epoll, int *fds, int capacity, int timeout_ms);
 
+/// TCP_INFO of a connected TCP socket: its state (TCP_ESTABLISHED is 1), the milliseconds since
+/// it last received and last sent data (jiffy resolution), and the bytes it has received and
+/// sent. 0 or -1 with errno.
+int aether_tcp_activity(
+    int fd, int *state, unsigned *since_received_ms, unsigned *since_sent_ms, unsigned long long *bytes_received,
+    unsigned long long *bytes_sent);
+
 #endif
