@@ -4,8 +4,24 @@ import NIOCore
 import NIOHTTP1
 
 /// One HTTP connection on a trigger port.
-final class GatewayHandler: ChannelInboundHandler {
+///
+/// NIO's server pipeline ahead of it (`configureHTTPServerPipeline`) hands it one request at a
+/// time: HTTPServerPipelineHandler keeps pipelined requests (at most what one read brought) and
+/// stops reading from the socket until the current response's end has been written. What this
+/// handler writes for each request is exactly one final head, at most one body part and one end
+/// (`GatewayResponse.wire`), or before it at most one `100 Continue`; anything else trips a
+/// precondition in HTTPServerProtocolErrorHandler (release builds too) or an assertion in
+/// HTTPServerPipelineHandler, and takes the whole orchestrator down.
+///
+/// Back-pressure: a client may send requests without reading the answers. While the channel is
+/// not writable (its unwritten responses are over the write buffer's high water mark, NIO's
+/// default 64 KiB), a complete request waits here instead of going to the function, and the
+/// channel's reads are held, so nothing more is read from the socket; both resume once the
+/// responses drained below the low water mark (32 KiB). A connection then costs at most the
+/// high water mark, one response, one read's worth of pipelined requests and its body limit.
+final class GatewayHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     /// `client_timeout_ms`: from the connection's start, and again after each response, the
@@ -19,9 +35,21 @@ final class GatewayHandler: ChannelInboundHandler {
     private var body: ByteBuffer?
     private var bodyLimit = 0
     private var function: DeployedFunction?
-    /// The rest of the current request is ignored (it was already answered with an error).
-    private var discarding = false
+    /// The last response has been written with `connection: close`: whatever else arrives is
+    /// ignored (after an error, its bytes cannot be trusted to line up with a next request).
+    private var closing = false
     private var deadline: Scheduled<Void>?
+    /// A complete request waiting for the connection to become writable again.
+    private var waiting: Request?
+    /// The channel asked to read while it was not writable.
+    private var readHeld = false
+
+    /// A complete request, not yet submitted.
+    private struct Request {
+        var head: HTTPRequestHead
+        var body: ByteBuffer?
+        var function: DeployedFunction
+    }
 
     init(port: UInt16, routes: GatewayRoutes, clientTimeout: TimeAmount) {
         self.port = port
@@ -50,11 +78,12 @@ final class GatewayHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             begin(head, context: context)
         case .body(var chunk):
-            guard !discarding else { return }
+            guard head != nil else { return }
             let received = (body?.readableBytes ?? 0) + chunk.readableBytes
             guard received <= bodyLimit else {
                 refuse(
@@ -70,26 +99,20 @@ final class GatewayHandler: ChannelInboundHandler {
         case .end:
             deadline?.cancel()
             deadline = nil
-            if discarding {
-                discarding = false
-                return
-            }
             guard let head, let function else { return }
+            let request = Request(head: head, body: body, function: function)
             self.head = nil
-            let invocation = Invocation(
-                head: head, body: body, function: function, promise: context.eventLoop.makePromise())
             body = nil
-            let keepAlive = head.isKeepAlive
-            let version = head.version
-            invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in
-                write(response, version: version, keepAlive: keepAlive, context: context)
+            if context.channel.isWritable {
+                submit(request, context: context)
+            } else {
+                waiting = request
             }
-            function.submit(invocation)
         }
     }
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        discarding = false
+        self.head = head
         body = nil
         // Measured as encoded in the request message (8 bytes per header entry), which is what
         // must fit in the ring next to the body.
@@ -102,72 +125,114 @@ final class GatewayHandler: ChannelInboundHandler {
                 context: context)
             return
         }
+        guard head.method != .CONNECT else {
+            // A 2xx answer would turn the connection into a tunnel, which a function cannot serve.
+            refuse(.notImplemented, "CONNECT is not supported: functions cannot open tunnels", context: context)
+            return
+        }
         guard let function = routes.function(port: port) else {
             refuse(.serviceUnavailable, "no function is deployed on port \(port)", context: context)
             return
         }
         self.function = function
         bodyLimit = function.config.maxBody.bytes
-        if let declared = head.headers.first(name: "content-length").flatMap(Int.init), declared > bodyLimit {
+        let declared = head.headers.first(name: "content-length").flatMap(Int.init)
+        if let declared, declared > bodyLimit {
             refuse(
                 .payloadTooLarge,
                 "request body of \(declared) bytes is over max_body_bytes \(bodyLimit) of this function",
                 context: context)
             return
         }
-        self.head = head
+        // RFC 9110 §10.1.1: a client that expects 100-continue may wait for it before sending the
+        // body; the final status cannot be known without the body, so the go-ahead is sent now.
+        let expectsContinue = head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+        let bodyFollows = (declared ?? 0) > 0 || head.headers.contains(name: "transfer-encoding")
+        if expectsContinue && bodyFollows && head.version.major == 1 && head.version.minor >= 1 {
+            let interim = HTTPResponseHead(version: head.version, status: .continue)
+            context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
+        }
+    }
+
+    private func submit(_ request: Request, context: ChannelHandlerContext) {
+        let head = request.head
+        // After a request asking to upgrade (Upgrade with Connection: upgrade), NIO's decoder
+        // parses nothing more on the connection: it closes once this request is answered.
+        let answered = GatewayResponse.Answered(
+            method: head.method, version: head.version,
+            keepAlive: head.isKeepAlive && !head.headers.contains(name: "upgrade"))
+        let invocation = Invocation(
+            head: head, body: request.body, function: request.function, promise: context.eventLoop.makePromise())
+        invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in
+            write(response, answering: answered, context: context)
+        }
+        request.function.submit(invocation)
     }
 
     /// Answers the current request with an error and closes the connection (its remaining bytes
     /// cannot be trusted to line up with a next request).
     private func refuse(_ status: HTTPResponseStatus, _ message: String, context: ChannelHandlerContext) {
-        let version = head?.version ?? .http1_1
+        let answered = GatewayResponse.Answered(
+            method: head?.method ?? .GET, version: head?.version ?? .http1_1, keepAlive: false)
         head = nil
         body = nil
-        discarding = true
         deadline?.cancel()
         deadline = nil
-        write(.error(status, message), version: version, keepAlive: false, context: context)
+        write(.error(status, message), answering: answered, context: context)
     }
 
     private func write(
-        _ response: GatewayResponse, version: HTTPVersion, keepAlive: Bool, context: ChannelHandlerContext
+        _ response: GatewayResponse, answering request: GatewayResponse.Answered, context: ChannelHandlerContext
     ) {
-        var headers = response.headers
-        headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
-        if !keepAlive {
-            headers.replaceOrAdd(name: "connection", value: "close")
-        } else if version.major == 1 && version.minor == 0 {
-            headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        }
-        let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+        guard context.channel.isActive else { return }
+        let (head, body) = response.wire(answering: request)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body = response.body, body.readableBytes > 0 {
+        if let body {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
-        let written = context.writeAndFlushPromise(wrapOutboundOut(.end(nil)))
-        if keepAlive {
+        if request.keepAlive {
+            // Armed before the end goes out: writing it lets NIO's pipeline handler hand over the
+            // next pipelined request at once, and that request's own end must cancel this timer.
             armClientTimer(context: context)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            closing = true
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+            written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            if let request = waiting {
+                waiting = nil
+                submit(request, context: context)
+            }
+            if readHeld {
+                readHeld = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         deadline?.cancel()
         deadline = nil
+        waiting = nil
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
-    }
-}
-
-extension ChannelHandlerContext {
-    fileprivate func writeAndFlushPromise(_ data: NIOAny) -> EventLoopFuture<Void> {
-        let promise = eventLoop.makePromise(of: Void.self)
-        writeAndFlush(data, promise: promise)
-        return promise.futureResult
     }
 }

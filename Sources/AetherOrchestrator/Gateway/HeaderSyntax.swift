@@ -1,4 +1,7 @@
-/// RFC 9110 header syntax: a token name, and a value without CR, LF or NUL.
+/// RFC 9110 header syntax (§5.1, §5.5): a token name, and a value of visible characters, spaces,
+/// tabs and obs-text (bytes 0x80 and up), so no other control character (CR, LF and NUL included).
+/// The same rules as NIO's NIOHTTPResponseHeadersValidator, which drops a whole response whose
+/// headers break them.
 enum HeaderSyntax {
     private static let tokenPunctuation = Set("!#$%&'*+-.^_`|~".utf8)
 
@@ -11,7 +14,7 @@ enum HeaderSyntax {
                 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
             guard isAlphanumeric || tokenPunctuation.contains(byte) else { return false }
         }
-        return !value.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0x00 }
+        return value.utf8.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 >= 0x20 && $0 != 0x7F) }
     }
 
     /// Headers the gateway sets itself: a handler's own are dropped.

@@ -67,6 +67,7 @@ public final class Orchestrator: Sendable {
         if ControlClient.answers(socketPath: socket) {
             throw .orchestrator(.alreadyRunning(controlSocket: socket))
         }
+        DescriptorLimit.raiseSoftToHard(logger: logger)
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
         if !folder.isEmpty { try Self.makeFolder(folder, for: "the control socket (control_socket)") }
         switch MemoryCgroup.create() {
