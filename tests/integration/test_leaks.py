@@ -120,3 +120,38 @@ class LeaksTest(harness.AetherTestCase):
         self.start(self.write_config([fn], orchestrator={"snapshot_dir": images}))
         self.assertTrue(os.path.exists(os.path.join(user, "notes.txt")), "a user's folder was deleted")
         self.assertFalse(os.path.exists(stale), "a stale image folder of a dead orchestrator was kept")
+
+
+class ImageRepairTest(harness.AetherTestCase):
+    def test_a_corrupted_image_is_built_again_and_clients_never_see_host_details(self):
+        self.write_file("snap.py", SNAPSHOT_HANDLER)
+        images = os.path.join(self.tmp, "images")
+        fn = self.function("repair", "snap.py", snapshot=True, min_warm=0, idle_timeout_ms=60000)
+        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100}))
+        [folder] = os.listdir(images)
+        image = os.path.join(images, folder)
+        pages = [name for name in os.listdir(image) if name.startswith("pages-")]
+        self.assertTrue(pages, os.listdir(image))
+        for name in pages:
+            os.unlink(os.path.join(image, name))
+
+        failures = []
+        deadline = time.monotonic() + 30
+        answer = None
+        while time.monotonic() < deadline:
+            r = self.get(fn["trigger_port"], "/", timeout=15)
+            if r.status == 200:
+                answer = r
+                break
+            failures.append(r)
+            time.sleep(0.1)
+        self.assertIsNotNone(answer, f"never served after the image was corrupted: {failures[-3:]}" + self.logs_of())
+        self.assertTrue(failures, "the corrupted image should have failed a restore first")
+        for failure in failures:
+            self.assertEqual(failure.status, 503, failure)
+            body = failure.body.decode()
+            self.assertIn("its snapshot could not be restored", body)
+            for detail in ("/dev/shm", self.tmp, "criu", ".img", "Error"):
+                self.assertNotIn(detail, body, "a client sees the orchestrator's internals")
+        self.assertEqual(answer.headers.get("x-aether-cold-start"), "restore", "served by a restore of the new image")
+        self.assertIn("snapshot rebuilt", self.orchestrators[0].stderr())

@@ -19,6 +19,21 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An instance could not be restored from the snapshot (including over the restore budget).
     case restoreFailed(function: FunctionID, instance: Int, error: CriuError)
 
+    /// What a client may be told (in a 503's body): the kind of failure, without the handler's
+    /// output, criu's log lines or host paths, which are in the orchestrator's log.
+    public var summary: String {
+        switch self {
+        case .spawnFailed: "its handler could not be started"
+        case .startupTimedOut: "it did not become ready within startup_timeout_ms"
+        case .notListening: "its handler did not listen on its port"
+        case .exitedDuringStartup: "its handler exited while it was starting"
+        case .protocolViolation: "its handler broke the handler protocol"
+        case .snapshotFailed: "its snapshot could not be made"
+        case .restoreFailed(_, _, .latencyViolation): "restoring its snapshot took longer than restore_timeout_ms"
+        case .restoreFailed: "its snapshot could not be restored"
+        }
+    }
+
     public var description: String {
         switch self {
         case .spawnFailed(let function, let program, let reason):

@@ -35,6 +35,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// The function's CRIU image once built (`snapshot: true`).
     private let snapshot = Mutex<FunctionSnapshot?>(nil)
     private let wakeUps: WakeUpTimer
+    /// Restores that failed in a row for a reason other than time (a corrupt or missing image),
+    /// and whether a new image is being built because of them.
+    private let imageRepair = Mutex<(failures: Int, rebuilding: Bool, rebuilds: Int)>((0, false, 0))
+    /// After this many failed restores in a row the image is built again from the handler.
+    static let restoreFailuresBeforeRebuild = 3
     /// `watchProcessRequests`' repeated task (process handlers).
     private let processWatch = Mutex<RepeatedTask?>(nil)
     private let group: any EventLoopGroup
@@ -106,7 +111,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
         handshake.addUser(self)
         if config.snapshot {
             do {
-                let built = try await buildSnapshot()
+                let built = try await buildSnapshot(into: snapshotDirectory)
                 snapshot.withLock { $0 = built }
                 logger.info(
                     "snapshot ready",
@@ -208,10 +213,12 @@ final class DeployedFunction: Sendable, InstanceEvents {
     }
 
     func restored(_ instance: InstanceID, pid: pid_t, duration: Duration) {
+        imageRepair.withLock { $0.failures = 0 }
         event { $0.restored(instance: instance, pid: pid, restoreDuration: duration, now: $1) }
     }
 
     func launchFailed(_ instance: InstanceID, error: HandlerError) {
+        if case .restoreFailed(_, _, let criu) = error, case .restoreFailed = criu { imageFailed() }
         _ = handles.withLock { $0.removeValue(forKey: instance) }
         event { $0.launchFailed(instance: instance, error: error, now: $1) }
     }
@@ -400,20 +407,55 @@ final class DeployedFunction: Sendable, InstanceEvents {
         logger.log(level: level, "\(entry.message)", metadata: metadata)
     }
 
+    /// A restore failed for a reason other than time. After a few in a row the image itself is
+    /// suspect (corrupted, or removed from under us): a new one is built from the handler in
+    /// the background, as at start, and restores use it once it is ready. Meanwhile requests get
+    /// 503 (with Retry-After), never a silent cold start.
+    private func imageFailed() {
+        let rebuild = imageRepair.withLock { repair -> Int? in
+            repair.failures += 1
+            guard repair.failures >= Self.restoreFailuresBeforeRebuild, !repair.rebuilding else { return nil }
+            repair.rebuilding = true
+            repair.rebuilds += 1
+            return repair.rebuilds
+        }
+        guard let rebuild else { return }
+        logger.warning("\(Self.restoreFailuresBeforeRebuild) restores in a row failed: building the snapshot again")
+        Task {
+            defer { imageRepair.withLock { $0.rebuilding = false } }
+            do {
+                let built = try await buildSnapshot(into: snapshotDirectory + "-r\(rebuild)")
+                let old = snapshot.withLock { current in
+                    defer { current = built }
+                    return current
+                }
+                old?.remove()
+                imageRepair.withLock { $0.failures = 0 }
+                logger.info(
+                    "snapshot rebuilt", metadata: ["image": "\(built.directory)", "bytes": "\(built.imageBytes)"])
+            } catch {
+                logger.error("the snapshot could not be built again: \(error)")
+            }
+        }
+    }
+
     /// Builds the function's snapshot on a background thread.
-    private func buildSnapshot() async throws(HandlerError) -> FunctionSnapshot {
+    private func buildSnapshot(into directory: String) async throws(HandlerError) -> FunctionSnapshot {
         let promise = group.next().makePromise(of: FunctionSnapshot.self)
-        let (config, launch, directory, criu, budget, memory) = (
-            config, launcher.launch, snapshotDirectory, criu, restoreBudget, memory
-        )
+        let (config, launch, criu, budget, memory) = (config, launcher.launch, criu, restoreBudget, memory)
         let output = launcher.output
-        let cgroupName = "\(id)-g\(generation)-template"
+        // Cgroup names of this build's template and copies: a rebuilt image's copies run beside
+        // the old image's for a while, so each build has its own (`-r1`, `-r2`, ...).
+        let build =
+            "\(id)-g\(generation)"
+            + (directory == snapshotDirectory ? "" : directory.dropFirst(snapshotDirectory.count))
+        let cgroupName = "\(build)-template"
         let slotNames = Atomic<Int>(0)
-        let (id, generation, limit) = (id, generation, config.memoryLimit)
+        let limit = config.memoryLimit
         // Each criu swrk waiting to restore a copy sits in the cgroup that copy will have.
         let prepareSlot: @Sendable (pid_t) -> String? = { pid in
             let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
-            return try? memory.confine(pid: pid, name: "\(id)-g\(generation)-s\(slot)", limit: limit).get()
+            return try? memory.confine(pid: pid, name: "\(build)-s\(slot)", limit: limit).get()
         }
         BackgroundThread.start(name: "snapshot-\(id)") {
             do throws(FunctionSnapshot.BuildFailure) {

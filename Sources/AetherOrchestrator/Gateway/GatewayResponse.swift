@@ -80,7 +80,8 @@ struct GatewayResponse: Sendable {
         case .unavailable(let error):
             return (
                 .error(
-                    .serviceUnavailable, "function \(function) has no running instance: \(error)",
+                    .serviceUnavailable,
+                    "function \(function) has no running instance: \(error.summary) (the orchestrator's log says why)",
                     extraHeaders: [("retry-after", "1")]), nil
             )
         }
