@@ -117,11 +117,22 @@ public final class EbpfDataplane: @unchecked Sendable {
 
     /// Takes `port` on the listen address for a function before it is steered, as a bind would:
     /// fails if another socket (another program, another orchestrator) has it, and keeps others
-    /// from binding it later. Reserving a port already reserved here does nothing.
-    public func reserve(port: UInt16) throws(SystemCallFailure) {
+    /// from binding it later. Reserving a port already reserved here does nothing. `adopting`:
+    /// the hold socket of the orchestrator this one takes over from (`aether restart`), instead
+    /// of a bind that would fail while it runs.
+    public func reserve(port: UInt16, adopting: consuming OwnedDescriptor? = nil) throws(SystemCallFailure) {
+        var adopted: CInt?
+        if let socket = adopting.take() { adopted = socket.take() }
         try state.withLock { state throws(SystemCallFailure) in
-            guard state.reservations[port] == nil else { return }
-            state.reservations[port] = PortHold(try ListeningSocket.reserve(address: listenAddress, port: port))
+            guard state.reservations[port] == nil else {
+                if let adopted { close(adopted) }
+                return
+            }
+            if let adopted {
+                state.reservations[port] = PortHold(OwnedDescriptor(owning: adopted))
+            } else {
+                state.reservations[port] = PortHold(try ListeningSocket.reserve(address: listenAddress, port: port))
+            }
             // Held from now on: until a socket is steered to it, sk_lookup drops its SYNs (the
             // client retries) rather than refusing them or queueing them on the hold socket.
             do throws(EbpfError) {
@@ -209,6 +220,13 @@ public final class EbpfDataplane: @unchecked Sendable {
                 },
                 ports: ports)
         }
+    }
+
+    /// Detaches the programs but keeps the hold sockets and maps: what an orchestrator handing
+    /// over to its successor does (the successor's programs, attached later, take the ports
+    /// from then on, and the successor holds the same hold sockets).
+    public func detach() {
+        state.withLock { $0.links = [] }
     }
 
     /// Detaches everything and releases the maps (also what happens when the process dies).

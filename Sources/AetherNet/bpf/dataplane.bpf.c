@@ -53,6 +53,10 @@ struct {
 SEC("sk_lookup")
 int aether_dispatch(struct bpf_sk_lookup *ctx)
 {
+    /* Another orchestrator's program, attached earlier, chose a socket already: during a
+     * restart (`aether restart`) the old orchestrator serves until it detaches. */
+    if (ctx->sk)
+        return SK_PASS;
     __u32 zero = 0;
     struct aether_dispatch_settings *settings = bpf_map_lookup_elem(&dispatch_settings, &zero);
     if (settings && settings->ipv4_address != 0) {
