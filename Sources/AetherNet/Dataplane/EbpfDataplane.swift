@@ -125,7 +125,7 @@ public final class EbpfDataplane: @unchecked Sendable {
         if let socket = adopting.take() { adopted = socket.take() }
         try state.withLock { state throws(SystemCallFailure) in
             guard state.reservations[port] == nil else {
-                if let adopted { close(adopted) }
+                if let adopted { Glibc.close(adopted) }
                 return
             }
             if let adopted {
