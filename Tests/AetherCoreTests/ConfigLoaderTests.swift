@@ -124,7 +124,7 @@ import Testing
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
-                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, "
+                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, state_dir, "
                 + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description

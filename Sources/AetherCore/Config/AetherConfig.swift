@@ -18,6 +18,11 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public static let defaultListenAddress = "127.0.0.1"
     public static let defaultCriuPath = "/opt/aetherless/criu/bin/criu"
     public static let defaultPython = "python3"
+    /// Where the deployed state lives when neither the file, `--state-dir` nor
+    /// `$AETHER_STATE_DIR` says otherwise.
+    public static let defaultStateDirectory = "/var/lib/aetherless"
+    /// The environment variable naming the state folder (after `--state-dir` and `state_dir`).
+    public static let stateDirectoryVariable = "AETHER_STATE_DIR"
 
     /// Data capacity of each shared-memory ring.
     public var shmBufferSize: ShmBufferSize
@@ -47,6 +52,10 @@ public struct OrchestratorConfig: Sendable, Equatable {
     /// The interpreter that runs `.py` handlers: an absolute path, or a command looked up in
     /// PATH (the default, `python3`).
     public var python: String
+    /// Absolute path of the folder keeping the deployed state (what `aether up` without a file
+    /// resumes). nil: the file does not set `state_dir` (the command line decides:
+    /// `--state-dir`, else `$AETHER_STATE_DIR`, else `defaultStateDirectory`).
+    public var stateDirectory: String?
 
     public enum Dataplane: String, Sendable, Equatable, CaseIterable {
         /// An sk_lookup BPF program steers each trigger port to its socket (the gateway's, or a
@@ -76,7 +85,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         dataplane: Dataplane = .ebpf,
         xdpInterface: String? = nil,
         xdpMode: XDPMode = .generic,
-        python: String = Self.defaultPython
+        python: String = Self.defaultPython,
+        stateDirectory: String? = nil
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -91,6 +101,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.xdpInterface = xdpInterface
         self.xdpMode = xdpMode
         self.python = python
+        self.stateDirectory = stateDirectory
     }
 
     /// The largest message one ring carries (docs/shm-layout.md, the ring's `max_payload`).

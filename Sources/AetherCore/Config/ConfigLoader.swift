@@ -27,9 +27,10 @@ public enum ConfigLoader {
     }
 
     /// Validates configuration text. `file` names it in diagnostics; `baseDirectory` anchors
-    /// relative handler paths.
+    /// relative handler paths. `allowsNoFunctions`: an empty `functions: []` list is valid (the
+    /// deployed state once every function was removed), not an error.
     public static func parse(
-        bytes: [UInt8], file: String, baseDirectory: String
+        bytes: [UInt8], file: String, baseDirectory: String, allowsNoFunctions: Bool = false
     ) throws(ConfigError)
         -> AetherConfig
     {
@@ -43,7 +44,8 @@ public enum ConfigLoader {
         case .failure(let problem):
             throw .invalid(path: file, diagnostics: [problem.diagnostic(file: file)])
         }
-        var validator = ConfigValidator(file: file, baseDirectory: baseDirectory)
+        var validator = ConfigValidator(
+            file: file, baseDirectory: baseDirectory, allowsNoFunctions: allowsNoFunctions)
         let config = validator.validate(text: text)
         guard let config, validator.diagnostics.isEmpty else {
             // Reported in file order, the way an editor walks them.

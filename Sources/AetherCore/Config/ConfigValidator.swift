@@ -19,11 +19,15 @@ import Darwin
 struct ConfigValidator {
     let file: String
     let baseDirectory: String
+    /// `functions: []` is valid (the deployed state after `aether rm` of the last function);
+    /// a file a person writes needs at least one.
+    let allowsNoFunctions: Bool
     private(set) var diagnostics: [ConfigDiagnostic] = []
 
-    init(file: String, baseDirectory: String) {
+    init(file: String, baseDirectory: String, allowsNoFunctions: Bool = false) {
         self.file = file
         self.baseDirectory = baseDirectory
+        self.allowsNoFunctions = allowsNoFunctions
     }
 
     private enum Key {
@@ -31,7 +35,7 @@ struct ConfigValidator {
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
             "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
-            "xdp_mode", "python",
+            "xdp_mode", "python", "state_dir",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -134,6 +138,15 @@ struct ConfigValidator {
                 report(
                     .invalidValue, at: entry.value, path: "\(path).snapshot_dir",
                     expected: "an absolute path", found: quoted(text))
+            }
+        }
+        if let entry = fields["state_dir"], let text = string(entry.value, path: "\(path).state_dir") {
+            if text.hasPrefix("/") {
+                config.stateDirectory = LexicalPath.normalized(text)
+            } else {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).state_dir",
+                    expected: "an absolute path of a folder", found: quoted(text))
             }
         }
         if let entry = fields["control_socket"], let text = string(entry.value, path: "\(path).control_socket") {
@@ -245,7 +258,7 @@ struct ConfigValidator {
             report(.wrongType, at: node, path: "functions", expected: "a list of functions", found: describe(node))
             return []
         }
-        if sequence.isEmpty {
+        if sequence.isEmpty && !allowsNoFunctions {
             report(
                 .invalidValue, at: node, path: "functions", expected: "at least one function", found: "an empty list")
         }
