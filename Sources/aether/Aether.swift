@@ -9,11 +9,14 @@ struct Aether: AsyncParsableCommand {
         discussion: """
             Functions are declared in a YAML file (id, trigger port, handler program, memory limit, timeout).
             `aether validate FILE` checks such a file and reports every problem in it at once; \
-            `aether up -c FILE` runs its functions until `aether down`, SIGTERM or Ctrl-C.
+            `aether up -c FILE` runs its functions until `aether down`, SIGTERM or Ctrl-C; \
+            `aether deploy FILE` and `aether rm ID` change them while they run, and `aether up` without \
+            a file resumes what was last deployed.
             """,
         version: AetherVersion.current,
         subcommands: [
-            Validate.self, Up.self, Wait.self, Deploy.self, List.self, Stats.self, Logs.self, Down.self, Doctor.self,
+            Validate.self, Up.self, Wait.self, Deploy.self, Rm.self, List.self, Stats.self, Logs.self, Down.self,
+            Doctor.self,
         ]
     )
 }

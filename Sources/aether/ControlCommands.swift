@@ -44,9 +44,12 @@ extension Aether {
         static let configuration = CommandConfiguration(
             abstract: "Hot-load the functions of a configuration file into the running orchestrator.",
             discussion: """
-                New functions are started; changed ones are replaced without a restart (the new version \
-                starts, takes the traffic, and the old one finishes its requests before it stops); \
-                functions not in the file are left alone. The file is validated first.
+                All or nothing. The file is validated first; then every new function and every changed \
+                one (its configuration, or its handler file's bytes) starts beside what runs. If one \
+                cannot start, all of them are stopped again and nothing changes: the error names the \
+                function. Otherwise the new state is stored (`aether up` without a file resumes it), \
+                the traffic moves to the new versions at once, and the old ones finish their requests \
+                before they stop. Functions not in the file are left alone (`aether rm` removes one).
                 """
         )
 
@@ -71,9 +74,32 @@ extension Aether {
                 try control.client.deploy(DeployRequest(configFile: absolute, force: force))
             }
             let rows =
-                result.added.map { [$0, "added"] } + result.replaced.map { [$0, "replaced"] }
+                result.added.map { [$0, "added"] }
+                + result.replaced.map {
+                    [$0, result.handlerChanged.contains($0) ? "replaced (handler changed)" : "replaced"]
+                }
                 + result.unchanged.map { [$0, "unchanged"] }
             print(TextTable(header: ["FUNCTION", "RESULT"], rows: rows).rendered)
+        }
+    }
+
+    struct Rm: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a function for good.",
+            discussion: """
+                The function stops taking requests, finishes those in flight, stops, and gives its trigger \
+                port back; it leaves the stored state, so it stays removed when `aether up` resumes. An \
+                unknown id is an error (exit 1).
+                """)
+
+        @Argument(help: "The function id.")
+        var id: String
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let result = try controlRequest("rm") { () throws(OrchestratorError) in try control.client.remove(id) }
+            print("removed \(result.removed) (port \(result.port) released)")
         }
     }
 

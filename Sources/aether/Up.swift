@@ -14,17 +14,30 @@ import Musl
 extension Aether {
     struct Up: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the functions of a configuration file in the foreground.",
+            abstract: "Run the functions of a configuration file, or resume what was last deployed, in the foreground.",
             discussion: """
                 Starts every function's handler, waits until each reports READY, and answers HTTP on their \
                 trigger ports. Fails at once, stopping everything, if any function cannot start. \
                 Ctrl-C, SIGTERM or `aether down` stop it gracefully: requests in flight finish, handlers \
                 are stopped, sockets and shared memory are removed.
+                With -c FILE, FILE becomes the deployed state (kept in state_dir once everything serves); \
+                without it, `up` resumes exactly what was last deployed (`up -c`, then every `deploy` and \
+                `rm`), from the state folder: --state-dir, else $AETHER_STATE_DIR, else \
+                \(OrchestratorConfig.defaultStateDirectory).
                 """
         )
 
-        @Option(name: .shortAndLong, help: "The configuration file.", completion: .file(extensions: ["yaml", "yml"]))
-        var config: String
+        @Option(
+            name: .shortAndLong,
+            help: "The configuration file (without it: resume the deployed state).",
+            completion: .file(extensions: ["yaml", "yml"]))
+        var config: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "The deployed state's folder (default: the file's state_dir, else $\(OrchestratorConfig.stateDirectoryVariable), else \(OrchestratorConfig.defaultStateDirectory)).",
+                valueName: "path"))
+        var stateDir: String?
 
         @Flag(name: .shortAndLong, help: "Log debug messages too.")
         var verbose = false
@@ -36,12 +49,42 @@ extension Aether {
         var readyFile: String?
 
         func run() async throws {
-            let loaded: AetherConfig
-            do {
-                loaded = try ConfigLoader.load(path: config)
-            } catch {
-                ConfigErrorReport.print(error)
-                throw ExitCode.failure
+            var loaded: AetherConfig
+            let configFile: String
+            var resumed: DesiredState?
+            if let config {
+                do {
+                    loaded = try ConfigLoader.load(path: config)
+                } catch {
+                    ConfigErrorReport.print(error)
+                    throw ExitCode.failure
+                }
+                configFile = absolutePath(config)
+                // --state-dir, else the file's state_dir, else $AETHER_STATE_DIR, else the default.
+                loaded.orchestrator.stateDirectory =
+                    stateDir.map(absolutePath) ?? loaded.orchestrator.stateDirectory ?? Self.stateDirectory(flag: nil)
+            } else {
+                let store = DesiredStateStore(folder: Self.stateDirectory(flag: stateDir))
+                let stored: DesiredState?
+                do {
+                    stored = try store.load()
+                } catch {
+                    if case .invalidConfiguration(let problems) = error { ConfigErrorReport.print(problems) }
+                    writeError("aether up: cannot resume: \(error)")
+                    throw ExitCode.failure
+                }
+                guard let stored else {
+                    writeError(
+                        "aether up: nothing has been deployed with the state folder \(store.folder) (no \(store.path)); "
+                            + "start with `aether up -c FILE`, or name the folder with --state-dir or $\(OrchestratorConfig.stateDirectoryVariable)"
+                    )
+                    throw ExitCode.failure
+                }
+                loaded = stored.config
+                // The folder it was found in, even if it was moved since it was written.
+                loaded.orchestrator.stateDirectory = store.folder
+                configFile = store.path
+                resumed = stored
             }
             let level: Logger.Level = verbose ? .debug : .info
             LoggingSystem.bootstrap { label in
@@ -50,7 +93,19 @@ extension Aether {
                 return handler
             }
             let logger = Logger(label: "aether")
-            let orchestrator = Orchestrator(config: loaded, configFile: config, logger: logger)
+            if let resumed {
+                let count = resumed.config.functions.count
+                var metadata: Logger.Metadata = ["state": "\(configFile)"]
+                if count > 0 {
+                    metadata["from"] = "\(resumed.sources.joined(separator: ", "))"
+                    metadata["functions"] =
+                        "\(resumed.records.map { "\($0.id) (\($0.source))" }.joined(separator: ", "))"
+                }
+                logger.info(
+                    "resuming the deployed state: \(count) function\(count == 1 ? "" : "s") as of \(resumed.savedAt) (last change: `\(resumed.change)`)",
+                    metadata: metadata)
+            }
+            let orchestrator = Orchestrator(config: loaded, configFile: configFile, logger: logger, resuming: resumed)
             let service = OrchestratorService(
                 orchestrator: orchestrator, readyFile: readyFile.map { ReadyFile(path: absolutePath($0)) })
             let group = ServiceGroup(
@@ -65,6 +120,16 @@ extension Aether {
                 throw ExitCode.failure
             }
         }
+    }
+}
+
+extension Aether.Up {
+    /// The state folder without a configuration file: `--state-dir`, else `$AETHER_STATE_DIR`,
+    /// else the default; relative paths against the current directory.
+    static func stateDirectory(flag: String?) -> String {
+        let environment = getenv(OrchestratorConfig.stateDirectoryVariable).map { String(cString: $0) }
+        let chosen = flag ?? environment.flatMap { $0.isEmpty ? nil : $0 } ?? OrchestratorConfig.defaultStateDirectory
+        return absolutePath(chosen)
     }
 }
 

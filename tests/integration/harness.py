@@ -1,8 +1,9 @@
 """Integration-test harness: runs the real `aether` binary with real Python handlers.
 
-Each test gets its own temporary folder (config, handler files, control socket, logs), free TCP
-ports, and function ids with a per-test prefix (``t<pid>-<n>-<name>``) so leftovers of parallel
-runs can be told apart. Cleanup stops every orchestrator the test started (``aether down``, then
+Each test gets its own temporary folder (config, handler files, control socket, the deployed
+state's folder ``state_dir``, so no test reads or leaves state in /var/lib/aetherless, logs), free
+TCP ports, and function ids with a per-test prefix (``t<pid>-<n>-<name>``) so leftovers of
+parallel runs can be told apart. Cleanup stops every orchestrator the test started (``aether down``, then
 SIGKILL), and fails the test if shared memory (``/dev/shm/aetherless-<id>-*``) or a process
 whose command line mentions the temporary folder is left behind.
 
@@ -284,9 +285,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.05):
 
 
 class Orchestrator:
-    """One `aether up` process started by a test."""
+    """One `aether up` process started by a test: `aether up -c CONFIG ARGS`, or without a
+    configuration (`config` None: resume the deployed state) `aether up ARGS`."""
 
-    def __init__(self, case: "AetherTestCase", config: str, index: int):
+    def __init__(self, case: "AetherTestCase", config: str | None, index: int, args=()):
         self.case = case
         self.config = config
         self.out_path = os.path.join(case.tmp, f"up-{index}.out")
@@ -294,7 +296,7 @@ class Orchestrator:
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
-            [aether_bin(), "up", "-c", config],
+            [aether_bin(), "up", *(["-c", config] if config is not None else []), *args],
             stdin=subprocess.DEVNULL,
             stdout=self._out,
             stderr=self._err,
@@ -362,6 +364,8 @@ class AetherTestCase(unittest.TestCase):
         # Short folder: Unix socket paths are limited to 107 bytes.
         self.tmp = tempfile.mkdtemp(prefix="aeit-", dir="/tmp")
         self.control_socket = os.path.join(self.tmp, "ctl.sock")
+        # Never the shared /var/lib/aetherless: every test keeps its deployed state here.
+        self.state_dir = os.path.join(self.tmp, "state")
         self.orchestrators: list[Orchestrator] = []
         self.function_ids: list[str] = []
         self.addCleanup(self._cleanup)
@@ -389,7 +393,7 @@ class AetherTestCase(unittest.TestCase):
         return self.write_file(name, COMMON_HANDLER)
 
     def write_config(self, functions: list[dict], name: str = "aether.yaml", orchestrator: dict | None = None) -> str:
-        settings = {"control_socket": self.control_socket}
+        settings = {"control_socket": self.control_socket, "state_dir": self.state_dir}
         settings.update(orchestrator or {})
         return self.write_file(name, render_config(functions, settings))
 
@@ -401,14 +405,15 @@ class AetherTestCase(unittest.TestCase):
 
     # -- aether up
 
-    def start_up(self, config: str) -> Orchestrator:
-        orch = Orchestrator(self, config, len(self.orchestrators))
+    def start_up(self, config: str | None, *args: str) -> Orchestrator:
+        """`aether up -c config ARGS` (`config` None: `aether up ARGS`), not waiting for anything."""
+        orch = Orchestrator(self, config, len(self.orchestrators), args)
         self.orchestrators.append(orch)
         return orch
 
-    def start(self, config: str) -> Orchestrator:
+    def start(self, config: str | None, *args: str) -> Orchestrator:
         """`aether up -c config`, waiting until it answers `aether list` and has logged "serving"."""
-        orch = self.start_up(config)
+        orch = self.start_up(config, *args)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if not orch.alive():
@@ -421,9 +426,9 @@ class AetherTestCase(unittest.TestCase):
                 self.fail(f"aether up was not ready within {READY_TIMEOUT} s\n{orch.log()}")
             time.sleep(0.05)
 
-    def start_expect_failure(self, config: str, timeout: float = 15.0) -> Orchestrator:
+    def start_expect_failure(self, config: str | None, *args: str, timeout: float = 15.0) -> Orchestrator:
         """`aether up` that must exit with status 1 within `timeout`."""
-        orch = self.start_up(config)
+        orch = self.start_up(config, *args)
         rc = orch.wait_exit(timeout)
         if rc is None:
             self.fail(f"aether up did not exit within {timeout} s\n{orch.log()}")

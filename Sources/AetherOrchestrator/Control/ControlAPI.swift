@@ -1,7 +1,7 @@
 public import AetherNet
 import NIOCore
 
-/// The JSON documents of the control API (`aether list`, `stats`, `deploy`, `logs`, `down`),
+/// The JSON documents of the control API (`aether list`, `stats`, `deploy`, `rm`, `logs`, `down`),
 /// shared by the orchestrator and the CLI.
 
 public struct InstanceStatus: Codable, Sendable, Equatable {
@@ -80,7 +80,10 @@ public struct OrchestratorStatus: Codable, Sendable, Equatable {
     public var ready: Bool
     public var version: String
     public var pid: Int
+    /// The configuration `up` started with (the stored state's file when it resumed).
     public var configFile: String
+    /// The deployed state `aether up` without a file resumes (`state_dir`).
+    public var stateFile: String
     public var controlSocket: String
     public var listenAddress: String
     public var uptimeSeconds: Double
@@ -103,10 +106,19 @@ public struct DeployRequest: Codable, Sendable {
     }
 }
 
-public struct DeployResult: Codable, Sendable {
+public struct DeployResult: Codable, Sendable, Equatable {
     public var added: [String]
     public var replaced: [String]
     public var unchanged: [String]
+    /// The replaced functions whose handler file's bytes changed (whatever else did).
+    public var handlerChanged: [String]
+}
+
+/// The answer to `DELETE /v1/functions/ID` (`aether rm`).
+public struct RemoveResult: Codable, Sendable, Equatable {
+    public var removed: String
+    /// The trigger port it gave back.
+    public var port: Int
 }
 
 /// The body of every non-2xx answer.

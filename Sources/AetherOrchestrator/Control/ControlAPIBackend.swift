@@ -4,6 +4,7 @@ protocol ControlAPIBackend: Sendable {
     func status() -> OrchestratorStatus
     func functionStatus(_ id: String) -> FunctionStatus?
     func logs(of id: String, lines: Int) -> LogsDocument?
-    func deploy(_ request: DeployRequest) async throws(AetherError) -> DeployResult
+    func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult
+    func remove(_ id: String) async throws(DeploymentError) -> RemoveResult
     func requestShutdown()
 }

@@ -47,6 +47,12 @@ public struct ControlClient: Sendable {
         return try decode(DeployResult.self, try send("POST", "/v1/deploy", body: body))
     }
 
+    /// `aether rm`: the function stops (drained first), gives its port back and leaves the
+    /// stored state.
+    public func remove(_ id: String) throws(OrchestratorError) -> RemoveResult {
+        try decode(RemoveResult.self, try send("DELETE", "/v1/functions/\(id)"))
+    }
+
     public func down() throws(OrchestratorError) {
         _ = try send("POST", "/v1/down")
     }

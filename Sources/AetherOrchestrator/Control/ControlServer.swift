@@ -11,14 +11,15 @@ import Musl
 #endif
 
 /// The control API: HTTP/1.1 + JSON on a Unix socket (mode 0600), used by `aether list`,
-/// `stats`, `deploy`, `logs` and `down`.
+/// `stats`, `deploy`, `rm`, `logs` and `down`.
 ///
 /// | method | path | answer |
 /// |---|---|---|
 /// | GET | /v1/status | `OrchestratorStatus` |
 /// | GET | /v1/functions/ID | `FunctionStatus` (404 if unknown) |
 /// | GET | /v1/functions/ID/logs?lines=N | `LogsDocument` |
-/// | POST | /v1/deploy | `DeployRequest` -> `DeployResult` (400 invalid config, 409 conflict, 502 handler failed) |
+/// | POST | /v1/deploy | `DeployRequest` -> `DeployResult` (400 invalid config, 409 conflict, 502 a function could not start: nothing applied, 500 state not stored) |
+/// | DELETE | /v1/functions/ID | `RemoveResult` (404 if unknown, 409 another change in progress, 500 state not stored) |
 /// | POST | /v1/down | 202, then a graceful shutdown |
 final class ControlServer: Sendable {
     let path: String
@@ -165,18 +166,13 @@ enum ControlRouter {
             do {
                 return encode(.ok, try await backend.deploy(request))
             } catch {
-                switch error {
-                case .config(.invalid(let file, let diagnostics)):
-                    return encode(
-                        .badRequest,
-                        ErrorDocument(
-                            error: "configuration file \(file) has \(diagnostics.count) problem(s)",
-                            diagnostics: diagnostics.map(\.description)))
-                case .config, .orchestrator(.conflict):
-                    return encode(.conflict, ErrorDocument(error: error.description))
-                default:
-                    return encode(.badGateway, ErrorDocument(error: error.description))
-                }
+                return failure(error)
+            }
+        case (.DELETE, 3, "v1", "functions"):
+            do {
+                return encode(.ok, try await backend.remove(parts[2]))
+            } catch {
+                return failure(error)
             }
         case (.POST, 2, "v1", "down"):
             Task {
@@ -187,6 +183,26 @@ enum ControlRouter {
             return encode(.accepted, ["stopping": true])
         default:
             return encode(.notFound, ErrorDocument(error: "no such endpoint: \(head.method) \(path)"))
+        }
+    }
+
+    /// A deploy or rm that changed nothing.
+    private static func failure(_ error: DeploymentError) -> ControlAnswer {
+        switch error {
+        case .refused(.config(.invalid(let file, let diagnostics))):
+            return encode(
+                .badRequest,
+                ErrorDocument(
+                    error: "configuration file \(file) has \(diagnostics.count) problem(s)",
+                    diagnostics: diagnostics.map(\.description)))
+        case .refused(.config), .refused(.orchestrator(.conflict)):
+            return encode(.conflict, ErrorDocument(error: error.description))
+        case .refused, .startFailed:
+            return encode(.badGateway, ErrorDocument(error: error.description))
+        case .notStored:
+            return encode(.internalServerError, ErrorDocument(error: error.description))
+        case .unknownFunction(let id):
+            return unknown(id)
         }
     }
 

@@ -17,20 +17,30 @@ import Musl
 /// control API, until `aether down`, SIGTERM or Ctrl-C.
 public final class Orchestrator: Sendable {
     public let configFile: String
-    private let settings: OrchestratorConfig
+    let settings: OrchestratorConfig
     private let initialFunctions: [FunctionConfig]
-    private let logger: Logger
+    let logger: Logger
     private let group: any EventLoopGroup
     private let pythonSDK: String?
-    private let gateway: Gateway
+    let gateway: Gateway
     private let startedAt = ContinuousClock.now
+    /// Where the deployed state is kept (`state_dir`).
+    let store: DesiredStateStore
+    /// The stored state `up` resumes (`aether up` without a file), nil for `up -c FILE`.
+    private let resumed: DesiredState?
 
-    private struct State {
+    struct State {
         /// The generation of each function that serves it now.
         var functions: [FunctionID: DeployedFunction] = [:]
         var handshakes: [FunctionID: HandshakeServer] = [:]
         var generation = 0
-        var deploying = false
+        /// A deploy or rm is in progress (one at a time).
+        var changing = false
+        /// SHA-256 of each running generation's handler file, taken when it was started.
+        var handlerHashes: [FunctionID: String?] = [:]
+        /// What is stored in `state_dir`: set once `start()` stored (or resumed) it, then by every
+        /// accepted deploy and rm.
+        var desired: DesiredState?
         var criuPrimed = false
         var control: ControlServer?
         var metrics: MetricsServer?
@@ -42,14 +52,19 @@ public final class Orchestrator: Sendable {
         var ready = false
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let shutdownRequested: EventLoopPromise<Void>
-    private var dataplane: EbpfDataplane? { state.withLock { $0.dataplane } }
+    var dataplane: EbpfDataplane? { state.withLock { $0.dataplane } }
 
-    public init(config: AetherConfig, configFile: String, logger: Logger) {
+    /// `resuming`: the stored state this configuration was loaded from (`aether up` without a
+    /// file); then `start()` does not store it again, and says which handlers changed since.
+    public init(config: AetherConfig, configFile: String, logger: Logger, resuming: DesiredState? = nil) {
         self.configFile = configFile
         settings = config.orchestrator
         initialFunctions = config.functions
+        store = DesiredStateStore(
+            folder: config.orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory)
+        resumed = resuming
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         pythonSDK = PythonSDKLocator.locate()
@@ -81,6 +96,13 @@ public final class Orchestrator: Sendable {
             throw .orchestrator(.subreaperUnavailable(reason: error.reason))
         }
         try Self.makeFolder(settings.snapshotDirectory, for: "snapshot images (snapshot_dir)")
+        do {
+            try store.prepareFolder()
+        } catch {
+            throw .orchestrator(
+                .folderUnavailable(
+                    purpose: "the deployed state (state_dir)", path: store.folder, reason: error.description))
+        }
         let staleImages = SnapshotImages.removeStale(in: settings.snapshotDirectory)
         if !staleImages.isEmpty {
             logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")
@@ -119,6 +141,7 @@ public final class Orchestrator: Sendable {
             for function in initialFunctions {
                 try await startFunction(function)
             }
+            try storeInitialState()
         } catch {
             await shutdown()
             throw error
@@ -127,6 +150,39 @@ public final class Orchestrator: Sendable {
         logger.info(
             "serving \(initialFunctions.count) function(s)",
             metadata: ["control_socket": "\(socket)", "listen": "\(settings.listenAddress)"])
+    }
+
+    /// `up -c FILE` replaces the stored state with FILE once every function serves (a failed
+    /// `up` leaves it alone); a resumed `up` keeps it, and says which handler files changed since
+    /// they were deployed (the current files run).
+    private func storeInitialState() throws(AetherError) {
+        let hashes = state.withLock { $0.handlerHashes }
+        if let resumed {
+            for function in initialFunctions {
+                guard let record = resumed.record(of: function.id), let now = hashes[function.id] ?? nil,
+                    let then = record.handlerSha256, now != then
+                else { continue }
+                logger.warning(
+                    "the handler of function \(function.id) changed since it was deployed at \(record.deployedAt): running the file as it is now",
+                    metadata: [
+                        "handler": "\(function.handlerPath)", "sha256_deployed": "\(then)", "sha256_now": "\(now)",
+                    ])
+            }
+            state.withLock { $0.desired = resumed }
+            return
+        }
+        let desired = DesiredState.initial(
+            config: AetherConfig(orchestrator: settings, functions: initialFunctions), file: configFile,
+            hashes: hashes, at: DesiredState.now())
+        do {
+            try store.save(desired)
+        } catch {
+            throw .orchestrator(
+                .folderUnavailable(
+                    purpose: "the deployed state (state_dir)", path: store.path, reason: error.description))
+        }
+        state.withLock { $0.desired = desired }
+        logger.info("stored the deployed state", metadata: ["state": "\(store.path)"])
     }
 
     /// `mkdir -p` with mode 0700; `purpose` names the setting in the error.
@@ -145,7 +201,7 @@ public final class Orchestrator: Sendable {
 
     /// Installs criu's kernel-probe cache the first time a snapshot function is started (at
     /// `up`, or by the first deploy that brings one), so no restore pays the probe.
-    private func primeCriu(for functions: [FunctionConfig]) throws(AetherError) {
+    func primeCriu(for functions: [FunctionConfig]) throws(AetherError) {
         guard functions.contains(where: \.snapshot) else { return }
         let needed = state.withLock { state in
             defer { state.criuPrimed = true }
@@ -163,8 +219,14 @@ public final class Orchestrator: Sendable {
         }
     }
 
-    /// Starts one function that is not running yet.
-    private func startFunction(_ config: FunctionConfig) async throws(AetherError) {
+    /// Starts one function that is not running yet, on its own port: an sdk function is routed
+    /// while it starts. With `installs` it is the function's generation once it serves (in
+    /// `functions`); a deploy installs its new generations itself, at its commit.
+    @discardableResult
+    func startFunction(
+        _ config: FunctionConfig, handlerHash: String?? = nil, installs: Bool = true
+    ) async throws(AetherError) -> DeployedFunction {
+        let hash = handlerHash ?? Self.handlerHash(of: config)
         do {
             try await takePort(of: config)
         } catch {
@@ -172,12 +234,23 @@ public final class Orchestrator: Sendable {
         }
         let function: DeployedFunction
         do {
-            function = try await launch(config, takesRequestsWhileStarting: true)
+            function = try await launch(config, routing: .whileStarting)
         } catch {
             await releasePort(config.triggerPort.rawValue, of: config)
             throw error
         }
-        state.withLock { $0.functions[config.id] = function }
+        if installs {
+            state.withLock {
+                $0.functions[config.id] = function
+                $0.handlerHashes[config.id] = hash
+            }
+        }
+        return function
+    }
+
+    /// SHA-256 of a function's handler file (nil if it cannot be read).
+    static func handlerHash(of config: FunctionConfig) -> String? {
+        try? SHA256.hex(ofFile: config.handlerPath)
     }
 
     /// Takes a function's trigger port: the gateway's listener for an sdk function; for a
@@ -203,7 +276,7 @@ public final class Orchestrator: Sendable {
 
     /// Gives a trigger port back (`takePort`'s counterpart): closes the gateway's listener (sdk)
     /// and removes the port from the data plane's maps.
-    private func releasePort(_ port: UInt16, of config: FunctionConfig) async {
+    func releasePort(_ port: UInt16, of config: FunctionConfig) async {
         let dataplane = dataplane
         if config.handlerProtocol == .sdk {
             await gateway.close(port: port, dataplane: dataplane)
@@ -212,13 +285,19 @@ public final class Orchestrator: Sendable {
         }
     }
 
-    /// A new generation of a function, started and ready. With `takesRequestsWhileStarting`
-    /// (its port is served by nobody else) an sdk function is routed before it starts: requests
-    /// that arrive while it starts wait in its queue for its first instance instead of being
-    /// refused with 503. A process handler's port holds their SYNs meanwhile (the data plane).
-    private func launch(
-        _ config: FunctionConfig, takesRequestsWhileStarting: Bool = false
-    ) async throws(AetherError) -> DeployedFunction {
+    /// When an sdk generation gets its trigger port's route.
+    enum Routing {
+        /// Before it starts (its port is served by nobody else): requests that arrive while it
+        /// starts wait in its queue for its first instance instead of being refused with 503. A
+        /// process handler's port holds their SYNs meanwhile (the data plane).
+        case whileStarting
+        /// Not by `launch`: a deploy routes all its new generations at once, at its commit.
+        case atCommit
+    }
+
+    /// A new generation of a function, started and ready. (A process handler with eBPF takes
+    /// its trigger port when it reports READY, whatever `routing` says.)
+    func launch(_ config: FunctionConfig, routing: Routing) async throws(AetherError) -> DeployedFunction {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
                 .spawnFailed(
@@ -250,7 +329,7 @@ public final class Orchestrator: Sendable {
         let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
             dataplane: dataplane, handshake: handshake, group: group, logger: logger)
-        let routed = takesRequestsWhileStarting && config.handlerProtocol == .sdk
+        let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         do {
             try await function.start()
@@ -259,117 +338,12 @@ public final class Orchestrator: Sendable {
             await closeHandshakeIfUnused(config.id)
             throw .handler(error)
         }
-        if config.handlerProtocol == .sdk { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         return function
-    }
-
-    // MARK: Deploy
-
-    /// Adds the file's new functions and replaces its changed ones (all of them with `force`),
-    /// without touching the others. A replaced sdk function keeps its port: the new generation
-    /// starts, takes the route, and the old one drains before it stops.
-    func deploy(_ request: DeployRequest) async throws(AetherError) -> DeployResult {
-        let busy = state.withLock {
-            if $0.deploying { return true }
-            $0.deploying = true
-            return false
-        }
-        if busy { throw .orchestrator(.conflict("another deploy is in progress")) }
-        defer { state.withLock { $0.deploying = false } }
-
-        let config: AetherConfig
-        do {
-            config = try ConfigLoader.load(path: request.configFile)
-        } catch {
-            throw .config(error)
-        }
-        let running = state.withLock { $0.functions }
-        for function in config.functions {
-            if let owner = running.values.first(where: {
-                $0.config.triggerPort == function.triggerPort && $0.id != function.id
-            }) {
-                throw .orchestrator(
-                    .conflict(
-                        "function \(function.id) asks for port \(function.triggerPort), which function \(owner.id) is serving"
-                    ))
-            }
-        }
-        // The warm pool is shared: what stays running plus what this file brings must fit.
-        let staying = running.values.map(\.config).filter { current in
-            !config.functions.contains { $0.id == current.id }
-        }
-        let demand = WarmPool.demand(of: staying + config.functions)
-        if demand > settings.warmPoolSize.rawValue {
-            throw .orchestrator(
-                .conflict(
-                    "the functions would keep \(demand) restored instances warm (min_warm of snapshot functions), over warm_pool_size \(settings.warmPoolSize.rawValue)"
-                ))
-        }
-        try primeCriu(for: config.functions)
-        var result = DeployResult(added: [], replaced: [], unchanged: [])
-        for function in config.functions {
-            if let current = running[function.id] {
-                if current.config == function && !request.force {
-                    result.unchanged.append(function.id.rawValue)
-                    continue
-                }
-                try await replace(current, with: function)
-                result.replaced.append(function.id.rawValue)
-            } else {
-                try await startFunction(function)
-                result.added.append(function.id.rawValue)
-            }
-        }
-        logger.info(
-            "deployed \(request.configFile)",
-            metadata: [
-                "added": "\(result.added)", "replaced": "\(result.replaced)", "unchanged": "\(result.unchanged)",
-            ])
-        return result
-    }
-
-    private func replace(_ old: DeployedFunction, with config: FunctionConfig) async throws(AetherError) {
-        let oldPort = old.config.triggerPort
-        let dataplane = dataplane
-        let protocolChanges = old.config.handlerProtocol != config.handlerProtocol
-        if dataplane == nil && (old.config.handlerProtocol == .process || config.handlerProtocol == .process)
-            || protocolChanges
-        {
-            // Without eBPF a process handler holds its port itself: the old one must let go
-            // first. The same when the port moves between the gateway and a handler.
-            await retire(old)
-            state.withLock { $0.functions[old.id] = nil }
-            await releasePort(oldPort.rawValue, of: old.config)
-            try await startFunction(config)
-            return
-        }
-        // The new generation starts beside the old one. For sdk functions the gateway's route
-        // swaps; for process handlers (eBPF) the new handler's READY swaps the socket map entry.
-        if config.triggerPort != oldPort {
-            do {
-                try await takePort(of: config)
-            } catch {
-                throw .orchestrator(error)
-            }
-        }
-        let fresh: DeployedFunction
-        do {
-            fresh = try await launch(config, takesRequestsWhileStarting: config.triggerPort != oldPort)
-        } catch {
-            if config.triggerPort != oldPort { await releasePort(config.triggerPort.rawValue, of: config) }
-            throw error
-        }
-        if config.handlerProtocol == .sdk && config.triggerPort != oldPort {
-            gateway.routes.set(nil, port: oldPort.rawValue)
-        }
-        state.withLock { $0.functions[config.id] = fresh }
-        await retire(old, handlerConnections: true)
-        if config.triggerPort != oldPort { await releasePort(oldPort.rawValue, of: old.config) }
     }
 
     /// Lets a generation finish its requests (and a replaced process handler its connections),
     /// then stops its instances.
-    private func retire(_ function: DeployedFunction, handlerConnections: Bool = false) async {
+    func retire(_ function: DeployedFunction, handlerConnections: Bool = false) async {
         await function.drain(handlerConnections: handlerConnections)
         await function.stop()
         await closeHandshakeIfUnused(function.id)
@@ -447,7 +421,7 @@ extension Orchestrator: ControlAPIBackend {
         let running = state.withLock { Array($0.functions.values) }
         return OrchestratorStatus(
             ready: state.withLock { $0.ready }, version: AetherVersion.current, pid: Int(getpid()),
-            configFile: configFile,
+            configFile: configFile, stateFile: store.path,
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
             uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
             functions: running.map { $0.status() }.sorted { $0.id < $1.id },

@@ -1,0 +1,311 @@
+import AetherCore
+import AetherNet
+import AetherSystem
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// `aether deploy` (all or nothing) and `aether rm`: the changes to a running orchestrator that
+// the stored desired state follows.
+extension Orchestrator {
+    /// A new generation a deploy started, not committed yet.
+    private enum Prepared {
+        /// A function that was not running, started on its port (an sdk one routed while it
+        /// started: nobody else serves the port).
+        case added(DeployedFunction, hash: String?)
+        /// A new generation beside the running one (on the same port, or on the one it moves to).
+        case beside(old: DeployedFunction, fresh: DeployedFunction, hash: String?)
+        /// The running generation was stopped first and its port given back; `fresh` is the new
+        /// one once it started.
+        case stoppedFirst(old: FunctionConfig, oldHash: String?, fresh: DeployedFunction?, hash: String?)
+    }
+
+    /// Applies a configuration file all or nothing. The file is validated; then every new
+    /// generation (added and replaced functions; a function is replaced when its configuration
+    /// or its handler file's bytes changed, or with `force`) is started while the running ones
+    /// keep serving. If one cannot start, all the new ones are stopped again and the running
+    /// functions and the stored state stay as they were. Otherwise the new desired state is
+    /// stored, all routes swap at once, and the old generations drain and stop. Functions the
+    /// file does not name are left alone.
+    func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult {
+        try beginChange()
+        defer { state.withLock { $0.changing = false } }
+
+        let config: AetherConfig
+        do {
+            config = try ConfigLoader.load(path: request.configFile)
+        } catch {
+            throw .refused(.config(error))
+        }
+        let running = state.withLock { $0.functions }
+        for function in config.functions {
+            if let owner = running.values.first(where: {
+                $0.config.triggerPort == function.triggerPort && $0.id != function.id
+            }) {
+                throw .refused(
+                    .orchestrator(
+                        .conflict(
+                            "function \(function.id) asks for port \(function.triggerPort), which function \(owner.id) is serving"
+                        )))
+            }
+        }
+        // The warm pool is shared: what stays running plus what this file brings must fit.
+        let staying = running.values.map(\.config).filter { current in
+            !config.functions.contains { $0.id == current.id }
+        }
+        let demand = WarmPool.demand(of: staying + config.functions)
+        if demand > settings.warmPoolSize.rawValue {
+            throw .refused(
+                .orchestrator(
+                    .conflict(
+                        "the functions would keep \(demand) restored instances warm (min_warm of snapshot functions), over warm_pool_size \(settings.warmPoolSize.rawValue)"
+                    )))
+        }
+        do {
+            try primeCriu(for: config.functions)
+        } catch {
+            throw .refused(error)
+        }
+        var hashes: [FunctionID: String?] = [:]
+        for function in config.functions { hashes[function.id] = Self.handlerHash(of: function) }
+        let runningHashes = state.withLock { $0.handlerHashes }
+        let plan = DeployPlan(
+            file: config.functions, hashes: hashes,
+            running: running.mapValues {
+                DeployPlan.Running(config: $0.config, handlerHash: runningHashes[$0.id] ?? nil)
+            },
+            force: request.force, ebpf: dataplane != nil)
+
+        // 1. Every new generation starts; the running ones serve meanwhile.
+        var prepared: [Prepared] = []
+        for step in plan.startOrder {
+            do {
+                try await prepare(step, running: running, into: &prepared)
+            } catch {
+                let problems = await undo(prepared)
+                logger.warning(
+                    "deploy of \(request.configFile) not applied: function \(step.id) could not start",
+                    metadata: ["error": "\(error)"])
+                throw .startFailed(function: step.id, cause: error, undoProblems: problems)
+            }
+        }
+        // 2. The deploy is accepted once the new desired state is on disk.
+        let desired = currentDesired().deploying(
+            config.functions, changed: plan.changed, hashes: hashes, from: request.configFile, at: DesiredState.now())
+        do {
+            try store.save(desired)
+        } catch {
+            let problems = await undo(prepared)
+            throw .notStored(error, undoProblems: problems)
+        }
+        state.withLock { $0.desired = desired }
+        // 3. The routes swap, the old generations retire.
+        await commit(prepared)
+        let result = plan.result
+        logger.info(
+            "deployed \(request.configFile)",
+            metadata: [
+                "added": "\(result.added)", "replaced": "\(result.replaced)", "unchanged": "\(result.unchanged)",
+                "handler_changed": "\(result.handlerChanged)",
+            ])
+        return result
+    }
+
+    /// Starts a step's new generation (a stop-first replacement stops the old one before).
+    private func prepare(
+        _ step: DeployPlan.Step, running: [FunctionID: DeployedFunction], into prepared: inout [Prepared]
+    ) async throws(AetherError) {
+        let config = step.config
+        let hash = step.handlerHash
+        switch step.action {
+        case .keep:
+            return
+        case .add:
+            let fresh = try await startFunction(config, handlerHash: .some(hash), installs: false)
+            prepared.append(.added(fresh, hash: hash))
+        case .replaceBeside:
+            guard let old = running[config.id] else { return }
+            // Moving to another port takes that port now (nobody else serves it); the old one is
+            // given back at the commit. On the same port the route swaps at the commit.
+            let fresh =
+                config.triggerPort != old.config.triggerPort
+                ? try await startFunction(config, handlerHash: .some(hash), installs: false)
+                : try await launch(config, routing: .atCommit)
+            prepared.append(.beside(old: old, fresh: fresh, hash: hash))
+        case .replaceStoppingFirst:
+            guard let old = running[config.id] else { return }
+            let oldHash = state.withLock { $0.handlerHashes[old.id] ?? nil }
+            await retire(old)
+            state.withLock {
+                $0.functions[old.id] = nil
+                $0.handlerHashes[old.id] = nil
+            }
+            if old.config.handlerProtocol == .sdk { gateway.routes.set(nil, port: old.config.triggerPort.rawValue) }
+            await releasePort(old.config.triggerPort.rawValue, of: old.config)
+            prepared.append(.stoppedFirst(old: old.config, oldHash: oldHash, fresh: nil, hash: hash))
+            let fresh = try await startFunction(config, handlerHash: .some(hash), installs: false)
+            prepared[prepared.count - 1] = .stoppedFirst(old: old.config, oldHash: oldHash, fresh: fresh, hash: hash)
+        }
+    }
+
+    /// Stops the new generations again (last started first) and puts back what they changed;
+    /// returns what could not be put back.
+    private func undo(_ prepared: [Prepared]) async -> [String] {
+        var problems: [String] = []
+        for item in prepared.reversed() {
+            switch item {
+            case .added(let fresh, _):
+                await withdraw(fresh)
+            case .beside(let old, let fresh, _):
+                if fresh.config.triggerPort != old.config.triggerPort {
+                    await withdraw(fresh)
+                } else {
+                    if let problem = steerBack(to: old) { problems.append(problem) }
+                    await retire(fresh, handlerConnections: true)
+                }
+            case .stoppedFirst(let old, let oldHash, let fresh, _):
+                if let fresh { await withdraw(fresh) }
+                do {
+                    try await startFunction(old, handlerHash: .some(oldHash))
+                } catch {
+                    problems.append("function \(old.id), stopped to be replaced, could not be started again: \(error)")
+                }
+            }
+        }
+        return problems
+    }
+
+    /// Stops a new generation that has a port of its own, and gives the port back.
+    private func withdraw(_ fresh: DeployedFunction) async {
+        let port = fresh.config.triggerPort.rawValue
+        await retire(fresh, handlerConnections: true)
+        if fresh.config.handlerProtocol == .sdk { gateway.routes.set(nil, port: port) }
+        await releasePort(port, of: fresh.config)
+    }
+
+    /// The new generations take their routes (all at once: no await in between), then the old
+    /// ones finish their requests and stop, side by side.
+    private func commit(_ prepared: [Prepared]) async {
+        var retiring: [(old: DeployedFunction, moved: Bool)] = []
+        for item in prepared {
+            switch item {
+            case .added(let fresh, let hash):
+                install(fresh, hash: hash)
+            case .beside(let old, let fresh, let hash):
+                install(fresh, hash: hash)
+                let moved = old.config.triggerPort != fresh.config.triggerPort
+                if moved && old.config.handlerProtocol == .sdk {
+                    gateway.routes.set(nil, port: old.config.triggerPort.rawValue)
+                }
+                retiring.append((old, moved))
+            case .stoppedFirst(_, _, let fresh, let hash):
+                if let fresh { install(fresh, hash: hash) }
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for (old, moved) in retiring {
+                group.addTask {
+                    await self.retire(old, handlerConnections: true)
+                    if moved { await self.releasePort(old.config.triggerPort.rawValue, of: old.config) }
+                }
+            }
+        }
+    }
+
+    /// A committed generation serves its function from now on.
+    private func install(_ fresh: DeployedFunction, hash: String?) {
+        if fresh.config.handlerProtocol == .sdk {
+            gateway.routes.set(fresh, port: fresh.config.triggerPort.rawValue)
+        }
+        state.withLock {
+            $0.functions[fresh.id] = fresh
+            $0.handlerHashes[fresh.id] = hash
+        }
+    }
+
+    /// Undoing a process handler's replacement with eBPF: the new generation took the trigger
+    /// port when it reported READY, so the old one's listening socket is steered to it again
+    /// (one map update) before the new one stops. Nil when done or not needed, else why not.
+    private func steerBack(to old: DeployedFunction) -> String? {
+        guard let dataplane, old.config.handlerProtocol == .process else { return nil }
+        let port = old.config.triggerPort.rawValue
+        for instance in old.status().instances where instance.phase == "serving" {
+            let pid = pid_t(instance.pid)
+            guard let listenPort = Self.listenPort(of: pid) else { continue }
+            do {
+                let socket = try HandlerSockets.takeListeningSocket(pid: pid, port: listenPort)
+                try dataplane.steer(
+                    port: port, function: old.id.rawValue, socket: socket.rawValue, owner: pid, kind: .handler)
+                return nil
+            } catch {
+                return "trigger port \(port) could not be steered back to function \(old.id) (pid \(pid)): \(error)"
+            }
+        }
+        return "trigger port \(port) could not be steered back to function \(old.id): it has no serving instance"
+    }
+
+    /// The private port a process handler was given to bind (`AETHER_LISTEN_PORT` in the
+    /// environment it was started with).
+    private static func listenPort(of pid: pid_t) -> UInt16? {
+        let name = "AETHER_LISTEN_PORT="
+        guard let environment = Posix.readBytes("/proc/\(pid)/environ") else { return nil }
+        for entry in environment.split(separator: 0) {
+            let text = String(decoding: entry, as: UTF8.self)
+            if text.hasPrefix(name) { return UInt16(text.dropFirst(name.count)) }
+        }
+        return nil
+    }
+
+    /// Removes a function for good (`aether rm`): it leaves the stored state first (a failure
+    /// there changes nothing), then drains, stops and gives its port back.
+    func remove(_ id: String) async throws(DeploymentError) -> RemoveResult {
+        try beginChange()
+        defer { state.withLock { $0.changing = false } }
+        guard let function = state.withLock({ $0.functions.first { $0.key.rawValue == id }?.value }) else {
+            throw .unknownFunction(id)
+        }
+        let desired = currentDesired().removing(function.id, at: DesiredState.now())
+        do {
+            try store.save(desired)
+        } catch {
+            throw .notStored(error, undoProblems: [])
+        }
+        state.withLock { $0.desired = desired }
+        let config = function.config
+        await retire(function)
+        if config.handlerProtocol == .sdk { gateway.routes.set(nil, port: config.triggerPort.rawValue) }
+        await releasePort(config.triggerPort.rawValue, of: config)
+        state.withLock {
+            $0.functions[function.id] = nil
+            $0.handlerHashes[function.id] = nil
+        }
+        logger.info("removed function \(function.id)", metadata: ["port": "\(config.triggerPort)"])
+        return RemoveResult(removed: id, port: Int(config.triggerPort.rawValue))
+    }
+
+    /// One deploy or rm at a time, and none before `up` serves (its state is not stored yet).
+    private func beginChange() throws(DeploymentError) {
+        let refusal = state.withLock { state -> String? in
+            if !state.ready { return "the orchestrator is still starting its functions; try again once it serves" }
+            if state.changing { return "another deploy or rm is in progress" }
+            state.changing = true
+            return nil
+        }
+        if let refusal { throw .refused(.orchestrator(.conflict(refusal))) }
+    }
+
+    /// The stored desired state (set by `start()`; built from what runs if it is not).
+    private func currentDesired() -> DesiredState {
+        let (desired, running, hashes) = state.withLock { ($0.desired, $0.functions, $0.handlerHashes) }
+        if let desired { return desired }
+        let functions = running.values.map(\.config).sorted { $0.id.rawValue < $1.id.rawValue }
+        return DesiredState.initial(
+            config: AetherConfig(orchestrator: settings, functions: functions), file: configFile, hashes: hashes,
+            at: DesiredState.now())
+    }
+}
