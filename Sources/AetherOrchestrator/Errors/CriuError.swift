@@ -18,6 +18,12 @@ public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
         return value == value.rounded() ? String(Int(value)) : String((value * 10).rounded() / 10)
     }
 
+    /// A restore that finished (or was cut off) over its budget.
+    public var isLatencyViolation: Bool {
+        if case .latencyViolation = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .notInstalled(let path):

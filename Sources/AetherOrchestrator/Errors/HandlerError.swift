@@ -29,7 +29,9 @@ public enum HandlerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .exitedDuringStartup: "its handler exited while it was starting"
         case .protocolViolation: "its handler broke the handler protocol"
         case .snapshotFailed: "its snapshot could not be made"
-        case .restoreFailed(_, _, .latencyViolation): "restoring its snapshot took longer than restore_timeout_ms"
+        // The budget and the time it took: numbers, nothing of the host.
+        case .restoreFailed(_, _, let criu) where criu.isLatencyViolation:
+            "its snapshot could not be restored in time: \(criu)"
         case .restoreFailed: "its snapshot could not be restored"
         }
     }
