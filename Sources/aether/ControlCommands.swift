@@ -297,6 +297,50 @@ extension Aether {
         }
     }
 
+    struct Restart: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Replace the running orchestrator with a new one without refusing a connection.",
+            discussion: """
+                The running orchestrator starts a successor (this `aether` binary: install a new one, then \
+                restart, to upgrade) that resumes the deployed state, shares its trigger ports and starts \
+                every function; once all serve, the old one lets go of the ports and finishes what it has \
+                open. Connections keep being answered throughout. Waits until the successor serves.
+                """)
+
+        @Option(help: "Give up waiting after this many seconds.")
+        var timeout: Double = 120
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let client = control.client
+            guard let executable = realpath("/proc/self/exe", nil) else {
+                writeError("aether restart: cannot find this aether binary (/proc/self/exe)")
+                throw ExitCode.failure
+            }
+            defer { free(executable) }
+            let result = try controlRequest("restart") { () throws(OrchestratorError) in
+                try client.restart(executable: String(cString: executable))
+            }
+            let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+            while ContinuousClock.now < deadline {
+                if let status = try? client.status(), status.pid == result.successor, status.ready {
+                    print("restarted: orchestrator \(result.pid) handed over to \(result.successor)")
+                    return
+                }
+                if kill(pid_t(result.successor), 0) != 0 && errno == ESRCH {
+                    writeError(
+                        "aether restart: the successor (pid \(result.successor)) stopped before it served; orchestrator \(result.pid) goes on serving (its log says why)"
+                    )
+                    throw ExitCode.failure
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            writeError("aether restart: the successor (pid \(result.successor)) did not take over within \(timeout) s")
+            throw ExitCode.failure
+        }
+    }
+
     struct Down: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Stop the running orchestrator gracefully and wait until it has stopped.")

@@ -48,6 +48,12 @@ extension Aether {
                 valueName: "path"))
         var readyFile: String?
 
+        @Flag(
+            help: ArgumentHelp(
+                "Take over from the orchestrator running on the control socket once every function serves (what `aether restart` starts)."
+            ))
+        var takeover = false
+
         func run() async throws {
             var loaded: AetherConfig
             let configFile: String
@@ -105,7 +111,8 @@ extension Aether {
                     "resuming the deployed state: \(count) function\(count == 1 ? "" : "s") as of \(resumed.savedAt) (last change: `\(resumed.change)`)",
                     metadata: metadata)
             }
-            let orchestrator = Orchestrator(config: loaded, configFile: configFile, logger: logger, resuming: resumed)
+            let orchestrator = Orchestrator(
+                config: loaded, configFile: configFile, logger: logger, resuming: resumed, takingOver: takeover)
             let service = OrchestratorService(
                 orchestrator: orchestrator, readyFile: readyFile.map { ReadyFile(path: absolutePath($0)) })
             let group = ServiceGroup(

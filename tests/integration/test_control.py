@@ -140,7 +140,8 @@ class ControlTest(harness.AetherTestCase):
         sockets = sorted(glob.glob(os.path.join(folder, "*.sock")))
         self.assertEqual(
             sockets,
-            sorted([self.control_socket, os.path.join(folder, f"fn-{a['id']}.sock"), os.path.join(folder, f"fn-{b['id']}.sock")]),
+            sorted([self.control_socket, os.path.join(folder, f"fn-{a['id']}-{orch.pid}.sock"),
+                    os.path.join(folder, f"fn-{b['id']}-{orch.pid}.sock")]),
         )
         pids = [i["pid"] for f in self.status()["functions"] for i in f["instances"]]
         result = self.aether("down")

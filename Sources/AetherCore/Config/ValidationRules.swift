@@ -40,11 +40,13 @@ public enum UnixSocketPath {
     /// `sun_path` holds 108 bytes including the terminating NUL.
     public static let maximumLength = 107
 
-    /// The socket a function's handlers connect to (`AETHER_SOCKET`): next to the control socket.
-    public static func handlerSocket(function: FunctionID, controlSocket: String) -> String {
+    /// The socket a function's handlers connect to (`AETHER_SOCKET`): next to the control socket,
+    /// named for the orchestrator that owns it (`owner`, its PID), so an orchestrator and its
+    /// successor (`aether restart`) never share one. Validation measures the longest PID.
+    public static func handlerSocket(function: FunctionID, controlSocket: String, owner: Int32 = 4_194_304) -> String {
         let folder = controlSocket.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
             separator: "/")
-        return "\(folder)/fn-\(function.rawValue).sock"
+        return "\(folder)/fn-\(function.rawValue)-\(owner).sock"
     }
 }
 

@@ -91,21 +91,31 @@ public final class EbpfDataplane: @unchecked Sendable {
                 program: "aether_dispatch", programDescriptor: object.programDescriptor("aether_dispatch"),
                 target: "network namespace net:[\(information.st_ino)]", targetDescriptor: namespace.rawValue,
                 type: AETHER_ATTACH_SK_LOOKUP, flags: 0))
-        if let xdp {
-            let index = if_nametoindex(xdp.interface)
-            guard index != 0 else {
-                throw .attachFailed(
-                    program: "aether_xdp", target: "interface \(xdp.interface)",
-                    reason: "no such network interface in this namespace")
-            }
-            links.append(
-                try BPFLink(
-                    program: "aether_xdp", programDescriptor: object.programDescriptor("aether_xdp"),
-                    target: "interface \(xdp.interface) (\(xdp.mode.rawValue) XDP)", targetDescriptor: Int32(index),
-                    type: AETHER_ATTACH_XDP,
-                    flags: xdp.mode == .generic ? AETHER_XDP_FLAGS_GENERIC : AETHER_XDP_FLAGS_NATIVE))
-        }
+        if let xdp { links.append(try Self.xdpLink(xdp, object: object)) }
         state = Mutex(State(object: object, links: links))
+    }
+
+    private static func xdpLink(_ xdp: XDPAttachment, object: BPFObject) throws(EbpfError) -> BPFLink {
+        let index = if_nametoindex(xdp.interface)
+        guard index != 0 else {
+            throw .attachFailed(
+                program: "aether_xdp", target: "interface \(xdp.interface)",
+                reason: "no such network interface in this namespace")
+        }
+        return try BPFLink(
+            program: "aether_xdp", programDescriptor: object.programDescriptor("aether_xdp"),
+            target: "interface \(xdp.interface) (\(xdp.mode.rawValue) XDP)", targetDescriptor: Int32(index),
+            type: AETHER_ATTACH_XDP,
+            flags: xdp.mode == .generic ? AETHER_XDP_FLAGS_GENERIC : AETHER_XDP_FLAGS_NATIVE)
+    }
+
+    /// Attaches the XDP program to an interface later than at load (a successor orchestrator,
+    /// once its predecessor's XDP program is gone: an interface takes one).
+    public func attachXDP(_ xdp: XDPAttachment) throws(EbpfError) {
+        try state.withLock { state throws(EbpfError) in
+            guard let object = state.object else { return }
+            state.links.append(try Self.xdpLink(xdp, object: object))
+        }
     }
 
     /// Whether the data plane's programs load here (verifier included), without attaching them:

@@ -121,6 +121,20 @@ public struct RemoveResult: Codable, Sendable, Equatable {
     public var port: Int
 }
 
+public struct RestartRequest: Codable, Sendable {
+    /// The `aether` binary the successor runs (the one `aether restart` was run with: an upgrade
+    /// installs a new binary, then restarts).
+    public var executable: String
+
+    public init(executable: String) { self.executable = executable }
+}
+
+public struct RestartResult: Codable, Sendable {
+    /// The PID of the orchestrator being replaced, and of its successor.
+    public var pid: Int
+    public var successor: Int
+}
+
 /// The body of every non-2xx answer.
 public struct ErrorDocument: Codable, Sendable {
     public var error: String

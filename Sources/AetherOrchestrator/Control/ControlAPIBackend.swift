@@ -7,4 +7,8 @@ protocol ControlAPIBackend: Sendable {
     func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult
     func remove(_ id: String) async throws(DeploymentError) -> RemoveResult
     func requestShutdown()
+    /// Starts a successor that takes over (`aether restart`).
+    func restart(_ request: RestartRequest) throws(OrchestratorError) -> RestartResult
+    /// The successor serves: let go of the ports and the control socket's path, finish, stop.
+    func handOver()
 }

@@ -57,6 +57,22 @@ public struct ControlClient: Sendable {
         _ = try send("POST", "/v1/down")
     }
 
+    /// Asks the orchestrator to start a successor running `executable`, which takes over.
+    public func restart(executable: String) throws(OrchestratorError) -> RestartResult {
+        let body: Data
+        do {
+            body = try ControlJSON.encoder().encode(RestartRequest(executable: executable))
+        } catch {
+            throw .requestFailed(status: 0, message: "cannot encode the restart request: \(error)")
+        }
+        return try decode(RestartResult.self, try send("POST", "/v1/restart", body: body))
+    }
+
+    /// Tells the orchestrator its successor serves: it lets go and stops.
+    func handOver() throws(OrchestratorError) {
+        _ = try send("POST", "/v1/handover")
+    }
+
     /// The raw JSON of a GET, for `--json`.
     public func raw(_ path: String) throws(OrchestratorError) -> [UInt8] {
         Array(try send("GET", path))

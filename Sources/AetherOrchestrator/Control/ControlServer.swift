@@ -1,8 +1,10 @@
 import AetherCore
+import AetherSystem
 import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -21,13 +23,36 @@ import Musl
 /// | POST | /v1/deploy | `DeployRequest` -> `DeployResult` (400 invalid config, 409 conflict, 502 a function could not start: nothing applied, 500 state not stored) |
 /// | DELETE | /v1/functions/ID | `RemoveResult` (404 if unknown, 409 another change in progress, 500 state not stored) |
 /// | POST | /v1/down | 202, then a graceful shutdown |
+/// | POST | /v1/restart | `RestartRequest` -> 202: a successor is started and takes over (`aether restart`) |
+/// | POST | /v1/handover | 202: the successor serves every function; this orchestrator lets go and stops |
 final class ControlServer: Sendable {
-    let path: String
+    /// Where the socket is, while it is this server's to remove: nil once a successor's socket
+    /// took the path (`aether restart`).
+    private let path: Mutex<String?>
     private let channel: any Channel
 
     private init(path: String, channel: any Channel) {
-        self.path = path
+        self.path = Mutex(path)
         self.channel = channel
+    }
+
+    /// Moves the socket's file to `destination` (a successor taking the place of the orchestrator
+    /// it replaced: rename replaces the old file at once, so a client finds one or the other).
+    func move(to destination: String) throws(SystemCallFailure) {
+        try path.withLock { (path: inout String?) throws(SystemCallFailure) in
+            guard let current = path else { return }
+            try systemCall("rename", on: "\(current) to \(destination)", failsWith: .minusOne) {
+                rename(current, destination)
+            }
+            path = destination
+        }
+    }
+
+    /// The path is somebody else's now: `close` must leave it, and so must SwiftNIO, which
+    /// unlinks a Unix server socket's path when the channel closes (whatever socket the path
+    /// names by then): after this, the channel is left open until the process exits.
+    func letGoOfPath() {
+        path.withLock { $0 = nil }
     }
 
     static func bind(
@@ -47,6 +72,7 @@ final class ControlServer: Sendable {
     }
 
     func close() async {
+        guard let path = path.withLock({ $0 }) else { return }
         try? await channel.close()
         unlink(path)
     }
@@ -181,6 +207,21 @@ enum ControlRouter {
                 backend.requestShutdown()
             }
             return encode(.accepted, ["stopping": true])
+        case (.POST, 2, "v1", "restart"):
+            let request: RestartRequest
+            do {
+                request = try ControlJSON.decoder().decode(RestartRequest.self, from: Data(body.readableBytesView))
+            } catch {
+                return encode(.badRequest, ErrorDocument(error: "the restart request is not valid JSON: \(error)"))
+            }
+            do {
+                return encode(.accepted, try backend.restart(request))
+            } catch {
+                return encode(.conflict, ErrorDocument(error: error.description))
+            }
+        case (.POST, 2, "v1", "handover"):
+            backend.handOver()
+            return encode(.accepted, ["handing_over": true])
         default:
             return encode(.notFound, ErrorDocument(error: "no such endpoint: \(head.method) \(path)"))
         }

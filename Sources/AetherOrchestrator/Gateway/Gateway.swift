@@ -1,15 +1,22 @@
 import AetherCore
 import AetherIPC
 import AetherNet
+import AetherSystem
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// Which function generation serves each trigger port right now. A hot deploy swaps the
-/// entry; connections and listeners stay.
+/// Which function generation serves each trigger port right now (a hot deploy swaps the entry;
+/// connections and listeners stay), and what every connection of the gateway shares: how many
+/// there are, and whether the orchestrator is handing over to a successor.
 final class GatewayRoutes: Sendable {
     private let routes = Mutex<[UInt16: DeployedFunction]>([:])
+    /// Open client connections.
+    let connections = Atomic<Int>(0)
+    /// Handing over (`aether restart`): every response says `Connection: close`, so clients
+    /// reconnect, to the successor.
+    let handingOver = Atomic<Bool>(false)
 
     func function(port: UInt16) -> DeployedFunction? { routes.withLock { $0[port] } }
     func set(_ function: DeployedFunction?, port: UInt16) { routes.withLock { $0[port] = function } }
@@ -34,8 +41,16 @@ final class Gateway: Sendable {
 
     var boundPorts: [UInt16] { listeners.withLock { Array($0.keys) } }
 
-    func listen(port: Port, function: FunctionID, dataplane: EbpfDataplane?) async throws(OrchestratorError) {
-        if listeners.withLock({ $0[port.rawValue] != nil }) { return }
+    /// `adopting`: the predecessor's socket on the port (`aether restart`): with
+    /// `dataplane: sockets` both accept on it until the predecessor lets go; with eBPF it is the
+    /// port's hold socket.
+    func listen(
+        port: Port, function: FunctionID, dataplane: EbpfDataplane?, adopting: CInt? = nil
+    ) async throws(OrchestratorError) {
+        if listeners.withLock({ $0[port.rawValue] != nil }) {
+            if let adopting { Glibc.close(adopting) }
+            return
+        }
         let routes = routes
         let clientTimeout = clientTimeout
         let bootstrap = ServerBootstrap.http(group: group) {
@@ -49,7 +64,12 @@ final class Gateway: Sendable {
         let display = ListeningSocket.display(address: address, port: port.rawValue)
         guard let dataplane else {
             do {
-                let channel = try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
+                let channel =
+                    if let adopting {
+                        try await bootstrap.withBoundSocket(adopting).get()
+                    } else {
+                        try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
+                    }
                 listeners.withLock { $0[port.rawValue] = channel }
             } catch {
                 throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
@@ -60,7 +80,11 @@ final class Gateway: Sendable {
         // anyone else's socket); the listener itself is bound to a free port.
         var channel: (any Channel)?
         do {
-            try dataplane.reserve(port: port.rawValue)
+            if let adopting {
+                try dataplane.reserve(port: port.rawValue, adopting: OwnedDescriptor(owning: adopting))
+            } else {
+                try dataplane.reserve(port: port.rawValue)
+            }
             let socket = try ListeningSocket.open(address: address, port: 0)
             channel = try await bootstrap.withBoundSocket(socket).get()
             try dataplane.steer(
@@ -79,6 +103,19 @@ final class Gateway: Sendable {
         guard let channel else { return }
         try? dataplane?.release(port: port)
         try? await channel.close()
+    }
+
+    /// Handing over to a successor: responses close their connections from now on, and with
+    /// `dataplane: sockets` this gateway stops accepting (the successor accepts on the same
+    /// sockets); with eBPF nothing new arrives once the data plane detached.
+    func handOver(dataplane: EbpfDataplane?) async {
+        routes.handingOver.store(true, ordering: .releasing)
+        guard dataplane == nil else { return }
+        let channels = listeners.withLock { listeners in
+            defer { listeners = [:] }
+            return Array(listeners.values)
+        }
+        for channel in channels { try? await channel.close() }
     }
 
     func closeAll(dataplane: EbpfDataplane?) async {

@@ -58,6 +58,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        routes.connections.wrappingAdd(1, ordering: .relaxed)
         armClientTimer(context: context)
         context.fireChannelActive()
     }
@@ -185,6 +186,8 @@ final class GatewayHandler: ChannelDuplexHandler {
         _ response: GatewayResponse, answering request: GatewayResponse.Answered, context: ChannelHandlerContext
     ) {
         guard context.channel.isActive else { return }
+        var request = request
+        if routes.handingOver.load(ordering: .acquiring) { request.keepAlive = false }
         let (head, body) = response.wire(answering: request)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body {
@@ -226,6 +229,7 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        routes.connections.wrappingSubtract(1, ordering: .relaxed)
         deadline?.cancel()
         deadline = nil
         waiting = nil

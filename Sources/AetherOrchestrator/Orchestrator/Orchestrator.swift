@@ -28,6 +28,8 @@ public final class Orchestrator: Sendable {
     let store: DesiredStateStore
     /// The stored state `up` resumes (`aether up` without a file), nil for `up -c FILE`.
     private let resumed: DesiredState?
+    /// `up --takeover`: take over from the orchestrator running on the control socket.
+    private let takesOver: Bool
 
     struct State {
         /// The generation of each function that serves it now.
@@ -50,6 +52,10 @@ public final class Orchestrator: Sendable {
         var shutdownIsRequested = false
         /// `start()` finished: every initial function serves.
         var ready = false
+        /// The orchestrator this one takes over from (`aether restart`) while it does.
+        var predecessor: Predecessor?
+        /// Letting go for a successor: no more deploys or restarts.
+        var handingOver = false
     }
 
     let state = Mutex(State())
@@ -58,7 +64,13 @@ public final class Orchestrator: Sendable {
 
     /// `resuming`: the stored state this configuration was loaded from (`aether up` without a
     /// file); then `start()` does not store it again, and says which handlers changed since.
-    public init(config: AetherConfig, configFile: String, logger: Logger, resuming: DesiredState? = nil) {
+    /// `takingOver`: the orchestrator answering on the control socket hands its ports over to this
+    /// one once it serves every function (`aether restart`).
+    public init(
+        config: AetherConfig, configFile: String, logger: Logger, resuming: DesiredState? = nil,
+        takingOver: Bool = false
+    ) {
+        takesOver = takingOver
         self.configFile = configFile
         settings = config.orchestrator
         initialFunctions = config.functions
@@ -79,8 +91,13 @@ public final class Orchestrator: Sendable {
     /// started) if any function cannot be started.
     public func start() async throws(AetherError) {
         let socket = settings.controlSocket
-        if ControlClient.answers(socketPath: socket) {
+        let predecessor = takesOver ? Predecessor.find(controlSocket: socket) : nil
+        if predecessor == nil && ControlClient.answers(socketPath: socket) {
             throw .orchestrator(.alreadyRunning(controlSocket: socket))
+        }
+        if let predecessor {
+            state.withLock { $0.predecessor = predecessor }
+            logger.info("taking over from the orchestrator with pid \(predecessor.pid)")
         }
         DescriptorLimit.raiseSoftToHard(logger: logger)
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
@@ -115,9 +132,12 @@ public final class Orchestrator: Sendable {
         if settings.dataplane == .ebpf {
             // No fallback: asked for eBPF, `up` fails if it cannot load or attach.
             do {
+                // An interface takes one XDP program: a successor attaches its own once the
+                // predecessor has let go.
                 let loaded = try EbpfDataplane(
                     listenAddress: settings.listenAddress,
-                    xdp: settings.xdpInterface.map { XDPAttachment(interface: $0, mode: settings.xdpMode) })
+                    xdp: predecessor != nil
+                        ? nil : settings.xdpInterface.map { XDPAttachment(interface: $0, mode: settings.xdpMode) })
                 state.withLock { $0.dataplane = loaded }
                 for link in loaded.status().links {
                     logger.info(
@@ -132,14 +152,28 @@ public final class Orchestrator: Sendable {
         }
 
         do {
-            let control = try await ControlServer.bind(path: socket, backend: self, group: group)
+            // A successor answers beside its predecessor until the hand-over, then moves its
+            // socket onto the path.
+            let control = try await ControlServer.bind(
+                path: predecessor == nil ? socket : socket + ".next", backend: self, group: group)
             state.withLock { $0.control = control }
             if let port = settings.metricsPort {
                 let metrics = try await MetricsServer.bind(port: port, backend: self, group: group)
                 state.withLock { $0.metrics = metrics }
             }
+            var waiting: [FunctionConfig] = []
             for function in initialFunctions {
+                // With `dataplane: sockets` a process handler binds its trigger port itself: a
+                // successor's can only start once the predecessor's has stopped.
+                if predecessor != nil && settings.dataplane == .sockets && function.handlerProtocol == .process {
+                    waiting.append(function)
+                    continue
+                }
                 try await startFunction(function)
+            }
+            if predecessor != nil {
+                try await completeTakeover(control: control)
+                for function in waiting { try await startFunctionWhenItsPortIsFree(function) }
             }
             try storeInitialState()
         } catch {
@@ -256,16 +290,29 @@ public final class Orchestrator: Sendable {
     /// Takes a function's trigger port: the gateway's listener for an sdk function; for a
     /// process handler with eBPF, the data plane's hold on the port (the handler binds a private
     /// port and the kernel steers the trigger port to it). Without eBPF a process handler binds
-    /// the trigger port itself.
+    /// the trigger port itself. Taking over, the predecessor's socket on the port is shared
+    /// (a copy, pidfd_getfd) instead of a bind that would fail while it runs.
     private func takePort(of config: FunctionConfig) async throws(OrchestratorError) {
         let dataplane = dataplane
+        let port = config.triggerPort.rawValue
+        let inherited = state.withLock { $0.predecessor }.flatMap {
+            try? HandlerSockets.takeListeningSocket(pid: $0.pid, port: port).take()
+        }
         if config.handlerProtocol == .sdk {
-            try await gateway.listen(port: config.triggerPort, function: config.id, dataplane: dataplane)
+            try await gateway.listen(
+                port: config.triggerPort, function: config.id, dataplane: dataplane, adopting: inherited)
             return
         }
-        guard let dataplane else { return }
+        guard let dataplane else {
+            if let inherited { close(inherited) }
+            return
+        }
         do {
-            try dataplane.reserve(port: config.triggerPort.rawValue)
+            if let inherited {
+                try dataplane.reserve(port: port, adopting: OwnedDescriptor(owning: inherited))
+            } else {
+                try dataplane.reserve(port: port)
+            }
         } catch {
             throw .bindFailed(
                 what: "trigger port \(config.triggerPort) of function \(config.id)",
@@ -312,7 +359,8 @@ public final class Orchestrator: Sendable {
         } else {
             do {
                 handshake = try await HandshakeServer.bind(
-                    path: UnixSocketPath.handlerSocket(function: config.id, controlSocket: settings.controlSocket),
+                    path: UnixSocketPath.handlerSocket(
+                        function: config.id, controlSocket: settings.controlSocket, owner: getpid()),
                     group: group)
             } catch {
                 throw .orchestrator(error)
@@ -382,7 +430,7 @@ public final class Orchestrator: Sendable {
     /// Stops taking requests, lets in-flight ones finish, stops every handler and removes the
     /// sockets and shared memory.
     public func shutdown() async {
-        let running = state.withLock { Array($0.functions.values) }
+        let (running, handingOver) = state.withLock { (Array($0.functions.values), $0.handingOver) }
         let dataplane = dataplane
         // With XDP attached, new connections to draining functions are dropped at the SYN
         // (clients retransmit it; an orchestrator started meanwhile takes them) instead of
@@ -390,7 +438,9 @@ public final class Orchestrator: Sendable {
         for function in running {
             try? dataplane?.setDropsNewConnections(port: function.config.triggerPort.rawValue, true)
         }
-        for function in running { await function.drain() }
+        // Handing over, a process handler's open connections are its to finish (the successor's
+        // handlers take the new ones).
+        for function in running { await function.drain(handlerConnections: handingOver) }
         await gateway.closeAll(dataplane: dataplane)
         for function in running { await function.stop() }
         dataplane?.close()

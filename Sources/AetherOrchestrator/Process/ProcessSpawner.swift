@@ -90,6 +90,20 @@ enum ProcessSpawner {
             actions: &actions)
     }
 
+    /// Like `spawn`, writing to our own stdout and stderr (an orchestrator's successor logs where
+    /// it did); returns the child's PID.
+    static func spawnSharingOutput(
+        program: String, arguments: [String], environment: [String: String]
+    ) throws(SpawnError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        addInherited([], to: &actions)
+        return try launch(
+            program: program, arguments: arguments, environment: environment, searchPath: false, actions: &actions)
+    }
+
     /// Maps `inheriting` to 3, 4, ... and closes everything above. Nothing else of the
     /// orchestrator's leaks into a child: a handler that outlived a crashed orchestrator must
     /// not keep its control socket or trigger ports open.
