@@ -25,25 +25,25 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let logs: LogBuffer
     private let scheduler: Mutex<Scheduler>
     private let handles = Mutex<[InstanceID: InstanceHandle]>([:])
-    private let launcher: InstanceLauncher
+    let launcher: InstanceLauncher
     private let handshake: HandshakeServer
     private let dataplane: EbpfDataplane?
-    private let memory: MemoryCgroup
-    private let criu: Criu
-    private let snapshotDirectory: String
-    private let restoreBudget: Duration
+    let memory: MemoryCgroup
+    let criu: Criu
+    let snapshotDirectory: String
+    let restoreBudget: Duration
     /// The function's CRIU image once built (`snapshot: true`).
-    private let snapshot = Mutex<FunctionSnapshot?>(nil)
+    let snapshot = Mutex<FunctionSnapshot?>(nil)
     private let wakeUps: WakeUpTimer
     /// Restores that failed in a row for a reason other than time (a corrupt or missing image),
     /// and whether a new image is being built because of them.
-    private let imageRepair = Mutex<(failures: Int, rebuilding: Bool, rebuilds: Int)>((0, false, 0))
+    let imageRepair = Mutex<(failures: Int, rebuilding: Bool, rebuilds: Int)>((0, false, 0))
     /// After this many failed restores in a row the image is built again from the handler.
     static let restoreFailuresBeforeRebuild = 3
     /// `watchProcessRequests`' repeated task (process handlers).
     private let processWatch = Mutex<RepeatedTask?>(nil)
-    private let group: any EventLoopGroup
-    private let logger: Logger
+    let group: any EventLoopGroup
+    let logger: Logger
     private let started: EventLoopPromise<HandlerError?>
     private let drained: EventLoopPromise<Void>
     private let stopped: EventLoopPromise<Void>
@@ -405,75 +405,6 @@ final class DeployedFunction: Sendable, InstanceEvents {
             case .error: .error
             }
         logger.log(level: level, "\(entry.message)", metadata: metadata)
-    }
-
-    /// A restore failed for a reason other than time. After a few in a row the image itself is
-    /// suspect (corrupted, or removed from under us): a new one is built from the handler in
-    /// the background, as at start, and restores use it once it is ready. Meanwhile requests get
-    /// 503 (with Retry-After), never a silent cold start.
-    private func imageFailed() {
-        let rebuild = imageRepair.withLock { repair -> Int? in
-            repair.failures += 1
-            guard repair.failures >= Self.restoreFailuresBeforeRebuild, !repair.rebuilding else { return nil }
-            repair.rebuilding = true
-            repair.rebuilds += 1
-            return repair.rebuilds
-        }
-        guard let rebuild else { return }
-        logger.warning("\(Self.restoreFailuresBeforeRebuild) restores in a row failed: building the snapshot again")
-        Task {
-            defer { imageRepair.withLock { $0.rebuilding = false } }
-            do {
-                let built = try await buildSnapshot(into: snapshotDirectory + "-r\(rebuild)")
-                let old = snapshot.withLock { current in
-                    defer { current = built }
-                    return current
-                }
-                old?.remove()
-                imageRepair.withLock { $0.failures = 0 }
-                logger.info(
-                    "snapshot rebuilt", metadata: ["image": "\(built.directory)", "bytes": "\(built.imageBytes)"])
-            } catch {
-                logger.error("the snapshot could not be built again: \(error)")
-            }
-        }
-    }
-
-    /// Builds the function's snapshot on a background thread.
-    private func buildSnapshot(into directory: String) async throws(HandlerError) -> FunctionSnapshot {
-        let promise = group.next().makePromise(of: FunctionSnapshot.self)
-        let (config, launch, criu, budget, memory) = (config, launcher.launch, criu, restoreBudget, memory)
-        let output = launcher.output
-        // Cgroup names of this build's template and copies: a rebuilt image's copies run beside
-        // the old image's for a while, so each build has its own (`-r1`, `-r2`, ...).
-        let build =
-            "\(id)-g\(generation)"
-            + (directory == snapshotDirectory ? "" : directory.dropFirst(snapshotDirectory.count))
-        let cgroupName = "\(build)-template"
-        let slotNames = Atomic<Int>(0)
-        let limit = config.memoryLimit
-        // Each criu swrk waiting to restore a copy sits in the cgroup that copy will have.
-        let prepareSlot: @Sendable (pid_t) -> String? = { pid in
-            let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
-            return try? memory.confine(pid: pid, name: "\(build)-s\(slot)", limit: limit).get()
-        }
-        BackgroundThread.start(name: "snapshot-\(id)") {
-            do throws(FunctionSnapshot.BuildFailure) {
-                promise.succeed(
-                    try FunctionSnapshot.build(
-                        function: config, launch: launch, directory: directory, criu: criu, budget: budget,
-                        memory: memory, cgroupName: cgroupName, output: output, prepareSlot: prepareSlot))
-            } catch {
-                promise.fail(error.error)
-            }
-        }
-        do {
-            return try await promise.futureResult.get()
-        } catch let error as HandlerError {
-            throw error
-        } catch {
-            throw .snapshotFailed(function: id, detail: "\(error)")
-        }
     }
 
     // MARK: Status
