@@ -42,8 +42,11 @@ package enum ControlLine {
             if let deadline, let timeout {
                 let left = deadline - ContinuousClock.now
                 guard left > .zero else { throw Failure(description: "no answer within \(timeout)") }
-                milliseconds = CInt(
-                    max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+                // Clamped: a timeout over Int32.max ms (24 days) must not trap the conversion.
+                let (seconds, attoseconds) = left.components
+                let whole =
+                    seconds >= Int64.max / 1000 ? Int64.max : seconds * 1000 + attoseconds / 1_000_000_000_000_000
+                milliseconds = CInt(clamping: max(1, whole))
             }
             var byte: UInt8 = 0
             let received: Int

@@ -40,7 +40,7 @@ struct Doorbell {
         until position: UnsafeAtomic<UInt64>, movesFrom seen: UInt64, policy: WaitPolicy, deadline: WaitDeadline,
         beforeSleeping: () throws(SharedMemoryError) -> Void = {}
     ) throws(SharedMemoryError) {
-        if policy.poll({ position.load(ordering: .acquiring) != seen }) { return }
+        if policy.poll(until: deadline, { position.load(ordering: .acquiring) != seen }) { return }
         let expected = sequence.load(ordering: .acquiring)
         sleeping.store(1, ordering: .relaxed)
         atomicFence()

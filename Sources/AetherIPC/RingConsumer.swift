@@ -3,15 +3,17 @@ import Atomics
 /// The reading side of one SPSC ring. Exactly one consumer per ring, used by one thread at a time.
 ///
 /// Every record's CRC32 is checked before its payload is handed on. A mismatch skips the record
-/// and reports `corruptedData` (the ring stays usable); a record that cannot even be delimited
-/// poisons the ring, after which every read reports `poisoned`. Nothing here traps on bad bytes.
+/// and reports `corruptedData` (the ring stays usable); a record that cannot even be delimited, or
+/// a head word that cannot be the producer's, poisons the ring, after which every read reports
+/// `poisoned`. Nothing the producer's process writes into the ring makes this trap or spin.
 public final class RingConsumer: @unchecked Sendable {
     private let ring: RingMemory
     /// Our own position; only we write tail.
     private var tail: UInt64
     /// Last head we read; refreshed when the cached value says the ring is empty.
     private var knownHead: UInt64
-    private var poisonedAt: (offset: Int, length: UInt32)?
+    /// Set once the ring is poisoned: thrown by every later read.
+    private var poison: SharedMemoryError?
     public var waitPolicy: WaitPolicy = .standard
 
     public var maximumPayload: Int { ring.maximumPayload }
@@ -21,33 +23,43 @@ public final class RingConsumer: @unchecked Sendable {
         tail = ring.tail.load(ordering: .acquiring)
         knownHead = ring.head.load(ordering: .acquiring)
         if ring.poisoned.load(ordering: .acquiring) != 0 {
-            poisonedAt = (Int(tail % UInt64(ring.capacity)), 0)
+            poison = .poisoned(offset: Int(tail % UInt64(ring.capacity)), length: 0, cause: .markedPoisoned)
         }
     }
 
     /// Hands the next payload to `body` without copying, if there is one now.
     ///
     /// The buffer is valid only inside `body`; the record is released when `body` returns.
+    /// Head, the record's length and its bytes come from the producer's process and are checked
+    /// before use (docs/shm-layout.md, "Consumer"); whatever they hold, this returns, skips the
+    /// record or poisons the ring, in a bounded number of steps.
     /// - Returns: `body`'s result, or nil when the ring is empty.
     public func tryRead<Result>(_ body: (UnsafeRawBufferPointer) -> Result) throws(SharedMemoryError) -> Result? {
-        if let poisonedAt { throw .poisoned(offset: poisonedAt.offset, length: poisonedAt.length) }
+        if let poison { throw poison }
         let capacity = UInt64(ring.capacity)
+        // At most three rounds: a wrap marker moves tail to offset 0, where another marker poisons.
         while true {
             if tail == knownHead {
                 knownHead = ring.head.load(ordering: .acquiring)
                 if tail == knownHead { return nil }
             }
             let offset = tail % capacity
+            guard ring.positionsHold(head: knownHead, tail: tail) else {
+                try poison(offset: offset, length: 0, cause: .impossiblePositions(head: knownHead, tail: tail))
+            }
+            let published = knownHead - tail
             let length = ring.loadU32(at: Int(offset))
             if length == RingLayout.wrapMarker {
                 let padding = capacity - offset
-                guard tail + padding <= knownHead else { try poison(offset: Int(offset), length: length) }
+                guard padding < ring.maximumRecord, padding <= published else {
+                    try poison(offset: offset, length: length)
+                }
                 advance(to: tail + padding)
                 continue
             }
             let record = UInt64(RingLayout.recordSize(payload: Int(length)))
-            guard Int(length) <= maximumPayload, record <= capacity - offset, tail + record <= knownHead else {
-                try poison(offset: Int(offset), length: length)
+            guard Int(length) <= maximumPayload, record <= capacity - offset, record <= published else {
+                try poison(offset: offset, length: length)
             }
             let start = Int(offset) + RingLayout.recordHeaderSize
             let payload = UnsafeRawBufferPointer(start: ring.data + start, count: Int(length))
@@ -79,6 +91,8 @@ public final class RingConsumer: @unchecked Sendable {
         while true {
             try waitForData(deadline)
             if let result = try tryRead(body) { return result }
+            // A head that keeps changing without publishing anything must not keep us past it.
+            if deadline.hasPassed { throw .timedOut(waited: deadline.timeout ?? .zero) }
         }
     }
 
@@ -93,12 +107,14 @@ public final class RingConsumer: @unchecked Sendable {
         ring.spaceBell.ring()
     }
 
-    private func poison(offset: Int, length: UInt32) throws(SharedMemoryError) -> Never {
-        poisonedAt = (offset, length)
-        ring.poisoned.store(1, ordering: .releasing)
+    private func poison(
+        offset: UInt64, length: UInt32, cause: SharedMemoryError.PoisonCause = .undelimitableRecord
+    ) throws(SharedMemoryError) -> Never {
+        let error = SharedMemoryError.poisoned(offset: Int(offset), length: length, cause: cause)
+        poison = error
         // A producer asleep for space must learn that none will come.
-        ring.spaceBell.ring()
-        throw .poisoned(offset: offset, length: length)
+        ring.markPoisoned()
+        throw error
     }
 
     private func waitForData(_ deadline: WaitDeadline) throws(SharedMemoryError) {

@@ -18,6 +18,9 @@ struct RingMemory {
     let spaceBell: Doorbell
 
     var maximumPayload: Int { RingLayout.maximumPayload(capacity: capacity) }
+    /// The largest record, `capacity / 2`: a producer writes a wrap marker only where fewer bytes
+    /// than its record are left, so a marker with this much or more room after it is corruption.
+    var maximumRecord: UInt64 { UInt64(RingLayout.recordSize(payload: maximumPayload)) }
 
     init(region: SharedMemoryRegion, base: UnsafeMutableRawPointer, capacity: Int) {
         func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
@@ -40,8 +43,27 @@ struct RingMemory {
             word: (base + RingLayout.spaceSequenceOffset).assumingMemoryBound(to: UInt32.self))
     }
 
+    /// Whether `head` and `tail` can be this ring's positions: tail not ahead of head, at most
+    /// `capacity` bytes published and unconsumed, both multiples of 8 (so every record header lies
+    /// whole inside the data area), and head so far below 2^64 that advancing it cannot overflow.
+    ///
+    /// Both words live in memory the other process writes; arithmetic on them happens only once
+    /// this holds, so no value a peer stores can trap either side.
+    func positionsHold(head: UInt64, tail: UInt64) -> Bool {
+        tail <= head && head - tail <= UInt64(capacity) && (head | tail) & 7 == 0
+            && head <= UInt64.max - 2 * UInt64(capacity)
+    }
+
+    /// Marks the ring unusable for both sides (`poisoned` = 1) and wakes whichever side may be
+    /// asleep on it, so that it looks again and learns.
+    func markPoisoned() {
+        poisoned.store(1, ordering: .releasing)
+        dataBell.ring()
+        spaceBell.ring()
+    }
+
     func loadU32(at offset: Int) -> UInt32 {
-        UInt32(littleEndian: data.load(fromByteOffset: offset, as: UInt32.self))
+        UInt32(littleEndian: data.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     func storeU32(_ value: UInt32, at offset: Int) {

@@ -10,6 +10,9 @@ public final class RingProducer: @unchecked Sendable {
     private var head: UInt64
     /// Last tail we read; refreshed only when the cached value says the ring is full.
     private var knownTail: UInt64
+    /// Set once the ring is poisoned by a tail word no consumer can have written: thrown by every
+    /// later write.
+    private var poison: SharedMemoryError?
     public var waitPolicy: WaitPolicy = .standard
 
     /// The largest payload this ring accepts.
@@ -27,7 +30,7 @@ public final class RingProducer: @unchecked Sendable {
     /// payload); `tryWrite(_:)` of a ready buffer copies and checksums in one.
     /// - Returns: false when the ring is full (nothing written).
     /// - Throws: `messageTooLarge` for a payload the ring can never hold, `poisoned` when the
-    ///   consumer has given up on the ring.
+    ///   consumer has given up on the ring or its tail word cannot be a consumer's.
     public func tryWrite(
         length: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(SharedMemoryError)
@@ -77,21 +80,27 @@ public final class RingProducer: @unchecked Sendable {
     /// Public for writers that checksum as they copy (`CRC32.copy(_:to:continuing:)`); the
     /// returned value must be the CRC of exactly the bytes stored, or the consumer skips the
     /// record as corrupted.
+    ///
+    /// Tail and the poisoned word come from the consumer's process: a tail behind head by more
+    /// than the capacity, ahead of it or misaligned poisons the ring (`poisoned`, and the ring's
+    /// poisoned word is set) instead of being computed with.
     @inline(__always)
     public func tryWrite(
         length: Int, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
     ) throws(SharedMemoryError) -> Bool {
+        if let poison { throw poison }
+        precondition(length >= 0, "a negative payload length")
         guard length <= maximumPayload else { throw .messageTooLarge(size: length, maximum: maximumPayload) }
         let capacity = UInt64(ring.capacity)
         let record = UInt64(RingLayout.recordSize(payload: length))
         let offset = head % capacity
         let contiguous = capacity - offset
         let needed = record <= contiguous ? record : contiguous + record
-        if capacity - (head - knownTail) < needed {
+        if try free() < needed {
             knownTail = ring.tail.load(ordering: .acquiring)
-            if capacity - (head - knownTail) < needed {
+            if try free() < needed {
                 if ring.poisoned.load(ordering: .relaxed) != 0 {
-                    throw .poisoned(offset: Int(knownTail % capacity), length: 0)
+                    throw .poisoned(offset: Int(knownTail % capacity), length: 0, cause: .markedPoisoned)
                 }
                 return false
             }
@@ -113,6 +122,21 @@ public final class RingProducer: @unchecked Sendable {
         return true
     }
 
+    /// Bytes free after head by the last tail read; poisons the ring if that tail cannot be
+    /// (then also `head + free` cannot overflow: `positionsHold` keeps head below 2^64 - 2 capacities).
+    @inline(__always)
+    private func free() throws(SharedMemoryError) -> UInt64 {
+        guard ring.positionsHold(head: head, tail: knownTail) else {
+            let error = SharedMemoryError.poisoned(
+                offset: Int(head % UInt64(ring.capacity)), length: 0,
+                cause: .impossiblePositions(head: head, tail: knownTail))
+            poison = error
+            ring.markPoisoned()
+            throw error
+        }
+        return UInt64(ring.capacity) - (head - knownTail)
+    }
+
     @inline(__always)
     private func write(
         length: Int, timeout: Duration?, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
@@ -122,6 +146,8 @@ public final class RingProducer: @unchecked Sendable {
         while true {
             try waitForSpace(deadline)
             if try tryWrite(length: length, storing: store) { return }
+            // A tail that keeps moving without freeing enough must not keep us past it.
+            if deadline.hasPassed { throw .timedOut(waited: deadline.timeout ?? .zero) }
         }
     }
 
@@ -131,7 +157,7 @@ public final class RingProducer: @unchecked Sendable {
         try ring.spaceBell.wait(until: ring.tail, movesFrom: seen, policy: waitPolicy, deadline: deadline) {
             () throws(SharedMemoryError) in
             if ring.poisoned.load(ordering: .relaxed) != 0 {
-                throw .poisoned(offset: Int(seen % UInt64(ring.capacity)), length: 0)
+                throw .poisoned(offset: Int(seen % UInt64(ring.capacity)), length: 0, cause: .markedPoisoned)
             }
         }
     }

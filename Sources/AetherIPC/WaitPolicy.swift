@@ -29,13 +29,15 @@ public struct WaitPolicy: Sendable, Equatable {
     /// Poll without ever sleeping (burns a core; for measurement).
     public static let pollOnly = WaitPolicy(pollFor: .seconds(1_000_000))
 
-    /// Polls `ready` until it returns true or the polling window ends; returns whether it did.
+    /// Polls `ready` until it returns true or the polling window (or the deadline, if sooner)
+    /// ends; returns whether it did.
     @inline(__always)
-    func poll(_ ready: () -> Bool) -> Bool {
+    func poll(until deadline: WaitDeadline, _ ready: () -> Bool) -> Bool {
         if ready() { return true }
         if pollFor == .zero { return false }
         let clock = ContinuousClock()
-        let end = clock.now.advanced(by: pollFor)
+        var end = clock.now.advanced(by: pollFor)
+        if let last = deadline.end, last < end { end = last }
         var rounds = 0
         while true {
             if ready() { return true }
@@ -56,12 +58,21 @@ struct WaitDeadline {
         end = timeout.map { ContinuousClock.now.advanced(by: $0) }
     }
 
-    /// Nanoseconds left for futex_wait (-1 = unbounded), or nil if the deadline passed.
+    /// Nanoseconds left for futex_wait (-1 = unbounded), or nil if the deadline passed. A wait
+    /// longer than Int64 nanoseconds (292 years) is cut to that.
     var remainingNanoseconds: Int64? {
         guard let end else { return -1 }
         let left = ContinuousClock.now.duration(to: end)
         guard left > .zero else { return nil }
         let (seconds, attoseconds) = left.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let (total, carry) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflow || carry ? .max : total
+    }
+
+    /// Whether there was a deadline and it has passed.
+    var hasPassed: Bool {
+        guard let end else { return false }
+        return ContinuousClock.now >= end
     }
 }

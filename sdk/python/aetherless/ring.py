@@ -57,6 +57,7 @@ MIN_CAPACITY = 65536
 # must stay below 0xFFFFFFFF; we cap ring_capacity at 2**32 (see the doc).
 MAX_CAPACITY = 1 << 32
 WRAP_MARKER = 0xFFFFFFFF
+_U64_MAX = (1 << 64) - 1
 
 # Region header: magic, layout_version, ring_count, ring_capacity, ring_stride.
 _REGION_HDR = struct.Struct("<8sIIQQ")
@@ -121,15 +122,22 @@ class CorruptedData(RingError):
 
 
 class RingPoisoned(RingError):
-    """The consumer found a record it cannot delimit; the ring is no longer read."""
+    """The ring can no longer be used: the consumer found a record it cannot delimit,
+    or a side found a head/tail word the other side cannot have written (``reason``
+    says which); the poisoned word is set and the ring is no longer read."""
 
-    def __init__(self, offset: int, length: int):
+    def __init__(self, offset: int, length: int, reason: str | None = None):
         self.offset = offset
         self.length = length
-        super().__init__(
-            f"ring poisoned: record at data offset {offset} has undelimitable len "
-            f"{length} (0x{length:08x})"
-        )
+        self.reason = reason
+        if reason is None:
+            message = (
+                f"ring poisoned: record at data offset {offset} has undelimitable len "
+                f"{length} (0x{length:08x})"
+            )
+        else:
+            message = f"ring poisoned at data offset {offset}: {reason}"
+        super().__init__(message)
 
 
 class RingTimeout(RingError, TimeoutError):
@@ -397,6 +405,16 @@ class Ring:
         self.index = index
         self.capacity = cap = region.ring_capacity
         self.max_payload = region.max_payload
+        # The largest record (cap / 2): a producer writes a wrap marker only where fewer bytes
+        # than its record are left, so a marker with this much room after it is corruption.
+        self._max_record = 8 + ((self.max_payload + 7) & ~7)
+        # A head above this could overflow 64 bits when advanced.
+        self._max_head = _U64_MAX - 2 * cap
+        # (offset, reason) once this side poisoned the ring over impossible positions: raised
+        # again by every later call (a peer cannot clear it by rewriting the words).  Not the
+        # exception itself: its traceback would keep this ring's ctypes exports alive, and
+        # Region.close() could no longer close the mmap.
+        self._sticky_poison: tuple[int, str] | None = None
         self.spin = spin
         base = REGION_HEADER_SIZE + index * region.ring_stride
         self._base = base
@@ -451,20 +469,28 @@ class Ring:
     def try_write(self, payload) -> bool:
         """Publish one payload.  False if the ring has no room now (nothing written).
 
-        Raises MessageTooLarge (nothing written) or, when the ring is full and
-        the consumer has poisoned it, RingPoisoned."""
+        Raises MessageTooLarge (nothing written) or RingPoisoned: when the ring is
+        full and the consumer has poisoned it, or when head and tail cannot both
+        hold (tail ahead of head or more than the capacity behind it, a position
+        that is not a multiple of 8, or one near 2**64), which poisons it."""
         if type(payload) is not bytes and type(payload) is not bytearray:
             payload = memoryview(payload).cast("B")
+        if self._sticky_poison is not None:
+            raise RingPoisoned(self._sticky_poison[0], 0, self._sticky_poison[1])
         n = len(payload)
         if n > self.max_payload:
             raise MessageTooLarge(n, self.max_payload)
         cap = self.capacity
         head = self._head.value
+        tail = self._tail.value  # the consumer's word: checked before it is computed with
+        # Positions that cannot hold poison the ring (see _poison_positions).
+        if tail > head or head - tail > cap or (head | tail) & 7 or head > self._max_head:
+            self._poison_positions(head % cap, head, tail)
         off = head % cap
         contig = cap - off
         rec = 8 + ((n + 7) & ~7)
         need = rec if rec <= contig else contig + rec
-        if cap - (head - self._tail.value) < need:
+        if cap - (head - tail) < need:
             if self._poisoned.value:
                 self._raise_poisoned()
             return False
@@ -528,25 +554,50 @@ class Ring:
     # -- consumer
 
     def _raise_poisoned(self):
+        if self._sticky_poison is not None:
+            raise RingPoisoned(self._sticky_poison[0], 0, self._sticky_poison[1])
         tail = self._tail.value
         off = tail % self.capacity
-        (ln,) = _U32.unpack_from(self._mm, self._data + off)
+        # A misaligned tail may leave fewer than 4 bytes before the end of the data area.
+        (ln,) = _U32.unpack_from(self._mm, self._data + off) if off <= self.capacity - 4 else (0,)
         raise RingPoisoned(off, ln)
 
     def _poison(self, off: int, ln: int):
         self._poisoned.value = 1
         raise RingPoisoned(off, ln)
 
+    def _poison_positions(self, off: int, head: int, tail: int):
+        """Poison the ring over positions that cannot hold.  Both sides check, before
+        computing with the other side's word, that tail is not ahead of head, at most
+        ``capacity`` bytes behind it, both are multiples of 8 (every record header then
+        lies whole inside the data area) and head is far enough below 2**64 not to
+        overflow (``_max_head``); the Swift side's RingMemory.positionsHold is the same."""
+        self._sticky_poison = (
+            off,
+            f"head {head} and tail {tail} cannot both hold (tail ahead of head, more than "
+            f"the capacity apart, not 8-byte aligned, or near overflow)",
+        )
+        self._poisoned.value = 1
+        _fence()
+        # Whichever side sleeps on this ring must look again and learn.
+        if self._consumer_sleeping.value:
+            self._wake_consumer()
+        if self._producer_sleeping.value:
+            self._wake_producer()
+        raise RingPoisoned(off, 0, self._sticky_poison[1])
+
     def try_read(self):
         """Return the next payload (bytes), or None if the ring is empty.
 
-        Raises CorruptedData (record skipped, ring usable) or RingPoisoned."""
+        Raises CorruptedData (record skipped, ring usable) or RingPoisoned (a record
+        that cannot be delimited, or a head word the producer cannot have written)."""
         if self._poisoned.value:
             self._raise_poisoned()
         cap = self.capacity
         tail_obj = self._tail
         tail = start_tail = tail_obj.value
         mm = self._mm
+        # At most three rounds: a wrap marker moves tail to offset 0, where another poisons.
         while True:
             head = self._head.value  # acquire (TSO)
             if tail == head:
@@ -556,11 +607,14 @@ class Ring:
                         self._wake_producer()
                 return None
             off = tail % cap
+            # head is the producer's word: positions that cannot hold poison the ring.
+            if tail > head or head - tail > cap or (head | tail) & 7 or head > self._max_head:
+                self._poison_positions(off, head, tail)
             p = self._data + off
             ln, stored = _REC_HDR.unpack_from(mm, p)
             contig = cap - off
             if ln == WRAP_MARKER:
-                if tail + contig > head:
+                if contig >= self._max_record or tail + contig > head:
                     self._poison(off, ln)
                 tail += contig
                 tail_obj.value = tail

@@ -524,6 +524,209 @@ class TestCorruption(RegionCase):
             r.write(bytes(1000), timeout=5)
 
 
+# --------------------------------------------------------------------------- hostile peer
+
+
+U64_MAX = (1 << 64) - 1
+
+
+class TestHostilePeer(RegionCase):
+    """Every ring word and byte is the other process's to write.  Whatever it writes,
+    this side raises one of the module's RingError types (or times out), never
+    struct.error, IndexError or a stall, and never writes outside its data area."""
+
+    def words(self, ring: Ring, head: int, tail: int) -> None:
+        ring._head.value = head
+        ring._tail.value = tail
+
+    def expect_positions_poison(self, call, ring: Ring, head: int, tail: int):
+        with self.assertRaises(RingPoisoned) as cm:
+            call()
+        e = cm.exception
+        self.assertEqual(e.length, 0)
+        self.assertIn(f"head {head} and tail {tail} cannot both hold", str(e))
+        self.assertTrue(ring.poisoned)
+        # Poisoned for good on this side: sane words afterwards change nothing.
+        self.words(ring, 0, 0)
+        with self.assertRaises(RingPoisoned):
+            call()
+        return e
+
+    IMPOSSIBLE = [
+        (0, 1),  # tail = head + 1
+        (0, 8),  # tail ahead of head
+        (0, U64_MAX),  # tail = UINT64_MAX
+        (3 * 64 * KIB, 0),  # head = tail + 3 * capacity
+        (64 * KIB + 8, 0),  # more published than the ring holds
+        (5, 5),  # misaligned
+        (U64_MAX & ~7, U64_MAX & ~7),  # writing on would overflow 64 bits
+    ]
+
+    def test_producer_refuses_impossible_positions(self):
+        for index in (0, 1):
+            for head, tail in self.IMPOSSIBLE:
+                with self.subTest(ring=index, head=head, tail=tail):
+                    self.setUp()
+                    r = self.region.ring(index)
+                    self.words(r, head, tail)
+                    before = bytes(self.mm)
+                    e = self.expect_positions_poison(lambda: r.try_write(b"x" * 100), r, head, tail)
+                    self.assertEqual(e.offset, head % self.capacity)
+                    after = bytearray(self.mm)
+                    # Only the words this test wrote and the poisoned word changed.
+                    base = 64 + index * (256 + self.capacity)
+                    after[base : base + 80] = before[base : base + 80]
+                    self.assertEqual(bytes(after), before)
+
+    def test_producer_full_ring_then_tail_ahead_of_head(self):
+        r = self.ring
+        while r.try_write(bytes(1000)):
+            pass
+        head = r.head
+        r._tail.value = head + 8
+        self.expect_positions_poison(lambda: r.write(bytes(1000), timeout=5), r, head, head + 8)
+
+    def test_misaligned_head_at_the_end_of_the_last_ring(self):
+        # A marker at cap - 2 would need 4 bytes of which 2 lie past the mapping.
+        r = self.region.ring(1)
+        pos = 10 * self.capacity - 2
+        self.words(r, pos, pos)
+        self.expect_positions_poison(lambda: r.try_write(b"y" * 100), r, pos, pos)
+
+    def test_consumer_refuses_impossible_positions(self):
+        cases = [
+            (3 * 64 * KIB, 0),  # head = tail + 3 * capacity
+            (64 * KIB + 8, 0),
+            (8, 64),  # head behind tail
+            (U64_MAX, 0),
+            (12, 0),  # misaligned head
+            (U64_MAX & ~7, (U64_MAX & ~7) - 8),
+            (64 * KIB, 64 * KIB - 2),  # misaligned tail 2 bytes before the end
+        ]
+        for index in (0, 1):
+            for head, tail in cases:
+                with self.subTest(ring=index, head=head, tail=tail):
+                    self.setUp()
+                    r = self.region.ring(index)
+                    self.words(r, head, tail)
+                    self.expect_positions_poison(r.try_read, r, head, tail)
+                    with self.assertRaises(RingPoisoned):
+                        r.read(timeout=0.05)
+
+    def test_far_head_and_wrap_marker_at_offset_zero_do_not_spin(self):
+        # Before: one try_read skipped a whole ring per round, 2**24 rounds long.
+        r = self.ring
+        struct.pack_into("<I", self.mm, r.data_offset(0), WRAP_MARKER)
+        self.words(r, 1 << 40, 0)
+        started = time.monotonic()
+        self.expect_positions_poison(r.try_read, r, 1 << 40, 0)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    def test_wrap_marker_where_a_record_fits(self):
+        for off in (0, 8, self.capacity // 2):
+            with self.subTest(offset=off):
+                self.setUp()
+                r = self.ring
+                self.words(r, self.capacity, off)
+                struct.pack_into("<I", self.mm, r.data_offset(off), WRAP_MARKER)
+                with self.assertRaises(RingPoisoned) as cm:
+                    r.try_read()
+                self.assertEqual((cm.exception.offset, cm.exception.length), (off, WRAP_MARKER))
+                self.assertTrue(r.poisoned)
+
+    def test_impossible_lengths(self):
+        for ln in (0xFFFFFFFE, 0x80000000, self.ring.max_payload + 1):
+            with self.subTest(length=ln):
+                self.setUp()
+                r = self.ring
+                self.words(r, self.capacity // 2, 0)
+                struct.pack_into("<II", self.mm, r.data_offset(0), ln, 0)
+                with self.assertRaises(RingPoisoned) as cm:
+                    r.try_read()
+                self.assertEqual((cm.exception.offset, cm.exception.length), (0, ln))
+
+    def test_poisoned_word_with_misaligned_tail_at_the_end_of_the_last_ring(self):
+        r = self.region.ring(1)
+        self.words(r, self.capacity, self.capacity - 2)
+        r._poisoned.value = 7
+        with self.assertRaises(RingPoisoned):
+            r.try_read()
+        with self.assertRaises(RingPoisoned):
+            while r.try_write(bytes(1000)):
+                pass
+
+    def test_garbage_futex_words(self):
+        r = self.ring
+        for off in (128, 132, 192, 196):
+            struct.pack_into("<I", self.mm, 64 + off, 0xFFFFFFFF)
+        with self.assertRaises(RingTimeout):
+            r.read(timeout=0.05)
+        r.write(b"through", timeout=5)
+        self.assertEqual(r.read(timeout=5), b"through")
+        while r.try_write(bytes(3000)):
+            pass
+        with self.assertRaises(RingTimeout):
+            r.write(bytes(3000), timeout=0.05)
+
+    def test_random_words_and_bytes_raise_only_ring_errors(self):
+        """A small seeded fuzz: random head/tail (near each other or not), flags and
+        record bytes on both rings; every outcome is data, None, or a RingError."""
+        rng = random.Random(13)
+        cap = self.capacity
+        size = len(self.mm)
+        for round_ in range(2000):
+            self.mm[64:size] = bytes(size - 64)
+            for index in (0, 1):
+                base = 64 + index * (256 + cap)
+                tail = rng.choice(
+                    [
+                        0,
+                        rng.randrange(1 << 40),
+                        rng.randrange(1 << 64),
+                        U64_MAX - rng.randrange(64),
+                        rng.randrange(1 << 20) * cap - rng.randrange(16),  # just before a wrap
+                    ]
+                )
+                if rng.random() < 0.7:
+                    tail &= ~7
+                head = rng.choice(
+                    [tail, tail + rng.randrange(2 * cap + 64), rng.randrange(1 << 64), tail - 8 * rng.randrange(4)]
+                )
+                if rng.random() < 0.7:
+                    head &= ~7
+                head &= U64_MAX
+                tail &= U64_MAX
+                struct.pack_into("<Q", self.mm, base, head)
+                struct.pack_into("<Q", self.mm, base + 64, tail)
+                struct.pack_into("<I", self.mm, base + 72, rng.choice([0, 0, 0, 1, 0xFFFFFFFF]))
+                for off in (128, 132, 192, 196):
+                    struct.pack_into("<I", self.mm, base + off, rng.choice([0, 1, rng.randrange(1 << 32)]))
+                data = base + 256
+                for _ in range(rng.randrange(8)):
+                    off = rng.randrange(cap - 8) & ~(7 if rng.random() < 0.8 else 0)
+                    ln = rng.choice(
+                        [0, 1, 64, cap // 2 - 8, cap // 2, 0xFFFFFFFE, WRAP_MARKER, rng.randrange(1 << 32)]
+                    )
+                    struct.pack_into("<II", self.mm, data + off, ln, rng.randrange(1 << 32))
+            consumer, producer = self.region.ring(0), self.region.ring(1)
+            try:
+                for _ in range(8):
+                    try:
+                        if consumer.try_read() is None:
+                            break
+                    except CorruptedData:
+                        continue
+                    except RingPoisoned:
+                        break
+                for _ in range(8):
+                    try:
+                        producer.try_write(bytes(rng.choice([0, 1, 100, 5000, cap // 2 - 8, cap // 2])))
+                    except (MessageTooLarge, RingPoisoned):
+                        pass
+            except Exception as e:  # pragma: no cover - the failure this test is for
+                self.fail(f"round {round_}: {type(e).__name__}: {e}")
+
+
 # --------------------------------------------------------------------------- doorbell (threads)
 
 
