@@ -125,6 +125,7 @@ import Testing
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, snapshot_dir, control_socket, listen_address, "
                 + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, state_dir, "
+                + "confinement, uid_range, "
                 + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
@@ -144,6 +145,12 @@ import Testing
         "bad-orchestrator-values.yaml": ["invalidValue 2:17", "invalidValue 3:20"],
         "binary.yaml": ["invalidEncoding"],
         "comment-only.yaml": ["emptyDocument 1:1"],
+        "confinement.yaml": [
+            "wrongType 2:16", "invalidValue 3:14", "invalidValue 8:11", "invalidValue 9:14", "invalidValue 10:15",
+            "invalidValue 11:16", "invalidValue 12:28", "invalidValue 12:37", "invalidValue 12:50",
+            "invalidValue 13:33", "invalidValue 18:14", "invalidValue 19:5", "wrongType 23:16", "wrongType 24:14",
+            "missingKey 25:11", "unknownKey 25:26", "invalidValue 26:15",
+        ],
         "dataplane-ipv6-address.yaml": ["invalidValue 2:19", "invalidValue 3:13"],
         "dataplane-sockets-with-xdp.yaml": ["invalidValue 3:18"],
         "dataplane-values.yaml": ["invalidValue 2:14", "invalidValue 3:18", "invalidValue 4:13"],

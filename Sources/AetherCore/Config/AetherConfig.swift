@@ -56,6 +56,12 @@ public struct OrchestratorConfig: Sendable, Equatable {
     /// resumes). nil: the file does not set `state_dir` (the command line decides:
     /// `--state-dir`, else `$AETHER_STATE_DIR`, else `defaultStateDirectory`).
     public var stateDirectory: String?
+    /// Confine every handler (its own unprivileged user, namespaces, syscall filter, limits).
+    /// false: handlers run as root in the host's namespaces, unconfined (benchmarks, hosts that
+    /// cannot confine).
+    public var confinement: Bool
+    /// The user and group ids handlers of functions without `user:` are given one of.
+    public var uidRange: UIDRange
 
     public enum Dataplane: String, Sendable, Equatable, CaseIterable {
         /// An sk_lookup BPF program steers each trigger port to its socket (the gateway's, or a
@@ -86,7 +92,9 @@ public struct OrchestratorConfig: Sendable, Equatable {
         xdpInterface: String? = nil,
         xdpMode: XDPMode = .generic,
         python: String = Self.defaultPython,
-        stateDirectory: String? = nil
+        stateDirectory: String? = nil,
+        confinement: Bool = true,
+        uidRange: UIDRange = .standard
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -102,6 +110,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.xdpMode = xdpMode
         self.python = python
         self.stateDirectory = stateDirectory
+        self.confinement = confinement
+        self.uidRange = uidRange
     }
 
     /// The largest message one ring carries (docs/shm-layout.md, the ring's `max_payload`).
@@ -131,6 +141,32 @@ public struct FunctionConfig: Sendable, Equatable {
         case process
     }
 
+    /// The network a confined handler sees.
+    public enum Network: String, Sendable, Equatable, CaseIterable {
+        /// The host's network namespace (the default).
+        case host
+        /// `none`: a network namespace of its own with only loopback (sdk handlers only: a process
+        /// handler must serve on a host port). Not named `none`, which Optional's `.none` shadows.
+        case loopback = "none"
+    }
+
+    /// Who may invoke the function: checked by the gateway before a request is queued.
+    public struct Auth: Sendable, Equatable {
+        public enum Kind: String, Sendable, Equatable, CaseIterable {
+            /// `Authorization: Bearer <the secret's contents>`.
+            case bearer
+        }
+
+        public var kind: Kind
+        /// The secret holding the token (not handed to the handler unless `secrets:` names it too).
+        public var secret: SecretName
+
+        public init(kind: Kind = .bearer, secret: SecretName) {
+            self.kind = kind
+            self.secret = secret
+        }
+    }
+
     public var id: FunctionID
     public var memoryLimit: MemoryLimit
     public var triggerPort: Port
@@ -158,6 +194,18 @@ public struct FunctionConfig: Sendable, Equatable {
     public var minWarm: WarmCount
     /// An instance idle this long is stopped, down to `minWarm`.
     public var idleTimeout: IdleTimeout
+    /// Run the handler as this existing user (resolved at `up`) instead of an id from
+    /// `orchestrator.uid_range`.
+    public var user: UserName?
+    public var network: Network
+    /// Processes and threads per instance (cgroup `pids.max`).
+    public var maxPIDs: PidsLimit
+    /// CPU per instance (cgroup `cpu.max`); nil: unlimited.
+    public var cpuLimit: CPULimit?
+    /// The secrets the handler may read, at `/run/secrets/NAME`, in the order the file lists them.
+    public var secrets: [SecretName]
+    /// Invocation auth at the gateway; nil: anyone who reaches the port may call.
+    public var auth: Auth?
 
     public init(
         id: FunctionID,
@@ -174,7 +222,13 @@ public struct FunctionConfig: Sendable, Equatable {
         startupTimeout: StartupTimeout = .standard,
         snapshot: Bool = false,
         minWarm: WarmCount = .standard,
-        idleTimeout: IdleTimeout = .standard
+        idleTimeout: IdleTimeout = .standard,
+        user: UserName? = nil,
+        network: Network = .host,
+        maxPIDs: PidsLimit = .standard,
+        cpuLimit: CPULimit? = nil,
+        secrets: [SecretName] = [],
+        auth: Auth? = nil
     ) {
         self.id = id
         self.memoryLimit = memoryLimit
@@ -191,6 +245,19 @@ public struct FunctionConfig: Sendable, Equatable {
         self.snapshot = snapshot
         self.minWarm = minWarm
         self.idleTimeout = idleTimeout
+        self.user = user
+        self.network = network
+        self.maxPIDs = maxPIDs
+        self.cpuLimit = cpuLimit
+        self.secrets = secrets
+        self.auth = auth
+    }
+
+    /// Every secret the function needs stored: `secrets:` and the `auth:` token's, each once.
+    public var referencedSecrets: [SecretName] {
+        var names = secrets
+        if let auth, !names.contains(auth.secret) { names.append(auth.secret) }
+        return names
     }
 
     public var launcher: Launcher {

@@ -35,15 +35,19 @@ struct ConfigValidator {
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
             "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
-            "xdp_mode", "python", "state_dir",
+            "xdp_mode", "python", "state_dir", "confinement", "uid_range",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
             "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms", "snapshot",
-            "min_warm", "idle_timeout_ms",
+            "min_warm", "idle_timeout_ms", "user", "network", "max_pids", "cpu_limit", "secrets", "auth",
         ]
-        /// Keys that only mean something when the gateway terminates HTTP.
-        static let sdkOnly = ["concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms"]
+        /// Keys that only mean something when the gateway terminates HTTP (`auth` included: a
+        /// process handler's connections never pass through the gateway).
+        static let sdkOnly = [
+            "concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms", "auth",
+        ]
+        static let auth = ["secret", "type"]
     }
 
     static let defaultMemoryLimit = MemoryLimit(uncheckedRawValue: 128)
@@ -174,6 +178,24 @@ struct ConfigValidator {
             }
         }
         readDataplane(fields, into: &config)
+        if let entry = fields["confinement"] {
+            if let flag = bool(entry.value) {
+                config.confinement = flag
+            } else {
+                report(
+                    .wrongType, at: entry.value, path: "\(path).confinement", expected: "true or false",
+                    found: describe(entry.value))
+            }
+        }
+        if let entry = fields["uid_range"], let text = string(entry.value, path: "\(path).uid_range") {
+            do {
+                config.uidRange = try UIDRange(text: text)
+            } catch {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).uid_range", expected: error.expected,
+                    found: error.value)
+            }
+        }
         if let entry = fields["python"], let text = string(entry.value, path: "\(path).python") {
             if text.hasPrefix("/") {
                 do throws(SystemCallFailure) {
@@ -275,6 +297,7 @@ struct ConfigValidator {
             let handler = readHandlerPath(fields, at: item, path: path)
             let environment = readEnvironment(fields, path: path)
             let serving = readServing(fields, path: path, orchestrator: orchestrator)
+            let confinement = readConfinement(fields, path: path)
             if let id, let idNode = fields["id"]?.value {
                 let socket = UnixSocketPath.handlerSocket(function: id, controlSocket: orchestrator.controlSocket)
                 if socket.utf8.count > UnixSocketPath.maximumLength {
@@ -309,7 +332,7 @@ struct ConfigValidator {
                     firstPorts[port] = (id, portNode)
                 }
             }
-            if let id, let port, let handler, let environment, let serving {
+            if let id, let port, let handler, let environment, let serving, let confinement {
                 functions.append(
                     FunctionConfig(
                         id: id, memoryLimit: memory ?? Self.defaultMemoryLimit, triggerPort: port,
@@ -317,7 +340,9 @@ struct ConfigValidator {
                         handlerProtocol: serving.handlerProtocol, maxInstances: serving.maxInstances,
                         concurrency: serving.concurrency, maxQueue: serving.maxQueue, maxBody: serving.maxBody,
                         startupTimeout: serving.startupTimeout, snapshot: serving.snapshot, minWarm: serving.minWarm,
-                        idleTimeout: serving.idleTimeout))
+                        idleTimeout: serving.idleTimeout, user: confinement.user, network: confinement.network,
+                        maxPIDs: confinement.maxPIDs, cpuLimit: confinement.cpuLimit, secrets: confinement.secrets,
+                        auth: confinement.auth))
             }
         }
         return functions
@@ -367,9 +392,7 @@ struct ConfigValidator {
         valid = take("min_warm", into: &serving.minWarm) && valid
         valid = take("idle_timeout_ms", into: &serving.idleTimeout) && valid
         if let entry = fields["snapshot"] {
-            if case .scalar(let scalar) = entry.value, tagName(entry.value) == .bool,
-                let flag = Bool.construct(from: scalar)
-            {
+            if let flag = bool(entry.value) {
                 serving.snapshot = flag
             } else {
                 report(
@@ -427,6 +450,171 @@ struct ConfigValidator {
             serving.maxInstances = .one
         }
         return valid ? serving : nil
+    }
+
+    private struct Confinement {
+        var user: UserName?
+        var network = FunctionConfig.Network.host
+        var maxPIDs = PidsLimit.standard
+        var cpuLimit: CPULimit?
+        var secrets: [SecretName] = []
+        var auth: FunctionConfig.Auth?
+    }
+
+    /// `user`, `network`, `max_pids`, `cpu_limit`, `secrets`, `auth`; nil (after reporting) if
+    /// any of them is wrong. Syntax only: users and secrets are looked up when the function starts.
+    private mutating func readConfinement(_ fields: Fields, path: String) -> Confinement? {
+        var confinement = Confinement()
+        var valid = true
+        if let entry = fields["user"] {
+            if let text = string(entry.value, path: "\(path).user") {
+                do {
+                    confinement.user = try UserName(text)
+                } catch {
+                    report(
+                        .invalidValue, at: entry.value, path: "\(path).user", expected: error.expected,
+                        found: error.value)
+                    valid = false
+                }
+            } else {
+                valid = false
+            }
+        }
+        if let entry = fields["network"] {
+            let keyPath = "\(path).network"
+            if let text = string(entry.value, path: keyPath) {
+                if let network = FunctionConfig.Network(rawValue: text) {
+                    confinement.network = network
+                    if network == .loopback, let node = fields["protocol"]?.value, scalarText(node) == "process" {
+                        report(
+                            .invalidValue, at: entry.value, path: keyPath,
+                            expected:
+                                "network: host for a `protocol: process` handler, which must serve on a port of the host",
+                            found: quoted(text))
+                        valid = false
+                    }
+                } else {
+                    report(
+                        .invalidValue, at: entry.value, path: keyPath, expected: "one of host, none",
+                        found: quoted(text))
+                    valid = false
+                }
+            } else {
+                valid = false
+            }
+        }
+        if fields["max_pids"] != nil {
+            if let limit: PidsLimit = boundedInteger(fields, "max_pids", in: path) {
+                confinement.maxPIDs = limit
+            } else {
+                valid = false
+            }
+        }
+        if let entry = fields["cpu_limit"] {
+            let keyPath = "\(path).cpu_limit"
+            if case .scalar(let scalar) = entry.value, tagName(entry.value) == .int || tagName(entry.value) == .float {
+                do {
+                    confinement.cpuLimit = try CPULimit(decimal: scalar.string)
+                } catch {
+                    report(.invalidValue, at: entry.value, path: keyPath, expected: error.expected, found: error.value)
+                    valid = false
+                }
+            } else {
+                report(
+                    .wrongType, at: entry.value, path: keyPath, expected: CPULimit.expectation,
+                    found: describe(entry.value))
+                valid = false
+            }
+        }
+        if let entry = fields["secrets"] {
+            if let secrets = readSecrets(entry.value, path: "\(path).secrets") {
+                confinement.secrets = secrets
+            } else {
+                valid = false
+            }
+        }
+        if let entry = fields["auth"] {
+            if let auth = readAuth(entry.value, path: "\(path).auth") {
+                confinement.auth = auth
+            } else {
+                valid = false
+            }
+        }
+        return valid ? confinement : nil
+    }
+
+    /// `secrets: [NAME, ...]`: valid names, each once (null or `[]`: none).
+    private mutating func readSecrets(_ node: Node, path: String) -> [SecretName]? {
+        if isNull(node) { return [] }
+        guard case .sequence(let sequence) = node else {
+            report(.wrongType, at: node, path: path, expected: "a list of secret names", found: describe(node))
+            return nil
+        }
+        var secrets: [SecretName] = []
+        var first: [SecretName: Node] = [:]
+        var valid = true
+        for (index, item) in sequence.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let text = string(item, path: itemPath) else {
+                valid = false
+                continue
+            }
+            let name: SecretName
+            do {
+                name = try SecretName(text)
+            } catch {
+                report(.invalidValue, at: item, path: itemPath, expected: error.expected, found: error.value)
+                valid = false
+                continue
+            }
+            if let earlier = first[name] {
+                report(
+                    .invalidValue, at: item, path: itemPath,
+                    expected: "each secret once (\(quoted(text)) is listed at line \(line(of: earlier)))",
+                    found: quoted(text))
+                valid = false
+            } else {
+                first[name] = item
+                secrets.append(name)
+            }
+        }
+        return valid ? secrets : nil
+    }
+
+    /// `auth: {secret: NAME, type: bearer}` (`type` optional).
+    private mutating func readAuth(_ node: Node, path: String) -> FunctionConfig.Auth? {
+        guard let fields = mappingFields(node, path: path, allowed: Key.auth) else { return nil }
+        var valid = true
+        var kind = FunctionConfig.Auth.Kind.bearer
+        if let entry = fields["type"] {
+            if let text = string(entry.value, path: "\(path).type") {
+                if let read = FunctionConfig.Auth.Kind(rawValue: text) {
+                    kind = read
+                } else {
+                    let allowed = FunctionConfig.Auth.Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                    report(
+                        .invalidValue, at: entry.value, path: "\(path).type", expected: "one of \(allowed)",
+                        found: quoted(text))
+                    valid = false
+                }
+            } else {
+                valid = false
+            }
+        }
+        guard let entry = fields["secret"] else {
+            report(
+                .missingKey, at: node, path: "\(path).secret",
+                expected: "a key `secret` (the secret holding the bearer token)", found: "no `secret` key")
+            return nil
+        }
+        guard let text = string(entry.value, path: "\(path).secret") else { return nil }
+        do {
+            let secret = try SecretName(text)
+            return valid ? FunctionConfig.Auth(kind: kind, secret: secret) : nil
+        } catch {
+            report(.invalidValue, at: entry.value, path: "\(path).secret", expected: error.expected, found: error.value)
+            return nil
+        }
     }
 
     private mutating func readFunctionID(_ fields: Fields, at item: Node, path: String) -> FunctionID? {
@@ -632,6 +820,12 @@ struct ConfigValidator {
     private func scalarText(_ node: Node) -> String? {
         if case .scalar(let scalar) = node { return scalar.string }
         return nil
+    }
+
+    /// A YAML boolean (`true`, `false`, and YAML 1.1's spellings Yams resolves as booleans).
+    private func bool(_ node: Node) -> Bool? {
+        guard case .scalar(let scalar) = node, tagName(node) == .bool else { return nil }
+        return Bool.construct(from: scalar)
     }
 
     private func isNull(_ node: Node) -> Bool {

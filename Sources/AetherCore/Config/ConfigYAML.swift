@@ -28,6 +28,8 @@ public enum ConfigYAML {
         }
         setting("client_timeout_ms", String(settings.clientTimeout.milliseconds))
         if let folder = settings.stateDirectory { setting("state_dir", quoted(folder)) }
+        setting("confinement", settings.confinement ? "true" : "false")
+        setting("uid_range", quoted(settings.uidRange.description))
 
         lines.append(config.functions.isEmpty ? "functions: []" : "functions:")
         for function in config.functions {
@@ -54,7 +56,15 @@ public enum ConfigYAML {
                 key("snapshot", function.snapshot ? "true" : "false")
                 key("min_warm", String(function.minWarm.rawValue))
                 key("idle_timeout_ms", String(function.idleTimeout.milliseconds))
+                if let auth = function.auth {
+                    key("auth", "{type: \(quoted(auth.kind.rawValue)), secret: \(quoted(auth.secret.rawValue))}")
+                }
             }
+            if let user = function.user { key("user", quoted(user.rawValue)) }
+            key("network", quoted(function.network.rawValue))
+            key("max_pids", String(function.maxPIDs.rawValue))
+            if let limit = function.cpuLimit { key("cpu_limit", limit.description) }
+            key("secrets", "[" + function.secrets.map { quoted($0.rawValue) }.joined(separator: ", ") + "]")
             if function.environment.isEmpty {
                 key("environment", "{}")
             } else {
