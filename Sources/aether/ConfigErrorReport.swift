@@ -17,7 +17,7 @@ enum ConfigErrorReport {
             }
             let count = diagnostics.count
             writeError("\(path): \(count) problem\(count == 1 ? "" : "s"); nothing was started")
-        case .unreadable, .tooLarge:
+        case .unreadable, .tooLarge, .notAConfiguration:
             writeError("error: \(error)")
         }
     }

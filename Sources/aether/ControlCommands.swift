@@ -62,11 +62,12 @@ extension Aether {
         @OptionGroup var control: ControlOptions
 
         func run() async throws {
-            // Validate here too, so mistakes are shown with the same report as `aether validate`.
+            // Validate here too, so mistakes are shown with the same report as `aether validate`,
+            // except that nothing of a file that is not a configuration at all is shown.
             do {
                 _ = try ConfigLoader.load(path: file)
             } catch {
-                ConfigErrorReport.print(error)
+                ConfigErrorReport.print(error.withoutContents())
                 throw ExitCode.failure
             }
             let absolute = file.hasPrefix("/") ? file : currentDirectory() + "/" + file
@@ -165,14 +166,16 @@ extension Aether {
                 let stats = function.stats
                 return [
                     function.id, String(stats.invocations), String(stats.errors), String(stats.timeouts),
-                    String(stats.rejected), String(stats.crashes), ms(stats.p50Milliseconds), ms(stats.p95Milliseconds),
+                    String(stats.rejected), String(stats.unauthorized), String(stats.crashes),
+                    ms(stats.p50Milliseconds), ms(stats.p95Milliseconds),
                     ms(stats.p99Milliseconds), String(function.queueDepth),
                 ]
             }
             print(
                 TextTable(
                     header: [
-                        "ID", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REJECTED", "CRASHES", "P50 MS", "P95 MS", "P99 MS",
+                        "ID", "INVOCATIONS", "ERRORS", "TIMEOUTS", "REJECTED", "401", "CRASHES", "P50 MS", "P95 MS",
+                        "P99 MS",
                         "QUEUE",
                     ], rows: rows
                 ).rendered)

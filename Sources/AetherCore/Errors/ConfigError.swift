@@ -6,6 +6,9 @@ public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     case tooLarge(path: String, size: Int, limit: Int)
     /// The file was read and every problem in it was collected.
     case invalid(path: String, diagnostics: [ConfigDiagnostic])
+    /// The file is not a configuration at all (`withoutContents()`): only where and what kind of
+    /// thing it is, nothing of its text.
+    case notAConfiguration(path: String, line: Int, column: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -17,7 +20,51 @@ public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
             ([
                 "configuration file \(path) has \(diagnostics.count) problem\(diagnostics.count == 1 ? "" : "s"):"
             ] + diagnostics.map { "  \($0)" }).joined(separator: "\n")
+        case .notAConfiguration(let path, let line, let column, let reason):
+            "\(path):\(line):\(column): not an aetherless configuration: \(reason); its contents are not shown "
+                + "(`aether validate \(path)` lists every problem)"
         }
+    }
+
+    /// The error with nothing of the file's text in it when the file is not a configuration at
+    /// all, for commands that handle files someone else may have named (`aether deploy`, which
+    /// the orchestrator reads as root): not UTF-8 text, not well-formed YAML, empty, not a
+    /// mapping at the top, or a mapping with none of the top-level keys of a configuration.
+    /// Diagnostics quote what they found (a value, a key, the start of a line of text), which for
+    /// such a file could be a password. A configuration with mistakes is left as it is.
+    public func withoutContents() -> ConfigError {
+        guard case .invalid(let path, let diagnostics) = self, let first = diagnostics.first else { return self }
+        let structural = diagnostics.first { diagnostic in
+            switch diagnostic.kind {
+            case .invalidEncoding, .malformedYAML, .emptyDocument: true
+            case .wrongType: diagnostic.keyPath.isEmpty
+            default: false
+            }
+        }
+        if let structural {
+            let reason =
+                switch structural.kind {
+                case .invalidEncoding: "not UTF-8 text"
+                case .malformedYAML: "not well-formed YAML"
+                case .emptyDocument: "an empty document"
+                default: "not a YAML mapping"
+                }
+            return .notAConfiguration(path: path, line: structural.line, column: structural.column, reason: reason)
+        }
+        // A mapping with no `functions` and keys a configuration does not have, and nothing else.
+        let topLevel = diagnostics.allSatisfy { diagnostic in
+            let nested = diagnostic.keyPath.hasPrefix("orchestrator.") || diagnostic.keyPath.hasPrefix("functions")
+            return (diagnostic.kind == .unknownKey && !nested)
+                || (diagnostic.kind == .missingKey && diagnostic.keyPath == "functions")
+        }
+        if topLevel && diagnostics.contains(where: { $0.kind == .missingKey })
+            && diagnostics.contains(where: { $0.kind == .unknownKey })
+        {
+            return .notAConfiguration(
+                path: path, line: first.line, column: first.column,
+                reason: "a mapping without a `functions` list, with keys a configuration does not have")
+        }
+        return self
     }
 }
 

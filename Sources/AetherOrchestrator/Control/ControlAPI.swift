@@ -35,6 +35,8 @@ public struct StatsSummary: Codable, Sendable, Equatable {
     public var timeouts: Int
     /// Requests refused with 429 because the queue was full.
     public var rejected: Int
+    /// Requests answered 401 by the gateway (`auth:`: no, or a wrong, bearer token).
+    public var unauthorized: Int
     /// Instances that ended without being asked to.
     public var crashes: Int
     /// Latency percentiles over the last `window` requests, in milliseconds (nil before any).

@@ -46,6 +46,10 @@ enum PrometheusText {
         ) { quantiles($0.stats.p50Milliseconds, $0.stats.p95Milliseconds, $0.stats.p99Milliseconds) }
         family("aether_latency_window", "gauge", "Requests the latency quantiles cover.") { one($0.stats.window) }
         family("aether_rejected_total", "counter", "Requests refused with 429 (queue full).") { one($0.stats.rejected) }
+        family("aether_unauthorized_total", "counter", "Requests refused with 401 (auth: no or a wrong bearer token).")
+        {
+            one($0.stats.unauthorized)
+        }
         family("aether_instance_crashes_total", "counter", "Instances that ended without being asked to.") {
             one($0.stats.crashes)
         }

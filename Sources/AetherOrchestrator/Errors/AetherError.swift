@@ -16,6 +16,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
     case ebpf(EbpfError)
     case handler(HandlerError)
     case orchestrator(OrchestratorError)
+    case secrets(SecretStoreError)
 
     public var description: String {
         switch self {
@@ -26,6 +27,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
         case .ebpf(let error): error.description
         case .handler(let error): error.description
         case .orchestrator(let error): error.description
+        case .secrets(let error): error.description
         }
     }
 }

@@ -200,6 +200,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
         event { $0.submit(invocation, now: $1) }
     }
 
+    /// The gateway answered a request 401 (no or a wrong bearer token): counted, never queued.
+    func unauthorized() {
+        scheduler.withLock { $0.unauthorized() }
+    }
+
     /// The gateway would not send a response this instance gave (not valid HTTP).
     func responseRejected(instance: InstanceID, reason: String, status: Int) {
         event { $0.responseRejected(instance: instance, reason: reason, status: status, now: $1) }

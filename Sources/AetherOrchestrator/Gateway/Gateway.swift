@@ -17,6 +17,8 @@ final class GatewayRoutes: Sendable {
     /// Handing over (`aether restart`): every response says `Connection: close`, so clients
     /// reconnect, to the successor.
     let handingOver = Atomic<Bool>(false)
+    /// The bearer tokens of the functions with `auth:`.
+    let tokens = BearerTokens()
 
     func function(port: UInt16) -> DeployedFunction? { routes.withLock { $0[port] } }
     func set(_ function: DeployedFunction?, port: UInt16) { routes.withLock { $0[port] = function } }

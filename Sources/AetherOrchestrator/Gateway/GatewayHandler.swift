@@ -136,6 +136,16 @@ final class GatewayHandler: ChannelDuplexHandler {
             return
         }
         self.function = function
+        // `auth:` is checked before anything else of the request is read or queued; the
+        // Authorization header then goes on to the handler like any other.
+        if function.config.auth != nil {
+            let verdict = InvocationAuth.check(head.headers, token: routes.tokens.token(for: function.id))
+            guard verdict == .allowed else {
+                function.unauthorized()
+                refuse(InvocationAuth.refusal(verdict, function: function.id), context: context)
+                return
+            }
+        }
         bodyLimit = function.config.maxBody.bytes
         let declared = head.headers.first(name: "content-length").flatMap(Int.init)
         if let declared, declared > bodyLimit {
@@ -173,13 +183,17 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// Answers the current request with an error and closes the connection (its remaining bytes
     /// cannot be trusted to line up with a next request).
     private func refuse(_ status: HTTPResponseStatus, _ message: String, context: ChannelHandlerContext) {
+        refuse(.error(status, message), context: context)
+    }
+
+    private func refuse(_ response: GatewayResponse, context: ChannelHandlerContext) {
         let answered = GatewayResponse.Answered(
             method: head?.method ?? .GET, version: head?.version ?? .http1_1, keepAlive: false)
         head = nil
         body = nil
         deadline?.cancel()
         deadline = nil
-        write(.error(status, message), answering: answered, context: context)
+        write(response, answering: answered, context: context)
     }
 
     private func write(

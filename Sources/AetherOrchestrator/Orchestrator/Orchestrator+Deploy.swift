@@ -40,8 +40,10 @@ extension Orchestrator {
         do {
             config = try ConfigLoader.load(path: request.configFile)
         } catch {
-            throw .refused(.config(error))
+            throw .refused(.config(error.withoutContents()))
         }
+        // Every secret the file's functions name must be stored; the auth tokens are read now.
+        let tokens = try Self.refusing { () throws(AetherError) in try loadSecrets(for: config.functions) }
         let running = state.withLock { $0.functions }
         for function in config.functions {
             if let owner = running.values.first(where: {
@@ -104,7 +106,8 @@ extension Orchestrator {
             throw .notStored(error, undoProblems: problems)
         }
         state.withLock { $0.desired = desired }
-        // 3. The routes swap, the old generations retire.
+        // 3. The routes swap (the file's functions' tokens with them), the old generations retire.
+        installTokens(tokens, for: config.functions)
         await commit(prepared)
         let result = plan.result
         logger.info(
@@ -279,6 +282,7 @@ extension Orchestrator {
         let config = function.config
         await retire(function)
         if config.handlerProtocol == .sdk { gateway.routes.set(nil, port: config.triggerPort.rawValue) }
+        gateway.routes.tokens.remove(function.id)
         await releasePort(config.triggerPort.rawValue, of: config)
         state.withLock {
             $0.functions[function.id] = nil

@@ -120,6 +120,7 @@ public final class Orchestrator: Sendable {
                 .folderUnavailable(
                     purpose: "the deployed state (state_dir)", path: store.folder, reason: error.description))
         }
+        installTokens(try loadSecrets(for: initialFunctions), for: initialFunctions)
         let staleImages = SnapshotImages.removeStale(in: settings.snapshotDirectory)
         if !staleImages.isEmpty {
             logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")

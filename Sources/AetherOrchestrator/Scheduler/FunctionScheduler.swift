@@ -138,6 +138,12 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     // MARK: Requests
 
+    /// A request the gateway answered 401 (`auth:`): an invocation, not an error, never queued.
+    mutating func unauthorized() {
+        stats.unauthorized += 1
+        stats.record(isError: false, latency: .zero)
+    }
+
     /// Takes a request: to the least-loaded serving instance with room, else into the queue
     /// (starting instances for it), else refused (`queueFull`).
     mutating func submit(_ request: Request, now: SchedulerInstant) -> [Action] {

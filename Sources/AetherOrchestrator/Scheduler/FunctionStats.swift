@@ -7,6 +7,7 @@ struct FunctionStats: Sendable {
     var errors = 0
     var timeouts = 0
     var rejected = 0
+    var unauthorized = 0
     var crashes = 0
     var lastStartupMilliseconds: Double?
     var restores = 0
@@ -30,7 +31,8 @@ struct FunctionStats: Sendable {
 
     func summary() -> StatsSummary {
         StatsSummary(
-            invocations: invocations, errors: errors, timeouts: timeouts, rejected: rejected, crashes: crashes,
+            invocations: invocations, errors: errors, timeouts: timeouts, rejected: rejected,
+            unauthorized: unauthorized, crashes: crashes,
             p50Milliseconds: latencies.percentile(0.50), p95Milliseconds: latencies.percentile(0.95),
             p99Milliseconds: latencies.percentile(0.99), window: latencies.count,
             lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 },
