@@ -260,6 +260,23 @@ class SecretDeployTest(SecretCase):
         self.assertIn("names secret api-token, which is not stored", failed.stderr)
         self.assertStatus(self.get(port, headers={"Authorization": "Bearer " + OTHER_TOKEN}), 200, "kept")
 
+    def test_a_restarted_orchestrator_still_requires_the_token(self):
+        self.create("api-token", TOKEN.encode())
+        fn = self.function("guarded", auth={"secret": "api-token"})
+        old = self.start(self.write_config([fn]))
+        port = fn["trigger_port"]
+        self.assertStatus(self.get(port), 401, "before the restart")
+        restarted = self.aether("restart", timeout=120)
+        self.assertIn(f"orchestrator {old.pid} handed over to", restarted.stdout)
+        self.assertEqual(old.wait_exit(40), 0, old.log())
+        successor = self.status()["pid"]
+        self.assertNotEqual(successor, old.pid)
+        self.assertStatus(self.get(port), 401, "after the restart, without a token")
+        self.assertStatus(self.get(port, headers={"Authorization": "Bearer " + TOKEN}), 200, "with the token")
+        # The successor is not one of the test's own `aether up`s: stop it here.
+        self.aether("down")
+        self.assertTrue(harness.wait_until(lambda: not harness._pid_alive(successor), 20.0))
+
 
 class DeployEchoTest(SecretCase):
     """`aether deploy` of a file that is not a configuration never prints what is in it."""
