@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "aether", targets: ["aether"]),
+        .executable(name: "aether-sandbox", targets: ["aether-sandbox"]),
         .library(name: "AetherCore", targets: ["AetherCore"]),
         .library(name: "AetherIPC", targets: ["AetherIPC"]),
         .library(name: "AetherHandler", targets: ["AetherHandler"]),
@@ -47,11 +48,16 @@ let package = Package(
         // handler control line. A leaf of our own code: the Swift handler SDK links only this.
         .target(
             name: "AetherIPC",
-            dependencies: ["AetherSystem", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics")],
+            dependencies: [
+                "AetherSystem", "CAetherSystem", "CAetherIPC", .product(name: "Atomics", package: "swift-atomics"),
+            ],
             swiftSettings: strictSwift6
         ),
         // GNU-only system calls (pipe2, thread names, pidfd, subreaper).
         .target(name: "CAetherSystem"),
+        // Puts one handler instance (or a criu restore service) into its confinement and execs
+        // it: C, since it runs between clone and exec of every instance (see its main.c).
+        .executableTarget(name: "aether-sandbox"),
         // libbpf (Debian's libbpf-dev) and the map layouts shared with the BPF programs.
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         // Compiles a target's bpf/*.bpf.c with clang -target bpf and embeds the objects.

@@ -68,21 +68,28 @@ public enum AetherHandler {
                 throw StartupError(description: "AETHER_SOCKET is not set: this program is started by `aether up`")
             }
             try send(fd, "READY\n")
-            var line = try readLine(fd)
+            var passed: [CInt] = []
+            var line = try readLine(fd, passed: &passed)
             if line == "CHECKPOINT" {
                 // Coordinated checkpoint: nothing is mapped and no thread runs yet; criu dumps us
                 // while we wait, and each restored copy reads its ATTACH from a fresh connection.
                 // (Swift's random generator reads the kernel each time: no state to reseed.)
                 try send(fd, "FROZEN\n")
-                line = try readLine(fd)
+                line = try readLine(fd, passed: &passed)
             }
             guard line.hasPrefix("ATTACH ") else {
                 throw StartupError(description: "expected ATTACH from the orchestrator, got \(line)")
             }
             let name = String(line.dropFirst("ATTACH ".count))
+            // The region comes as a descriptor with ATTACH (confined handlers see no shared
+            // /dev/shm); anything else passed is not ours to keep.
+            let regionDescriptor = passed.popLast()
+            passed.forEach { close($0) }
             let region: SharedMemoryRegion
             do {
-                region = try SharedMemoryRegion.open(name: name)
+                region =
+                    try regionDescriptor.map { try SharedMemoryRegion.open(descriptor: $0, name: name) }
+                    ?? SharedMemoryRegion.open(name: name)
             } catch {
                 try? send(fd, "ERROR \(error)\n")
                 throw error
@@ -176,9 +183,9 @@ public enum AetherHandler {
             }
         }
 
-        private static func readLine(_ fd: CInt) throws -> String {
+        private static func readLine(_ fd: CInt, passed: inout [CInt]) throws -> String {
             do {
-                return try ControlLine.read(fd, timeout: nil)
+                return try ControlLine.read(fd, timeout: nil, passed: &passed)
             } catch {
                 throw StartupError(description: "AETHER_SOCKET during the handshake: \(error.description)")
             }

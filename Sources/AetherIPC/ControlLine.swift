@@ -1,4 +1,5 @@
 import AetherSystem
+import CAetherSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -16,14 +17,24 @@ package enum ControlLine {
     /// The longest line either side sends, without its newline.
     package static let maximumLength = 4096
 
-    package static func write(_ fd: CInt, _ text: String) throws(Failure) {
+    /// Writes `text`; with `passing`, that descriptor goes along with its first byte (SCM_RIGHTS:
+    /// ATTACH hands the handler its region this way).
+    package static func write(_ fd: CInt, _ text: String, passing descriptor: CInt? = nil) throws(Failure) {
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
             let sent: Int
             do throws(SystemCallFailure) {
-                sent = try systemCall("send", on: "the control connection", failsWith: .minusOne) {
-                    bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+                if offset == 0, let descriptor {
+                    sent = try systemCall("sendmsg", on: "the control connection", failsWith: .minusOne) {
+                        bytes.withUnsafeBytes {
+                            aether_send_with_descriptor(fd, $0.baseAddress, UInt($0.count), descriptor)
+                        }
+                    }
+                } else {
+                    sent = try systemCall("send", on: "the control connection", failsWith: .minusOne) {
+                        bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+                    }
                 }
             } catch {
                 throw Failure(description: "cannot write to the control connection: \(error.reason)")
@@ -35,6 +46,14 @@ package enum ControlLine {
 
     /// One line without its newline; at most `maximumLength` bytes. `timeout` nil waits for ever.
     package static func read(_ fd: CInt, timeout: Duration?) throws(Failure) -> String {
+        var passed: [CInt] = []
+        defer { passed.forEach { close($0) } }
+        return try read(fd, timeout: timeout, passed: &passed)
+    }
+
+    /// `read`, keeping the descriptors that came with the line's bytes (in `passed`, which the
+    /// caller then owns).
+    package static func read(_ fd: CInt, timeout: Duration?, passed: inout [CInt]) throws(Failure) -> String {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         var line: [UInt8] = []
         while line.count <= maximumLength {
@@ -56,9 +75,12 @@ package enum ControlLine {
                     poll(&poller, 1, milliseconds)
                 }
                 guard ready > 0 else { continue }
-                received = try systemCall("recv", on: "the control connection", failsWith: .minusOne) {
-                    recv(fd, &byte, 1, 0)
+                var descriptor: CInt = -1
+                // recvmsg, not recv: a descriptor passed with a byte is dropped by a recv of it.
+                received = try systemCall("recvmsg", on: "the control connection", failsWith: .minusOne) {
+                    aether_receive_with_descriptor(fd, &byte, 1, &descriptor)
                 }
+                if descriptor >= 0 { passed.append(descriptor) }
             } catch {
                 throw Failure(description: "cannot read the control connection: \(error.reason)")
             }

@@ -1,4 +1,5 @@
 import AetherSystem
+import CAetherSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -30,23 +31,37 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         "/\(namePrefix)\(function)-\(instance)"
     }
 
-    private init(name: String, ringCount: Int, ringCapacity: Int, size: Int, base: UnsafeMutableRawPointer) {
+    /// The memfd of an `anonymous` region (-1 otherwise), open as long as the region: what
+    /// ATTACH hands to the handler.
+    public let descriptor: CInt
+
+    private init(
+        name: String, ringCount: Int, ringCapacity: Int, size: Int, base: UnsafeMutableRawPointer,
+        descriptor: CInt = -1
+    ) {
         self.name = name
         self.ringCount = ringCount
         self.ringCapacity = ringCapacity
         self.size = size
         self.base = base
+        self.descriptor = descriptor
     }
 
     deinit {
         munmap(base, size)
+        if descriptor >= 0 { close(descriptor) }
     }
 
     /// Creates a new object (it must not exist yet), sizes it and writes its header.
     ///
-    /// - Parameter ringCapacity: data bytes per ring; a multiple of 4096 in 64 KiB...4 GiB.
+    /// - Parameters:
+    ///   - ringCapacity: data bytes per ring; a multiple of 4096 in 64 KiB...4 GiB.
+    ///   - anonymous: a memfd instead of a name under /dev/shm: nobody can open it by name, it
+    ///     goes with its last descriptor and mapping, and it reaches a handler only as the
+    ///     descriptor `descriptor` handed over (ATTACH with SCM_RIGHTS). `name` is then only
+    ///     its label.
     public static func create(
-        name: String, ringCapacity: Int, ringCount: Int = 2
+        name: String, ringCapacity: Int, ringCount: Int = 2, anonymous: Bool = false
     ) throws(SharedMemoryError)
         -> SharedMemoryRegion
     {
@@ -63,17 +78,20 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         }
         let size = RegionLayout.size(ringCount: ringCount, capacity: ringCapacity)
         // The descriptor is needed only until the object is mapped.
-        let object = OwnedDescriptor(
-            owning: try call("shm_open", name, .minusOne) {
-                shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
-            }
-        )
+        let object =
+            anonymous
+            ? OwnedDescriptor(owning: try call("memfd_create", name, .minusOne) { aether_memfd_create(name) })
+            : OwnedDescriptor(
+                owning: try call("shm_open", name, .minusOne) {
+                    shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600)
+                }
+            )
         let base: UnsafeMutableRawPointer
         do {
             try call("ftruncate", name, .minusOne) { ftruncate(object.rawValue, off_t(size)) }
             base = try map(object, size: size, name: name)
         } catch {
-            shm_unlink(name)
+            if !anonymous { shm_unlink(name) }
             throw error
         }
         // A fresh object is zero-filled: the rings start empty. The magic goes last so a reader
@@ -89,13 +107,30 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         base.storeBytes(of: UInt32(getpid()).littleEndian, toByteOffset: RegionLayout.ownerPIDOffset, as: UInt32.self)
         atomicFence()
         base.storeBytes(of: RegionLayout.magic.littleEndian, toByteOffset: RegionLayout.magicOffset, as: UInt64.self)
-        return SharedMemoryRegion(name: name, ringCount: ringCount, ringCapacity: ringCapacity, size: size, base: base)
+        return SharedMemoryRegion(
+            name: name, ringCount: ringCount, ringCapacity: ringCapacity, size: size, base: base,
+            descriptor: anonymous ? object.take() : -1)
     }
 
     /// Opens an existing object and checks that it follows this build's layout.
     public static func open(name: String) throws(SharedMemoryError) -> SharedMemoryRegion {
-        let object = OwnedDescriptor(
-            owning: try call("shm_open", name, .minusOne) { shm_open(name, O_RDWR | O_CLOEXEC, 0) })
+        try open(
+            object: OwnedDescriptor(
+                owning: try call("shm_open", name, .minusOne) { shm_open(name, O_RDWR | O_CLOEXEC, 0) }),
+            name: name)
+    }
+
+    /// Maps the object `descriptor` refers to (one handed over with ATTACH), which this takes
+    /// over and closes, after checking that it follows this build's layout.
+    public static func open(descriptor: CInt, name: String) throws(SharedMemoryError) -> SharedMemoryRegion {
+        try open(object: OwnedDescriptor(owning: descriptor), name: name)
+    }
+
+    private static func open(
+        object: consuming OwnedDescriptor, name: String
+    ) throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
         var status = stat()
         try call("fstat", name, .minusOne) { fstat(object.rawValue, &status) }
         let objectSize = Int(status.st_size)
@@ -119,8 +154,10 @@ public final class SharedMemoryRegion: @unchecked Sendable {
             name: name, ringCount: geometry.ringCount, ringCapacity: geometry.capacity, size: size, base: base)
     }
 
-    /// Removes the object's name; existing mappings stay valid until they are dropped.
+    /// Removes the object's name; existing mappings stay valid until they are dropped. (An
+    /// anonymous region has no name to remove.)
     public func unlink() throws(SharedMemoryError) {
+        guard descriptor < 0 else { return }
         try Self.call("shm_unlink", name, .minusOne) { shm_unlink(name) }
     }
 

@@ -1,5 +1,10 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
@@ -87,3 +92,128 @@ int aether_tcp_activity(
     *bytes_sent = info.tcpi_bytes_sent;
     return 0;
 }
+
+// MARK: namespaced spawn
+
+struct NamespacedSpawn {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    const int *inherit;
+    int count;
+    volatile int error;
+};
+
+// Runs on its own stack in the parent's memory (CLONE_VM) until execve: system calls only.
+static int namespacedChild(void *argument) {
+    struct NamespacedSpawn *spawn = argument;
+    sigset_t none;
+    sigemptyset(&none);
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = SIG_DFL;
+    for (int signal = 1; signal < 65; signal++) syscall(SYS_rt_sigaction, signal, &action, NULL, 8);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    if (syscall(SYS_setsid) < 0) goto failed;
+    // Park the sources above all of them, then put them in place: a source numbered below
+    // `count` is not overwritten before it is copied. (Just above the highest source, so a low
+    // RLIMIT_NOFILE still has room.)
+    int parking = spawn->count;
+    for (int index = 0; index < spawn->count; index++) {
+        if (spawn->inherit[index] >= parking) parking = spawn->inherit[index] + 1;
+    }
+    for (int index = 0; index < spawn->count; index++) {
+        if (syscall(SYS_dup3, spawn->inherit[index], parking + index, 0) < 0) goto failed;
+    }
+    for (int index = 0; index < spawn->count; index++) {
+        if (syscall(SYS_dup3, parking + index, index, 0) < 0) goto failed;
+    }
+    if (syscall(SYS_close_range, spawn->count, ~0U, 0) < 0) goto failed;
+    syscall(SYS_execve, spawn->path, spawn->argv, spawn->envp);
+failed:
+    spawn->error = errno ? errno : ENOEXEC;
+    syscall(SYS_exit, 127);
+    return 127;
+}
+
+int aether_spawn_in_namespaces(
+    const char *path, char *const argv[], char *const envp[], const int *inherit, int count, int namespaces) {
+    if (count > 64) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct NamespacedSpawn spawn = {path, argv, envp, inherit, count, 0};
+    size_t size = 64 * 1024;
+    void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -1;
+    // No handler of ours may run in the child (it shares our memory until it execs, and
+    // CLONE_VFORK holds this thread until then): every signal blocked around the clone.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &previous);
+    int pid = clone(namespacedChild, (char *)stack + size, CLONE_VM | CLONE_VFORK | SIGCHLD | namespaces, &spawn);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    munmap(stack, size);
+    if (pid < 0) {
+        errno = saved;
+        return -1;
+    }
+    if (spawn.error) {
+        int status;
+        waitpid(pid, &status, 0);
+        errno = spawn.error;
+        return -1;
+    }
+    return pid;
+}
+
+// MARK: descriptor passing
+
+long aether_send_with_descriptor(int socket, const void *bytes, unsigned long length, int fd) {
+    struct iovec vector = {(void *)bytes, length};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr message = {0};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.buffer;
+    message.msg_controllen = sizeof control.buffer;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+    return sendmsg(socket, &message, MSG_NOSIGNAL);
+}
+
+long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capacity, int *fd) {
+    *fd = -1;
+    struct iovec vector = {bytes, capacity};
+    union {
+        char buffer[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr message = {0};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.buffer;
+    message.msg_controllen = sizeof control.buffer;
+    long received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+    if (received < 0) return -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *fds = (int *)CMSG_DATA(header);
+        for (int index = 0; index < count; index++) {
+            if (*fd < 0) *fd = fds[index];
+            else close(fds[index]);
+        }
+    }
+    return received;
+}
+
+int aether_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

@@ -17,6 +17,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
     case handler(HandlerError)
     case orchestrator(OrchestratorError)
     case secrets(SecretStoreError)
+    case confinement(ConfinementError)
 
     public var description: String {
         switch self {
@@ -28,6 +29,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
         case .handler(let error): error.description
         case .orchestrator(let error): error.description
         case .secrets(let error): error.description
+        case .confinement(let error): error.description
         }
     }
 }

@@ -56,18 +56,19 @@ extension DeployedFunction {
             + (directory == snapshotDirectory ? "" : directory.dropFirst(snapshotDirectory.count))
         let cgroupName = "\(build)-template"
         let slotNames = Atomic<Int>(0)
-        let limit = config.memoryLimit
-        // Each criu swrk waiting to restore a copy sits in the cgroup that copy will have.
+        let (limits, sandbox) = (launcher.limits, launcher.sandbox)
+        // Each criu swrk waiting to restore a copy sits in the cgroups that copy will have.
         let prepareSlot: @Sendable (pid_t) -> String? = { pid in
             let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
-            return try? memory.confine(pid: pid, name: "\(build)-s\(slot)", limit: limit).get()
+            return try? memory.confine(pid: pid, name: "\(build)-s\(slot)", limits: limits).get()
         }
         BackgroundThread.start(name: "snapshot-\(id)") {
             do throws(FunctionSnapshot.BuildFailure) {
                 promise.succeed(
                     try FunctionSnapshot.build(
                         function: config, launch: launch, directory: directory, criu: criu, budget: budget,
-                        memory: memory, cgroupName: cgroupName, output: output, prepareSlot: prepareSlot))
+                        memory: memory, limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output,
+                        prepareSlot: prepareSlot))
             } catch {
                 promise.fail(error.error)
             }

@@ -50,8 +50,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
 
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
-        memory: MemoryCgroup, dataplane: EbpfDataplane?, handshake: HandshakeServer, group: any EventLoopGroup,
-        logger: Logger
+        memory: MemoryCgroup, sandbox: InstanceSandbox?, dataplane: EbpfDataplane?, handshake: HandshakeServer,
+        group: any EventLoopGroup, logger: Logger
     ) {
         self.config = config
         self.generation = generation
@@ -83,10 +83,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
         launcher = InstanceLauncher(
             config: config, generation: generation,
             launch: HandlerLaunch(
-                function: config, socketPath: handshake.path, pythonSDK: pythonSDK, python: orchestrator.python),
+                function: config, socketPath: handshake.path, pythonSDK: pythonSDK, python: orchestrator.python,
+                confined: sandbox != nil),
             memory: memory, usesEbpf: dataplane != nil, listenAddress: orchestrator.listenAddress,
             ringCapacity: orchestrator.shmBufferSize.bytes, handshake: handshake,
-            output: OutputCapture(group: group, logs: logs), group: group)
+            output: OutputCapture(group: group, logs: logs), group: group, sandbox: sandbox)
         let loop = group.next()
         started = loop.makePromise()
         drained = loop.makePromise()
@@ -190,6 +191,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
         wakeUps.cancel()
         processWatch.withLock { $0?.cancel() }
         snapshot.withLock { $0 }?.remove()
+        // Its secret files go with the last of its processes.
+        if let secrets = launcher.sandbox?.secrets { SecretFiles.remove(secrets) }
         handshake.removeUser(self)
     }
 
@@ -272,8 +275,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
             case .launch(let instance, let origin):
                 launch(instance, origin: origin)
             case .attach(let instance):
-                guard let handle = handle(instance), let region = handle.region else { continue }
-                handle.control?.write("ATTACH \(region.name)\n")
+                guard let handle = handle(instance) else { continue }
+                if let failure = handle.attach() {
+                    // It never becomes ready: its startup deadline replaces it.
+                    logger.warning("cannot send ATTACH", metadata: ["instance": "\(instance)", "reason": "\(failure)"])
+                }
             case .steer(let instance):
                 steerWhenListening(instance)
             case .writeRequest(let invocation, let requestID, let instance):

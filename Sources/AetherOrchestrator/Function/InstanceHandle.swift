@@ -54,6 +54,10 @@ final class InstanceHandle: Sendable, ControlLineSink {
     }
 
     private let state = Mutex(State())
+    /// A spawned sdk instance's control connection, our end (a copy of what the NIO channel
+    /// has), kept until ATTACH goes out: ATTACH carries the region's memfd (SCM_RIGHTS), which a
+    /// NIO channel cannot send. -1 when there is none.
+    private let attachSocket = Mutex<CInt>(-1)
 
     init(
         id: InstanceID, origin: InstanceOrigin, region: SharedMemoryRegion?, listenPort: UInt16?,
@@ -66,6 +70,33 @@ final class InstanceHandle: Sendable, ControlLineSink {
         self.events = events
         requests = Mutex(region?.producer(ring: 0))
         responses = region?.consumer(ring: 1)
+    }
+
+    deinit {
+        let fd = attachSocket.withLock { $0 }
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Keeps `fd` (owned from now on) to send ATTACH on.
+    func keepForAttach(_ fd: CInt) {
+        attachSocket.withLock { $0 = fd }
+    }
+
+    /// Sends `ATTACH <region>` with the region's descriptor (once); why not, if it could not.
+    func attach() -> String? {
+        guard let region else { return "the instance has no region" }
+        let fd = attachSocket.withLock { fd in
+            defer { fd = -1 }
+            return fd
+        }
+        guard fd >= 0 else { return "the instance has no control connection to send ATTACH on" }
+        defer { close(fd) }
+        do {
+            try ControlLine.write(fd, "ATTACH \(region.name)\n", passing: region.descriptor)
+            return nil
+        } catch {
+            return error.description
+        }
     }
 
     var pid: pid_t? { state.withLock { $0.pid } }
@@ -88,12 +119,13 @@ final class InstanceHandle: Sendable, ControlLineSink {
     }
 
     /// Stops the process: its process group (the handler leads one, so its children go too).
-    /// A restored copy is PID 1 of its namespace, where SIGTERM without a handler does nothing:
-    /// its runtime exits when its control connection ends instead.
+    /// An sdk handler may be PID 1 of its namespace (a restored copy, a confined instance),
+    /// where SIGTERM without a handler does nothing: its runtime exits when its control
+    /// connection ends instead.
     func signal(_ signal: StopSignal) {
         state.withLock { state in
             guard !state.gone, let pid = state.pid else { return }
-            if signal == .terminate && origin == .restore, let control = state.control {
+            if signal == .terminate && region != nil, let control = state.control {
                 control.close()
             } else {
                 kill(-pid, signal == .kill ? SIGKILL : SIGTERM)

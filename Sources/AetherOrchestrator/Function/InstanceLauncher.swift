@@ -26,8 +26,17 @@ struct InstanceLauncher: Sendable {
     let handshake: HandshakeServer
     let output: OutputCapture
     let group: any EventLoopGroup
+    /// How instances are confined (nil: `confinement: false`, handlers run as the orchestrator).
+    let sandbox: InstanceSandbox?
 
     private var id: FunctionID { config.id }
+
+    /// The cgroup limits of each instance: `max_pids` only under confinement (unconfined
+    /// handlers run as they always did), `cpu_limit` whenever it is set.
+    var limits: MemoryCgroup.Limits {
+        MemoryCgroup.Limits(
+            memory: config.memoryLimit, pids: sandbox == nil ? nil : config.maxPIDs.rawValue, cpu: config.cpuLimit)
+    }
 
     /// The name of an instance's memory cgroup.
     func cgroupName(_ instance: InstanceID) -> String { "\(id)-g\(generation)-\(instance.number)" }
@@ -43,7 +52,8 @@ struct InstanceLauncher: Sendable {
             // may run the same function at once.
             let name = SharedMemoryRegion.name(function: "\(id)-p\(getpid())-g\(generation)", instance: instance.number)
             do {
-                region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity)
+                // A memfd, handed over with ATTACH: nobody else can open it by name.
+                region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity, anonymous: true)
             } catch {
                 return .failure(
                     .spawnFailed(
@@ -68,27 +78,73 @@ struct InstanceLauncher: Sendable {
     }
 
     /// Spawns the handler process; reports `launched` (or `launchFailed`) before returning.
+    ///
+    /// An sdk handler gets its control connection as descriptor 3 (`AETHER_CONTROL_FD`, one end
+    /// of a socketpair, as a snapshot template does), so its ATTACH can carry the region's
+    /// descriptor; a process handler connects to `AETHER_SOCKET` (the seed's protocol) and is
+    /// told apart by its PID.
     func spawn(_ handle: InstanceHandle) {
         let events = handle.events
+        func failed(_ reason: String) {
+            release(handle)
+            events.launchFailed(handle.id, error: .spawnFailed(function: id, program: launch.program, reason: reason))
+        }
+        var environment = launch.environment(instance: handle.id.number, listenPort: handle.listenPort)
+        var ours: CInt = -1
+        var theirs: [CInt] = []
+        if config.handlerProtocol == .sdk {
+            do {
+                let pair = try DescriptorPair.socketPair(SOCK_STREAM, for: "the control connection")
+                ours = pair.ours.take()
+                theirs = [pair.theirs.take()]
+            } catch {
+                return failed(error.reason)
+            }
+            environment["AETHER_CONTROL_FD"] = "3"
+        }
+        defer { theirs.forEach { close($0) } }
+        let cgroupName = cgroupName(handle.id)
+        // Confined: the cgroups exist before the process, which joins them before any handler
+        // code runs. Unconfined: the process is moved in right after the spawn.
+        var cgroups: [String] = []
+        if sandbox != nil {
+            switch memory.prepare(name: cgroupName, limits: limits) {
+            case .success(let folders): cgroups = folders
+            case .failure(let failure):
+                if ours >= 0 { close(ours) }
+                return failed("cannot enforce the instance's limits: \(failure.reason)")
+            }
+        }
+        func start() throws(SpawnError) -> SpawnedProcess {
+            if let sandbox {
+                return try SandboxSpawner.spawn(
+                    sandbox, cgroups: cgroups, program: launch.program, arguments: launch.arguments,
+                    environment: environment, searchPath: launch.searchPath,
+                    asInit: config.handlerProtocol == .process, inheriting: theirs)
+            }
+            return try ProcessSpawner.spawn(
+                program: launch.program, arguments: launch.arguments, environment: environment,
+                searchPath: launch.searchPath, inheriting: theirs)
+        }
         let process: SpawnedProcess
         do {
-            process = try ProcessSpawner.spawn(
-                program: launch.program, arguments: launch.arguments,
-                environment: launch.environment(instance: handle.id.number, listenPort: handle.listenPort),
-                searchPath: launch.searchPath)
+            process = try start()
         } catch {
-            release(handle)
-            events.launchFailed(
-                handle.id, error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
-            return
+            if ours >= 0 { close(ours) }
+            if let cgroup = cgroups.first { memory.remove(cgroup) }
+            return failed(error.reason)
         }
-        let cgroup = memory.confine(pid: process.pid, name: cgroupName(handle.id), limit: config.memoryLimit)
-        handle.started(pid: process.pid, cgroup: try? cgroup.get())
+        let pid = process.pid
+        let cgroup: Result<String, CgroupFailure> =
+            cgroups.first.map { .success($0) }
+            ?? memory.confine(pid: pid, name: cgroupName, limits: limits)
+        handle.started(pid: pid, cgroup: try? cgroup.get())
         let outputClosed = captureOutput(of: handle, stdout: process.stdout, stderr: process.stderr)
-        watch(handle, pid: process.pid, outputClosed: outputClosed)
+        watch(handle, pid: pid, outputClosed: outputClosed)
         if case .failure(let failure) = cgroup {
             // Not started unconfined: the limit is part of the function's contract.
-            kill(-process.pid, SIGKILL)
+            if ours >= 0 { close(ours) }
+            kill(-pid, SIGKILL)
             events.launchFailed(
                 handle.id,
                 error: .spawnFailed(
@@ -96,9 +152,23 @@ struct InstanceLauncher: Sendable {
                     reason: "cannot enforce memory_limit_mb: \(failure.reason)"))
             return
         }
-        handshake.expect(pid: process.pid, sink: handle)
+        if ours >= 0 {
+            // The channel gets `ours`; a copy stays for the one ATTACH that carries a descriptor.
+            let copy = dup(ours)
+            handle.keepForAttach(copy)
+            ControlConnection.wrap(connectedSocket: ours, group: group).whenComplete { result in
+                switch result {
+                case .success(let connection): connection.bind(to: handle)
+                case .failure:
+                    // Without its connection it never becomes ready: gone now, not at its deadline.
+                    kill(-pid, SIGKILL)
+                }
+            }
+        } else {
+            handshake.expect(pid: pid, sink: handle)
+        }
         ResponseReader.start(for: handle)
-        events.launched(handle.id, pid: process.pid)
+        events.launched(handle.id, pid: pid)
     }
 
     /// Restores a copy of the snapshot on a thread of its own (criu takes milliseconds);
@@ -111,7 +181,7 @@ struct InstanceLauncher: Sendable {
                 // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
                 copy = try snapshot.restore(
                     logName: "restore-g\(generation)-\(handle.id)",
-                    firstLine: handle.region.map { "ATTACH \($0.name)\n" })
+                    firstLine: handle.region.map { ("ATTACH \($0.name)\n", $0.descriptor) })
             } catch {
                 release(handle)
                 events.launchFailed(

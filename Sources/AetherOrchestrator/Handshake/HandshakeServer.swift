@@ -1,4 +1,5 @@
 import AetherCore
+import AetherSystem
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -84,7 +85,11 @@ final class HandshakeServer: Sendable {
     }
 
     /// A connection from `pid`: to its instance, or held until its instance is announced.
-    fileprivate func connected(pid: pid_t, connection: ControlConnection) -> (any ControlLineSink)? {
+    fileprivate func connected(pid peer: pid_t, connection: ControlConnection) -> (any ControlLineSink)? {
+        // The instance a connection belongs to is the process we started: the peer itself, or
+        // its parent when that is not us (the sandbox's init, under which a confined process
+        // handler runs; a handler's own worker process).
+        let pid = Self.parent(of: peer).flatMap { $0 == getpid() || $0 <= 1 ? nil : $0 } ?? peer
         let sink = state.withLock { state -> (any ControlLineSink)? in
             if let sink = state.expected.removeValue(forKey: pid) { return sink }
             state.unclaimed[pid] = connection
@@ -105,10 +110,22 @@ final class HandshakeServer: Sendable {
         return nil
     }
 
+    /// The parent PID of `pid` (/proc/PID/stat's fourth field), nil if it is gone.
+    private static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = Posix.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? pid_t(fields[1]) : nil
+    }
+
     /// The instance that owns a connection made before the expectation (see `expect`).
     fileprivate func connectionClosed(pid: pid_t, connection: ControlConnection) {
         state.withLock { state in
-            if state.unclaimed[pid] === connection { state.unclaimed[pid] = nil }
+            // Kept under the PID of the process we started, which may be the peer's parent.
+            if state.unclaimed[pid] === connection {
+                state.unclaimed[pid] = nil
+            } else if let key = state.unclaimed.first(where: { $0.value === connection })?.key {
+                state.unclaimed[key] = nil
+            }
         }
     }
 }
@@ -155,5 +172,35 @@ private final class PeerIdentifier: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         if let pid { server.connectionClosed(pid: pid, connection: connection) }
         context.fireChannelInactive()
+    }
+}
+
+extension HandshakeServer {
+    /// Removes the handler sockets (`fn-<id>-<pid>.sock`) in `folder`, the control socket's,
+    /// that a dead orchestrator left: a killed one cannot remove its own, and each `kill -9`
+    /// would leave one per function for good. Only a socket file of that name is removed, and
+    /// only when no process `pid` exists and nothing accepts on it (a running orchestrator's,
+    /// or an `aether restart` predecessor's, stays). Returns the names removed.
+    static func removeStale(in folder: String) -> [String] {
+        guard let entries = Posix.entries(of: folder) else { return [] }
+        var removed: [String] = []
+        for entry in entries where !entry.isDirectory {
+            let name = entry.name
+            guard name.hasPrefix("fn-"), name.hasSuffix(".sock") else { continue }
+            let stem = name.dropFirst("fn-".count).dropLast(".sock".count)
+            guard let dash = stem.lastIndex(of: "-"), let owner = Int32(stem[stem.index(after: dash)...]),
+                owner > 0, owner != getpid()
+            else { continue }
+            guard kill(owner, 0) != 0, errno == ESRCH else { continue }
+            let path = folder + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { continue }
+            if let descriptor = try? Posix.connectUnixSocket(path) {
+                OwnedDescriptor(owning: descriptor).close()
+                continue
+            }
+            if unlink(path) == 0 { removed.append(name) }
+        }
+        return removed
     }
 }

@@ -71,7 +71,11 @@ extension Orchestrator {
         do {
             try primeCriu(for: config.functions)
         } catch {
-            throw .refused(error)
+            // Only snapshot functions need criu: the error names the first, like any function
+            // that cannot start, and says nothing was applied.
+            let needing = config.functions.first(where: \.snapshot)?.id
+            guard let needing else { throw .refused(error) }
+            throw .startFailed(function: needing, cause: error, undoProblems: [])
         }
         var hashes: [FunctionID: String?] = [:]
         for function in config.functions { hashes[function.id] = Self.handlerHash(of: function) }

@@ -47,6 +47,8 @@ public final class Orchestrator: Sendable {
         var control: ControlServer?
         var metrics: MetricsServer?
         var memory: MemoryCgroup?
+        /// `confinement: true`: what sandboxes are made of (nil: handlers run unconfined).
+        var sandboxHost: SandboxHost?
         /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
         var dataplane: EbpfDataplane?
         var shutdownIsRequested = false
@@ -102,6 +104,10 @@ public final class Orchestrator: Sendable {
         DescriptorLimit.raiseSoftToHard(logger: logger)
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
         if !folder.isEmpty { try Self.makeFolder(folder, for: "the control socket (control_socket)") }
+        let staleSockets = HandshakeServer.removeStale(in: folder.isEmpty ? "/" : folder)
+        if !staleSockets.isEmpty {
+            logger.info("removed handler sockets left by a dead orchestrator: \(staleSockets.joined(separator: ", "))")
+        }
         switch MemoryCgroup.create() {
         case .success(let cgroup): state.withLock { $0.memory = cgroup }
         case .failure(let failure): throw .orchestrator(.memoryLimitsUnavailable(reason: failure.reason))
@@ -120,7 +126,25 @@ public final class Orchestrator: Sendable {
                 .folderUnavailable(
                     purpose: "the deployed state (state_dir)", path: store.folder, reason: error.description))
         }
+        if settings.confinement {
+            // An empty folder each instance mounts its private staging tmpfs on, in its own
+            // mount namespace (the host only ever sees it empty).
+            let staging = (folder.isEmpty ? "" : folder) + "/sandbox"
+            try Self.makeFolder(staging, for: "the sandboxes' staging folder")
+            do {
+                let host = SandboxHost(
+                    helper: try InstanceSandbox.locateHelper(), staging: staging,
+                    identities: try IdentityTable(path: store.folder + "/identities", range: settings.uidRange))
+                state.withLock { $0.sandboxHost = host }
+            } catch {
+                throw .confinement(error)
+            }
+        }
         installTokens(try loadSecrets(for: initialFunctions), for: initialFunctions)
+        let staleSecrets = SecretFiles.removeStale()
+        if !staleSecrets.isEmpty {
+            logger.info("removed secret files left by a dead orchestrator: \(staleSecrets.joined(separator: ", "))")
+        }
         let staleImages = SnapshotImages.removeStale(in: settings.snapshotDirectory)
         if !staleImages.isEmpty {
             logger.info("removed snapshot images left by a dead orchestrator: \(staleImages.joined(separator: ", "))")
@@ -375,9 +399,16 @@ public final class Orchestrator: Sendable {
         guard let memory else {
             throw .orchestrator(.memoryLimitsUnavailable(reason: "the orchestrator has not been started"))
         }
+        let sandbox: InstanceSandbox?
+        do {
+            sandbox = try makeSandbox(for: config, generation: generation, handshake: handshake)
+        } catch {
+            await closeHandshakeIfUnused(config.id)
+            throw .confinement(error)
+        }
         let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
-            dataplane: dataplane, handshake: handshake, group: group, logger: logger)
+            sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         do {
@@ -388,6 +419,48 @@ public final class Orchestrator: Sendable {
             throw .handler(error)
         }
         return function
+    }
+
+    /// The sandbox of `config`'s instances (nil with `confinement: false`). What its handler
+    /// needs from the host is bound into its view: its own folder, the Python SDK's, and for a
+    /// process handler its AETHER_SOCKET, which only its identity may connect to.
+    private func makeSandbox(
+        for config: FunctionConfig, generation: Int, handshake: HandshakeServer
+    ) throws(ConfinementError) -> InstanceSandbox? {
+        guard let host = state.withLock({ $0.sandboxHost }) else {
+            // /run/secrets is part of the sandbox's view: without one there is nowhere to put them.
+            if !config.secrets.isEmpty { throw .needsConfinement(function: config.id, setting: "secrets") }
+            if config.network == .loopback { throw .needsConfinement(function: config.id, setting: "network: none") }
+            return nil
+        }
+        let handlerFolder = String(
+            config.handlerPath[..<(config.handlerPath.lastIndex(of: "/") ?? config.handlerPath.startIndex)])
+        var binds = [handlerFolder.isEmpty ? "/" : handlerFolder]
+        if config.launcher == .python, config.handlerProtocol == .sdk, let pythonSDK { binds.append(pythonSDK) }
+        // The `python` setting's folder (a virtualenv's bin, a wrapper), when given as a path.
+        if config.launcher == .python, settings.python.hasPrefix("/"),
+            let slash = settings.python.lastIndex(of: "/"), slash != settings.python.startIndex
+        {
+            binds.append(String(settings.python[..<slash]))
+        }
+        if config.handlerProtocol == .process { binds.append(handshake.path) }
+        let identity = try host.identities.identity(for: config)
+        var secrets: String?
+        if !config.secrets.isEmpty {
+            let contents: [(name: SecretName, contents: [UInt8])]
+            do {
+                contents = try secretStore.handlerSecrets(of: config)
+            } catch {
+                throw .secretFiles(path: secretStore.folder, reason: error.description)
+            }
+            secrets = try SecretFiles.stage(contents, function: config.id, generation: generation, identity: identity)
+        }
+        let sandbox = try host.sandbox(for: config, binds: binds, secrets: secrets)
+        if config.handlerProtocol == .process {
+            chown(handshake.path, sandbox.identity.uid, sandbox.identity.gid)
+            chmod(handshake.path, 0o600)
+        }
+        return sandbox
     }
 
     /// Lets a generation finish its requests (and a replaced process handler its connections),
@@ -459,6 +532,7 @@ public final class Orchestrator: Sendable {
         await metrics?.close()
         await control?.close()
         memory?.removeRoot()
+        SecretFiles.removeAll()
         logger.info("stopped")
         requestShutdown()
     }

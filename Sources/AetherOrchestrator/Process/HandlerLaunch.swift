@@ -35,8 +35,15 @@ struct HandlerLaunch: Sendable {
     }
 
     /// `python`: the orchestrator's `python` setting (an absolute path, or a name looked up in PATH).
-    init(function: FunctionConfig, socketPath: String, pythonSDK: String?, python: String) {
+    /// `confined`: the handler runs in a sandbox, where the orchestrator's HOME is not its own:
+    /// HOME and TMPDIR are its private /tmp (the configuration's `environment` may still say
+    /// otherwise).
+    init(function: FunctionConfig, socketPath: String, pythonSDK: String?, python: String, confined: Bool = false) {
         var environment = Self.inheritedEnvironment()
+        if confined {
+            environment["HOME"] = "/tmp"
+            environment["TMPDIR"] = "/tmp"
+        }
         environment.merge(function.environment) { _, configured in configured }
         environment["AETHER_SOCKET"] = socketPath
         environment["AETHER_FUNCTION_ID"] = function.id.rawValue

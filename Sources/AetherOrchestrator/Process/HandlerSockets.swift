@@ -15,24 +15,44 @@ import Musl
 /// generation is stopped only once its connections are done.
 enum HandlerSockets {
     /// A copy of the listening TCP socket `pid` has bound to `port`.
+    /// (`pid` and the processes under it: a confined handler runs under the sandbox's init.)
     static func takeListeningSocket(pid: pid_t, port: UInt16) throws(SystemCallFailure) -> OwnedDescriptor {
-        let process = try OwnedDescriptor("pidfd_open", on: "pid \(pid)") { aether_pidfd_open(pid) }
-        for descriptor in socketDescriptors(of: pid) {
-            let copy = try OwnedDescriptor("pidfd_getfd", on: "pid \(pid) fd \(descriptor)") {
-                aether_pidfd_getfd(process.rawValue, descriptor)
-            }
-            if ListeningSocket.isListeningTCP(copy.rawValue) && ListeningSocket.localPort(of: copy.rawValue) == port {
-                return copy
+        for owner in processTree(of: pid) {
+            guard let process = try? OwnedDescriptor("pidfd_open", on: "pid \(owner)", { aether_pidfd_open(owner) })
+            else { continue }
+            for link in socketLinks(of: owner) {
+                guard
+                    let copy = try? OwnedDescriptor(
+                        "pidfd_getfd", on: "pid \(owner) fd \(link.descriptor)",
+                        { aether_pidfd_getfd(process.rawValue, link.descriptor) })
+                else { continue }
+                if ListeningSocket.isListeningTCP(copy.rawValue) && ListeningSocket.localPort(of: copy.rawValue) == port
+                {
+                    return copy
+                }
             }
         }
         throw SystemCallFailure(call: "listen", subject: "pid \(pid) on port \(port)", errno: ENOENT)
+    }
+
+    /// `pid` and its descendants (/proc/PID/task/PID/children), parents first.
+    static func processTree(of pid: pid_t) -> [pid_t] {
+        var tree = [pid]
+        var index = 0
+        while index < tree.count, tree.count < 4096 {
+            let parent = tree[index]
+            let children = Posix.readFile("/proc/\(parent)/task/\(parent)/children") ?? ""
+            tree += children.split(separator: " ").compactMap { pid_t($0.filter { $0 != "\n" }) }
+            index += 1
+        }
+        return tree
     }
 
     /// Connections `pid` still has to serve: its established TCP connections plus those waiting
     /// in its listening sockets' accept queues (/proc/net/tcp shows a listener's queue length
     /// as rx_queue).
     static func pendingConnections(of pid: pid_t) -> Int {
-        let inodes = Set(socketInodes(of: pid))
+        let inodes = Set(processTree(of: pid).flatMap { socketInodes(of: $0) })
         guard !inodes.isEmpty else { return 0 }
         var pending = 0
         for table in ["tcp", "tcp6"] {
@@ -61,11 +81,25 @@ enum HandlerSockets {
     /// An idle keep-alive connection (answered, then quiet) is left alone.
     /// Returns how many it answered.
     static func answerOverdueRequests(of pid: pid_t, olderThan milliseconds: Int, answer: [UInt8]) -> Int {
+        var answered = 0
+        var seen: Set<String> = []
+        for owner in processTree(of: pid) {
+            answered += answerOverdueRequests(ofOne: owner, olderThan: milliseconds, answer: answer, seen: &seen)
+        }
+        return answered
+    }
+
+    /// `answerOverdueRequests` for one process; `seen`: the sockets already looked at (a
+    /// connection shared by a parent and its child is answered once).
+    private static func answerOverdueRequests(
+        ofOne pid: pid_t, olderThan milliseconds: Int, answer: [UInt8], seen: inout Set<String>
+    ) -> Int {
         guard let process = try? OwnedDescriptor("pidfd_open", on: "pid \(pid)", { aether_pidfd_open(pid) }) else {
             return 0
         }
         var answered = 0
-        for descriptor in socketDescriptors(of: pid) {
+        for link in socketLinks(of: pid) where seen.insert(link.target).inserted {
+            let descriptor = link.descriptor
             guard
                 let copy = try? OwnedDescriptor(
                     "pidfd_getfd", on: "pid \(pid) fd \(descriptor)",

@@ -23,10 +23,32 @@ final class MemoryCgroup: Sendable {
 
     let root: String
     let version: Version
+    /// Where the same instance names get their pids and cpu cgroups (`max_pids`, `cpu_limit`):
+    /// the v1 pids and cpu hierarchies' `aetherless-<pid>` folders, or `root` itself where the
+    /// v2 controllers are enabled next to memory; nil without the controller.
+    let pidsRoot: String?
+    let cpuRoot: String?
 
-    private init(root: String, version: Version) {
+    private init(root: String, version: Version, pidsRoot: String?, cpuRoot: String?) {
         self.root = root
         self.version = version
+        self.pidsRoot = pidsRoot
+        self.cpuRoot = cpuRoot
+    }
+
+    /// The limits of one instance's cgroups.
+    struct Limits: Sendable {
+        let memory: MemoryLimit
+        /// `max_pids` (nil: none set).
+        let pids: Int?
+        /// `cpu_limit` (nil: unlimited).
+        let cpu: CPULimit?
+
+        init(memory: MemoryLimit, pids: Int? = nil, cpu: CPULimit? = nil) {
+            self.memory = memory
+            self.pids = pids
+            self.cpu = cpu
+        }
     }
 
     /// Finds the memory controller of our own cgroup and makes `aetherless-<pid>` under it.
@@ -61,11 +83,32 @@ final class MemoryCgroup: Sendable {
         removeStale(in: folder)
         let root = folder + "/aetherless-\(getpid())"
         if let failure = makeFolder(root) { return .failure(failure) }
-        if version == .v2 {
-            // Children of our cgroup need the controller delegated to them.
+        var pidsRoot: String?
+        var cpuRoot: String?
+        switch version {
+        case .v1:
+            // Their own hierarchies, each holding our process somewhere (/proc/self/cgroup).
+            for line in table.split(separator: "\n") {
+                let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+                guard fields.count == 3 else { continue }
+                let controllers = fields[1].split(separator: ",")
+                for (controller, mount) in [("pids", "pids"), ("cpu", "cpu")]
+                where controllers.contains(Substring(controller)) {
+                    let base = "/sys/fs/cgroup/" + mount + (fields[2] == "/" ? "" : String(fields[2]))
+                    guard access(base, W_OK) == 0 else { continue }
+                    removeStale(in: base)
+                    let folder = base + "/aetherless-\(getpid())"
+                    guard makeFolder(folder) == nil else { continue }
+                    if controller == "pids" { pidsRoot = folder } else { cpuRoot = folder }
+                }
+            }
+        case .v2:
+            // Children of our cgroup need the controllers delegated to them.
             _ = writeFile(root + "/cgroup.subtree_control", "+memory")
+            if writeFile(root + "/cgroup.subtree_control", "+pids") { pidsRoot = root }
+            if writeFile(root + "/cgroup.subtree_control", "+cpu") { cpuRoot = root }
         }
-        return .success(MemoryCgroup(root: root, version: version))
+        return .success(MemoryCgroup(root: root, version: version, pidsRoot: pidsRoot, cpuRoot: cpuRoot))
     }
 
     /// Kills what is left in the cgroups of orchestrators that died without stopping their
@@ -97,8 +140,68 @@ final class MemoryCgroup: Sendable {
         rmdir(folder)
     }
 
-    /// Puts `pid` into a new cgroup limited to `limit`; returns its path.
-    func confine(pid: pid_t, name: String, limit: MemoryLimit) -> Result<String, CgroupFailure> {
+    /// Puts `pid` into new cgroups with `limits`; returns the memory cgroup's path (which
+    /// names the instance's cgroups: `remove` takes it).
+    func confine(pid: pid_t, name: String, limits: Limits) -> Result<String, CgroupFailure> {
+        let folders: [String]
+        switch prepare(name: name, limits: limits) {
+        case .success(let made): folders = made
+        case .failure(let failure): return .failure(failure)
+        }
+        for folder in folders {
+            guard writeFile(folder + "/cgroup.procs", String(pid)) else {
+                return .failure(CgroupFailure(reason: "cannot move pid \(pid) into \(folder)"))
+            }
+        }
+        return .success(folders[0])
+    }
+
+    /// An instance's cgroups, made and limited before its process exists (the sandbox helper
+    /// joins them before anything of the handler runs): the memory one first, then the pids and
+    /// cpu ones its limits need. A limit that cannot be set is a failure, never a silent skip.
+    func prepare(name: String, limits: Limits) -> Result<[String], CgroupFailure> {
+        let memoryFolder: String
+        switch limitMemory(name: name, limit: limits.memory) {
+        case .success(let folder): memoryFolder = folder
+        case .failure(let failure): return .failure(failure)
+        }
+        var folders = [memoryFolder]
+        if let pids = limits.pids {
+            guard let pidsRoot else {
+                return .failure(
+                    CgroupFailure(reason: "max_pids needs the cgroup pids controller, which is not available"))
+            }
+            let folder = pidsRoot + "/" + name
+            if folder != memoryFolder {
+                if let failure = Self.makeFolder(folder) { return .failure(failure) }
+                folders.append(folder)
+            }
+            guard writeFile(folder + "/pids.max", String(pids)) else {
+                return .failure(CgroupFailure(reason: "cannot set \(folder)/pids.max"))
+            }
+        }
+        if let cpu = limits.cpu {
+            guard let cpuRoot else {
+                return .failure(
+                    CgroupFailure(reason: "cpu_limit needs the cgroup cpu controller, which is not available"))
+            }
+            let folder = cpuRoot + "/" + name
+            if folder != memoryFolder {
+                if let failure = Self.makeFolder(folder) { return .failure(failure) }
+                folders.append(folder)
+            }
+            let (quota, period) = cpu.cpuMax
+            let written =
+                version == .v2 && folder == memoryFolder
+                ? writeFile(folder + "/cpu.max", "\(quota) \(period)")
+                : writeFile(folder + "/cpu.cfs_period_us", String(period))
+                    && writeFile(folder + "/cpu.cfs_quota_us", String(quota))
+            guard written else { return .failure(CgroupFailure(reason: "cannot set the CPU quota of \(folder)")) }
+        }
+        return .success(folders)
+    }
+
+    private func limitMemory(name: String, limit: MemoryLimit) -> Result<String, CgroupFailure> {
         let folder = root + "/" + name
         if let failure = Self.makeFolder(folder) { return .failure(failure) }
         let bytes = String(limit.bytes)
@@ -115,9 +218,6 @@ final class MemoryCgroup: Sendable {
                 return .failure(CgroupFailure(reason: "cannot set \(folder)/memory.max"))
             }
             _ = writeFile(folder + "/memory.swap.max", "0")
-        }
-        guard writeFile(folder + "/cgroup.procs", String(pid)) else {
-            return .failure(CgroupFailure(reason: "cannot move pid \(pid) into \(folder)"))
         }
         return .success(folder)
     }
@@ -149,12 +249,20 @@ final class MemoryCgroup: Sendable {
     /// there (a daemonised child, a worker the crash left) is killed first: an instance takes
     /// everything it started with it. Off the caller's thread when that takes a while.
     func remove(_ folder: String) {
-        if rmdir(folder) == 0 || errno == ENOENT { return }
-        BackgroundThread.start(name: "cgroup-kill") { Self.killAll(in: folder) }
+        let name = String(folder[folder.index(after: folder.lastIndex(of: "/") ?? folder.startIndex)...])
+        let others = [pidsRoot, cpuRoot].compactMap { $0 }.filter { $0 != root }.map { $0 + "/" + name }
+        if rmdir(folder) == 0 || errno == ENOENT {
+            for other in others { rmdir(other) }
+            return
+        }
+        BackgroundThread.start(name: "cgroup-kill") {
+            Self.killAll(in: folder)
+            for other in others { Self.killAll(in: other) }
+        }
     }
 
     func removeRoot() {
-        rmdir(root)
+        for folder in Set([root, pidsRoot, cpuRoot].compactMap { $0 }) { rmdir(folder) }
     }
 
     // MARK: Files

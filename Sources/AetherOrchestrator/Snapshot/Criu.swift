@@ -45,19 +45,40 @@ public struct Criu: Sendable {
 
     /// Checkpoints the process tree rooted at `pid` into `directory` (which must exist) and
     /// stops it. `externalUnixSockets` are inodes of sockets connected to peers outside the tree.
-    public func dump(
-        pid: Int32, into directory: String, externalUnixSockets: [UInt64] = []
+    /// - Parameters:
+    ///   - externalMounts: `--external mnt[...]` values: mounts of a confined template that each
+    ///     restored copy gets fresh (InstanceSandbox).
+    ///   - realUser: a confined template's identity, with the sandbox helper that runs criu
+    ///     under it as its real uid/gid: criu reads the target's rlimits with prlimit(2), which
+    ///     without CAP_SYS_RESOURCE needs the caller's real ids to be the target's.
+    func dump(
+        pid: Int32, into directory: String, externalUnixSockets: [UInt64] = [], externalMounts: [String] = [],
+        realUser: (helper: String, identity: FunctionIdentity)? = nil
     ) throws(CriuError)
         -> Duration
     {
         var arguments = ["dump", "-t", String(pid), "-D", directory, "-o", "dump.log"]
         for inode in externalUnixSockets { arguments += ["--external", "unix[\(inode)]"] }
+        for mount in externalMounts { arguments += ["--external", mount] }
         let started = ContinuousClock.now
-        let result = try run(arguments, timeout: .seconds(60))
+        let result = try run(arguments, timeout: .seconds(60), realUser: realUser)
         guard result.status == .exited(0) else {
-            throw .dumpFailed(pid: pid, log: Self.logTail(directory + "/dump.log", fallback: result.output))
+            var log = Self.logTail(directory + "/dump.log", fallback: result.output)
+            // On a full file system criu cannot even write its log: say so, or the cause is lost.
+            if let full = Self.spaceShortage(in: directory) { log += " (\(full))" }
+            throw .dumpFailed(pid: pid, log: log)
         }
         return ContinuousClock.now - started
+    }
+
+    /// "No space left on device ..." when the file system holding `directory` has less than
+    /// 1 MiB free for us (an image takes far more); nil otherwise or if it cannot be asked.
+    static func spaceShortage(in directory: String) -> String? {
+        var fs = statvfs()
+        guard statvfs(directory, &fs) == 0 else { return nil }
+        let free = UInt64(fs.f_bavail) * UInt64(fs.f_frsize)
+        guard free < 1 << 20 else { return nil }
+        return "No space left on device: \(free) bytes free on the file system of \(directory)"
     }
 
     /// criu probes the kernel on every call (about 30 ms) unless it finds its cache,
@@ -95,13 +116,13 @@ public struct Criu: Sendable {
                 program: "unshare", arguments: ["-m", "--propagation", "private", "sh", "-c", script, path, staging],
                 environment: HandlerLaunch.inheritedEnvironment(), searchPath: true)
         } catch {
-            throw .checkFailed(output: "cannot run criu check in a private mount namespace: \(error.reason)")
+            throw .checkFailed(output: "cannot run `\(path) check` in a private mount namespace: \(error.reason)")
         }
         var status: CInt = 0
         _ = try? systemCall("waitpid", on: "pid \(pid)", failsWith: .minusOne) { waitpid(pid, &status, 0) }
         guard ExitStatus(waitStatus: status) == .exited(0), let cache = Posix.readBytes(staging), !cache.isEmpty
         else {
-            throw .checkFailed(output: "criu check in a private mount namespace \(ExitStatus(waitStatus: status))")
+            throw .checkFailed(output: "`\(path) check` in a private mount namespace \(ExitStatus(waitStatus: status))")
         }
         // Write-then-rename, so a concurrent criu never reads half a cache.
         let target = "/run/criu.kdat"
@@ -140,12 +161,24 @@ public struct Criu: Sendable {
 
     /// Runs criu with stdout and stderr captured (little: its log goes to `-o` files, and both
     /// pipes are read after it exits, so more than a pipe's 64 KiB would stall it until the timeout).
-    func run(_ arguments: [String], timeout: Duration) throws(CriuError) -> RunResult {
+    func run(
+        _ arguments: [String], timeout: Duration, realUser: (helper: String, identity: FunctionIdentity)? = nil
+    ) throws(CriuError) -> RunResult {
         guard access(path, X_OK) == 0 else { throw .notInstalled(path: path) }
+        var program = path
+        var arguments = arguments
+        if let realUser {
+            // A script (the installed wrapper) runs under `sh -p`, which keeps the effective
+            // uid 0 that dash would otherwise drop when the real uid differs.
+            let command = isScript(path) ? ["/bin/sh", "-p", path] : [path]
+            program = realUser.helper
+            arguments =
+                ["real-uid", String(realUser.identity.uid), String(realUser.identity.gid), "--"] + command + arguments
+        }
         let process: SpawnedProcess
         do {
             process = try ProcessSpawner.spawn(
-                program: path, arguments: arguments, environment: HandlerLaunch.inheritedEnvironment(),
+                program: program, arguments: arguments, environment: HandlerLaunch.inheritedEnvironment(),
                 searchPath: false)
         } catch {
             throw .notInstalled(path: "\(path) (\(error.reason))")
@@ -166,6 +199,13 @@ public struct Criu: Sendable {
         let output = [Self.drain(process.stdout), Self.drain(process.stderr)].filter { !$0.isEmpty }.joined(
             separator: "\n")
         return RunResult(status: ExitStatus(waitStatus: status), output: output, timedOut: timedOut)
+    }
+
+    private func isScript(_ path: String) -> Bool {
+        guard let file = try? OwnedDescriptor.open(path, O_RDONLY | O_CLOEXEC) else { return false }
+        var start: (UInt8, UInt8) = (0, 0)
+        let read = withUnsafeMutableBytes(of: &start) { Glibc.read(file.rawValue, $0.baseAddress, 2) }
+        return read == 2 && start == (UInt8(ascii: "#"), UInt8(ascii: "!"))
     }
 
     /// What is in the pipe now, up to 64 KiB; closes it.

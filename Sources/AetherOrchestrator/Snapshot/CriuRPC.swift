@@ -7,11 +7,16 @@ import Musl
 /// The few protobuf messages of criu's RPC (rpc.proto of criu 4.1) we use, encoded by hand:
 /// a RESTORE request and its response.
 enum CriuRPC {
-    static func restoreRequest(imagesDirectory: CInt, logFile: String, inherit: [(key: String, fd: CInt)]) -> [UInt8] {
+    static func restoreRequest(
+        imagesDirectory: CInt, logFile: String, root: String? = nil, externals: [String] = [],
+        inherit: [(key: String, fd: CInt)]
+    ) -> [UInt8] {
         var options = Protobuf()
         options.varint(field: 1, UInt64(imagesDirectory))  // images_dir_fd
         options.varint(field: 9, 2)  // log_level: errors and warnings
         options.bytes(field: 10, Array(logFile.utf8))  // log_file, in the image folder
+        if let root { options.bytes(field: 13, Array(root.utf8)) }  // root
+        for external in externals { options.bytes(field: 37, Array(external.utf8)) }  // external
         options.varint(field: 26, 1)  // rst_sibling: the copy becomes our child
         for entry in inherit {
             var inherited = Protobuf()

@@ -37,7 +37,8 @@ final class FunctionSnapshot: Sendable {
 
     private init(
         directory: String, imageFolder: consuming sending OwnedDescriptor, criu: Criu, budget: Duration,
-        controlInode: UInt64, stdoutInode: UInt64, stderrInode: UInt64, imageBytes: Int, dumpDuration: Duration,
+        sandbox: InstanceSandbox?, controlInode: UInt64, stdoutInode: UInt64, stderrInode: UInt64, imageBytes: Int,
+        dumpDuration: Duration,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) {
         self.directory = directory
@@ -54,7 +55,7 @@ final class FunctionSnapshot: Sendable {
             criu: criu,
             template: RestoreSlot.Template(
                 directory: directory, directoryDescriptor: directoryDescriptor, controlInode: controlInode,
-                stdoutInode: stdoutInode, stderrInode: stderrInode),
+                stdoutInode: stdoutInode, stderrInode: stderrInode, sandbox: sandbox),
             target: Self.readySlots, prepare: prepareSlot, release: releaseSlot)
         slots.refill()
     }
@@ -71,8 +72,8 @@ final class FunctionSnapshot: Sendable {
     /// Starts the template, waits for READY, checkpoints it. Blocking: call it off the event loops.
     static func build(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
-        memory: MemoryCgroup, cgroupName: String, output: OutputCapture,
-        prepareSlot: @escaping @Sendable (pid_t) -> String?
+        memory: MemoryCgroup, limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String,
+        output: OutputCapture, prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let id = function.id
         func fail(_ detail: String) -> BuildFailure {
@@ -90,7 +91,7 @@ final class FunctionSnapshot: Sendable {
         do {
             return try buildMarked(
                 function: function, launch: launch, directory: directory, criu: criu, budget: budget, memory: memory,
-                cgroupName: cgroupName, output: output, prepareSlot: prepareSlot)
+                limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output, prepareSlot: prepareSlot)
         } catch {
             // Nothing half-made stays behind: a failed dump leaves partial images.
             RecursiveRemoval.remove(directory)
@@ -101,8 +102,8 @@ final class FunctionSnapshot: Sendable {
     /// `build` once the image folder exists and carries the marker.
     private static func buildMarked(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
-        memory: MemoryCgroup, cgroupName: String, output: OutputCapture,
-        prepareSlot: @escaping @Sendable (pid_t) -> String?
+        memory: MemoryCgroup, limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String,
+        output: OutputCapture, prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let id = function.id
         func fail(_ detail: String) -> BuildFailure {
@@ -120,12 +121,21 @@ final class FunctionSnapshot: Sendable {
         var environment = launch.environment(instance: -1)
         environment["AETHER_CONTROL_FD"] = "3"
         environment["AETHER_INSTANCE"] = "template"
+        // Confined, the template's cgroups exist first and it joins them itself.
+        var cgroups: [String] = []
+        if sandbox != nil {
+            switch memory.prepare(name: cgroupName, limits: limits) {
+            case .success(let folders): cgroups = folders
+            case .failure(let failure): throw fail("cannot enforce the template's limits: \(failure.reason)")
+            }
+        }
         let template: SnapshotTemplate
         do {
             template = try SnapshotTemplate.start(
                 program: launch.program, arguments: launch.arguments, environment: environment,
-                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue])
+                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue], sandbox: sandbox, cgroups: cgroups)
         } catch {
+            if let cgroup = cgroups.first { memory.remove(cgroup) }
             throw BuildFailure(error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
         }
         // The template has its end: with ours the only one left here, its exit is our EOF.
@@ -135,7 +145,7 @@ final class FunctionSnapshot: Sendable {
         let stderrInode = Self.inode(template.launcher.stderr.rawValue)
         output.start(descriptor: template.launcher.stdout.take(), stream: "stdout", instance: -1)
         let stderrClosed = output.start(descriptor: template.launcher.stderr.take(), stream: "stderr", instance: -1)
-        var templateCgroup: String?
+        var templateCgroup = cgroups.first
         func stopTemplate() {
             kill(-templatePID, SIGKILL)
             kill(launcherPID, SIGKILL)
@@ -143,7 +153,9 @@ final class FunctionSnapshot: Sendable {
             waitpid(launcherPID, &status, 0)
             if let templateCgroup { memory.remove(templateCgroup) }
         }
-        if case .success(let folder) = memory.confine(pid: templatePID, name: cgroupName, limit: function.memoryLimit) {
+        if templateCgroup == nil,
+            case .success(let folder) = memory.confine(pid: templatePID, name: cgroupName, limits: limits)
+        {
             templateCgroup = folder
         }
 
@@ -172,7 +184,10 @@ final class FunctionSnapshot: Sendable {
         }
         let dumpDuration: Duration
         do {
-            dumpDuration = try criu.dump(pid: templatePID, into: directory, externalUnixSockets: [controlInode])
+            dumpDuration = try criu.dump(
+                pid: templatePID, into: directory, externalUnixSockets: [controlInode],
+                externalMounts: sandbox?.dumpExternals ?? [],
+                realUser: sandbox.map { ($0.helper, $0.identity) })
         } catch {
             stopTemplate()
             throw fail(error.description)
@@ -185,7 +200,8 @@ final class FunctionSnapshot: Sendable {
             throw fail("cannot open \(directory): \(error.reason)")
         }
         return FunctionSnapshot(
-            directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, controlInode: controlInode,
+            directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,
+            controlInode: controlInode,
             stdoutInode: stdoutInode, stderrInode: stderrInode, imageBytes: Self.diskUsage(directory),
             dumpDuration: dumpDuration, prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
     }
@@ -206,12 +222,13 @@ final class FunctionSnapshot: Sendable {
     /// `firstLine` (the copy's `ATTACH <region>`) is written to the copy's control connection
     /// before criu starts: the restored copy, blocked reading its next line, finds it at once and
     /// attaches while we are still taking criu's answer, instead of waiting a round trip for it.
-    func restore(logName: String, firstLine: String? = nil) throws(CriuError) -> Copy {
+    func restore(logName: String, firstLine: (text: String, passing: CInt)? = nil) throws(CriuError) -> Copy {
         let begun = ContinuousClock.now
         let slot = try slots.take()
         if let firstLine {
             do throws(ControlLine.Failure) {
-                try ControlLine.write(slot.control, firstLine)
+                try ControlLine.write(
+                    slot.control, firstLine.text, passing: firstLine.passing >= 0 ? firstLine.passing : nil)
             } catch {
                 slots.discard(slot)
                 throw .restoreFailed(image: directory, log: "cannot queue the first line for the copy: \(error)")

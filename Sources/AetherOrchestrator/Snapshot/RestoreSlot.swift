@@ -59,6 +59,9 @@ final class RestoreSlot: Sendable {
         let controlInode: UInt64
         let stdoutInode: UInt64
         let stderrInode: UInt64
+        /// Confined copies: swrk runs in a mount namespace holding a fresh view's pieces, and the
+        /// restore binds them into the copy (`--root`, `--external mnt[...]`).
+        var sandbox: InstanceSandbox? = nil
     }
 
     /// Starts `criu swrk` with the copy's descriptors. `prepare` runs on its PID before the slot
@@ -79,9 +82,16 @@ final class RestoreSlot: Sendable {
             // library symbols now, not lazily during the restore, takes ~1 ms off every
             // restore's critical path (A/B in BENCHMARKS.md).
             environment["LD_BIND_NOW"] = "1"
-            pid = try ProcessSpawner.spawnDiscardingOutput(
-                program: criu.path, arguments: ["swrk", String(Slot.rpc)], environment: environment,
-                searchPath: false, inheriting: pairs.theirs)
+            let swrk = ["swrk", String(Slot.rpc)]
+            if let sandbox = template.sandbox {
+                pid = try ProcessSpawner.spawnDiscardingOutput(
+                    program: sandbox.helper, arguments: sandbox.restoreSlotArguments(criu: criu.path, arguments: swrk),
+                    environment: environment, searchPath: false, inheriting: pairs.theirs)
+            } else {
+                pid = try ProcessSpawner.spawnDiscardingOutput(
+                    program: criu.path, arguments: swrk, environment: environment, searchPath: false,
+                    inheriting: pairs.theirs)
+            }
         } catch {
             throw .notInstalled(path: "\(criu.path) (\(error.reason))")
         }
@@ -156,6 +166,7 @@ final class RestoreSlot: Sendable {
         }
         let request = CriuRPC.restoreRequest(
             imagesDirectory: template.directoryDescriptor, logFile: "\(logName).log",
+            root: template.sandbox?.restoreRoot, externals: template.sandbox?.restoreExternals ?? [],
             inherit: [
                 ("socket:[\(template.controlInode)]", Slot.control),
                 ("pipe:[\(template.stdoutInode)]", Slot.stdout),
@@ -182,8 +193,15 @@ final class RestoreSlot: Sendable {
             poll(&poller, 1, milliseconds)
         }
         guard let ready, ready > 0 else {
+            // Not a slow restore (the budget is judged by the caller, on a restore that
+            // finished): criu is stuck, typically on an image it cannot read. A failed restore,
+            // so that restores that keep hanging get the image built again.
             kill(pid, SIGKILL)
-            throw .latencyViolation(actual: timeout, limit: timeout)
+            let log = Criu.logTail(template.directory + "/\(logName).log", fallback: "")
+            throw .restoreFailed(
+                image: template.directory,
+                log: "criu swrk gave no answer within \(milliseconds) ms and was killed"
+                    + (log.isEmpty ? "" : "\n" + log))
         }
         var answer = [UInt8](repeating: 0, count: 65536)
         let received = try? systemCall("recv", on: "criu swrk's RPC socket", failsWith: .minusOne) {

@@ -18,10 +18,20 @@ struct SnapshotTemplate: ~Copyable {
     /// Host PID of the handler (PID 1 inside the namespace): what criu dumps.
     let pid: pid_t
 
+    /// Confined (`sandbox`), the handler is the first process of its namespaces and the PID
+    /// clone returned: no `unshare` in between, and `cgroups` joined before it runs.
     static func start(
         program: String, arguments: [String], environment: [String: String], searchPath: Bool,
-        inheriting: [CInt] = [], timeout: Duration = .seconds(5)
+        inheriting: [CInt] = [], sandbox: InstanceSandbox? = nil, cgroups: [String] = [],
+        timeout: Duration = .seconds(5)
     ) throws(SpawnError) -> SnapshotTemplate {
+        if let sandbox {
+            let process = try SandboxSpawner.spawn(
+                sandbox, cgroups: cgroups, program: program, arguments: arguments, environment: environment,
+                searchPath: searchPath, asInit: false, inheriting: inheriting)
+            let pid = process.pid
+            return SnapshotTemplate(launcher: process, pid: pid)
+        }
         var command = ["--pid", "--fork", "setsid"]
         // setsid and unshare search PATH themselves; give them the resolved program either way.
         command += [program] + arguments

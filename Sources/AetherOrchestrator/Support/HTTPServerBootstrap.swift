@@ -9,8 +9,9 @@ import Musl
 #endif
 
 extension ServerBootstrap {
-    /// An HTTP/1.1 server (NIO's codec, with its error handling) whose every connection gets a
-    /// new `makeHandler()` after the codec: the gateway, the control API and the metrics port.
+    /// An HTTP/1.1 server (NIO's codec; requests it cannot parse are answered by
+    /// `MalformedRequestAnswer`) whose every connection gets a new `makeHandler()` after the
+    /// codec: the gateway, the control API and the metrics port.
     /// Its listener pauses accepting for a moment when accepting fails for want of resources
     /// (`AcceptRetry`).
     static func http(
@@ -24,7 +25,8 @@ extension ServerBootstrap {
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(MalformedRequestAnswer())
                     try channel.pipeline.syncOperations.addHandler(makeHandler())
                 }
             }
@@ -70,5 +72,66 @@ final class AcceptRetry: ChannelInboundHandler {
             guard channel.isActive else { return }
             try? channel.syncOptions?.setOption(.autoRead, value: true)
         }
+    }
+}
+
+/// Answers a request NIO's decoder cannot parse, in place of NIO's `HTTPServerProtocolErrorHandler`
+/// (which sends an empty 400): like every answer the orchestrator makes itself, a JSON
+/// `{"error": ...}` naming the cause, then the connection closes (ByteToMessageHandler closes it
+/// right after the error; what is written here synchronously goes out first). A head over the
+/// decoder's own limits (80 KiB per field or in all, or too many fields) is a 431, as one over
+/// the gateway's smaller limit is; anything else a 400. Nothing is written while a response is
+/// still unfinished on the connection (the error then only closes it).
+///
+/// Unlike NIO's handler it does not trap on an out-of-order response part: the gateway frames
+/// every response itself (`GatewayResponse.wire`), and a precondition here would take the whole
+/// orchestrator down for one connection.
+final class MalformedRequestAnswer: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var responseUnfinished = false
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        if !responseUnfinished {
+            let (status, message) = Self.answer(to: parserError)
+            let response = GatewayResponse.error(status, message)
+            var headers = response.headers
+            headers.replaceOrAdd(name: "connection", value: "close")
+            headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
+            let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if let body = response.body {
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// The status and message for a request the decoder refused.
+    static func answer(to error: HTTPParserError) -> (HTTPResponseStatus, String) {
+        if error == .headerOverflow {
+            return (.requestHeaderFieldsTooLarge, "the request's headers are over the HTTP parser's limits")
+        }
+        return (.badRequest, "malformed HTTP request: \(error.debugDescription)")
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head) where head.status.code >= 200:
+            responseUnfinished = true
+        case .end:
+            responseUnfinished = false
+        case .head, .body:
+            break
+        }
+        context.write(data, promise: promise)
     }
 }

@@ -7,6 +7,7 @@
 /// another thread never inherits another handler's pipe.
 int aether_pipe_cloexec(int fds[2]);
 
+#include <linux/sched.h>
 #include <spawn.h>
 
 /// posix_spawn_file_actions_addclosefrom_np(actions, from): the child closes every descriptor
@@ -53,5 +54,24 @@ int aether_epoll_wait_descriptors(int epoll, int *fds, int capacity, int timeout
 int aether_tcp_activity(
     int fd, int *state, unsigned *since_received_ms, unsigned *since_sent_ms, unsigned long long *bytes_received,
     unsigned long long *bytes_sent);
+
+/// Starts `path` (argv, envp) as the first process of new namespaces: clone(2) with `namespaces`
+/// (CLONE_NEWPID | CLONE_NEWNS | ...) and CLONE_VFORK|CLONE_VM, like posix_spawn. The child
+/// leads a new session (and process group), has default signal dispositions and an empty signal
+/// mask, gets `inherit[i]` as descriptor i (0, 1, 2, 3, ...; `count` of them) and nothing else.
+/// Returns the child's PID (as we see it), or -1 with errno (the exec's errno if that failed).
+int aether_spawn_in_namespaces(
+    const char *path, char *const argv[], char *const envp[], const int *inherit, int count, int namespaces);
+
+/// sendmsg of `length` bytes with descriptor `fd` attached (SCM_RIGHTS); MSG_NOSIGNAL. Returns
+/// the bytes sent or -1 with errno.
+long aether_send_with_descriptor(int socket, const void *bytes, unsigned long length, int fd);
+
+/// recvmsg of up to `capacity` bytes; a descriptor passed with them (SCM_RIGHTS, close-on-exec)
+/// is stored in `*fd` (else -1; extra ones are closed). Returns the bytes read or -1 with errno.
+long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capacity, int *fd);
+
+/// memfd_create(name, MFD_CLOEXEC): an anonymous shared-memory file. -1 with errno.
+int aether_memfd_create(const char *name);
 
 #endif

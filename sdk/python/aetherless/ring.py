@@ -279,17 +279,23 @@ def _futex_wake(addr: int, n: int = 1) -> None:
 class Region:
     """A mapped ``/aetherless-*`` shared-memory object (layout version 1)."""
 
-    def __init__(self, name: str, ring_count: int | None = None, ring_capacity: int | None = None):
+    def __init__(
+        self, name: str, ring_count: int | None = None, ring_capacity: int | None = None,
+        fd: int | None = None,
+    ):
         """Open an existing object and validate its header.
 
+        ``fd``: the object as a descriptor the orchestrator handed over with ATTACH (a memfd;
+        confined handlers see no shared /dev/shm), which this takes over and closes; without
+        it the object is opened by ``name`` under /dev/shm.
         ``ring_count`` / ``ring_capacity``, when given, must match the header too.
         Raises ``LayoutMismatch`` (field, expected, found) on any disagreement.
         """
         self.name = name
         self._mm = None
         self._rings: list[Ring] = []
-        path = shm_path(name)
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        if fd is None:
+            fd = os.open(shm_path(name), os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         try:
             size = os.fstat(fd).st_size
             if size < REGION_HEADER_SIZE:

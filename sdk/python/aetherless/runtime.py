@@ -32,6 +32,7 @@ from __future__ import annotations
 # imported here lands in every snapshot image and so in every restore.
 import _signal
 import _socket
+import _struct
 import _thread
 import importlib.machinery
 import os
@@ -41,6 +42,9 @@ import aetherless as _api
 
 from . import protocol as _proto
 from .ring import CorruptedData, Region, RingError
+
+# Descriptors one control line may carry (ATTACH carries one: its region).
+_MAX_PASSED_FDS = 4
 
 __all__ = ["main", "load_handler", "make_dispatcher", "serve", "StartupError", "HANDLER_MODULE"]
 
@@ -225,8 +229,11 @@ def serve(fn, region: Region, concurrency: int = 1, log=_log) -> None:
             log(f"ring 0: {e}")
 
 
-def _read_line(sock: _socket.socket, buf: bytearray) -> bytes | None:
-    """One line without its newline; None on end-of-file.  ValueError if over MAX_LINE."""
+def _read_line(sock: _socket.socket, buf: bytearray, fds: list | None = None) -> bytes | None:
+    """One line without its newline; None on end-of-file.  ValueError if over MAX_LINE.
+
+    With ``fds``, descriptors passed along (SCM_RIGHTS: ATTACH's region) are appended to it.
+    """
     while True:
         i = buf.find(b"\n")
         if i >= 0:
@@ -237,7 +244,14 @@ def _read_line(sock: _socket.socket, buf: bytearray) -> bytes | None:
             return line
         if len(buf) >= MAX_LINE:
             raise ValueError(f"control line exceeds {MAX_LINE} bytes without a newline")
-        chunk = sock.recv(MAX_LINE)
+        if fds is None:
+            chunk = sock.recv(MAX_LINE)
+        else:
+            chunk, ancillary, _, _ = sock.recvmsg(MAX_LINE, _socket.CMSG_SPACE(4 * _MAX_PASSED_FDS))
+            for level, kind, data in ancillary:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    usable = len(data) - len(data) % 4
+                    fds.extend(_struct.unpack(f"{usable // 4}i", data[:usable]))
         if not chunk:
             return None
         buf += chunk
@@ -348,8 +362,9 @@ def main(argv: list | None = None, environ=None) -> int:
         return EXIT_FAILURE
 
     buf = bytearray()
+    passed: list = []
     try:
-        line = _read_line(sock, buf)
+        line = _read_line(sock, buf, passed)
     except (OSError, ValueError) as e:
         _log(f"control socket: {e}")
         _send_error(sock, str(e))
@@ -361,7 +376,7 @@ def main(argv: list | None = None, environ=None) -> int:
         _shrink_for_checkpoint()
         try:
             sock.sendall(b"FROZEN\n")
-            line = _read_line(sock, buf)
+            line = _read_line(sock, buf, passed)
         except (OSError, ValueError) as e:
             _log(f"control socket: {e}")
             return EXIT_FAILURE
@@ -379,8 +394,12 @@ def main(argv: list | None = None, environ=None) -> int:
         _send_error(sock, text)
         return EXIT_FAILURE
     name = line[7:].decode("utf-8", "replace")
+    # The region comes as a descriptor with ATTACH; anything else passed is not ours to keep.
+    region_fd = passed.pop() if passed else None
+    for extra in passed:
+        os.close(extra)
     try:
-        region = Region(name, ring_count=2)
+        region = Region(name, ring_count=2, fd=region_fd)
     except Exception as e:
         text = f"cannot attach shared-memory region {name}: {e}"
         _log(text)

@@ -345,6 +345,25 @@ def handle(req):
 '''
 
 
+class TestRegionDescriptor(RuntimeCase):
+    def test_region_handed_over_with_attach(self):
+        # What the orchestrator does (confined handlers have a /dev/shm of their own): the
+        # region goes as a descriptor with ATTACH. Its name is removed first, so only the
+        # descriptor can reach it.
+        self.start(handshake=False)
+        fd = os.open("/dev/shm" + self.name, os.O_RDWR)
+        unlink_shm(self.name)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        socket.send_fds(self.conn, [f"ATTACH {self.name}\n".encode()], [fd])
+        os.close(fd)
+        self.assertEqual(self.line(), b"ATTACHED")
+        self.assertJSON(
+            self.call(1, "/json"), 200,
+            {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"},
+        )
+
+
 class TestSnapshotFootprint(RuntimeCase):
     def test_serving_imports_no_heavy_module(self):
         self.start(FOOTPRINT_HANDLER, python_args=ORCHESTRATOR_COMMAND)

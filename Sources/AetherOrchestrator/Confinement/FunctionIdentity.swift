@@ -1,0 +1,93 @@
+import AetherCore
+import AetherSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The unprivileged user and group a function's processes run as (templates, spawned, restored
+/// and forked copies alike: criu restores the ids it dumped).
+public struct FunctionIdentity: Sendable, Equatable, CustomStringConvertible {
+    public let uid: UInt32
+    public let gid: UInt32
+
+    public var description: String { "uid \(uid) gid \(gid)" }
+}
+
+/// Gives each function its identity, like systemd's DynamicUser: the `user:` its configuration
+/// names, or an id of `uid_range` of its own (uid = gid) that no user or group of the host has
+/// and no other function holds. Allocations are kept in `<state_dir>/identities` ("ID UID"
+/// lines), so a function keeps its id across restarts and `aether restart`'s successor gives
+/// each function the id its predecessor's instances run as.
+final class IdentityTable: Sendable {
+    let path: String
+    let range: UIDRange
+    private let allocated: Mutex<[String: uid_t]>
+
+    init(path: String, range: UIDRange) throws(ConfinementError) {
+        self.path = path
+        self.range = range
+        var table: [String: uid_t] = [:]
+        if let text = Posix.readFile(path) {
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count == 2, let uid = uid_t(fields[1]), range.ids.contains(uid) else { continue }
+                table[String(fields[0])] = uid
+            }
+        }
+        allocated = Mutex(table)
+    }
+
+    /// The identity of `config`'s function, allocating (and recording) one if it has none yet.
+    func identity(for config: FunctionConfig) throws(ConfinementError) -> FunctionIdentity {
+        if let user = config.user { return try Self.named(user.rawValue, function: config.id) }
+        let id = config.id.rawValue
+        let result = allocated.withLock { table -> Result<(uid_t, Bool), ConfinementError> in
+            if let uid = table[id] { return .success((uid, false)) }
+            let taken = Set(table.values)
+            for candidate in range.ids where !taken.contains(candidate) {
+                guard getpwuid(candidate) == nil, getgrgid(candidate) == nil else { continue }
+                table[id] = candidate
+                return .success((candidate, true))
+            }
+            return .failure(.rangeExhausted(range: range.description))
+        }
+        let (uid, isNew) = try result.get()
+        if isNew { try save() }
+        return FunctionIdentity(uid: uid, gid: gid_t(uid))
+    }
+
+    private static func named(_ user: String, function: FunctionID) throws(ConfinementError) -> FunctionIdentity {
+        guard let entry = getpwnam(user) else { throw .unknownUser(function: function, user: user) }
+        let identity = FunctionIdentity(uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
+        guard identity.uid != 0, identity.gid != 0 else { throw .privilegedUser(function: function, user: user) }
+        return identity
+    }
+
+    /// Writes the table (temporary file, then rename: never half a table).
+    private func save() throws(ConfinementError) {
+        let text = allocated.withLock { table in
+            table.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)\n" }.joined()
+        }
+        let temporary = path + ".tmp-\(getpid())"
+        do {
+            let file = try OwnedDescriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600)
+            let bytes = Array(text.utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let fd = file.rawValue
+                offset += try systemCall("write", on: temporary, failsWith: .minusOne) {
+                    bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                }
+            }
+            file.close()
+            try systemCall("rename", on: temporary, failsWith: .minusOne) { rename(temporary, path) }
+        } catch {
+            unlink(temporary)
+            throw .identityTable(path: path, reason: error.reason)
+        }
+    }
+}
