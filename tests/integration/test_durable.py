@@ -124,9 +124,15 @@ class DurableStateTest(harness.AetherTestCase):
         self.assertStatus(self.get(b["trigger_port"], "/env"), 200, "deployed function")
 
         self.kill_9(orch)
+        folder = os.path.dirname(self.control_socket)
+        left = sorted(name for name in os.listdir(folder) if name.endswith(f"-{orch.pid}.sock"))
+        self.assertEqual(len(left), 2, f"the killed orchestrator's handler sockets: {left}")
         resumed = self.resume()
         err = resumed.stderr()
         self.assertIn("resuming the deployed state: 2 functions", err, resumed.log())
+        # A killed orchestrator cannot remove its handler sockets: the next one does.
+        self.assertEqual([name for name in os.listdir(folder) if name.endswith(f"-{orch.pid}.sock")], [])
+        self.assertIn("removed handler sockets left by a dead orchestrator", err)
         self.assertIn(self.state_file, err)
         self.assertIn(first, err)
         self.assertIn(second, err)

@@ -2,6 +2,7 @@
 
 import glob
 import http.client
+import json
 import os
 import signal
 import socket
@@ -217,9 +218,23 @@ class GatewayFaultsTest(harness.AetherTestCase):
 
     def test_malformed_http_is_400(self):
         fn = self.start_one()
-        reply = harness.raw_exchange(fn["trigger_port"], b"GARBAGE\r\n\r\n")
-        self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
+        for request in (b"GARBAGE\r\n\r\n", b"GET /json HTTP/1.1\r\nHost: x\r\nX Bad: 1\r\n\r\n",
+                        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"):
+            reply = harness.raw_exchange(fn["trigger_port"], request)
+            self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
+            # Like every answer the orchestrator makes itself: JSON naming the cause.
+            head, _, body = reply.partition(b"\r\n\r\n")
+            self.assertIn(b"malformed HTTP request", json.loads(body)["error"].encode(), reply)
+            self.assertIn(b"connection: close", head.lower(), reply)
         self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "after malformed request")
+
+    def test_431_when_the_head_is_over_the_http_parsers_own_limits(self):
+        fn = self.start_one()
+        reply = harness.raw_exchange(
+            fn["trigger_port"], b"GET /json HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 431"), reply[:200])
+        self.assertIsInstance(json.loads(reply.partition(b"\r\n\r\n")[2])["error"], str)
+        self.assertStatus(self.get(fn["trigger_port"], "/json"), 200, "after 431")
 
     def test_slow_and_idle_clients_are_cut_off(self):
         fn = self.function("slow")

@@ -155,3 +155,35 @@ class ImageRepairTest(harness.AetherTestCase):
                 self.assertNotIn(detail, body, "a client sees the orchestrator's internals")
         self.assertEqual(answer.headers.get("x-aether-cold-start"), "restore", "served by a restore of the new image")
         self.assertIn("snapshot rebuilt", self.orchestrators[0].stderr())
+
+    def test_an_image_whose_restores_hang_is_built_again(self):
+        # Truncated page files make criu hang rather than fail: a restore it never answers is a
+        # failed restore (counted towards the rebuild), not a slow one.
+        self.write_file("snap.py", SNAPSHOT_HANDLER)
+        images = os.path.join(self.tmp, "images")
+        fn = self.function("hangimg", "snap.py", snapshot=True, min_warm=0, idle_timeout_ms=60000)
+        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100}))
+        [folder] = os.listdir(images)
+        image = os.path.join(images, folder)
+        for name in os.listdir(image):
+            if name.startswith("pages-"):
+                os.truncate(os.path.join(image, name), 4096)
+        failures = []
+        answer = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = self.get(fn["trigger_port"], "/", timeout=30)
+            if r.status == 200:
+                answer = r
+                break
+            failures.append(r)
+            time.sleep(0.1)
+        self.assertIsNotNone(answer, f"never served after the image was truncated: {failures[-3:]}" + self.logs_of())
+        for failure in failures:
+            self.assertEqual(failure.status, 503, failure)
+            body = failure.body.decode()
+            # A restore over the configured budget is one (the machine is noisy); a hung criu is not.
+            if "restore budget" in body:
+                self.assertIn("over the 100 ms restore budget", body, "a hung criu is not a slow restore")
+        self.assertEqual(answer.headers.get("x-aether-cold-start"), "restore", "served by a restore of the new image")
+        self.assertIn("snapshot rebuilt", self.orchestrators[0].stderr())

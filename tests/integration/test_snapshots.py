@@ -173,6 +173,25 @@ class SnapshotTest(harness.AetherTestCase):
         orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/nonexistent/criu"}))
         self.assertIn("no usable criu at /nonexistent/criu", orch.stderr())
 
+    def test_a_criu_that_fails_its_check_is_named(self):
+        fn = self.snapshot_function()
+        orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/bin/false"}))
+        self.assertIn("`/bin/false check`", orch.stderr())
+
+    def test_deploying_a_snapshot_function_without_criu_names_it_and_applies_nothing(self):
+        self.write_common_handler()
+        plain = self.function("nocriuok")
+        self.start(self.write_config([plain], orchestrator={"criu_path": "/bin/false"}))
+        fn = self.snapshot_function("nocriusnap")
+        result = self.aether(
+            "deploy", self.write_config([fn], name="snap.yaml", orchestrator={"criu_path": "/bin/false"}), check=False)
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn(f"function {fn['id']} could not start", result.stderr)
+        self.assertIn("`/bin/false check`", result.stderr)
+        self.assertIn("nothing was applied", result.stderr)
+        self.assertNotIn(fn["id"], {f["id"] for f in self.status()["functions"]})
+        self.assertStatus(self.get(plain["trigger_port"], "/json"), 200, "the running function")
+
     def test_handler_without_snapshot_support_fails_up_clearly(self):
         # A process that says READY but does not know CHECKPOINT (an old runtime, say).
         self.write_file(

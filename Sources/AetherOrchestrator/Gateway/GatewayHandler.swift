@@ -39,6 +39,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// ignored (after an error, its bytes cannot be trusted to line up with a next request).
     private var closing = false
     private var deadline: Scheduled<Void>?
+    /// Set once the connection is closing after an error answer (`closeLingering`).
+    private var lingerTimer: Scheduled<Void>?
     /// A complete request waiting for the connection to become writable again.
     private var waiting: Request?
     /// The channel asked to read while it was not writable.
@@ -216,7 +218,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             closing = true
             let written = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-            written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            written.futureResult.assumeIsolated().whenComplete { [self] _ in closeLingering(context: context) }
         }
     }
 
@@ -246,11 +248,35 @@ final class GatewayHandler: ChannelDuplexHandler {
         routes.connections.wrappingSubtract(1, ordering: .relaxed)
         deadline?.cancel()
         deadline = nil
+        lingerTimer?.cancel()
         waiting = nil
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        if error is HTTPParserError || error is ByteToMessageDecoderError {
+            // A request NIO cannot parse, answered by MalformedRequestAnswer (later reads are
+            // reported as `dataReceivedInErrorState`): the client may still be sending it.
+            closing = true
+            closeLingering(context: context)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// How long a connection refused with an error stays half open, its input read and dropped.
+    static let linger = TimeAmount.seconds(1)
+
+    /// Closes a connection whose client may still be sending (a refused request's body or head):
+    /// the answer and a FIN go out first, what arrives meanwhile is read and dropped, and the
+    /// connection closes when the client closes its side or after `linger`. Closing at once
+    /// with unread bytes would make the kernel send a reset, which can destroy the answer
+    /// before the client has read it (RFC 9112 §9.6).
+    private func closeLingering(context: ChannelHandlerContext) {
+        guard lingerTimer == nil, context.channel.isActive else { return }
+        context.close(mode: .output, promise: nil)
+        lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.linger) {
+            context.close(promise: nil)
+        }
     }
 }
