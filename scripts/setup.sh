@@ -43,5 +43,8 @@ if [[ "${1:-}" == "--deps-only" ]]; then
     exit 0
 fi
 swift build -c release --product aether
+# The sandbox helper every confined handler instance starts through (SECURITY.md); `aether`
+# looks for it next to itself.
+swift build -c release --product aether-sandbox
 swift build -c release --product hello-swift
 echo "setup: built $(pwd)/.build/release/aether and the hello-swift example"

@@ -38,6 +38,13 @@ extension Aether {
             rows.append(["python sdk", sdk != nil ? "ok" : "MISSING", sdk ?? "not found; set AETHER_PYTHON_SDK"])
             fatal = fatal || sdk == nil
 
+            // Confinement is on by default: a host that cannot confine cannot run `aether up`
+            // without `confinement: false`.
+            for (check, result) in HostChecks.confinement() {
+                rows.append([check, result.ok ? "ok" : "MISSING", result.detail])
+                fatal = fatal || !result.ok
+            }
+
             do {
                 rows.append(["ebpf", "ok", try EbpfDataplane.probe()])
             } catch {

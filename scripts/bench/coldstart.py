@@ -1,5 +1,6 @@
 """Time to first response of the example functions: (a) cold start of a new process,
-(b) restore from the CRIU snapshot, (c) an instance already running. One run, one machine.
+(b) restore from the CRIU snapshot, (c) an instance already running. One run, one machine,
+with confinement on (the default) and off side by side, samples alternated, and the ratios.
 
 Run through scripts/bench-coldstart.sh, which builds everything first.
 
@@ -49,9 +50,12 @@ def examples(checkout: str) -> list[tuple[str, str, str]]:
 EXAMPLES = examples(REPO)
 
 
-def config(work: str, images: str, first_port: int = 18700, checkout: str = REPO) -> tuple[str, dict]:
+def config(
+    work: str, images: str, first_port: int = 18700, checkout: str = REPO, confinement: bool = True
+) -> tuple[str, dict]:
     lines = [
         "orchestrator:",
+        f"  confinement: {'true' if confinement else 'false'}",
         f"  control_socket: {work}/aether.sock",
         # Our own image folder on tmpfs, not the default one another orchestrator may use.
         f"  snapshot_dir: {images}",
@@ -139,12 +143,13 @@ def percentile(values, p):
 class Side:
     """One orchestrator under test: a binary, its example functions and its own ports."""
 
-    def __init__(self, label: str, binary: str, checkout: str, first_port: int):
+    def __init__(self, label: str, binary: str, checkout: str, first_port: int, confinement: bool = True):
         self.label = label
         self.binary = binary
         self.work = tempfile.mkdtemp(prefix="aether-coldstart-")
+        os.chmod(self.work, 0o755)  # the control socket's folder: confined handlers reach only theirs
         self.images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
-        self.path, self.ports = config(self.work, self.images, first_port, checkout)
+        self.path, self.ports = config(self.work, self.images, first_port, checkout, confinement)
         self.socket_path = f"{self.work}/aether.sock"
         self.log = open(os.path.join(self.work, "aether.log"), "w")
         environment = dict(os.environ)
@@ -242,10 +247,18 @@ def print_ratios(current: Side, baseline: Side):
 
 
 def main():
-    sides = [Side("this build", AETHER, REPO, 18700)]
     if BASELINE:
         baseline = os.path.abspath(BASELINE)
-        sides.append(Side(f"baseline {baseline}", os.path.join(baseline, ".build", "release", "aether"), baseline, 18800))
+        sides = [
+            Side("this build", AETHER, REPO, 18700),
+            Side(f"baseline {baseline}", os.path.join(baseline, ".build", "release", "aether"), baseline, 18800),
+        ]
+    else:
+        # The cost of confinement (SECURITY.md): the same build with it on (the default) and off.
+        sides = [
+            Side("confinement on (default)", AETHER, REPO, 18700),
+            Side("confinement: false", AETHER, REPO, 18800, confinement=False),
+        ]
     try:
         for side in sides:
             side.wait_serving()

@@ -22,6 +22,64 @@ public enum HostChecks {
         }
     }
 
+    /// What `confinement: true` needs (SECURITY.md), each as a row: the sandbox helper, the pids
+    /// and cpu cgroup controllers (`max_pids`, `cpu_limit`), and a real sandboxed start: `/bin/sh
+    /// -c 'exit 0'` as uid 65534 in new PID, mount and IPC namespaces with the syscall filter.
+    public static func confinement() -> [(name: String, result: Result)] {
+        var rows: [(name: String, result: Result)] = []
+        let helper: String
+        do {
+            helper = try InstanceSandbox.locateHelper()
+            rows.append(("sandbox helper", Result(ok: true, detail: helper)))
+        } catch {
+            rows.append(("sandbox helper", Result(ok: false, detail: error.description)))
+            return rows
+        }
+        guard case .success(let cgroups) = MemoryCgroup.create() else { return rows }
+        defer { cgroups.removeRoot() }
+        rows.append(
+            (
+                "pids cgroup",
+                Result(
+                    ok: cgroups.pidsRoot != nil,
+                    detail: cgroups.pidsRoot ?? "no pids controller: max_pids cannot be enforced")
+            ))
+        rows.append(
+            (
+                "cpu cgroup",
+                Result(
+                    ok: cgroups.cpuRoot != nil,
+                    detail: cgroups.cpuRoot ?? "no cpu controller: cpu_limit cannot be enforced")
+            ))
+        let staging = "/tmp/aether-doctor-\(getpid())"
+        mkdir(staging, 0o700)
+        defer { rmdir(staging) }
+        let sandbox = InstanceSandbox(
+            helper: helper, identity: FunctionIdentity(uid: 65534, gid: 65534), staging: staging,
+            tmpBytes: 1 << 20, binds: [], secrets: nil, networkNone: false, workingDirectory: "/")
+        do {
+            let process = try SandboxSpawner.spawn(
+                sandbox, cgroups: [], program: "/bin/sh", arguments: ["-c", "exit 0"],
+                environment: HandlerLaunch.inheritedEnvironment(), searchPath: false, asInit: false)
+            var status: CInt = 0
+            waitpid(process.pid, &status, 0)
+            var buffer = [UInt8](repeating: 0, count: 512)
+            let count = buffer.withUnsafeMutableBytes { read(process.stderr.rawValue, $0.baseAddress, $0.count) }
+            let said = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).filter { $0 != "\n" }
+            let exit = ExitStatus(waitStatus: status)
+            rows.append(
+                (
+                    "sandboxed start",
+                    exit == .exited(0)
+                        ? Result(ok: true, detail: "uid 65534, PID/mount/IPC namespaces, no capabilities, seccomp")
+                        : Result(ok: false, detail: said.isEmpty ? "the sandboxed /bin/sh \(exit)" : said)
+                ))
+        } catch {
+            rows.append(("sandboxed start", Result(ok: false, detail: error.description)))
+        }
+        return rows
+    }
+
     public static func python() -> Result {
         let launch = HandlerLaunch.inheritedEnvironment()
         guard
