@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
-sources=(Package.swift Sources Tests Plugins)
+sources=(Package.swift Sources Tests Plugins Fuzz/Package.swift Fuzz/Sources)
 if [[ "${1:-}" == "--fix" ]]; then
     swift format format --in-place --recursive --configuration .swift-format "${sources[@]}"
 else
