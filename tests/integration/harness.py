@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -78,6 +79,11 @@ def aether_bin() -> str:
             if os.stat(AETHER_BIN).st_mtime_ns != before.st_mtime_ns:
                 continue
             os.replace(target + ".tmp", target)
+            # The sandbox helper `aether up` looks for next to its binary.
+            helper = os.path.join(os.path.dirname(AETHER_BIN), "aether-sandbox")
+            if os.path.exists(helper):
+                shutil.copy2(helper, target + "-sandbox.tmp")
+                os.replace(target + "-sandbox.tmp", os.path.join(folder, "aether-sandbox"))
             subprocess.run([target, "--version"], check=True, capture_output=True, timeout=20)
             atexit.register(_remove, target)
             _binary = target
@@ -105,12 +111,34 @@ def _remove(path: str):
 
 # --------------------------------------------------------------------------- handlers
 
+#: Handler code (needs `os`) defining `_identity()`: who is answering, as a dict to merge into
+#: an answer. Confined, every instance is PID 1 (a process handler PID 2) of a PID namespace of
+#: its own, so its pid alone tells nothing:
+#:   "pid"    its pid in its own namespace,
+#:   "pidns"  that namespace (/proc/self/ns/pid; the host's /proc/HOSTPID/ns/pid names the same),
+#:   "token"  drawn at the first call, never at import: restored snapshot copies share the
+#:            template's import-time memory, so a token drawn then would be the same in all.
+#: Equal tokens: the same process; different tokens: different processes. `host_pid(answer)`
+#: and `instance_pid(answer)` map an answer to the pids the host (and `aether list`) sees.
+IDENTITY_CODE = r'''
+_identity_token = None
+
+
+def _identity():
+    global _identity_token
+    if _identity_token is None:
+        _identity_token = "%d-%s" % (os.getpid(), os.urandom(8).hex())
+    return {"pid": os.getpid(), "pidns": os.readlink("/proc/self/ns/pid"), "token": _identity_token}
+'''
+
 #: An SDK handler whose behaviour is chosen by the request path (used by most tests).
 COMMON_HANDLER = r'''
 import os
 import time
 
 import aetherless
+
+''' + IDENTITY_CODE + r'''
 
 
 @aetherless.handler
@@ -123,7 +151,7 @@ def handle(req):
             "query": req.query,
             "function": os.environ.get("AETHER_FUNCTION_ID"),
             "instance": os.environ.get("AETHER_INSTANCE"),
-            "pid": os.getpid(),
+            **_identity(),
         }
     if path == "/echo":
         return req.body
@@ -143,7 +171,7 @@ def handle(req):
     if path == "/sleep":
         seconds = float(req.query.get("s", "0.2"))
         time.sleep(seconds)
-        return {"slept": seconds, "instance": os.environ.get("AETHER_INSTANCE"), "pid": os.getpid()}
+        return {"slept": seconds, "instance": os.environ.get("AETHER_INSTANCE"), **_identity()}
     if path == "/exit":
         os._exit(1)
     if path == "/raise":
@@ -152,7 +180,7 @@ def handle(req):
         print(req.query["msg"])
         return {"printed": True}
     if path == "/env":
-        return {"value": os.environ.get("VALUE"), "pid": os.getpid()}
+        return {"value": os.environ.get("VALUE"), **_identity()}
     raise aetherless.HTTPError(404, "no route " + path)
 '''
 
@@ -265,6 +293,107 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def ns_pids(pid: int) -> list[int]:
+    """NSpid of host process `pid`: its pid in each PID namespace it is in, outermost first."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return [int(field) for field in line.split()[1:]]
+    return []
+
+
+def _proc_pids():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            yield int(name)
+
+
+def host_pid(answer: dict) -> int | None:
+    """The host pid of the live process that answered `answer` (a handler's `_identity()`: its
+    pid in its own PID namespace, and that namespace), None if no such process runs now."""
+    if answer["pidns"] == os.readlink("/proc/self/ns/pid"):
+        pid = answer["pid"]  # not confined: the host's namespace
+        return pid if _pid_alive(pid) else None
+    for pid in _proc_pids():
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != answer["pidns"]:
+                continue
+            if ns_pids(pid)[-1] == answer["pid"]:
+                return pid
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def instance_pid(answer: dict) -> int | None:
+    """The pid `aether list` and `aether stats` show for the instance that answered `answer`: the
+    host pid of the first process of its PID namespace (the handler itself, or for a process
+    handler the sandbox's init, its parent); not confined, the handler's own pid."""
+    if answer["pidns"] == os.readlink("/proc/self/ns/pid"):
+        return answer["pid"]
+    return host_pid(dict(answer, pid=1))
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Host pids of live (not zombie) processes whose command line contains `marker`."""
+    found = []
+    for pid in _proc_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        found.append(pid)
+    return found
+
+
+#: What aether itself keeps in a state_dir beside desired.yaml: the functions' uid allocations
+#: (confinement: "ID UID" lines, root's alone) and the secret store (`aether secret`, root's alone).
+STATE_DIR_COMPANIONS = {"identities": (stat.S_IFREG, 0o600), "secrets": (stat.S_IFDIR, 0o700)}
+
+
+def state_dir_entries(folder: str) -> list[str]:
+    """The sorted names in a state_dir other than aether's known companions of desired.yaml
+    (STATE_DIR_COMPANIONS), which are checked to be what they should: each is of its type,
+    owned by root, with exactly its mode. Anything else (a temporary file, a stray name) is
+    returned and so still fails a test expecting ["desired.yaml"]."""
+    names = []
+    for name in sorted(os.listdir(folder)):
+        expected = STATE_DIR_COMPANIONS.get(name)
+        if expected is None:
+            names.append(name)
+            continue
+        info = os.lstat(os.path.join(folder, name))
+        kind, mode = expected
+        if stat.S_IFMT(info.st_mode) != kind or stat.S_IMODE(info.st_mode) != mode or info.st_uid != 0:
+            raise AssertionError(f"{folder}/{name}: mode {info.st_mode:o}, owner {info.st_uid}; "
+                                 f"expected type {kind:o}, mode {mode:o}, owner root")
+    return names
+
+
+def ring_holders(function_id: str) -> list[int]:
+    """Host pids of live processes holding (open or mapped) a ring region of `function_id`: the
+    regions are memfds (named /aetherless-<id>-...) handed over with ATTACH, so they exist as
+    long as some process holds one, and no longer."""
+    label = f"/memfd:/aetherless-{function_id}-"
+    holders = []
+    for pid in _proc_pids():
+        try:
+            held = any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(label) for fd in os.listdir(f"/proc/{pid}/fd"))
+            if not held:
+                with open(f"/proc/{pid}/maps") as f:
+                    held = label in f.read()
+        except OSError:
+            continue
+        if held:
+            holders.append(pid)
+    return holders
+
+
 def shm_regions(function_id: str) -> list[str]:
     return glob.glob(f"/dev/shm/aetherless-{glob.escape(function_id)}-*")
 
@@ -363,6 +492,9 @@ class AetherTestCase(unittest.TestCase):
         self.test_number = next(_test_counter)
         # Short folder: Unix socket paths are limited to 107 bytes.
         self.tmp = tempfile.mkdtemp(prefix="aeit-", dir="/tmp")
+        # Handlers run as their function's own unprivileged user: their folder must be readable
+        # by it, as a user's would be (mkdtemp makes it 0700).
+        os.chmod(self.tmp, 0o755)
         self.control_socket = os.path.join(self.tmp, "ctl.sock")
         # Never the shared /var/lib/aetherless: every test keeps its deployed state here.
         self.state_dir = os.path.join(self.tmp, "state")
@@ -509,6 +641,18 @@ class AetherTestCase(unittest.TestCase):
                     problems.append(f"aether up (pid {orch.pid}) still running after aether down; killed")
                     orch.kill()
             orch.close_files()
+        # One the test did not start itself (`aether restart`'s successor) may still answer when
+        # the test ended early: stop it the orderly way before looking for leftovers.
+        if self.orchestrators and os.path.exists(self.control_socket):
+            try:
+                listed = subprocess.run([aether_bin(), "list", "--socket", self.control_socket],
+                                        capture_output=True, text=True, timeout=10)
+                if listed.returncode == 0:
+                    problems.append("an orchestrator the test did not stop still answered on its control socket")
+                    subprocess.run([aether_bin(), "down", "--socket", self.control_socket],
+                                   capture_output=True, text=True, timeout=30)
+            except (subprocess.TimeoutExpired, OSError) as e:
+                problems.append(f"cannot check the control socket: {e}")
         leftovers = wait_until(lambda: not processes_mentioning(self.tmp), 5.0, 0.1)
         if leftovers is None:
             procs = processes_mentioning(self.tmp)

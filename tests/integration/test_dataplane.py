@@ -64,16 +64,18 @@ def connect_refused(port: int) -> bool:
         return True
 
 
-#: A process handler answering {"value": $VALUE, "pid": ...}, bound to AETHER_LISTEN_PORT.
+#: A process handler answering {"value": $VALUE, "listen": ..., and its identity (harness
+#: IDENTITY_CODE: pid, pidns, token)}, bound to AETHER_LISTEN_PORT.
 PROCESS_HANDLER = r'''
 import http.server, json, os, socket
+''' + harness.IDENTITY_CODE + r'''
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = -1
 
     def do_GET(self):
-        body = json.dumps({"value": os.environ.get("VALUE"), "pid": os.getpid(),
+        body = json.dumps({"value": os.environ.get("VALUE"), **_identity(),
                            "listen": int(os.environ["AETHER_LISTEN_PORT"])}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -96,6 +98,7 @@ server.serve_forever()
 #: server binds AETHER_TRIGGER_PORT on all addresses.
 SEED_HANDLER = r'''
 import http.server, json, os, socket, time
+''' + harness.IDENTITY_CODE + r'''
 
 control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 control.connect(os.environ["AETHER_SOCKET"])
@@ -106,7 +109,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        body = json.dumps({"pid": os.getpid(), "bound": int(os.environ["AETHER_TRIGGER_PORT"]),
+        body = json.dumps({**_identity(), "bound": int(os.environ["AETHER_TRIGGER_PORT"]),
                            "public": int(os.environ["AETHER_PUBLIC_PORT"])}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -162,8 +165,12 @@ class DataplaneTest(harness.AetherTestCase):
         first = self.get(port, "/").json()
         self.assertEqual(first["value"], "v1")
         self.assertNotEqual(first["listen"], port, "the handler should bind its own private port")
+        # The map entry names the instance by its host pid (confined: the sandbox's init, the
+        # handler's parent, PID 1 of the instance's namespace).
+        first_instance, first_handler = harness.instance_pid(first), harness.host_pid(first)
+        self.assertIsNotNone(first_handler, first)
         entry = self.port_entry(port)
-        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]), ("handler", first["pid"], True))
+        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]), ("handler", first_instance, True))
 
         hammer = harness.Hammer(port, "/", "fresh").start()
         try:
@@ -184,24 +191,29 @@ class DataplaneTest(harness.AetherTestCase):
         switch = values.index("v2")
         self.assertTrue(all(v == "v2" for v in values[switch:]), "went back to the old generation")
         second = self.get(port, "/").json()
-        self.assertNotEqual(second["pid"], first["pid"])
-        self.assertEqual(self.port_entry(port)["pid"], second["pid"])
-        self.assertTrue(harness.wait_until(lambda: not harness._pid_alive(first["pid"]), 10.0), "old handler still runs")
+        self.assertNotEqual(second["token"], first["token"], "still served by the old handler")
+        self.assertEqual(self.port_entry(port)["pid"], harness.instance_pid(second))
+        self.assertNotEqual(harness.instance_pid(second), first_instance)
+        self.assertTrue(
+            harness.wait_until(lambda: not harness._pid_alive(first_handler) and not harness._pid_alive(first_instance),
+                               10.0), "old handler still runs")
 
     def test_a_crashed_process_handler_is_replaced_and_steered_again(self):
         fn = self.function("phoenix", "process.py", protocol="process")
         self.start(self.write_config([fn]))
         port = fn["trigger_port"]
         first = self.get(port, "/").json()
-        os.kill(first["pid"], 9)
+        first_instance, first_handler = harness.instance_pid(first), harness.host_pid(first)
+        self.assertIsNotNone(first_handler, first)
+        os.kill(first_handler, 9)
         # Until the replacement is READY the port is refused (the kernel dropped the dead
         # socket's entry); then the replacement's own socket is steered.
-        self.wait_serving(fn["id"], exclude_pids=(first["pid"],))
+        self.wait_serving(fn["id"], exclude_pids=(first_instance,))
         second = self.get(port, "/").json()
-        self.assertNotEqual(second["pid"], first["pid"])
+        self.assertNotEqual(second["token"], first["token"])
         self.assertNotEqual(second["listen"], first["listen"])
         entry = self.port_entry(port)
-        self.assertEqual((entry["pid"], entry["in_socket_map"]), (second["pid"], True))
+        self.assertEqual((entry["pid"], entry["in_socket_map"]), (harness.instance_pid(second), True))
 
     def test_trigger_ports_are_held_against_other_binds_and_orchestrators(self):
         sdk = self.function("held")
@@ -231,7 +243,8 @@ class DataplaneTest(harness.AetherTestCase):
         self.assertEqual(answer["public"], port, "AETHER_PUBLIC_PORT names the port clients use")
         self.assertNotEqual(answer["bound"], port, "it bound the port it was handed as AETHER_TRIGGER_PORT")
         entry = self.port_entry(port)
-        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]), ("handler", answer["pid"], True))
+        self.assertEqual((entry["socket"], entry["pid"], entry["in_socket_map"]),
+                         ("handler", harness.instance_pid(answer), True))
         # A redeploy swaps to the new handler's socket like any other process handler.
         hammer = harness.Hammer(port, "/", "fresh").start()
         try:

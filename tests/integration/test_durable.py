@@ -17,10 +17,11 @@ except ImportError:  # run from inside tests/integration
 VERSIONED_HANDLER = r'''
 import os
 import aetherless
+''' + harness.IDENTITY_CODE + r'''
 
 @aetherless.handler
 def handle(req):
-    return {"version": VERSION, "pid": os.getpid(), "function": os.environ.get("AETHER_FUNCTION_ID")}
+    return {"version": VERSION, **_identity(), "function": os.environ.get("AETHER_FUNCTION_ID")}
 '''
 
 #: Fails before it could ever report READY.
@@ -32,12 +33,13 @@ sys.exit(3)
 
 PROCESS_HANDLER = r'''
 import http.server, json, os, socket
+''' + harness.IDENTITY_CODE + r'''
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        body = json.dumps({"value": os.environ.get("VALUE"), "pid": os.getpid()}).encode()
+        body = json.dumps({"value": os.environ.get("VALUE"), **_identity()}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -187,7 +189,7 @@ class DurableStateTest(harness.AetherTestCase):
         self.assertEqual(self.deploy_rows(result.stdout), {fn["id"]: "replaced (handler changed)"})
         second = self.get(fn["trigger_port"], "/").json()
         self.assertEqual(second["version"], 2)
-        self.assertNotEqual(second["pid"], first["pid"])
+        self.assertNotEqual(second["token"], first["token"], "served by the old handler process")
         with open(handler, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         [entry] = self.record()["functions"]
@@ -226,7 +228,7 @@ class DurableStateTest(harness.AetherTestCase):
         self.assertStatus(r, 200, "the running function after the refused deploy")
         self.assertEqual(r.json()["value"], "v1")
         self.assertEqual(self.state_bytes(), stored, "the stored state changed")
-        self.assertEqual(sorted(os.listdir(self.state_dir)), ["desired.yaml"])
+        self.assertEqual(harness.state_dir_entries(self.state_dir), ["desired.yaml"])
         left = harness.wait_until(
             lambda: not [p for p in harness.processes_mentioning(self.tmp) if "broken.py" in p], 5.0, 0.1)
         self.assertTrue(left, harness.processes_mentioning(self.tmp))
@@ -303,7 +305,7 @@ class DurableStateTest(harness.AetherTestCase):
         a = self.function("atom")
         config = self.write_config([a])
         self.start(config)
-        self.assertEqual(os.listdir(self.state_dir), ["desired.yaml"])
+        self.assertEqual(harness.state_dir_entries(self.state_dir), ["desired.yaml"])
         self.assertEqual(os.stat(self.state_file).st_mode & 0o777, 0o600)
         with open(self.state_file) as f:
             self.assertTrue(f.readline().startswith("# aetherless desired state"))
@@ -323,7 +325,7 @@ class DurableStateTest(harness.AetherTestCase):
                 f.write("not aether's\n")
         b = self.function("atomb")
         self.deploy(self.write_config([b], name="b.yaml"))
-        self.assertEqual(sorted(os.listdir(self.state_dir)), ["desired.yaml", "notes.txt"])
+        self.assertEqual(harness.state_dir_entries(self.state_dir), ["desired.yaml", "notes.txt"])
         with open(foreign) as f:
             self.assertEqual(f.read(), "not aether's\n")
         self.assertEqual([f["id"] for f in self.record()["functions"]], [a["id"], b["id"]])

@@ -27,19 +27,26 @@ import time
 sys.path.insert(0, {harness.SDK_DIR!r})
 from aetherless import ring
 
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(os.environ["AETHER_SOCKET"])
+if os.environ.get("AETHER_CONTROL_FD"):
+    # The control connection comes already open (what the SDK runtime uses).
+    s = socket.socket(fileno=int(os.environ["AETHER_CONTROL_FD"]))
+else:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.environ["AETHER_SOCKET"])
 s.sendall(b"READY\\n")
 buf = b""
+passed = []
 while b"\\n" not in buf:
-    chunk = s.recv(4096)
+    # ATTACH carries the region as a descriptor (SCM_RIGHTS, a memfd).
+    chunk, fds, _, _ = socket.recv_fds(s, 4096, 4)
+    passed += fds
     if not chunk:
         sys.exit(2)
     buf += chunk
 line = buf.split(b"\\n", 1)[0].decode()
 if not line.startswith("ATTACH "):
     sys.exit(3)
-region = ring.Region(line[len("ATTACH "):])
+region = ring.Region(line[len("ATTACH "):], fd=passed[-1] if passed else None)
 s.sendall(b"ATTACHED\\n")
 request = region.ring(0).read()
 print("rogue got a request of", len(request), "bytes", flush=True)
@@ -156,7 +163,8 @@ class GatewayFaultsTest(harness.AetherTestCase):
         port = fn["trigger_port"]
         first = self.get(port, "/json")
         self.assertStatus(first, 200, "first request")
-        old_pid = first.json()["pid"]
+        old_pid = harness.instance_pid(first.json())
+        self.assertIsNotNone(old_pid, first)
         begin = time.monotonic()
         r = self.get(port, "/sleep?s=5")
         elapsed = time.monotonic() - begin
@@ -169,7 +177,8 @@ class GatewayFaultsTest(harness.AetherTestCase):
         r = self.get(port, "/json")
         self.assertStatus(r, 200, "request after the timeout")
         self.assertNotEqual(r.instance, first.instance, "should be served by a new instance")
-        self.assertNotEqual(r.json()["pid"], old_pid)
+        self.assertNotEqual(r.json()["token"], first.json()["token"])
+        self.assertNotEqual(harness.instance_pid(r.json()), old_pid)
         stats = self.stats(fn["id"])["stats"]
         self.assertEqual(stats["timeouts"], 1, stats)
         self.assertEqual(stats["invocations"], 3, stats)
@@ -179,14 +188,16 @@ class GatewayFaultsTest(harness.AetherTestCase):
         port = fn["trigger_port"]
         first = self.get(port, "/json")
         self.assertStatus(first, 200, "first")
-        old_pid = first.json()["pid"]
+        old_pid = harness.instance_pid(first.json())
+        self.assertIsNotNone(old_pid, first)
         r = self.get(port, "/exit")
         self.assertStatus(r, 502, "handler calling os._exit(1)")
         self.assertErrorBody(r)
         self.wait_serving(fn["id"], exclude_pids={old_pid})
         r = self.get(port, "/json")
         self.assertStatus(r, 200, "recovery")
-        self.assertNotEqual(r.json()["pid"], old_pid)
+        self.assertNotEqual(r.json()["token"], first.json()["token"])
+        self.assertNotEqual(harness.instance_pid(r.json()), old_pid)
         stats = self.stats(fn["id"])["stats"]
         self.assertGreaterEqual(stats["crashes"], 1, stats)
 
@@ -206,7 +217,7 @@ class GatewayFaultsTest(harness.AetherTestCase):
         self.assertStatus(after, 200, "after the exception")
         self.assertEqual(after.instance, r.instance)
         [instance] = self.instances(fn["id"])
-        self.assertEqual(instance["pid"], after.json()["pid"])
+        self.assertEqual(instance["pid"], harness.instance_pid(after.json()))
         self.assertEqual(instance["number"], 0)
         stats = self.stats(fn["id"])["stats"]
         self.assertEqual(stats["crashes"], 0, stats)
@@ -287,7 +298,9 @@ class GatewayFaultsTest(harness.AetherTestCase):
 
     def test_orchestrator_killed_handlers_exit(self):
         # "When the connection reaches end-of-file (the orchestrator is gone), an SDK runtime
-        # exits" -- and the next `aether up` removes the shared memory the dead one left.
+        # exits" -- and nothing of the rings outlives them: they are memfds handed over with
+        # ATTACH (no name in /dev/shm a dead orchestrator could leave behind), released when
+        # the last process holding one is gone.
         a = self.function("orpha", max_instances=2, concurrency=1)
         b = self.function("orphb")
         orch = self.start(self.write_config([a, b]))
@@ -299,16 +312,23 @@ class GatewayFaultsTest(harness.AetherTestCase):
             t.join(10)
         pids = [i["pid"] for f in self.status()["functions"] for i in f["instances"]]
         self.assertGreaterEqual(len(pids), 3, self.status())
+        self.assertEqual(harness.shm_regions(a["id"]) + harness.shm_regions(b["id"]), [],
+                         "rings should be memfds, not names in /dev/shm")
+        # Every instance holds its ring (and the orchestrator all of them).
+        holders = set(harness.ring_holders(a["id"]) + harness.ring_holders(b["id"]))
+        self.assertLessEqual(set(pids) | {orch.pid}, holders, "who holds the rings")
         os.kill(orch.pid, signal.SIGKILL)
         orch.wait_exit(5)
         gone = harness.wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 5.0, 0.1)
         alive = [line for line in harness.processes_mentioning(self.tmp)]
         self.assertTrue(gone, f"handlers still running 5 s after the orchestrator was killed: {alive}")
-        self.assertTrue(harness.shm_regions(a["id"]), "expected the dead orchestrator's shared memory")
+        left = harness.wait_until(lambda: not (harness.ring_holders(a["id"]) + harness.ring_holders(b["id"])), 5.0, 0.1)
+        self.assertTrue(left, f"rings still held: {harness.ring_holders(a['id']) + harness.ring_holders(b['id'])}")
         c = self.function("after")
         second = self.start(self.write_config([c], name="after.yaml"))
-        self.assertEqual(harness.shm_regions(a["id"]) + harness.shm_regions(b["id"]), [], second.log())
-        self.assertIn("removed shared memory left by a dead orchestrator", second.stderr())
+        self.assertEqual(harness.shm_regions(a["id"]) + harness.shm_regions(b["id"]) + harness.shm_regions(c["id"]),
+                         [], second.log())
+        self.assertStatus(self.get(c["trigger_port"], "/json"), 200, "the next orchestrator")
 
 
 def http_post(port, body):

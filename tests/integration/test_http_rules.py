@@ -27,6 +27,7 @@ import json
 import os
 
 import aetherless
+''' + harness.IDENTITY_CODE + r'''
 
 
 @aetherless.handler
@@ -38,7 +39,7 @@ def handle(req):
             headers.append(("Content-Length", req.query["length"]))
         return aetherless.Response(int(req.query["code"]), headers, req.query.get("body", "x"))
     if path == "/pid":
-        return {"pid": os.getpid(), "method": req.method}
+        return {**_identity(), "method": req.method}
     if path == "/big":
         return b"y" * int(req.query.get("n", "65536"))
     if path == "/header":
@@ -111,23 +112,31 @@ class HTTPRulesTest(harness.AetherTestCase):
         orch = self.start(self.write_config([rules, other], orchestrator=orchestrator))
         return orch, rules["trigger_port"], other["trigger_port"], rules["id"]
 
-    def pid(self, port: int) -> int:
+    def identity(self, port: int) -> dict:
+        """Who answers GET /pid (harness.IDENTITY_CODE)."""
         r = self.get(port, "/pid", timeout=20)
         self.assertStatus(r, 200, "GET /pid")
-        return r.json()["pid"]
+        return r.json()
+
+    def token(self, port: int) -> str:
+        """Which handler process answers: confined, its pid is 1 in its own namespace, so the
+        token it drew tells processes apart."""
+        return self.identity(port)["token"]
 
     def test_interim_statuses_are_502_and_cost_the_instance(self):
         orch, port, other, fid = self.start_pair()
         for code in (100, 101, 102, 103, 199):
-            before = self.pid(port)
+            before = self.identity(port)
+            before_pid = harness.instance_pid(before)  # while it runs
+            self.assertIsNotNone(before_pid, before)
             r = self.get(port, f"/status?code={code}&body=x", timeout=20)
             self.assertStatus(r, 502, f"handler answering {code}")
             self.assertIn(f"status {code}", r.json()["error"], r)
             self.assertTrue(orch.alive(), orch.log())
             self.assertStatus(self.get(other, "/json"), 200, f"the other function after {code}")
             # The instance was killed for it; the next request is served by a replacement.
-            self.wait_serving(fid, timeout=20, exclude_pids={before})
-            self.assertNotEqual(self.pid(port), before, f"after {code}")
+            self.wait_serving(fid, timeout=20, exclude_pids={before_pid})
+            self.assertNotEqual(self.token(port), before["token"], f"after {code}")
         stats = self.stats(fid)["stats"]
         self.assertGreaterEqual(stats["errors"], 5, stats)
         self.assertIn("not a final HTTP status", orch.stderr(), orch.log())
@@ -139,7 +148,7 @@ class HTTPRulesTest(harness.AetherTestCase):
 
     def test_no_content_statuses_carry_no_body(self):
         orch, port, _, fid = self.start_pair()
-        before = self.pid(port)
+        before = self.token(port)
         for code in (204, 304, 205):
             data = request("GET", f"/status?code={code}&body=hello&length=5") + request("GET", "/pid", close=True)
             reply = harness.raw_exchange(port, data, timeout=20)
@@ -154,7 +163,7 @@ class HTTPRulesTest(harness.AetherTestCase):
             self.assertNotIn("transfer-encoding", headers, reply)
             # The next response on the connection parses, from the same instance: not an error.
             self.assertEqual(after, 200, reply)
-            self.assertEqual(json.loads(pid)["pid"], before, reply)
+            self.assertEqual(json.loads(pid)["token"], before, reply)
         self.assertEqual(self.stats(fid)["stats"]["errors"], 0)
         self.assertTrue(orch.alive(), orch.log())
 
@@ -208,25 +217,27 @@ class HTTPRulesTest(harness.AetherTestCase):
 
     def test_connect_is_refused_by_the_gateway(self):
         orch, port, _, fid = self.start_pair()
-        self.pid(port)
+        self.token(port)
         reply = harness.raw_exchange(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         head, _, rest = reply.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 501"), reply)
         self.assertNotIn(b"content-length", head.lower(), reply)
         self.assertEqual(rest, b"", reply)
         self.assertEqual(self.stats(fid)["stats"]["invocations"], 1)
-        self.assertEqual(self.pid(port), self.pid(port))
+        self.assertEqual(self.token(port), self.token(port))
         self.assertTrue(orch.alive(), orch.log())
 
     def test_control_character_in_a_header_is_502(self):
         # NIO's header validator would drop the whole response and close the connection.
         orch, port, _, fid = self.start_pair()
         for byte in (0x01, 0x7F):
-            before = self.pid(port)
+            before = self.identity(port)
+            before_pid = harness.instance_pid(before)  # while it runs
+            self.assertIsNotNone(before_pid, before)
             r = self.get(port, f"/header?byte={byte}", timeout=20)
             self.assertStatus(r, 502, f"header value with byte {byte:#x}")
-            self.wait_serving(fid, timeout=20, exclude_pids={before})
-            self.assertNotEqual(self.pid(port), before)
+            self.wait_serving(fid, timeout=20, exclude_pids={before_pid})
+            self.assertNotEqual(self.token(port), before["token"])
         r = self.get(port, "/header?byte=9")  # a tab is valid
         self.assertStatus(r, 200, "header value with a tab")
         self.assertEqual(r.headers["x-odd"], "a\tb")

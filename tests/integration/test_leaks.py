@@ -15,18 +15,22 @@ except ImportError:  # run from inside tests/integration
 
 
 #: A process handler that forks a child (which outlives it unless someone kills it) and serves
-#: its pid and the child's.
+#: its identity (harness.IDENTITY_CODE) and the child's: its pid (in the instance's PID
+#: namespace, meaningless on the host) and a marker unique to it on its command line, by which
+#: the host finds it (harness.processes_with_marker).
 FORKING_HANDLER = r'''
-import http.server, json, os, socket, subprocess
+import http.server, json, os, socket, subprocess, sys
+''' + harness.IDENTITY_CODE + r'''
 
+marker = "aeit-forked-child-" + os.urandom(8).hex()
 # Its own session: out of the handler's process group, as a daemonised child would be.
-child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)", marker], start_new_session=True)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        body = json.dumps({"pid": os.getpid(), "child": child.pid}).encode()
+        body = json.dumps({**_identity(), "child": child.pid, "child_marker": marker}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -71,15 +75,31 @@ class LeaksTest(harness.AetherTestCase):
         super().setUp()
         self.write_file("forking.py", FORKING_HANDLER)
 
+    def forked_child(self, answer: dict) -> int:
+        """The host pid of the child the handler that gave `answer` forked."""
+        found = harness.wait_until(lambda: harness.processes_with_marker(answer["child_marker"]), 5.0)
+        self.assertTrue(found, f"no process with the marker {answer['child_marker']}")
+        self.assertEqual(len(found), 1, found)
+        [child] = found
+        # It is that handler's child, in the instance's PID namespace.
+        with open(f"/proc/{child}/status") as f:
+            ppid = int([line for line in f if line.startswith("PPid:")][0].split()[1])
+        self.assertEqual(ppid, harness.host_pid(answer))
+        self.assertEqual(harness.ns_pids(child)[-1], answer["child"])
+        return child
+
     def test_what_a_crashed_handler_forked_dies_and_is_reaped(self):
         fn = self.function("forker", "forking.py", protocol="process")
         orch = self.start(self.write_config([fn]))
         first = self.get(fn["trigger_port"], "/").json()
-        self.assertTrue(alive(first["child"]))
-        os.kill(first["pid"], signal.SIGKILL)
-        self.wait_serving(fn["id"], exclude_pids=(first["pid"],))
-        self.assertTrue(harness.wait_until(lambda: not alive(first["child"]), 5.0),
+        child = self.forked_child(first)
+        self.assertTrue(alive(child))
+        instance = harness.instance_pid(first)
+        os.kill(harness.host_pid(first), signal.SIGKILL)
+        self.wait_serving(fn["id"], exclude_pids=(instance,))
+        self.assertTrue(harness.wait_until(lambda: not alive(child), 5.0),
                         "the crashed instance's child survived it")
+        self.assertEqual(harness.processes_with_marker(first["child_marker"]), [])
         # Its child was re-parented to the orchestrator (a subreaper) when it died: reaped too.
         self.assertTrue(harness.wait_until(lambda: not zombie_children(orch.pid), 5.0),
                         f"zombies left under the orchestrator: {zombie_children(orch.pid)}")
@@ -87,10 +107,12 @@ class LeaksTest(harness.AetherTestCase):
     def test_down_leaves_no_process_a_handler_forked(self):
         fn = self.function("forkdown", "forking.py", protocol="process")
         orch = self.start(self.write_config([fn]))
-        child = self.get(fn["trigger_port"], "/").json()["child"]
+        answer = self.get(fn["trigger_port"], "/").json()
+        child = self.forked_child(answer)
         self.aether("down")
         self.assertEqual(orch.wait_exit(15), 0, orch.log())
         self.assertTrue(harness.wait_until(lambda: not alive(child), 5.0), "a forked child survived aether down")
+        self.assertEqual(harness.processes_with_marker(answer["child_marker"]), [])
 
     def test_restores_leave_no_logs_behind(self):
         self.write_file("snap.py", SNAPSHOT_HANDLER)

@@ -12,6 +12,7 @@ except ImportError:  # run from inside tests/integration
 
 SLOW_PROCESS_HANDLER = r'''
 import http.server, json, os, socket, time
+''' + harness.IDENTITY_CODE + r'''
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -19,7 +20,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/slow"):
             time.sleep(30)
-        body = json.dumps({"pid": os.getpid()}).encode()
+        body = json.dumps(_identity()).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -46,6 +47,8 @@ class ProcessTimeoutTest(harness.AetherTestCase):
         conn = http.client.HTTPConnection("127.0.0.1", fn["trigger_port"], timeout=10)
         conn.request("GET", "/")
         first = harness.read_response(conn).json()
+        first_instance = harness.instance_pid(first)
+        self.assertIsNotNone(first_instance, first)
         time.sleep(1.5)
         conn.request("GET", "/")
         self.assertStatus(harness.read_response(conn), 200, "the same keep-alive connection after idling")
@@ -56,6 +59,8 @@ class ProcessTimeoutTest(harness.AetherTestCase):
         self.assertStatus(slow, 504, "a request the handler never answers")
         self.assertIn("did not answer within timeout_ms 600", slow.json()["error"])
         self.assertLess(waited, 5.0, "the 504 should come soon after timeout_ms, not when the handler gives up")
-        replacement = self.wait_serving(fn["id"], exclude_pids=(first["pid"],))
-        self.assertEqual(self.get(fn["trigger_port"], "/").json()["pid"], replacement["pid"])
+        replacement = self.wait_serving(fn["id"], exclude_pids=(first_instance,))
+        answer = self.get(fn["trigger_port"], "/").json()
+        self.assertNotEqual(answer["token"], first["token"])
+        self.assertEqual(harness.instance_pid(answer), replacement["pid"])
         self.assertGreaterEqual(self.stats(fn["id"])["stats"]["timeouts"], 1)

@@ -52,7 +52,7 @@ class RestartTest(harness.AetherTestCase):
         self.assertTrue(successor["ready"])
         self.assertEqual({f["id"] for f in successor["functions"]}, {sdk["id"], proc["id"]})
         self.assertStatus(self.get(sdk["trigger_port"], "/json"), 200, "sdk after the restart")
-        served_by = self.get(proc["trigger_port"], "/").json()["pid"]
+        served_by = harness.instance_pid(self.get(proc["trigger_port"], "/").json())
         self.assertIn(served_by, [i["pid"] for f in successor["functions"] for i in f["instances"]],
                       "the process handler answering is the successor's")
         # The successor is an orchestrator like any other: `aether down` stops it.
