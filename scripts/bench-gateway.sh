@@ -11,10 +11,11 @@
 #
 #   scripts/bench-gateway.sh [seconds per run, default 5]
 #
-# A/B against another build: AETHER_BENCH_BASELINE=DIR (a checkout with its own release build,
-# e.g. a `git worktree` of the previous commit) adds the same two aether targets served by
-# DIR/.build/release/aether (its hello-swift, its sdk/python), measured in the same run in
-# alternating order over two rounds, and prints this build / baseline ratios.
+# The aether targets run twice, in the same run in alternating order over two rounds, and the
+# script prints the ratios: confined (the default) and with `confinement: false` (the cost of
+# confinement, SECURITY.md). AETHER_BENCH_BASELINE=DIR compares against another build instead
+# (a checkout with its own release build, e.g. a `git worktree` of the previous commit: its
+# aether, hello-swift and sdk/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -29,9 +30,12 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 swift build -c release --product aether >/dev/null
+swift build -c release --product aether-sandbox >/dev/null
 swift build -c release --product hello-swift >/dev/null
 
 work=$(mktemp -d /tmp/aether-bench-XXXXXX)
+# Confined handlers run as their function's own uid: their folder must be readable by it.
+chmod 755 "$work"
 pids=()
 cleanup() {
     [[ -S "$work/aether.sock" ]] && .build/release/aether down --socket "$work/aether.sock" >/dev/null 2>&1 || true
@@ -100,17 +104,23 @@ NGINX
 .build/release/aether up -c "$work/aether.yaml" 2>"$work/aether.log" &
 pids+=($!)
 baseline="${AETHER_BENCH_BASELINE:-}"
+# Its own folder: handler sockets live beside the control socket.
+mkdir -p "$work/baseline"
 if [[ -n "$baseline" ]]; then
+    other="baseline"
     baseline=$(cd "$baseline" && pwd)
-    # Its own folder: handler sockets live beside the control socket.
-    mkdir -p "$work/baseline"
     sed -e "s|$work/aether.sock|$work/baseline/aether.sock|" -e "s|18181|18191|" -e "s|18182|18192|" \
         -e "s|$(pwd)/.build/release/hello-swift|$baseline/.build/release/hello-swift|" \
         "$work/aether.yaml" >"$work/baseline.yaml"
     AETHER_PYTHON_SDK="$baseline/sdk/python" "$baseline/.build/release/aether" up -c "$work/baseline.yaml" \
         2>"$work/baseline.log" &
-    pids+=($!)
+else
+    other="unconfined"
+    sed -e "s|$work/aether.sock|$work/baseline/aether.sock|" -e "s|18181|18191|" -e "s|18182|18192|" \
+        -e "s|^orchestrator:|orchestrator:\n  confinement: false|" "$work/aether.yaml" >"$work/baseline.yaml"
+    .build/release/aether up -c "$work/baseline.yaml" 2>"$work/baseline.log" &
 fi
+pids+=($!)
 python3 "$work/plain.py" 18183 2>"$work/plain.log" &
 pids+=($!)
 nginx -c "$work/nginx.conf" 2>"$work/nginx.log" &
@@ -118,7 +128,7 @@ pids+=($!)
 for _ in $(seq 100); do
     .build/release/aether list --socket "$work/aether.sock" >/dev/null 2>&1 && curl -sf http://127.0.0.1:18183/ >/dev/null \
         && curl -sf http://127.0.0.1:18185/ >/dev/null \
-        && { [[ -z "$baseline" ]] || curl -sf http://127.0.0.1:18191/ >/dev/null; } && break
+        && curl -sf http://127.0.0.1:18191/ >/dev/null && break
     sleep 0.2
 done
 
@@ -137,24 +147,16 @@ run() { # name url connections -> "rps p50_us p99_us errors"
     echo "$rps $p50 $p99 $errors"
 }
 
+rounds=2
 targets=(
     "aether sdk python|http://127.0.0.1:18181/"
+    "$other sdk python|http://127.0.0.1:18191/"
     "aether sdk swift|http://127.0.0.1:18182/"
+    "$other sdk swift|http://127.0.0.1:18192/"
     "python http.server|http://127.0.0.1:18183/"
     "nginx -> python|http://127.0.0.1:18185/"
     "nginx static|http://127.0.0.1:18184/"
 )
-rounds=1
-if [[ -n "$baseline" ]]; then
-    rounds=2
-    targets=(
-        "aether sdk python|http://127.0.0.1:18181/"
-        "baseline sdk python|http://127.0.0.1:18191/"
-        "aether sdk swift|http://127.0.0.1:18182/"
-        "baseline sdk swift|http://127.0.0.1:18192/"
-        "${targets[@]:2}"
-    )
-fi
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ //'), kernel $(uname -r)"
 echo "wrk -t1, ${duration} s per run, GET / -> {\"hello\":\"world\"}, all on 127.0.0.1"
 echo
@@ -180,15 +182,13 @@ for round in $(seq "$rounds"); do
     done
 done
 echo
-if [[ -n "$baseline" ]]; then
-    for language in python swift; do
-        awk -v l="$language" -v a1="${rps1[aether sdk $language]}" -v b1="${rps1[baseline sdk $language]}" \
-            -v a16="${rps16[aether sdk $language]}" -v b16="${rps16[baseline sdk $language]}" \
-            -v ap="${single[aether sdk $language]}" -v bp="${single[baseline sdk $language]}" 'BEGIN {
-            printf "A/B sdk %s, this build / baseline (sums over both rounds): 1 conn req/s %.2f, p50 %.2f; 16 conn req/s %.2f\n", l, a1 / b1, ap / bp, a16 / b16
-        }'
-    done
-fi
+for language in python swift; do
+    awk -v l="$language" -v o="$other" -v a1="${rps1[aether sdk $language]}" -v b1="${rps1[$other sdk $language]}" \
+        -v a16="${rps16[aether sdk $language]}" -v b16="${rps16[$other sdk $language]}" \
+        -v ap="${single[aether sdk $language]}" -v bp="${single[$other sdk $language]}" 'BEGIN {
+        printf "A/B sdk %s, aether (confined) / %s (sums over both rounds): 1 conn req/s %.2f, p50 %.2f; 16 conn req/s %.2f\n", l, o, a1 / b1, ap / bp, a16 / b16
+    }'
+done
 awk -v a="${single[aether sdk python]}" -v p="${single[nginx -> python]}" -v d="${single[python http.server]}" 'BEGIN {
     printf "1-connection p50 (summed over rounds): aether sdk python / nginx->python = %.2f; aether sdk python / python http.server = %.2f\n", a / p, a / d
 }'

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 
@@ -37,6 +38,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import socket
 
 import aetherless
@@ -379,3 +381,50 @@ server.serve_forever()
         self.aether("down")
         self.assertIsNotNone(orchestrator.wait_exit(10))
         self.assertLess(time.monotonic() - started, 4.5, "down waited for the kill-after-grace")
+
+    def test_a_handler_its_user_cannot_read_fails_fast(self):
+        # A folder closed to the function's uid (as /root is): `up` names it instead of the
+        # handler dying with a PermissionError.
+        base = tempfile.mkdtemp(prefix="aeit-closed-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, base, True)
+        handler = os.path.join(base, "app", "handler.py")
+        os.makedirs(os.path.dirname(handler))
+        with open(handler, "w") as f:
+            f.write(VICTIM_HANDLER)
+        os.chmod(base, 0o700)
+        fn = self.function("closed", handler=handler)
+        orchestrator = self.start_expect_failure(self.write_config([fn]))
+        self.assertIn(f"cannot read {handler}", orchestrator.stderr())
+        self.assertIn(f"the folder {base} has mode 700", orchestrator.stderr())
+
+    def test_network_none_has_only_loopback(self):
+        handler = self.write_file(
+            "net.py",
+            r'''
+import os, socket
+import aetherless
+
+@aetherless.handler
+def handle(req):
+    try:
+        socket.create_connection((req.query["host"], int(req.query["port"])), timeout=2).close()
+        outside = "connected"
+    except OSError as e:
+        outside = f"refused: {e}"
+    return {"interfaces": sorted(name for _, name in socket.if_nameindex()), "outside": outside}
+''',
+        )
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        isolated = self.function("isolated", handler=handler, network="none")
+        hosted = self.function("hosted", handler=handler)
+        self.start(self.write_config([isolated, hosted]))
+        answer = self.get(isolated["trigger_port"], f"/?host=127.0.0.1&port={port}").json()
+        self.assertEqual(answer["interfaces"], ["lo"], answer)
+        self.assertTrue(answer["outside"].startswith("refused"), answer)
+        # The host's network (the default) reaches the same listener.
+        answer = self.get(hosted["trigger_port"], f"/?host=127.0.0.1&port={port}").json()
+        self.assertEqual(answer["outside"], "connected", answer)

@@ -14,6 +14,8 @@ public enum ConfinementError: Error, Sendable, Equatable, CustomStringConvertibl
     case rangeExhausted(range: String)
     /// The table of function identities cannot be read or written.
     case identityTable(path: String, reason: String)
+    /// The function's own uid cannot read its handler (a folder on the way is closed to it).
+    case unreadable(function: FunctionID, path: String, identity: String, because: String)
     /// A setting that only a sandbox can give, with `confinement: false`.
     case needsConfinement(function: FunctionID, setting: String)
     /// A function's secret files could not be written.
@@ -34,6 +36,9 @@ public enum ConfinementError: Error, Sendable, Equatable, CustomStringConvertibl
             "no free user id left in uid_range \(range): every id is a user of the host or another function's"
         case .identityTable(let path, let reason):
             "cannot keep the function identities in \(path): \(reason)"
+        case .unreadable(let function, let path, let identity, let because):
+            "function '\(function)': its handler runs as \(identity), which cannot read \(path): \(because); "
+                + "make it readable (e.g. chmod o+rx on the folders, o+r on the file) or name a `user:` who can"
         case .needsConfinement(let function, let setting):
             "function '\(function)': \(setting) needs confinement, which this orchestrator has turned off "
                 + "(confinement: false)"

@@ -15,6 +15,37 @@ public struct FunctionIdentity: Sendable, Equatable, CustomStringConvertible {
     public let gid: UInt32
 
     public var description: String { "uid \(uid) gid \(gid)" }
+
+    /// Why this identity cannot read `path` (every folder on the way searchable, the file itself
+    /// readable, by the permission bits), or nil if it can. `from`: the folder the walk starts
+    /// at (a sandbox replaces what is above its binds under /tmp and /run with its own folders).
+    func whyCannotRead(_ path: String, from start: String = "/") -> String? {
+        var folder = start == "/" ? "" : start
+        let rest = path.dropFirst(folder.count).split(separator: "/")
+        var checks: [(String, mode_t)] = []
+        if !folder.isEmpty { checks.append((folder, 0o1)) }
+        for (index, component) in rest.enumerated() {
+            folder += "/" + component
+            checks.append((folder, index == rest.count - 1 ? 0o4 : 0o1))
+        }
+        for (path, want) in checks {
+            var status = stat()
+            guard stat(path, &status) == 0 else { return "\(path) does not exist" }
+            let isDirectory = (status.st_mode & S_IFMT) == S_IFDIR
+            // A folder to read is listed and entered: read and search.
+            let wanted: mode_t = isDirectory && want == 0o4 ? 0o5 : want
+            let bits: mode_t =
+                status.st_uid == uid
+                ? (status.st_mode >> 6) & 0o7
+                : status.st_gid == gid ? (status.st_mode >> 3) & 0o7 : status.st_mode & 0o7
+            if bits & wanted != wanted {
+                let kind = isDirectory ? "folder" : "file"
+                return
+                    "the \(kind) \(path) has mode \(String(status.st_mode & 0o7777, radix: 8)), owner \(status.st_uid):\(status.st_gid)"
+            }
+        }
+        return nil
+    }
 }
 
 /// Gives each function its identity, like systemd's DynamicUser: the `user:` its configuration

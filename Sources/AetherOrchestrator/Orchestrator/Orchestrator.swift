@@ -445,6 +445,16 @@ public final class Orchestrator: Sendable {
         }
         if config.handlerProtocol == .process { binds.append(handshake.path) }
         let identity = try host.identities.identity(for: config)
+        // Its own code, read as it: fail here, naming the folder in the way, rather than as a
+        // PermissionError in the handler's log.
+        for path in [config.handlerPath] + binds.filter({ $0 != handshake.path }) {
+            // Under /tmp and /run the sandbox makes the folders above a bind itself.
+            let bound = binds.filter { path == $0 || path.hasPrefix($0 + "/") }.max { $0.count < $1.count }
+            let start = bound.flatMap { $0.hasPrefix("/tmp/") || $0.hasPrefix("/run/") ? $0 : nil } ?? "/"
+            if let why = identity.whyCannotRead(path, from: start) {
+                throw .unreadable(function: config.id, path: path, identity: identity.description, because: why)
+            }
+        }
         var secrets: String?
         if !config.secrets.isEmpty {
             let contents: [(name: SecretName, contents: [UInt8])]
