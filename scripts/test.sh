@@ -35,6 +35,11 @@ python3 -m unittest discover -s sdk/python/tests
 echo "== integration tests (aether up with real handlers, in a private network namespace)"
 AETHER_BIN="$(pwd)/.build/debug/aether" in_private_network python3 -m unittest discover -s tests/integration -t .
 
+# Fault injection (tests/faults/run.py, about 100 s): hostile handlers, clients and host conditions
+# against the real binary, each fault once; it runs itself in private network and mount namespaces.
+echo "== fault injection (tests/faults/run.py --quick)"
+AETHER_BIN="$(pwd)/.build/debug/aether" python3 tests/faults/run.py --quick
+
 # Coverage-guided fuzzing (Fuzz/, its own package and build folder): each target replays its
 # committed corpus, then mutates for 20 s; any crash, hang or sanitizer report fails the run.
 # About 2.5 minutes from a fresh clone on 2 cores (90 s of it the ASan build of Fuzz/).
