@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "CAetherSystem"),
         // Puts one handler instance (or a criu restore service) into its confinement and execs
         // it: C, since it runs between clone and exec of every instance (see its main.c).
-        .executableTarget(name: "aether-sandbox"),
+        .executableTarget(name: "aether-sandbox", dependencies: ["CAetherSystem"]),
         // libbpf (Debian's libbpf-dev) and the map layouts shared with the BPF programs.
         .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         // Compiles a target's bpf/*.bpf.c with clang -target bpf and embeds the objects.
@@ -67,7 +67,7 @@ let package = Package(
         // AetherCore for the configuration's XDP mode.
         .target(
             name: "AetherNet",
-            dependencies: ["AetherCore", "AetherSystem", "CLibBPF"],
+            dependencies: ["AetherCore", "AetherSystem", "CAetherSystem", "CLibBPF"],
             exclude: ["bpf"],
             swiftSettings: strictSwift6,
             plugins: ["BPFCompiler"]

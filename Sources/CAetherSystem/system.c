@@ -217,3 +217,39 @@ long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capac
 }
 
 int aether_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+// MARK: the sandbox's syscall filter
+
+// What no function needs, and what would let it reach past its confinement (SECURITY.md):
+// aether-sandbox refuses these with EPERM, and the orchestrator counts the refusals.
+static const struct {
+    int number;
+    const char *name;
+} refusedCalls[] = {
+    {SYS_ptrace, "ptrace"}, {SYS_process_vm_readv, "process_vm_readv"},
+    {SYS_process_vm_writev, "process_vm_writev"}, {SYS_kcmp, "kcmp"}, {SYS_pidfd_getfd, "pidfd_getfd"},
+    {SYS_mount, "mount"}, {SYS_umount2, "umount2"}, {SYS_pivot_root, "pivot_root"}, {SYS_chroot, "chroot"},
+    {SYS_move_mount, "move_mount"}, {SYS_open_tree, "open_tree"}, {SYS_fsopen, "fsopen"},
+    {SYS_fsconfig, "fsconfig"}, {SYS_fsmount, "fsmount"}, {SYS_fspick, "fspick"},
+    {SYS_mount_setattr, "mount_setattr"}, {SYS_setns, "setns"}, {SYS_unshare, "unshare"}, {SYS_bpf, "bpf"},
+    {SYS_perf_event_open, "perf_event_open"}, {SYS_userfaultfd, "userfaultfd"}, {SYS_kexec_load, "kexec_load"},
+    {SYS_kexec_file_load, "kexec_file_load"}, {SYS_reboot, "reboot"}, {SYS_init_module, "init_module"},
+    {SYS_finit_module, "finit_module"}, {SYS_delete_module, "delete_module"}, {SYS_keyctl, "keyctl"},
+    {SYS_add_key, "add_key"}, {SYS_request_key, "request_key"}, {SYS_swapon, "swapon"},
+    {SYS_swapoff, "swapoff"}, {SYS_acct, "acct"}, {SYS_quotactl, "quotactl"}, {SYS_syslog, "syslog"},
+    {SYS_settimeofday, "settimeofday"}, {SYS_clock_settime, "clock_settime"},
+    {SYS_clock_adjtime, "clock_adjtime"}, {SYS_adjtimex, "adjtimex"},
+    {SYS_open_by_handle_at, "open_by_handle_at"}, {SYS_name_to_handle_at, "name_to_handle_at"},
+    {SYS_lookup_dcookie, "lookup_dcookie"}, {SYS_fanotify_init, "fanotify_init"},
+#ifdef SYS_iopl
+    {SYS_iopl, "iopl"}, {SYS_ioperm, "ioperm"},
+#endif
+};
+
+int aether_refused_call_count(void) { return (int)(sizeof refusedCalls / sizeof *refusedCalls); }
+
+int aether_refused_call_number(int index) { return refusedCalls[index].number; }
+
+const char *aether_refused_call_name(int index) { return refusedCalls[index].name; }
+
+int aether_clone_syscall_number(void) { return SYS_clone; }

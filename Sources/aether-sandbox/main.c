@@ -64,6 +64,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "aether_system.h"
+
 enum { FAILED = 111, MAX_LIST = 64 };
 
 static void fail(const char *what, const char *detail) {
@@ -364,33 +366,19 @@ static void dropPrivileges(const struct Options *options) {
 #error "aether-sandbox: add this architecture's AUDIT_ARCH"
 #endif
 
-// What no function needs, and what would let it reach past its confinement: refused with EPERM
-// (SECURITY.md lists why each is here).
-static const int refusedCalls[] = {
-    SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp, SYS_pidfd_getfd,
-    SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_move_mount, SYS_open_tree, SYS_fsopen,
-    SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr,
-    SYS_setns, SYS_unshare,
-    SYS_bpf, SYS_perf_event_open, SYS_userfaultfd,
-    SYS_kexec_load, SYS_kexec_file_load, SYS_reboot,
-    SYS_init_module, SYS_finit_module, SYS_delete_module,
-    SYS_keyctl, SYS_add_key, SYS_request_key,
-    SYS_swapon, SYS_swapoff, SYS_acct, SYS_quotactl, SYS_syslog,
-    SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex,
-    SYS_open_by_handle_at, SYS_name_to_handle_at, SYS_lookup_dcookie,
-    SYS_fanotify_init,
-#ifdef SYS_iopl
-    SYS_iopl, SYS_ioperm,
-#endif
-};
+// What no function needs, and what would let it reach past its confinement: refused with EPERM.
+// The list is CAetherSystem's (system.c, aether_refused_call_*), which the orchestrator counts
+// refusals by.
 
 // Namespace flags clone(2) may not ask for.
 static const unsigned long refusedCloneFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                               CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
 
 static void installFilter(void) {
-    enum { COUNT = sizeof refusedCalls / sizeof *refusedCalls };
-    struct sock_filter program[2 * COUNT + 24];
+    enum { CAPACITY = 256 };
+    int count = aether_refused_call_count();
+    if (2 * count + 24 > CAPACITY) fail("seccomp", "too many refused calls for the filter");
+    struct sock_filter program[CAPACITY];
     int length = 0;
 #define ADD(statement) program[length++] = (struct sock_filter)statement
     ADD(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
@@ -402,8 +390,8 @@ static void installFilter(void) {
     ADD(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1));
     ADD(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
 #endif
-    for (int index = 0; index < COUNT; index++) {
-        ADD(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)refusedCalls[index], 0, 1));
+    for (int index = 0; index < count; index++) {
+        ADD(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)aether_refused_call_number(index), 0, 1));
         ADD(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
     }
     // clone3 passes its flags in memory the filter cannot read: ENOSYS makes libc use clone.

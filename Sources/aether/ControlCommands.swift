@@ -180,6 +180,16 @@ extension Aether {
                     ], rows: rows
                 ).rendered)
             if id != nil, let function = functions.first {
+                if let confinement = function.confinement {
+                    let refused = (confinement.refusedSyscalls ?? [:]).sorted { $0.key < $1.key }
+                        .map { "\($0.key) \($0.value)" }
+                    print("")
+                    print(
+                        "confined: uid \(confinement.uid), network \(confinement.network), max_pids \(confinement.maxPids), "
+                            + "cpu_limit \(confinement.cpuLimit.map { String(format3($0)) } ?? "none"); refused system calls: "
+                            + (confinement.refusedSyscalls == nil
+                                ? "not counted" : refused.isEmpty ? "none" : refused.joined(separator: ", ")))
+                }
                 print("")
                 let instanceRows = function.instances.map { instance in
                     [

@@ -310,6 +310,14 @@ class ConfinementTest(harness.AetherTestCase):
         self.assertEqual(succeeded, {}, f"attempts that got through (full report: {json.dumps(report, indent=1)})")
         self.assertIn("EAGAIN", report["fork bomb"], "the fork bomb stopped at max_pids")
 
+        # Refused calls fail with EPERM and are counted, per function and call.
+        confinement = self.stats(hostile["id"])["confinement"]
+        self.assertEqual(confinement["max_pids"], 32, confinement)
+        refused = confinement["refused_syscalls"]
+        for call in ("ptrace", "mount", "unshare"):
+            self.assertGreaterEqual(refused.get(call, 0), 1, f"{call} refusals counted: {confinement}")
+        self.assertEqual(self.stats(victim["id"])["confinement"]["refused_syscalls"], {}, "the victim refused nothing")
+
         # Its own secret: a file at /run/secrets/NAME, never in its environment.
         secret = self.get(hostile["trigger_port"], "/secret").json()
         self.assertEqual(secret["file"], "hostile-s3cret-value", secret)

@@ -39,4 +39,7 @@ public struct EmbeddedBPFObject: Sendable {
 
     /// The orchestrator's data plane (Sources/AetherNet/bpf/dataplane.bpf.c).
     public static let dataplane = EmbeddedBPFObject(name: "aether_dataplane", base64: dataplaneBPFObject)
+
+    /// The counter of refused system calls (Sources/AetherNet/bpf/refusals.bpf.c).
+    public static let refusals = EmbeddedBPFObject(name: "aether_refusals", base64: refusalsBPFObject)
 }

@@ -75,6 +75,21 @@ public struct FunctionStatus: Codable, Sendable, Equatable {
     public var stats: StatsSummary
     /// For `snapshot: true` functions, once the image is built.
     public var snapshot: SnapshotStatus?
+    /// How its instances are confined (nil: `confinement: false`).
+    public var confinement: ConfinementStatus?
+}
+
+/// A confined function's identity and limits, and the system calls its sandbox refused.
+public struct ConfinementStatus: Codable, Sendable, Equatable {
+    public var uid: Int
+    public var gid: Int
+    public var network: String
+    public var maxPids: Int
+    /// Cores (nil: unlimited).
+    public var cpuLimit: Double?
+    /// Calls refused by the syscall filter (EPERM) since `up`, by system call (nil: not counted
+    /// on this host, see the orchestrator's log).
+    public var refusedSyscalls: [String: Int]?
 }
 
 public struct OrchestratorStatus: Codable, Sendable, Equatable {

@@ -50,6 +50,14 @@ enum PrometheusText {
         {
             one($0.stats.unauthorized)
         }
+        family(
+            "aether_refused_syscalls_total", "counter",
+            "System calls the sandbox's filter refused with EPERM (confinement), by call."
+        ) { function in
+            (function.confinement?.refusedSyscalls ?? [:]).sorted { $0.key < $1.key }.map {
+                ("syscall=\"\($0.key)\"", Double($0.value))
+            }
+        }
         family("aether_instance_crashes_total", "counter", "Instances that ended without being asked to.") {
             one($0.stats.crashes)
         }

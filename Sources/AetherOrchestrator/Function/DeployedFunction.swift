@@ -447,6 +447,12 @@ final class DeployedFunction: Sendable, InstanceEvents {
                 SnapshotStatus(
                     image: $0.directory, imageBytes: $0.imageBytes, dumpMilliseconds: $0.dumpDuration.milliseconds,
                     restoreBudgetMilliseconds: $0.budget.milliseconds)
+            },
+            confinement: launcher.sandbox.map { sandbox in
+                ConfinementStatus(
+                    uid: Int(sandbox.identity.uid), gid: Int(sandbox.identity.gid),
+                    network: config.network.rawValue, maxPids: config.maxPIDs.rawValue,
+                    cpuLimit: config.cpuLimit?.cores, refusedSyscalls: nil)
             })
     }
 }

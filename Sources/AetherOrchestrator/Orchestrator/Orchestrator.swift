@@ -49,6 +49,9 @@ public final class Orchestrator: Sendable {
         var memory: MemoryCgroup?
         /// `confinement: true`: what sandboxes are made of (nil: handlers run unconfined).
         var sandboxHost: SandboxHost?
+        /// `confinement: true`: the counter of system calls the sandboxes refused (nil where
+        /// BPF cannot count them; the log says why).
+        var refusals: SyscallRefusals?
         /// `dataplane: ebpf`: the sk_lookup (and XDP) programs steering trigger ports.
         var dataplane: EbpfDataplane?
         var shutdownIsRequested = false
@@ -138,6 +141,14 @@ public final class Orchestrator: Sendable {
                 state.withLock { $0.sandboxHost = host }
             } catch {
                 throw .confinement(error)
+            }
+            do {
+                let refusals = try SyscallRefusals()
+                state.withLock { $0.refusals = refusals }
+            } catch {
+                // Counting is how refusals are seen, not what refuses them: the filter works
+                // without it, so a host without BPF still runs confined.
+                logger.warning("refused system calls will not be counted: \(error)")
             }
         }
         installTokens(try loadSecrets(for: initialFunctions), for: initialFunctions)
@@ -445,6 +456,7 @@ public final class Orchestrator: Sendable {
         }
         if config.handlerProtocol == .process { binds.append(handshake.path) }
         let identity = try host.identities.identity(for: config)
+        state.withLock { $0.refusals }?.watch(uid: identity.uid)
         // Its own code, read as it: fail here, naming the folder in the way, rather than as a
         // PermissionError in the handler's log.
         for path in [config.handlerPath] + binds.filter({ $0 != handshake.path }) {
@@ -559,12 +571,22 @@ extension Orchestrator: ControlAPIBackend {
             configFile: configFile, stateFile: store.path,
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
             uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
-            functions: running.map { $0.status() }.sorted { $0.id < $1.id },
+            functions: running.map { withRefusals($0.status()) }.sorted { $0.id < $1.id },
             dataplane: settings.dataplane.rawValue, ebpf: dataplane?.status())
     }
 
     func functionStatus(_ id: String) -> FunctionStatus? {
-        state.withLock { $0.functions.first { $0.key.rawValue == id }?.value }?.status()
+        state.withLock { $0.functions.first { $0.key.rawValue == id }?.value }.map { withRefusals($0.status()) }
+    }
+
+    /// `status` with the system calls its sandbox refused (counted per uid, so across generations).
+    private func withRefusals(_ status: FunctionStatus) -> FunctionStatus {
+        guard let confinement = status.confinement, let refusals = state.withLock({ $0.refusals }) else {
+            return status
+        }
+        var status = status
+        status.confinement?.refusedSyscalls = refusals.counts(uid: UInt32(confinement.uid))
+        return status
     }
 
     func logs(of id: String, lines: Int) -> LogsDocument? {

@@ -74,4 +74,12 @@ long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capac
 /// memfd_create(name, MFD_CLOEXEC): an anonymous shared-memory file. -1 with errno.
 int aether_memfd_create(const char *name);
 
+/// The system calls the sandbox's filter refuses with EPERM (SECURITY.md): how many, and each
+/// one's number and name. (clone is refused only with namespace flags; see
+/// aether_clone_syscall_number.)
+int aether_refused_call_count(void);
+int aether_refused_call_number(int index);
+const char *aether_refused_call_name(int index);
+int aether_clone_syscall_number(void);
+
 #endif
