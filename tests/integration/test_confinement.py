@@ -10,6 +10,7 @@ way to find them from inside, which is part of the point.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -241,6 +242,7 @@ class ConfinementTest(harness.AetherTestCase):
         with open(path) as f:
             text = f.read()
         text = text.replace('"[', "[").replace(']"', "]")
+        text = re.sub(r'cpu_limit: "([0-9.]+)"', r"cpu_limit: \1", text)  # a YAML number
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -436,3 +438,25 @@ def handle(req):
         # The host's network (the default) reaches the same listener.
         answer = self.get(hosted["trigger_port"], f"/?host=127.0.0.1&port={port}").json()
         self.assertEqual(answer["outside"], "connected", answer)
+
+    def test_cpu_limit_caps_cpu_time(self):
+        handler = self.write_file(
+            "spin.py",
+            r'''
+import time
+import aetherless
+
+@aetherless.handler
+def handle(req):
+    began, cpu = time.monotonic(), time.process_time()
+    while time.monotonic() - began < 1.0:
+        pass
+    return {"cpu_seconds": time.process_time() - cpu}
+''',
+        )
+        fn = self.function("spin", handler=handler, cpu_limit="0.25")
+        self.start(self.write_config([fn]))
+        used = self.get(fn["trigger_port"], "/").json()["cpu_seconds"]
+        # A quarter of a core over one second of wall time (the CFS quota allows small bursts).
+        self.assertLess(used, 0.45, f"spun {used:.2f} CPU seconds in 1 s under cpu_limit: 0.25")
+        self.assertGreater(used, 0.05, used)
