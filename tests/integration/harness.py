@@ -198,8 +198,8 @@ def free_port() -> int:
 def yaml_scalar(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)  # a plain YAML number (a str would be quoted: a string)
     # A JSON string is a valid YAML double-quoted scalar.
     return json.dumps(str(value))
 

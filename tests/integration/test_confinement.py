@@ -454,7 +454,7 @@ def handle(req):
     return {"cpu_seconds": time.process_time() - cpu}
 ''',
         )
-        fn = self.function("spin", handler=handler, cpu_limit="0.25")
+        fn = self.function("spin", handler=handler, cpu_limit=0.25)
         self.start(self.write_config([fn]))
         used = self.get(fn["trigger_port"], "/").json()["cpu_seconds"]
         # A quarter of a core over one second of wall time (the CFS quota allows small bursts).
