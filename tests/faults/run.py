@@ -17,8 +17,9 @@ documented outcome:
 - the broken instance is replaced (the next request is served by another process);
 - nothing leaks: no zombies under the orchestrator, `aether down` stops it with status 0, no
   /dev/shm/aetherless-<id>-* of the scenario's functions and no process whose command line
-  mentions the scenario's folder are left, and the orchestrator's log holds no Swift runtime
-  trap.
+  mentions the scenario's folder are left, the orchestrator's log holds no Swift runtime
+  trap, and it holds at most a few more descriptors than when it first served (or one per two
+  faults injected).
 
 Instances are told apart by their number (the gateway's x-aether-instance, or the
 AETHER_INSTANCE a process handler reports), not by the PID a handler sees: a confined handler is
@@ -253,6 +254,22 @@ def descriptors(pid: int):
         return None
 
 
+def descriptor_kinds(pid: int) -> dict:
+    """What a process's descriptors point at, counted by kind (socket, pipe, /memfd, ...)."""
+    kinds = {}
+    try:
+        for n in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{n}")
+            except OSError:
+                continue
+            kind = target.split(":")[0] if ":" in target else target.split(" ")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    except OSError:
+        pass
+    return kinds
+
+
 def shm_regions(function_id: str) -> list[str]:
     return glob.glob(f"/dev/shm/aetherless-{glob.escape(function_id)}-*")
 
@@ -476,6 +493,8 @@ class Scenario:
         self.dead = False
         self.finishing = False
         self.probe_fn = None
+        #: False where the scenario deploys more functions after it served (more descriptors).
+        self.descriptor_check = True
 
     # -- bookkeeping
 
@@ -733,10 +752,20 @@ class Scenario:
         self.check_alive("the scenario")
         if self.prober is not None:
             self.prober.stop()
+        time.sleep(1.2)  # connections closed after an error answer linger for up to 1 s
         for orch in live:
             if orch.alive() and orch.descriptors_at_start is not None:
+                end = descriptors(orch.pid)
                 self.run.log(f"{self.key}: orchestrator {orch.pid}: {orch.descriptors_at_start} descriptors when it "
-                             f"served, {descriptors(orch.pid)} at the end")
+                             f"served, {end} at the end")
+                # Nothing accumulates: a few descriptors more (a restore slot, a pool) are fine,
+                # one per injected fault is a leak.
+                slack = max(4, self.injected // 2)
+                if self.descriptor_check and end is not None and end - orch.descriptors_at_start > slack:
+                    self.unexpected_outcome("leaks", f"the orchestrator {orch.pid} holds {end} descriptors, "
+                                            f"{end - orch.descriptors_at_start} more than when it served "
+                                            f"({self.injected} faults injected): "
+                                            f"{descriptor_kinds(orch.pid)}")
         for orch in live:
             if not orch.alive():
                 continue
@@ -1718,6 +1747,7 @@ def s_kill9(s: Scenario):
     p = s.fn("k9proc", "proc.py", protocol="process", environment={"FAULT_MODE_FILE": mode})
     n = s.fn("k9snap", "snap.py", snapshot=True, min_warm=0)
     s.up([ok, h, p, n], probe=ok)
+    s.descriptor_check = False  # functions are added by deploy and the orchestrator restarted
     extra = hostile(s, "k9dep")
     d = s.aether("deploy", s.config([extra], name="more.yaml"))
     s.expect(d.returncode == 0, "deploy before the kill", f"{d.returncode} {d.stderr.strip()}")
@@ -1777,6 +1807,7 @@ def s_disk(s: Scenario):
 
 
 def _disk(s: Scenario, disk: str):
+    s.descriptor_check = False  # a function is added by deploy at the end
     s.state_dir = os.path.join(disk, "state")
     s.snapshot_dir = os.path.join(disk, "images")
     ok = s.healthy()
