@@ -7,8 +7,8 @@
 #
 #   scripts/faults.sh [--quick] [--only NAME[,NAME...]] [--list] [--keep] [-v]
 #
-# --quick injects each fault once (about 100 s on 2 cores; scripts/test.sh runs it), the full run
-# most of them three times (about three minutes).
+# --quick injects each fault once (about 2 minutes on 2 cores; scripts/test.sh runs it), the full
+# run most of them three times (about 3.5 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH

@@ -35,7 +35,7 @@ python3 -m unittest discover -s sdk/python/tests
 echo "== integration tests (aether up with real handlers, in a private network namespace)"
 AETHER_BIN="$(pwd)/.build/debug/aether" in_private_network python3 -m unittest discover -s tests/integration -t .
 
-# Fault injection (tests/faults/run.py, about 100 s): hostile handlers, clients and host conditions
+# Fault injection (tests/faults/run.py, about 2 minutes): hostile handlers, clients and host conditions
 # against the real binary, each fault once; it runs itself in private network and mount namespaces.
 echo "== fault injection (tests/faults/run.py --quick)"
 AETHER_BIN="$(pwd)/.build/debug/aether" python3 tests/faults/run.py --quick
