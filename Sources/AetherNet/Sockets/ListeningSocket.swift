@@ -28,6 +28,20 @@ public enum ListeningSocket {
     /// descriptor lives.
     public static func reserve(address: String, port: UInt16) throws(SystemCallFailure) -> OwnedDescriptor {
         let socket = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
+        // A classic BPF filter that keeps nothing (`ret #0`): a SYN that reaches the hold socket
+        // is discarded before TCP sees it, without a reset, and the client sends it again.
+        var program: [UInt64] = [0x06]  // BPF_RET | BPF_K, k = 0
+        let attached = program.withUnsafeMutableBytes { instructions -> CInt in
+            // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+            let fprog: [UInt64] = [1, UInt64(UInt(bitPattern: instructions.baseAddress))]
+            return fprog.withUnsafeBytes {
+                setsockopt(socket.rawValue, SOL_SOCKET, SO_ATTACH_FILTER, $0.baseAddress, socklen_t($0.count))
+            }
+        }
+        if attached != 0 {
+            throw SystemCallFailure(
+                call: "setsockopt(SO_ATTACH_FILTER)", subject: display(address: address, port: port), errno: errno)
+        }
         try systemCall("listen", on: display(address: address, port: port), failsWith: .minusOne) {
             listen(socket.rawValue, 1)
         }

@@ -69,12 +69,13 @@ int aether_dispatch(struct bpf_sk_lookup *ctx)
     if (!sk) {
         if (ctx->protocol != IPPROTO_TCP || !bpf_map_lookup_elem(&port_redirect_map, &port))
             return SK_PASS; /* not a trigger port: the kernel's normal lookup */
-        /* A trigger port whose function has no socket yet: drop the SYN, so the client
-         * retries it (held) instead of being refused or reaching the port's hold socket. */
+        /* A trigger port whose function has no socket yet: the SYN goes to the port's hold
+         * socket, whose socket filter discards it, so the client sends it again (held). Not
+         * SK_DROP: the kernel answers a lookup that fails with a reset (refused). */
         struct aether_port_counters *held = bpf_map_lookup_elem(&port_counters, &port);
         if (held)
             held->held++;
-        return SK_DROP;
+        return SK_PASS;
     }
     long err = bpf_sk_assign(ctx, sk, 0);
     bpf_sk_release(sk);

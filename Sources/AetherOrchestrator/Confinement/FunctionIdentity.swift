@@ -91,6 +91,13 @@ final class IdentityTable: Sendable {
         return FunctionIdentity(uid: uid, gid: gid_t(uid))
     }
 
+    /// Gives a removed function's uid back to the range (`aether rm`, once its processes are
+    /// gone). A function named again later gets a uid anew.
+    func release(_ function: FunctionID) {
+        let removed = allocated.withLock { $0.removeValue(forKey: function.rawValue) != nil }
+        if removed { try? save() }
+    }
+
     private static func named(_ user: String, function: FunctionID) throws(ConfinementError) -> FunctionIdentity {
         guard let entry = getpwnam(user) else { throw .unknownUser(function: function, user: user) }
         let identity = FunctionIdentity(uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)

@@ -62,6 +62,12 @@ final class ControlConnection: Sendable {
 
     var boundSink: (any ControlLineSink)? { sink.withLock { $0 } }
 
+    /// Lets go of the sink once the connection is closed: an instance's handle holds its
+    /// connection, and the connection must not hold the handle back (its region, its memfd).
+    fileprivate func unbind() {
+        sink.withLock { $0 = nil }
+    }
+
     func write(_ line: String) {
         channel.writeAndFlush(ByteBuffer(string: line), promise: nil)
     }
@@ -138,6 +144,7 @@ private final class ControlLineSplitter: ChannelInboundHandler, RemovableChannel
             if line.hasSuffix("\r") { line.removeLast() }
             sink.controlLine(line)
         }
+        connection.unbind()
         context.fireChannelInactive()
     }
 

@@ -45,7 +45,8 @@ struct HandlerLaunch: Sendable {
             environment["TMPDIR"] = "/tmp"
         }
         environment.merge(function.environment) { _, configured in configured }
-        environment["AETHER_SOCKET"] = socketPath
+        // sdk handlers get their connection as AETHER_CONTROL_FD instead (InstanceLauncher).
+        if function.handlerProtocol == .process { environment["AETHER_SOCKET"] = socketPath }
         environment["AETHER_FUNCTION_ID"] = function.id.rawValue
         environment["AETHER_TRIGGER_PORT"] = String(function.triggerPort.rawValue)
         environment["AETHER_PUBLIC_PORT"] = String(function.triggerPort.rawValue)
