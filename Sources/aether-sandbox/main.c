@@ -28,6 +28,8 @@
 //   --staging DIR       an existing empty folder the private staging tmpfs is mounted on
 //   --tmp-size BYTES    size of the staging tmpfs (the instance's /tmp and /dev/shm together)
 //   --bind PATH         make host PATH visible read-only at the same path; repeatable
+//   --bind-as SOURCE TARGET   host SOURCE visible read-only at TARGET (a link's real folder at
+//                       the link's path)
 //   --secrets DIR       make DIR visible read-only at /run/secrets
 // Options of run only:
 //   --uid UID --gid GID the identity the program runs as
@@ -82,7 +84,10 @@ static void failPath(const char *what, const char *path) {
 struct Options {
     const char *cgroups[MAX_LIST];
     int cgroupCount;
+    // Where each bind appears in the view, and what it shows (the same path, or with --bind-as
+    // another one: a symbolic link's real folder at the link's path).
     const char *binds[MAX_LIST];
+    const char *bindSources[MAX_LIST];
     int bindCount;
     const char *staging;
     unsigned long long tmpSize;
@@ -122,10 +127,16 @@ static void parse(int argc, char **argv, int first, struct Options *options) {
         if (strcmp(option, "--cgroup") == 0) {
             if (options->cgroupCount == MAX_LIST) fail(option, "too many");
             options->cgroups[options->cgroupCount++] = value;
-        } else if (strcmp(option, "--bind") == 0) {
+        } else if (strcmp(option, "--bind") == 0 || strcmp(option, "--bind-as") == 0) {
             if (options->bindCount == MAX_LIST) fail(option, "too many");
-            if (value[0] != '/') fail(option, "not an absolute path");
-            options->binds[options->bindCount++] = value;
+            const char *target = value;
+            if (strcmp(option, "--bind-as") == 0) {
+                if (index + 1 >= argc) fail(option, "needs SOURCE and TARGET");
+                target = argv[++index];
+            }
+            if (value[0] != '/' || target[0] != '/') fail(option, "not an absolute path");
+            options->bindSources[options->bindCount] = value;
+            options->binds[options->bindCount++] = target;
         } else if (strcmp(option, "--staging") == 0) {
             options->staging = value;
         } else if (strcmp(option, "--tmp-size") == 0) {
@@ -269,7 +280,7 @@ static void buildStaging(const struct Options *options, char *root, size_t size)
         if (!prefix) continue;
         const char *piece = strcmp(prefix, "/dev/shm") == 0 ? "/shm" : prefix;
         snprintf(path, sizeof path, "%s%s", options->staging, piece);
-        makeMountPoint(path, bind + strlen(prefix), isFolder(bind));
+        makeMountPoint(path, bind + strlen(prefix), isFolder(options->bindSources[index]));
     }
     // The host's root file system alone (not its submounts: no /proc, /sys, /dev, /run or
     // /dev/shm of the host), read-only.
@@ -303,7 +314,7 @@ static void assembleView(const struct Options *options, const char *root) {
     }
     for (int index = 0; index < options->bindCount; index++) {
         snprintf(target, sizeof target, "%s%s", root, options->binds[index]);
-        bindReadOnly(options->binds[index], target, 0);
+        bindReadOnly(options->bindSources[index], target, 0);
     }
 }
 

@@ -63,7 +63,10 @@ struct InstanceSandbox: Sendable {
     private func commonOptions(cgroups: [String]) -> [String] {
         var options = ["--staging", staging, "--tmp-size", String(tmpBytes)]
         for cgroup in cgroups { options += ["--cgroup", cgroup] }
-        for bind in binds { options += ["--bind", bind] }
+        for bind in binds {
+            let source = Self.realPath(bind)
+            options += source == bind ? ["--bind", bind] : ["--bind-as", source, bind]
+        }
         if let secrets { options += ["--secrets", secrets] }
         return options
     }
@@ -81,8 +84,18 @@ struct InstanceSandbox: Sendable {
             ("/run", "aether-run", staging + "/run"),
         ]
         if let secrets { pieces.append(("/run/secrets", "aether-secrets", secrets)) }
-        for (index, bind) in binds.enumerated() { pieces.append((bind, "aether-bind-\(index)", bind)) }
+        // A bind shows its path's real folder (criu binds the copy's from there too).
+        for (index, bind) in binds.enumerated() {
+            pieces.append((bind, "aether-bind-\(index)", Self.realPath(bind)))
+        }
         return pieces
+    }
+
+    /// `path` with every symbolic link resolved (itself if it cannot be).
+    static func realPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// `criu dump --external` values.

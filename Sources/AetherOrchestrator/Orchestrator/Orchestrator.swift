@@ -447,7 +447,8 @@ public final class Orchestrator: Sendable {
         let handlerFolder = String(
             config.handlerPath[..<(config.handlerPath.lastIndex(of: "/") ?? config.handlerPath.startIndex)])
         var binds = [handlerFolder.isEmpty ? "/" : handlerFolder]
-        if config.launcher == .python, config.handlerProtocol == .sdk, let pythonSDK { binds.append(pythonSDK) }
+        // The Python SDK, for any handler (an executable may use it too); ours and read-only.
+        if let pythonSDK { binds.append(pythonSDK) }
         // The `python` setting's folder (a virtualenv's bin, a wrapper), when given as a path.
         if config.launcher == .python, settings.python.hasPrefix("/"),
             let slash = settings.python.lastIndex(of: "/"), slash != settings.python.startIndex
