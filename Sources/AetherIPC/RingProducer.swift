@@ -81,6 +81,17 @@ public final class RingProducer: @unchecked Sendable {
     /// returned value must be the CRC of exactly the bytes stored, or the consumer skips the
     /// record as corrupted.
     ///
+    /// The position the next record starts at: a record written now is consumed once the
+    /// consumer's tail reaches the position after it.
+    public var position: UInt64 { head }
+
+    /// How far the consumer has read (its tail word), or nil if that word is not believable.
+    /// For the orchestrator after a handler ended: which of the records it wrote were taken.
+    public func consumedPosition() -> UInt64? {
+        let tail = ring.tail.load(ordering: .acquiring)
+        return ring.positionsHold(head: head, tail: tail) ? tail : nil
+    }
+
     /// Tail and the poisoned word come from the consumer's process: a tail behind head by more
     /// than the capacity, ahead of it or misaligned poisons the ring (`poisoned`, and the ring's
     /// poisoned word is set) instead of being computed with.

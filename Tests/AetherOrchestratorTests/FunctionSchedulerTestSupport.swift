@@ -26,12 +26,13 @@ extension FunctionScheduler.Settings {
         maxQueue: Int = 4, maxInstances: Int = 3, minWarm: Int = 1, concurrency: Int = 1,
         requestTimeout: Duration = .seconds(1), startupTimeout: Duration = .seconds(2),
         idleTimeout: Duration = .seconds(10), start: InstanceOrigin = .spawn, handshake: HandshakeKind = .attach,
-        memoryLimitMegabytes: Int = 128
+        memoryLimitMegabytes: Int = 128, prefetch: Int = 0
     ) -> Self {
         Self(
             function: function, maxQueue: maxQueue, maxInstances: maxInstances, minWarm: minWarm,
             concurrency: concurrency, requestTimeout: requestTimeout, startupTimeout: startupTimeout,
-            idleTimeout: idleTimeout, start: start, handshake: handshake, memoryLimitMegabytes: memoryLimitMegabytes)
+            idleTimeout: idleTimeout, start: start, handshake: handshake, memoryLimitMegabytes: memoryLimitMegabytes,
+            prefetch: prefetch)
     }
 }
 
@@ -252,7 +253,7 @@ struct SchedulerHarness {
         let records = scheduler.instances
         #expect(records.count { !$0.phase.isStopping } <= settings.maxInstances)
         for record in records where record.phase.isServing {
-            #expect(record.phase.inFlight.count <= settings.concurrency)
+            #expect(record.phase.inFlight.count <= settings.concurrency + settings.prefetch)
         }
         // Every deadline has a wake-up at or before it.
         var due = Array(deadlines.values)
@@ -367,11 +368,16 @@ struct SchedulerHarness {
     }
 
     @discardableResult
+    /// `unread`: requests (by number) written to its ring that it never read.
     mutating func exited(
-        _ instance: Int, _ status: ExitStatus = .exited(0), output: String = "", outOfMemory: Bool = false
+        _ instance: Int, _ status: ExitStatus = .exited(0), output: String = "", outOfMemory: Bool = false,
+        unread: [Int] = []
     ) -> [Act] {
-        event {
-            $0.exited(instance: InstanceID(instance), status: status, output: output, outOfMemory: outOfMemory, now: $1)
+        let requestIDs = Set(unread.compactMap { placements[$0]?.requestID })
+        return event {
+            $0.exited(
+                instance: InstanceID(instance), status: status, output: output, outOfMemory: outOfMemory,
+                unread: requestIDs, now: $1)
         }
     }
 

@@ -167,6 +167,53 @@ import Testing
         #expect(h.advance(to: .milliseconds(3100)).launches == [1])
     }
 
+    // MARK: Prefetch
+
+    @Test func prefetchedRequestsWaitInTheRingOnlyOnceNoMoreInstancesCanStart() {
+        // One instance at most: two more requests than `concurrency` go into its ring.
+        var h = SchedulerHarness(.test(maxQueue: 8, maxInstances: 1, prefetch: 2))
+        h.startServing()
+        #expect(h.submit(1, 2, 3, 4).writes.count == 3)
+        #expect(h.placements[4] == nil, "the fourth waits in the queue")
+        #expect(h.answer(1).writes == [.write(request: 4, requestID: 4, instance: 0)])
+
+        // Room to scale: the second request starts an instance instead of waiting in a ring.
+        var scaling = SchedulerHarness(.test(maxQueue: 8, maxInstances: 2, prefetch: 2))
+        scaling.startServing()
+        let acts = scaling.submit(1, 2)
+        #expect(acts.writes == [.write(request: 1, requestID: 1, instance: 0)])
+        #expect(acts.launches == [1])
+    }
+
+    @Test func requestsAnInstanceNeverReadGoToAnotherWhenItDies() {
+        // Killed while executing 1 with 2 and 3 still in its ring: 1 fails (it may have run),
+        // 2 and 3 are served by the replacement, in order, none lost, none run twice.
+        var h = SchedulerHarness(.test(maxQueue: 8, maxInstances: 1, prefetch: 2))
+        h.startServing()
+        h.advance(to: .milliseconds(100))
+        #expect(h.submit(1, 2, 3).writes.count == 3)
+        let crash = h.exited(0, .signalled(9), unread: [2, 3])
+        #expect(crash.completed == [1])
+        #expect(h.outcomes[1] == .instanceFailed(instance: 0, cause: "\(ExitStatus.signalled(9))"))
+        #expect(h.outcomes[2] == nil && h.outcomes[3] == nil)
+        let replaced = h.advance(to: .milliseconds(200))
+        #expect(replaced.launches == [1])
+        let served = h.serve(1)
+        #expect(
+            served.writes == [
+                .write(request: 2, requestID: 1, instance: 1), .write(request: 3, requestID: 2, instance: 1),
+            ])
+        h.answer(2)
+        h.answer(3)
+        for request in [2, 3] {
+            guard case .response(let body, let instance, _) = h.outcomes[request] else {
+                Issue.record("request \(request): \(String(describing: h.outcomes[request]))")
+                continue
+            }
+            #expect(body == "ok \(request)" && instance == 1)
+        }
+    }
+
     @Test func anInstanceKilledForBreakingTheProtocolIsReplacedAfterBackOff() {
         // Like a crash: a handler that misbehaves as soon as it serves is not restarted in a
         // tight loop.

@@ -38,6 +38,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// Restores that failed in a row for a reason other than time (a corrupt or missing image),
     /// and whether a new image is being built because of them.
     let imageRepair = Mutex<(failures: Int, rebuilding: Bool, rebuilds: Int)>((0, false, 0))
+    /// Requests an sdk instance may hold in its request ring beyond its `concurrency` once the
+    /// function runs `max_instances` (FunctionScheduler.Settings.prefetch): enough that a
+    /// handler finishing one finds the next already there (BENCHMARKS.md).
+    static let prefetch = 4
+
     /// After this many failed restores in a row the image is built again from the handler.
     static let restoreFailuresBeforeRebuild = 3
     /// `watchProcessRequests`' repeated task (process handlers).
@@ -79,7 +84,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
                     startupTimeout: config.startupTimeout.duration,
                     idleTimeout: .milliseconds(config.idleTimeout.milliseconds),
                     start: config.snapshot ? .restore : .spawn, handshake: handshakeKind,
-                    memoryLimitMegabytes: config.memoryLimit.megabytes)))
+                    memoryLimitMegabytes: config.memoryLimit.megabytes,
+                    prefetch: config.handlerProtocol == .sdk ? Self.prefetch : 0)))
         launcher = InstanceLauncher(
             config: config, generation: generation,
             launch: HandlerLaunch(
@@ -234,7 +240,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
     func exited(_ instance: InstanceID, status: ExitStatus, outOfMemory: Bool) {
         let handle = handles.withLock { $0.removeValue(forKey: instance) }
         let output = startupOutput(of: instance, listenPort: handle?.listenPort)
-        event { $0.exited(instance: instance, status: status, output: output, outOfMemory: outOfMemory, now: $1) }
+        let unread = handle?.unreadRequests() ?? []
+        event {
+            $0.exited(
+                instance: instance, status: status, output: output, outOfMemory: outOfMemory, unread: unread, now: $1)
+        }
     }
 
     func controlLine(_ line: String, instance: InstanceID) {

@@ -38,8 +38,10 @@ final class InstanceHandle: Sendable, ControlLineSink {
     /// process handlers: the port the handler binds (AETHER_LISTEN_PORT).
     let listenPort: UInt16?
     let events: any InstanceEvents
-    /// One producer at a time: requests are written from any event loop.
-    private let requests: Mutex<RingProducer?>
+    /// One producer at a time: requests are written from any event loop. With it, the request
+    /// ids written and where each record ends, oldest first, until the handler has taken them:
+    /// when it ends, those it never took can go to another instance (`unreadRequests`).
+    private let requests: Mutex<(producer: RingProducer?, written: [(requestID: UInt64, end: UInt64)])>
     /// Read only by the instance's reader thread.
     let responses: RingConsumer?
     /// Set once the process has ended: the reader thread stops.
@@ -68,7 +70,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
         self.region = region
         self.listenPort = listenPort
         self.events = events
-        requests = Mutex(region?.producer(ring: 0))
+        requests = Mutex((region?.producer(ring: 0), []))
         responses = region?.consumer(ring: 1)
     }
 
@@ -135,13 +137,29 @@ final class InstanceHandle: Sendable, ControlLineSink {
 
     /// Writes a request into the request ring.
     func write(_ invocation: Invocation, requestID: UInt64) -> WriteResult {
-        requests.withLock { producer in
-            guard let producer else { return .failed("the instance has no request ring") }
+        requests.withLock { requests in
+            guard let producer = requests.producer else { return .failed("the instance has no request ring") }
             do {
-                return try invocation.write(requestID: requestID, to: producer) ? .written : .full
+                guard try invocation.write(requestID: requestID, to: producer) else { return .full }
             } catch {
                 return .failed("\(error)")
             }
+            // Forget what the handler has taken already; remember this one.
+            if let consumed = producer.consumedPosition() {
+                requests.written.removeAll { $0.end <= consumed }
+            }
+            requests.written.append((requestID, producer.position))
+            return .written
+        }
+    }
+
+    /// The requests written to the ring that the handler never took (once it has ended): they
+    /// were not executed, so another instance may serve them. An unbelievable tail word counts
+    /// as every request taken (answered 502, never executed twice).
+    func unreadRequests() -> Set<UInt64> {
+        requests.withLock { requests in
+            guard let consumed = requests.producer?.consumedPosition() else { return [] }
+            return Set(requests.written.filter { $0.end > consumed }.map(\.requestID))
         }
     }
 

@@ -36,6 +36,12 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         var handshake: HandshakeKind
         /// For the OOM message.
         var memoryLimitMegabytes: Int
+        /// Requests an instance may hold in its ring beyond `concurrency` once no more
+        /// instances can start (`max_instances` are live): they wait there instead of in the
+        /// queue, so a handler that finishes one finds the next without sleeping or waiting for
+        /// a round trip. It still executes `concurrency` at a time; if it ends, the ones it never
+        /// read go back to the queue (`exited(unread:)`).
+        var prefetch: Int = 0
 
         var requestTimeoutMilliseconds: Int { Int(requestTimeout.milliseconds) }
     }
@@ -471,18 +477,23 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     /// The instance's process has been reaped. `output` is the end of its stderr (for a start
     /// failure); `outOfMemory` whether its cgroup saw an OOM kill.
+    /// `unread`: request ids written to its ring that it never read (prefetched): they go back
+    /// to the front of the queue, in order, for another instance; the rest of its in-flight
+    /// requests fail (502).
     mutating func exited(
-        instance: InstanceID, status: ExitStatus, output: String, outOfMemory: Bool, now: SchedulerInstant
+        instance: InstanceID, status: ExitStatus, output: String, outOfMemory: Bool, unread: Set<UInt64> = [],
+        now: SchedulerInstant
     ) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance) else { return actions }
-        removeExited(at: index, status: status, output: output, outOfMemory: outOfMemory, now: now, &actions)
+        removeExited(
+            at: index, status: status, output: output, outOfMemory: outOfMemory, unread: unread, now: now, &actions)
         return actions
     }
 
     private mutating func removeExited(
-        at index: Int, status: ExitStatus, output: String, outOfMemory: Bool, now: SchedulerInstant,
-        _ actions: inout [Action]
+        at index: Int, status: ExitStatus, output: String, outOfMemory: Bool, unread: Set<UInt64> = [],
+        now: SchedulerInstant, _ actions: inout [Action]
     ) {
         let record = instances.remove(at: index)
         let id = record.id
@@ -509,7 +520,11 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             reason = "the kernel's OOM killer stopped it at memory_limit_mb \(settings.memoryLimitMegabytes)"
         }
         let cause = "\(status)" + (reason.map { " (\($0))" } ?? "")
-        for requestID in record.phase.inFlight.keys.sorted() {
+        // Newest first, each to the front: the oldest ends up first in the queue.
+        for requestID in record.phase.inFlight.keys.sorted().reversed() where unread.contains(requestID) {
+            if let invocation = record.phase.inFlight[requestID] { invocations.requeueFirst(invocation) }
+        }
+        for requestID in record.phase.inFlight.keys.sorted() where !unread.contains(requestID) {
             if let invocation = record.phase.inFlight[requestID] {
                 complete(invocation, .instanceFailed(instance: id, cause: cause), now: now, &actions)
             }
@@ -677,12 +692,14 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     // MARK: Dispatch and scaling
 
-    /// The least-loaded serving instance with room for one more request.
+    /// The least-loaded serving instance with room for one more request: `concurrency`, plus
+    /// `prefetch` once no more instances can start (so load first spreads and scales up).
     private func availableInstance() -> Int? {
+        let room = settings.concurrency + (liveInstanceCount >= settings.maxInstances ? settings.prefetch : 0)
         var best: (index: Int, load: Int)?
         for index in instances.indices {
             guard case .serving(let serving) = instances[index].phase, !serving.ringFull,
-                serving.inFlight.count < settings.concurrency
+                serving.inFlight.count < room
             else { continue }
             if best == nil || serving.inFlight.count < best!.load { best = (index, serving.inFlight.count) }
         }
