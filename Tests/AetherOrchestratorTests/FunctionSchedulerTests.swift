@@ -185,6 +185,15 @@ import Testing
         #expect(acts.launches == [1])
     }
 
+    @Test func prefetchedRequestsCountAgainstMaxQueue() {
+        // They wait as queued ones do: max_queue 1 admits one beyond the executing request.
+        var h = SchedulerHarness(.test(maxQueue: 1, maxInstances: 1, prefetch: 2))
+        h.startServing()
+        #expect(h.submit(1, 2).writes.count == 2)
+        h.submit(3)
+        #expect(h.outcomes[3] == .queueFull(busyInstances: 1, queued: 1))
+    }
+
     @Test func requestsAnInstanceNeverReadGoToAnotherWhenItDies() {
         // Killed while executing 1 with 2 and 3 still in its ring: 1 fails (it may have run),
         // 2 and 3 are served by the replacement, in order, none lost, none run twice.

@@ -160,11 +160,12 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             return actions
         }
         let available = invocations.queuedCount == 0 ? availableInstance() : nil
-        if available == nil && invocations.queuedCount >= settings.maxQueue {
+        // `max_queue` counts every request waiting: in the queue, or prefetched into a ring.
+        let waiting = invocations.queuedCount + prefetchedCount
+        if available == nil && waiting >= settings.maxQueue {
             stats.rejected += 1
             stats.record(isError: false, latency: .zero)
-            actions.append(
-                .complete(request, .queueFull(busyInstances: liveInstanceCount, queued: invocations.queuedCount)))
+            actions.append(.complete(request, .queueFull(busyInstances: liveInstanceCount, queued: waiting)))
             return actions
         }
         let deadline = now + settings.requestTimeout
@@ -692,10 +693,22 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
 
     // MARK: Dispatch and scaling
 
+    /// Requests written to rings beyond their instance's `concurrency`: waiting there, not
+    /// executing.
+    private var prefetchedCount: Int {
+        instances.reduce(0) { total, record in
+            guard case .serving(let serving) = record.phase else { return total }
+            return total + max(0, serving.inFlight.count - settings.concurrency)
+        }
+    }
+
     /// The least-loaded serving instance with room for one more request: `concurrency`, plus
-    /// `prefetch` once no more instances can start (so load first spreads and scales up).
+    /// `prefetch` once no more instances can start (so load first spreads and scales up) and
+    /// while fewer than `max_queue` requests wait in rings.
     private func availableInstance() -> Int? {
-        let room = settings.concurrency + (liveInstanceCount >= settings.maxInstances ? settings.prefetch : 0)
+        let prefetching =
+            liveInstanceCount >= settings.maxInstances && prefetchedCount < settings.maxQueue ? settings.prefetch : 0
+        let room = settings.concurrency + prefetching
         var best: (index: Int, load: Int)?
         for index in instances.indices {
             guard case .serving(let serving) = instances[index].phase, !serving.ringFull,
