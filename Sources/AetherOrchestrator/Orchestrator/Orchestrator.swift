@@ -297,18 +297,7 @@ public final class Orchestrator: Sendable {
         _ config: FunctionConfig, handlerHash: String?? = nil, installs: Bool = true
     ) async throws(AetherError) -> DeployedFunction {
         let hash = handlerHash ?? Self.handlerHash(of: config)
-        do {
-            try await takePort(of: config)
-        } catch {
-            throw .orchestrator(error)
-        }
-        let function: DeployedFunction
-        do {
-            function = try await launch(config, routing: .whileStarting)
-        } catch {
-            await releasePort(config.triggerPort.rawValue, of: config)
-            throw error
-        }
+        let function = try await launch(config, routing: .whileStarting, takingPort: true)
         if installs {
             state.withLock {
                 $0.functions[config.id] = function
@@ -380,7 +369,11 @@ public final class Orchestrator: Sendable {
 
     /// A new generation of a function, started and ready. (A process handler with eBPF takes
     /// its trigger port when it reports READY, whatever `routing` says.)
-    func launch(_ config: FunctionConfig, routing: Routing) async throws(AetherError) -> DeployedFunction {
+    /// `takingPort`: take the function's trigger port too (a function new on its port), once it
+    /// is routed: a request that reaches the gateway on it then always finds its function.
+    func launch(
+        _ config: FunctionConfig, routing: Routing, takingPort: Bool = false
+    ) async throws(AetherError) -> DeployedFunction {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
                 .spawnFailed(
@@ -422,10 +415,20 @@ public final class Orchestrator: Sendable {
             sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
+        if takingPort {
+            do {
+                try await takePort(of: config)
+            } catch {
+                if routed { gateway.routes.set(nil, port: config.triggerPort.rawValue) }
+                await closeHandshakeIfUnused(config.id)
+                throw .orchestrator(error)
+            }
+        }
         do {
             try await function.start()
         } catch {
             if routed { gateway.routes.set(nil, port: config.triggerPort.rawValue) }
+            if takingPort { await releasePort(config.triggerPort.rawValue, of: config) }
             await closeHandshakeIfUnused(config.id)
             throw .handler(error)
         }
