@@ -27,6 +27,8 @@ fi
 
 aether=.build/release/aether
 work=$(mktemp -d /tmp/aether-soak-XXXXXX)
+# Confined handlers run as their function's own uid: their folder must be readable by it.
+chmod 755 "$work"
 socket="$work/aether.sock"
 cleanup() {
     "$aether" down --socket "$socket" >/dev/null 2>&1 || true
