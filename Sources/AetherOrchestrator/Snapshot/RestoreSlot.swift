@@ -61,7 +61,23 @@ final class RestoreSlot: Sendable {
         let stderrInode: UInt64
         /// Confined copies: swrk runs in a mount namespace holding a fresh view's pieces, and the
         /// restore binds them into the copy (`--root`, `--external mnt[...]`).
-        var sandbox: InstanceSandbox? = nil
+        let sandbox: InstanceSandbox?
+        /// The sandbox's `restoreExternals`, worked out once (it resolves every bind's path), not
+        /// on each restore's path.
+        let restoreExternals: [String]
+
+        init(
+            directory: String, directoryDescriptor: CInt, controlInode: UInt64, stdoutInode: UInt64,
+            stderrInode: UInt64, sandbox: InstanceSandbox? = nil
+        ) {
+            self.directory = directory
+            self.directoryDescriptor = directoryDescriptor
+            self.controlInode = controlInode
+            self.stdoutInode = stdoutInode
+            self.stderrInode = stderrInode
+            self.sandbox = sandbox
+            restoreExternals = sandbox?.restoreExternals ?? []
+        }
     }
 
     /// Starts `criu swrk` with the copy's descriptors. `prepare` runs on its PID before the slot
@@ -166,7 +182,7 @@ final class RestoreSlot: Sendable {
         }
         let request = CriuRPC.restoreRequest(
             imagesDirectory: template.directoryDescriptor, logFile: "\(logName).log",
-            root: template.sandbox?.restoreRoot, externals: template.sandbox?.restoreExternals ?? [],
+            root: template.sandbox?.restoreRoot, externals: template.restoreExternals,
             inherit: [
                 ("socket:[\(template.controlInode)]", Slot.control),
                 ("pipe:[\(template.stdoutInode)]", Slot.stdout),
