@@ -16,18 +16,8 @@ enum SandboxSpawner {
         _ sandbox: InstanceSandbox, cgroups: [String], program: String, arguments: [String],
         environment: [String: String], searchPath: Bool, asInit: Bool, inheriting: [CInt] = []
     ) throws(SpawnError) -> SpawnedProcess {
-        let stdout: DescriptorPair
-        do {
-            stdout = try .pipe(for: "the stdout of \(program)")
-        } catch {
-            throw SpawnError(program: program, failure: error)
-        }
-        let stderr: DescriptorPair
-        do {
-            stderr = try .pipe(for: "the stderr of \(program)")
-        } catch {
-            throw SpawnError(program: program, failure: error)
-        }
+        let stdout = try DescriptorPair.outputPipe("stdout", of: program)
+        let stderr = try DescriptorPair.outputPipe("stderr", of: program)
         let helperArguments = sandbox.runArguments(
             cgroups: cgroups, program: program, arguments: arguments, searchPath: searchPath, asInit: asInit)
         // Descriptor 0 is a placeholder: the helper opens the view's own /dev/null there.

@@ -33,4 +33,13 @@ struct DescriptorPair: ~Copyable {
         }
         return DescriptorPair(ours: OwnedDescriptor(owning: ends[0]), theirs: OwnedDescriptor(owning: ends[1]))
     }
+
+    /// A pipe for a child's `stream` ("stdout", "stderr"); its failure says which and of what.
+    static func outputPipe(_ stream: String, of program: String) throws(SpawnError) -> DescriptorPair {
+        do {
+            return try .pipe(for: "the \(stream) of \(program)")
+        } catch {
+            throw SpawnError(program: program, failure: error)
+        }
+    }
 }

@@ -45,18 +45,8 @@ enum ProcessSpawner {
         program: String, arguments: [String], environment: [String: String], searchPath: Bool,
         inheriting: [CInt] = []
     ) throws(SpawnError) -> SpawnedProcess {
-        let stdout: DescriptorPair
-        do {
-            stdout = try .pipe(for: "the stdout of \(program)")
-        } catch {
-            throw SpawnError(program: program, failure: error)
-        }
-        let stderr: DescriptorPair
-        do {
-            stderr = try .pipe(for: "the stderr of \(program)")
-        } catch {
-            throw SpawnError(program: program, failure: error)
-        }
+        let stdout = try DescriptorPair.outputPipe("stdout", of: program)
+        let stderr = try DescriptorPair.outputPipe("stderr", of: program)
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
