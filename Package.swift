@@ -98,7 +98,6 @@ let package = Package(
             name: "hello-swift",
             dependencies: ["AetherHandler"],
             path: "examples/hello-swift",
-            exclude: ["handler.sh"],
             swiftSettings: strictSwift6
         ),
         // The `aether` command line.
