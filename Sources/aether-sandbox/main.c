@@ -31,6 +31,10 @@
 //   --bind-as SOURCE TARGET   host SOURCE visible read-only at TARGET (a link's real folder at
 //                       the link's path)
 //   --secrets DIR       make DIR visible read-only at /run/secrets
+//   --cover DIR         hide host folder DIR behind an empty read-only folder of the view's own
+//                       (holding only mount points for the binds below it): a bind under a
+//                       folder the function's identity cannot enter (a checkout under /root)
+//                       is reachable, and nothing else in DIR is; repeatable
 // Options of run only:
 //   --uid UID --gid GID the identity the program runs as
 //   --cwd DIR           working folder (default /)
@@ -92,6 +96,9 @@ struct Options {
     const char *staging;
     unsigned long long tmpSize;
     const char *secrets;
+    // Host folders replaced by the view's own folders (--cover), each staged at cover-N.
+    const char *covers[MAX_LIST];
+    int coverCount;
     long uid, gid;
     const char *cwd;
     int networkNone, init, searchPath;
@@ -143,6 +150,10 @@ static void parse(int argc, char **argv, int first, struct Options *options) {
             options->tmpSize = number(value, option);
         } else if (strcmp(option, "--secrets") == 0) {
             options->secrets = value;
+        } else if (strcmp(option, "--cover") == 0) {
+            if (options->coverCount == MAX_LIST) fail(option, "too many");
+            if (value[0] != '/' || value[1] == 0) fail(option, "not an absolute path below /");
+            options->covers[options->coverCount++] = value;
         } else if (strcmp(option, "--uid") == 0) {
             options->uid = (long)number(value, option);
         } else if (strcmp(option, "--gid") == 0) {
@@ -217,14 +228,26 @@ static int isFolder(const char *path) {
     return S_ISDIR(status.st_mode);
 }
 
-// Paths the view covers with its own pieces: a bind below one of them gets its mount point made
-// in the staging tmpfs; anywhere else the mount point must already exist on the host's root.
-static const char *coveredPrefix(const char *path) {
-    static const char *covered[] = {"/tmp", "/run", "/dev/shm"};
-    for (size_t index = 0; index < sizeof covered / sizeof *covered; index++) {
-        size_t length = strlen(covered[index]);
-        if (strncmp(path, covered[index], length) == 0 && (path[length] == '/' || path[length] == 0))
-            return covered[index];
+static int isBelow(const char *path, const char *folder) {
+    size_t length = strlen(folder);
+    return strncmp(path, folder, length) == 0 && (path[length] == '/' || path[length] == 0);
+}
+
+// Paths the view covers with its own pieces (/tmp, /run, /dev/shm and every --cover): a bind
+// below one of them gets its mount point made in that piece's staging folder (written to
+// `piece`), and the prefix is returned; anywhere else the mount point must already exist on the
+// host's root, and NULL is returned.
+static const char *coveredPrefix(const struct Options *options, const char *path, char *piece, size_t size) {
+    static const char *fixed[][2] = {{"/tmp", "/tmp"}, {"/run", "/run"}, {"/dev/shm", "/shm"}};
+    for (size_t index = 0; index < sizeof fixed / sizeof *fixed; index++) {
+        if (!isBelow(path, fixed[index][0])) continue;
+        snprintf(piece, size, "%s%s", options->staging, fixed[index][1]);
+        return fixed[index][0];
+    }
+    for (int index = 0; index < options->coverCount; index++) {
+        if (!isBelow(path, options->covers[index])) continue;
+        snprintf(piece, size, "%s/cover-%d", options->staging, index);
+        return options->covers[index];
     }
     return NULL;
 }
@@ -273,13 +296,15 @@ static void buildStaging(const struct Options *options, char *root, size_t size)
     }
     snprintf(link, sizeof link, "%s/shm", path);
     makeFolder(link, 0755);
-    // Mount points for binds below /tmp, /run or /dev/shm.
+    for (int index = 0; index < options->coverCount; index++) {
+        snprintf(path, sizeof path, "%s/cover-%d", options->staging, index);
+        makeFolder(path, 0755);
+    }
+    // Mount points for binds below /tmp, /run, /dev/shm or a cover.
     for (int index = 0; index < options->bindCount; index++) {
         const char *bind = options->binds[index];
-        const char *prefix = coveredPrefix(bind);
+        const char *prefix = coveredPrefix(options, bind, path, sizeof path);
         if (!prefix) continue;
-        const char *piece = strcmp(prefix, "/dev/shm") == 0 ? "/shm" : prefix;
-        snprintf(path, sizeof path, "%s%s", options->staging, piece);
         makeMountPoint(path, bind + strlen(prefix), isFolder(options->bindSources[index]));
     }
     // The host's root file system alone (not its submounts: no /proc, /sys, /dev, /run or
@@ -311,6 +336,12 @@ static void assembleView(const struct Options *options, const char *root) {
     if (options->secrets) {
         snprintf(target, sizeof target, "%s/run/secrets", root);
         bindReadOnly(options->secrets, target, MS_NOEXEC);
+    }
+    // Covers before the binds below them (the orchestrator never nests covers).
+    for (int index = 0; index < options->coverCount; index++) {
+        snprintf(source, sizeof source, "%s/cover-%d", options->staging, index);
+        snprintf(target, sizeof target, "%s%s", root, options->covers[index]);
+        bindReadOnly(source, target, MS_NOEXEC);
     }
     for (int index = 0; index < options->bindCount; index++) {
         snprintf(target, sizeof target, "%s%s", root, options->binds[index]);

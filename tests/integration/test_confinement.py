@@ -392,20 +392,54 @@ server.serve_forever()
         self.assertIsNotNone(orchestrator.wait_exit(10))
         self.assertLess(time.monotonic() - started, 4.5, "down waited for the kill-after-grace")
 
-    def test_a_handler_its_user_cannot_read_fails_fast(self):
-        # A folder closed to the function's uid (as /root is): `up` names it instead of the
-        # handler dying with a PermissionError.
+    def test_a_checkout_under_a_closed_folder_serves(self):
+        # A checkout under a folder the function's uid cannot enter (as /root is): the sandbox
+        # covers that folder with an empty one of its own holding only the path to the handler,
+        # so the handler runs (spawned and restored alike) and nothing else in the folder shows.
         base = tempfile.mkdtemp(prefix="aeit-closed-", dir="/var/tmp")
         self.addCleanup(shutil.rmtree, base, True)
-        handler = os.path.join(base, "app", "handler.py")
-        os.makedirs(os.path.dirname(handler))
+        app = os.path.join(base, "checkout", "app")
+        os.makedirs(app)
+        os.chmod(os.path.join(base, "checkout"), 0o755)
+        os.chmod(app, 0o755)
+        with open(os.path.join(base, "private.txt"), "w") as f:
+            f.write("not for functions")
+        handler = os.path.join(app, "handler.py")
+        with open(handler, "w") as f:
+            f.write(
+                """
+import os
+import aetherless
+
+@aetherless.handler
+def handle(req):
+    base = req.query["base"]
+    return {"listing": sorted(os.listdir(base)), "private": os.path.exists(base + "/private.txt")}
+"""
+            )
+        os.chmod(handler, 0o644)
+        os.chmod(base, 0o700)
+        spawned = self.function("spawned", handler=handler)
+        restored = self.function("restored", handler=handler, snapshot=True, min_warm=1)
+        self.start(self.write_config([spawned, restored], orchestrator={"restore_timeout_ms": 100}))
+        for fn in (spawned, restored):
+            answer = self.get(fn["trigger_port"], f"/?base={base}").json()
+            self.assertEqual(answer, {"listing": ["checkout"], "private": False}, fn["id"])
+
+    def test_a_handler_its_user_cannot_read_fails_fast(self):
+        # The handler's own file closed to the function's uid: `up` names it instead of the
+        # handler dying with a PermissionError.
+        base = tempfile.mkdtemp(prefix="aeit-unreadable-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, base, True)
+        os.chmod(base, 0o755)
+        handler = os.path.join(base, "handler.py")
         with open(handler, "w") as f:
             f.write(VICTIM_HANDLER)
-        os.chmod(base, 0o700)
+        os.chmod(handler, 0o600)
         fn = self.function("closed", handler=handler)
         orchestrator = self.start_expect_failure(self.write_config([fn]))
         self.assertIn(f"cannot read {handler}", orchestrator.stderr())
-        self.assertIn(f"the folder {base} has mode 700", orchestrator.stderr())
+        self.assertIn(f"the file {handler} has mode 600", orchestrator.stderr())
 
     def test_network_none_has_only_loopback(self):
         handler = self.write_file(

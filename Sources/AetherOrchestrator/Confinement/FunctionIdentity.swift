@@ -46,6 +46,23 @@ public struct FunctionIdentity: Sendable, Equatable, CustomStringConvertible {
         }
         return nil
     }
+
+    /// The first folder above `path` (not `path` itself, not `/`) this identity cannot enter, by
+    /// the permission bits: a sandbox covers it (`--cover`) so binds below it are reachable.
+    func firstClosedFolder(above path: String) -> String? {
+        var folder = ""
+        for component in path.split(separator: "/").dropLast() {
+            folder += "/" + component
+            var status = stat()
+            guard stat(folder, &status) == 0 else { return nil }
+            let bits: mode_t =
+                status.st_uid == uid
+                ? (status.st_mode >> 6) & 0o7
+                : status.st_gid == gid ? (status.st_mode >> 3) & 0o7 : status.st_mode & 0o7
+            if bits & 0o1 == 0 { return folder }
+        }
+        return nil
+    }
 }
 
 /// Gives each function its identity, like systemd's DynamicUser: the `user:` its configuration

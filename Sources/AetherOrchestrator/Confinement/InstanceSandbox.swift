@@ -18,7 +18,9 @@ import Musl
 /// private /tmp and /dev/shm (one tmpfs of `tmpBytes`, whose pages count against the memory
 /// limit too); a read-only /dev with null, zero, full, random and urandom; an empty read-only
 /// /run; `binds` (the handler's folder, the SDK's) read-only at their own paths; the function's
-/// secrets read-only at /run/secrets.
+/// secrets read-only at /run/secrets; and `covers`: host folders the identity cannot enter
+/// above a bind (a checkout under /root), each replaced by an empty read-only folder holding only
+/// the mount points of the binds below it.
 struct InstanceSandbox: Sendable {
     let helper: String
     let identity: FunctionIdentity
@@ -27,6 +29,8 @@ struct InstanceSandbox: Sendable {
     let staging: String
     let tmpBytes: Int
     let binds: [String]
+    /// Folders above binds the identity cannot enter (`aether-sandbox --cover`).
+    let covers: [String]
     /// The folder whose files appear as /run/secrets/NAME (nil: no secrets).
     let secrets: String?
     /// `network: none`: a network namespace of its own with only loopback.
@@ -68,6 +72,7 @@ struct InstanceSandbox: Sendable {
             options += source == bind ? ["--bind", bind] : ["--bind-as", source, bind]
         }
         if let secrets { options += ["--secrets", secrets] }
+        for cover in covers { options += ["--cover", cover] }
         return options
     }
 
@@ -84,11 +89,32 @@ struct InstanceSandbox: Sendable {
             ("/run", "aether-run", staging + "/run"),
         ]
         if let secrets { pieces.append(("/run/secrets", "aether-secrets", secrets)) }
+        for (index, cover) in covers.enumerated() {
+            pieces.append((cover, "aether-cover-\(index)", staging + "/cover-\(index)"))
+        }
         // A bind shows its path's real folder (criu binds the copy's from there too).
         for (index, bind) in binds.enumerated() {
             pieces.append((bind, "aether-bind-\(index)", Self.realPath(bind)))
         }
         return pieces
+    }
+
+    /// The folders a sandbox for `identity` must cover so that every bind is reachable: for each
+    /// bind outside the view's own pieces (/tmp, /run, /dev/shm), the first folder above it the
+    /// identity cannot enter; none inside another.
+    static func covers(for binds: [String], identity: FunctionIdentity) -> [String] {
+        let closed = Set(binds.filter { !isInOwnPiece($0) }.compactMap { identity.firstClosedFolder(above: $0) })
+        return closed.filter { cover in !closed.contains { cover.hasPrefix($0 + "/") } }.sorted()
+    }
+
+    /// Whether the view itself makes the folders above `bind` (0755, its own): below /tmp, /run,
+    /// /dev/shm or one of `covers`.
+    static func viewMakesFolders(above bind: String, covers: [String] = []) -> Bool {
+        isInOwnPiece(bind) || covers.contains { bind.hasPrefix($0 + "/") }
+    }
+
+    private static func isInOwnPiece(_ path: String) -> Bool {
+        ["/tmp", "/run", "/dev/shm"].contains { path.hasPrefix($0 + "/") }
     }
 
     /// `path` with every symbolic link resolved (itself if it cannot be).
@@ -138,7 +164,7 @@ struct SandboxHost: Sendable {
 
     /// The sandbox of `config`'s instances. `binds`: what its handler needs from the host.
     func sandbox(
-        for config: FunctionConfig, binds: [String], secrets: String?
+        for config: FunctionConfig, binds: [String], covers: [String], secrets: String?
     ) throws(ConfinementError)
         -> InstanceSandbox
     {
@@ -150,7 +176,7 @@ struct SandboxHost: Sendable {
         let ordered = Set(binds).sorted { ($0.count, $0) < ($1.count, $1) }
         return InstanceSandbox(
             helper: helper, identity: try identities.identity(for: config), staging: staging,
-            tmpBytes: config.memoryLimit.bytes, binds: ordered, secrets: secrets,
+            tmpBytes: config.memoryLimit.bytes, binds: ordered, covers: covers, secrets: secrets,
             networkNone: config.network == .loopback, workingDirectory: workingDirectory)
     }
 }

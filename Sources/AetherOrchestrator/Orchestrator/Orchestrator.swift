@@ -461,12 +461,15 @@ public final class Orchestrator: Sendable {
         if config.handlerProtocol == .process { binds.append(handshake.path) }
         let identity = try host.identities.identity(for: config)
         state.withLock { $0.refusals }?.watch(uid: identity.uid)
+        // Folders above the binds it cannot enter (a checkout under /root) are covered in its view.
+        let covers = InstanceSandbox.covers(for: binds, identity: identity)
         // Its own code, read as it: fail here, naming the folder in the way, rather than as a
         // PermissionError in the handler's log.
         for path in [config.handlerPath] + binds.filter({ $0 != handshake.path }) {
-            // Under /tmp and /run the sandbox makes the folders above a bind itself.
+            // Under /tmp, /run and covers the sandbox makes the folders above a bind itself.
             let bound = binds.filter { path == $0 || path.hasPrefix($0 + "/") }.max { $0.count < $1.count }
-            let start = bound.flatMap { $0.hasPrefix("/tmp/") || $0.hasPrefix("/run/") ? $0 : nil } ?? "/"
+            let start =
+                bound.flatMap { InstanceSandbox.viewMakesFolders(above: $0, covers: covers) ? $0 : nil } ?? "/"
             if let why = identity.whyCannotRead(path, from: start) {
                 throw .unreadable(function: config.id, path: path, identity: identity.description, because: why)
             }
@@ -481,7 +484,7 @@ public final class Orchestrator: Sendable {
             }
             secrets = try SecretFiles.stage(contents, function: config.id, generation: generation, identity: identity)
         }
-        let sandbox = try host.sandbox(for: config, binds: binds, secrets: secrets)
+        let sandbox = try host.sandbox(for: config, binds: binds, covers: covers, secrets: secrets)
         if config.handlerProtocol == .process {
             chown(handshake.path, sandbox.identity.uid, sandbox.identity.gid)
             chmod(handshake.path, 0o600)

@@ -56,7 +56,7 @@ public enum HostChecks {
         defer { rmdir(staging) }
         let sandbox = InstanceSandbox(
             helper: helper, identity: FunctionIdentity(uid: 65534, gid: 65534), staging: staging,
-            tmpBytes: 1 << 20, binds: [], secrets: nil, networkNone: false, workingDirectory: "/")
+            tmpBytes: 1 << 20, binds: [], covers: [], secrets: nil, networkNone: false, workingDirectory: "/")
         do {
             let process = try SandboxSpawner.spawn(
                 sandbox, cgroups: [], program: "/bin/sh", arguments: ["-c", "exit 0"],
