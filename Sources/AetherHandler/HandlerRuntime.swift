@@ -1,5 +1,6 @@
 import AetherIPC
 import AetherSystem
+import CAetherSystem
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -58,7 +59,7 @@ public enum AetherHandler {
         }
 
         static func attach() throws -> Session {
-            let fd: CInt
+            var fd: CInt
             if let inherited = getenv("AETHER_CONTROL_FD").flatMap({ CInt(String(cString: $0)) }) {
                 // A snapshot template: the connection is a descriptor criu replaces in each copy.
                 fd = inherited
@@ -72,10 +73,25 @@ public enum AetherHandler {
             var line = try readLine(fd, passed: &passed)
             if line == "CHECKPOINT" {
                 // Coordinated checkpoint: nothing is mapped and no thread runs yet; criu dumps us
-                // while we wait, and each restored copy reads its ATTACH from a fresh connection.
-                // (Swift's random generator reads the kernel each time: no state to reseed.)
+                // (snapshot: criu) or forks us (snapshot: fork) while we wait, and each copy reads
+                // its ATTACH from a fresh connection. (Swift's random generator reads the kernel
+                // each time: no state to reseed.)
+                let threads = threadCount()
+                guard threads == 1 else {
+                    let text =
+                        "\(threads) threads are running at CHECKPOINT: a snapshot template must be single-threaded (criu and fork copy only the calling thread's state safely); start threads after the first request, or use snapshot: false"
+                    try? send(fd, "ERROR \(text)\n")
+                    throw StartupError(description: text)
+                }
                 try send(fd, "FROZEN\n")
                 line = try readLine(fd, passed: &passed)
+                while line == "FORK" {
+                    // snapshot: fork: the parent stays the template; the child goes on as a new
+                    // instance on the connection FORK passed.
+                    if let child = try forkCopy(control: fd, passed: passed) { fd = child }
+                    passed = []
+                    line = try readLine(fd, passed: &passed)
+                }
             }
             guard line.hasPrefix("ATTACH ") else {
                 throw StartupError(description: "expected ATTACH from the orchestrator, got \(line)")
@@ -165,6 +181,49 @@ public enum AetherHandler {
                 logError("response ring: \(error)")
                 exit(1)
             }
+        }
+
+        /// Threads of this process, as the kernel counts them.
+        private static func threadCount() -> Int {
+            let status = Posix.readFile("/proc/self/status")
+            let line = status?.split(separator: "\n").first { $0.hasPrefix("Threads:") }
+            return line.flatMap { Int($0.dropFirst("Threads:".count).trimmingPrefix(while: \.isWhitespace)) } ?? 1
+        }
+
+        nonisolated(unsafe) private static var templatePrepared = false
+
+        /// `FORK` with the copy's control connection, stdout and stderr: forks. Returns nil in the
+        /// template, the copy's connection in the child (after it sent `FORKED`: the orchestrator
+        /// learns its PID from the message's credentials and moves it into its own cgroups before
+        /// it sends ATTACH).
+        private static func forkCopy(control: CInt, passed: [CInt]) throws -> CInt? {
+            guard passed.count == 3 else {
+                passed.forEach { close($0) }
+                throw StartupError(
+                    description: "FORK carries 3 descriptors (control, stdout, stderr), got \(passed.count)")
+            }
+            if !templatePrepared {
+                // Copies are non-dumpable (their /proc/PID/mem is closed to each other, same uid
+                // as they are), and the kernel reaps them: the template never waits for a copy.
+                aether_make_not_dumpable()
+                signal(SIGCHLD, SIG_IGN)
+                templatePrepared = true
+            }
+            let pid = fork()
+            guard pid == 0 else {
+                passed.forEach { close($0) }
+                if pid < 0 { throw StartupError(description: "fork: \(String(cString: strerror(errno)))") }
+                return nil
+            }
+            signal(SIGCHLD, SIG_DFL)
+            setsid()
+            dup2(passed[1], 1)
+            dup2(passed[2], 2)
+            close(passed[1])
+            close(passed[2])
+            close(control)
+            try send(passed[0], "FORKED\n")
+            return passed[0]
         }
 
         private static func connect(_ path: String) throws -> CInt {

@@ -17,18 +17,21 @@ package enum ControlLine {
     /// The longest line either side sends, without its newline.
     package static let maximumLength = 4096
 
-    /// Writes `text`; with `passing`, that descriptor goes along with its first byte (SCM_RIGHTS:
-    /// ATTACH hands the handler its region this way).
-    package static func write(_ fd: CInt, _ text: String, passing descriptor: CInt? = nil) throws(Failure) {
+    /// Writes `text`; with `passing`, those descriptors (at most 8) go along with its first byte
+    /// (SCM_RIGHTS: ATTACH hands the handler its region and its doorbell this way).
+    package static func write(_ fd: CInt, _ text: String, passing descriptors: [CInt] = []) throws(Failure) {
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
             let sent: Int
             do throws(SystemCallFailure) {
-                if offset == 0, let descriptor {
+                if offset == 0, !descriptors.isEmpty {
                     sent = try systemCall("sendmsg", on: "the control connection", failsWith: .minusOne) {
-                        bytes.withUnsafeBytes {
-                            aether_send_with_descriptor(fd, $0.baseAddress, UInt($0.count), descriptor)
+                        bytes.withUnsafeBytes { bytes in
+                            descriptors.withUnsafeBufferPointer {
+                                aether_send_with_descriptors(
+                                    fd, bytes.baseAddress, UInt(bytes.count), $0.baseAddress, CInt($0.count))
+                            }
                         }
                     }
                 } else {
@@ -75,12 +78,16 @@ package enum ControlLine {
                     poll(&poller, 1, milliseconds)
                 }
                 guard ready > 0 else { continue }
-                var descriptor: CInt = -1
+                var descriptors: (CInt, CInt, CInt, CInt) = (-1, -1, -1, -1)
+                var count: CInt = 0
                 // recvmsg, not recv: a descriptor passed with a byte is dropped by a recv of it.
                 received = try systemCall("recvmsg", on: "the control connection", failsWith: .minusOne) {
-                    aether_receive_with_descriptor(fd, &byte, 1, &descriptor)
+                    withUnsafeMutableBytes(of: &descriptors) {
+                        aether_receive_with_descriptors(
+                            fd, &byte, 1, $0.baseAddress!.assumingMemoryBound(to: CInt.self), 4, &count)
+                    }
                 }
-                if descriptor >= 0 { passed.append(descriptor) }
+                withUnsafeBytes(of: descriptors) { passed += $0.bindMemory(to: CInt.self).prefix(Int(count)) }
             } catch {
                 throw Failure(description: "cannot read the control connection: \(error.reason)")
             }

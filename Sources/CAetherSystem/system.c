@@ -35,6 +35,8 @@ int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
 
 int aether_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
+int aether_make_not_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
 int aether_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int aether_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }
@@ -170,10 +172,14 @@ int aether_spawn_in_namespaces(
 
 // MARK: descriptor passing
 
-long aether_send_with_descriptor(int socket, const void *bytes, unsigned long length, int fd) {
+long aether_send_with_descriptors(int socket, const void *bytes, unsigned long length, const int *fds, int count) {
+    if (count < 1 || count > 8) {
+        errno = EINVAL;
+        return -1;
+    }
     struct iovec vector = {(void *)bytes, length};
     union {
-        char buffer[CMSG_SPACE(sizeof(int))];
+        char buffer[CMSG_SPACE(sizeof(int) * 8)];
         struct cmsghdr align;
     } control;
     memset(&control, 0, sizeof control);
@@ -181,17 +187,18 @@ long aether_send_with_descriptor(int socket, const void *bytes, unsigned long le
     message.msg_iov = &vector;
     message.msg_iovlen = 1;
     message.msg_control = control.buffer;
-    message.msg_controllen = sizeof control.buffer;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+    header->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+    memcpy(CMSG_DATA(header), fds, sizeof(int) * (size_t)count);
     return sendmsg(socket, &message, MSG_NOSIGNAL);
 }
 
-long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capacity, int *fd) {
-    *fd = -1;
+long aether_receive_with_descriptors(
+    int socket, void *bytes, unsigned long capacity, int *fds, int room, int *count) {
+    *count = 0;
     struct iovec vector = {bytes, capacity};
     union {
         char buffer[CMSG_SPACE(sizeof(int) * 8)];
@@ -206,11 +213,45 @@ long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capac
     if (received < 0) return -1;
     for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
         if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-        int count = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int *fds = (int *)CMSG_DATA(header);
-        for (int index = 0; index < count; index++) {
-            if (*fd < 0) *fd = fds[index];
-            else close(fds[index]);
+        int passed = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *descriptors = (int *)CMSG_DATA(header);
+        for (int index = 0; index < passed; index++) {
+            if (*count < room) fds[(*count)++] = descriptors[index];
+            else close(descriptors[index]);
+        }
+    }
+    return received;
+}
+
+int aether_pass_credentials(int socket) {
+    int on = 1;
+    return setsockopt(socket, SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+}
+
+long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity, int *pid) {
+    *pid = -1;
+    struct iovec vector = {bytes, capacity};
+    union {
+        char buffer[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr message = {0};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.buffer;
+    message.msg_controllen = sizeof control.buffer;
+    long received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (received < 0) return -1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+        if (header->cmsg_level != SOL_SOCKET) continue;
+        if (header->cmsg_type == SCM_CREDENTIALS && header->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+            struct ucred credentials;
+            memcpy(&credentials, CMSG_DATA(header), sizeof credentials);
+            *pid = credentials.pid;
+        } else if (header->cmsg_type == SCM_RIGHTS) {
+            int passed = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            int *descriptors = (int *)CMSG_DATA(header);
+            for (int index = 0; index < passed; index++) close(descriptors[index]);
         }
     }
     return received;

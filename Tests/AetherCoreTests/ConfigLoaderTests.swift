@@ -69,6 +69,29 @@ import Testing
         #expect(config.orchestrator.python == "python3")
     }
 
+    /// `snapshot:` takes a start mode as well as a boolean; `true` means the standard mode.
+    @Test func snapshotModes() throws {
+        let dir = TemporaryDirectory()
+        dir.write("h.py", "")
+        let yaml = """
+            functions:
+              - {id: a, trigger_port: 80, handler_path: h.py, snapshot: true}
+              - {id: b, trigger_port: 81, handler_path: h.py, snapshot: fork}
+              - {id: c, trigger_port: 82, handler_path: h.py, snapshot: criu}
+              - {id: d, trigger_port: 83, handler_path: h.py, snapshot: false}
+
+            """
+        let config = try ConfigLoader.load(path: dir.write("c.yaml", yaml))
+        let modes = config.functions.map { $0.snapshot ? $0.snapshotMode.rawValue : "none" }
+        #expect(modes == ["criu", "fork", "criu", "none"])
+        #expect(config.functions.map(\.usesCriu) == [true, false, true, false])
+        let error = #expect(throws: ConfigError.self) {
+            let bad = "functions:\n  - {id: a, trigger_port: 80, handler_path: h.py, snapshot: zygote}\n"
+            try ConfigLoader.load(path: dir.write("bad.yaml", bad))
+        }
+        #expect(String(describing: error).contains("functions[0].snapshot: expected true, false, criu or fork, found"))
+    }
+
     @Test func theBundledExampleIsValid() throws {
         let example = Fixtures.root.appendingPathComponent("../../../examples/aetherless.yaml").standardized.path
         let config = try ConfigLoader.load(path: example)

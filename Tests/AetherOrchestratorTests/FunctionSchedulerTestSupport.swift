@@ -430,7 +430,7 @@ struct SchedulerHarness {
                 #expect(ready.decisions.first == .steer(instance), sourceLocation: sourceLocation)
                 acts += steered(instance)
             }
-        case .restore:
+        case .restore, .fork:
             acts += restored(instance)
             if settings.handshake == .attach { acts += line("ATTACHED", from: instance) }
         }

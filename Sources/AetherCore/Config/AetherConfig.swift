@@ -188,8 +188,28 @@ public struct FunctionConfig: Sendable, Equatable {
     public var maxBody: BodyLimit
     /// Time a new instance has to report READY (and ATTACHED, for sdk handlers).
     public var startupTimeout: StartupTimeout
-    /// Start instances by restoring a CRIU snapshot of an initialised one (sdk only).
+    /// Start instances from an initialised template instead of cold (sdk only): `snapshot:
+    /// true`, `criu` or `fork`; how, `snapshotMode` says.
     public var snapshot: Bool
+    /// With `snapshot`: restore copies of a CRIU image of the template, or fork the template
+    /// itself, kept alive and frozen (docs/handler-protocol.md, "Snapshots").
+    public var snapshotMode: SnapshotMode
+
+    /// Whether its instances are restored from a CRIU image (criu must be installed).
+    public var usesCriu: Bool { snapshot && snapshotMode == .criu }
+
+    /// How a `snapshot` function's instances are made from its initialised template.
+    public enum SnapshotMode: String, Sendable, Equatable, CaseIterable {
+        /// Each instance is a CRIU restore of the template's image, alone in its own PID, mount
+        /// and IPC namespaces (BENCHMARKS.md, "Start modes": why this is what `true` means).
+        case criu
+        /// Each instance is a child forked from the live template: fastest, pages shared
+        /// copy-on-write, but the copies share the template's namespaces (SECURITY.md).
+        case fork
+
+        /// What `snapshot: true` means.
+        public static let standard = SnapshotMode.criu
+    }
     /// Instances kept running while idle (0 = scale to zero).
     public var minWarm: WarmCount
     /// An instance idle this long is stopped, down to `minWarm`.
@@ -221,6 +241,7 @@ public struct FunctionConfig: Sendable, Equatable {
         maxBody: BodyLimit = .standard,
         startupTimeout: StartupTimeout = .standard,
         snapshot: Bool = false,
+        snapshotMode: SnapshotMode = .standard,
         minWarm: WarmCount = .standard,
         idleTimeout: IdleTimeout = .standard,
         user: UserName? = nil,
@@ -243,6 +264,7 @@ public struct FunctionConfig: Sendable, Equatable {
         self.maxBody = maxBody
         self.startupTimeout = startupTimeout
         self.snapshot = snapshot
+        self.snapshotMode = snapshotMode
         self.minWarm = minWarm
         self.idleTimeout = idleTimeout
         self.user = user

@@ -339,7 +339,8 @@ struct ConfigValidator {
                         handlerPath: handler, timeout: timeout ?? Self.defaultTimeout, environment: environment,
                         handlerProtocol: serving.handlerProtocol, maxInstances: serving.maxInstances,
                         concurrency: serving.concurrency, maxQueue: serving.maxQueue, maxBody: serving.maxBody,
-                        startupTimeout: serving.startupTimeout, snapshot: serving.snapshot, minWarm: serving.minWarm,
+                        startupTimeout: serving.startupTimeout, snapshot: serving.snapshot,
+                        snapshotMode: serving.snapshotMode, minWarm: serving.minWarm,
                         idleTimeout: serving.idleTimeout, user: confinement.user, network: confinement.network,
                         maxPIDs: confinement.maxPIDs, cpuLimit: confinement.cpuLimit, secrets: confinement.secrets,
                         auth: confinement.auth))
@@ -356,6 +357,7 @@ struct ConfigValidator {
         var maxBody = BodyLimit.standard
         var startupTimeout = StartupTimeout.standard
         var snapshot = false
+        var snapshotMode = FunctionConfig.SnapshotMode.standard
         var minWarm = WarmCount.standard
         var idleTimeout = IdleTimeout.standard
     }
@@ -394,9 +396,16 @@ struct ConfigValidator {
         if let entry = fields["snapshot"] {
             if let flag = bool(entry.value) {
                 serving.snapshot = flag
+            } else if tagName(entry.value) == .str, let text = scalarText(entry.value),
+                let mode = FunctionConfig.SnapshotMode(rawValue: text)
+            {
+                serving.snapshot = true
+                serving.snapshotMode = mode
             } else {
                 report(
-                    .wrongType, at: entry.value, path: "\(path).snapshot", expected: "true or false",
+                    .wrongType, at: entry.value, path: "\(path).snapshot",
+                    expected:
+                        "true, false, \(FunctionConfig.SnapshotMode.allCases.map(\.rawValue).joined(separator: " or "))",
                     found: describe(entry.value))
                 valid = false
             }

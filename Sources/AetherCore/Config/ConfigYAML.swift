@@ -53,7 +53,7 @@ public enum ConfigYAML {
                 key("concurrency", String(function.concurrency.rawValue))
                 key("max_queue", String(function.maxQueue.rawValue))
                 key("max_body_bytes", String(function.maxBody.bytes))
-                key("snapshot", function.snapshot ? "true" : "false")
+                key("snapshot", function.snapshot ? function.snapshotMode.rawValue : "false")
                 key("min_warm", String(function.minWarm.rawValue))
                 key("idle_timeout_ms", String(function.idleTimeout.milliseconds))
                 if let auth = function.auth {

@@ -9,6 +9,8 @@ public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
     case dumpFailed(pid: Int32, log: String)
     /// Restoring an image failed; `log` holds criu's own last lines.
     case restoreFailed(image: String, log: String)
+    /// `snapshot: fork`: the live template did not fork a copy.
+    case forkFailed(template: Int32, reason: String)
     /// A restore finished, or was cut off, later than the configured budget.
     case latencyViolation(actual: Duration, limit: Duration)
 
@@ -34,6 +36,8 @@ public enum CriuError: Error, Sendable, Equatable, CustomStringConvertible {
             "criu dump of pid \(pid) failed: \(log)"
         case .restoreFailed(let image, let log):
             "criu restore of \(image) failed: \(log)"
+        case .forkFailed(let template, let reason):
+            "fork of the template (pid \(template)) failed: \(reason)"
         case .latencyViolation(let actual, let limit):
             "restore took \(Self.milliseconds(actual)) ms, over the \(Self.milliseconds(limit)) ms restore budget (restore_timeout_ms)"
         }

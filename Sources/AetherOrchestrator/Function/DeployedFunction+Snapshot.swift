@@ -44,6 +44,80 @@ extension DeployedFunction {
         }
     }
 
+    /// Starts the live template of a `snapshot: fork` function on a background thread. When it
+    /// ends unexpectedly (killed, crashed) it is started again, with a fresh init; starts fail
+    /// meanwhile (requests get 503), never a silent cold start.
+    func startForkTemplate() async throws(HandlerError) -> ForkTemplate {
+        let promise = group.next().makePromise(of: ForkTemplate.self)
+        let (config, launch, budget, memory, limits, sandbox, output) = (
+            config, launcher.launch, restoreBudget, memory, launcher.limits, launcher.sandbox, launcher.output
+        )
+        let start = imageRepair.withLock { $0.rebuilds }
+        let cgroupName = "\(id)-g\(generation)-template" + (start == 0 ? "" : "-r\(start)")
+        let ended = Mutex<ForkTemplate?>(nil)
+        // Each copy's cgroups are made when it is forked, ahead of demand (`ForkTemplate`).
+        let copyNames = Atomic<Int>(0)
+        let confine: @Sendable (pid_t) -> Result<String, CgroupFailure> = { pid in
+            let copy = copyNames.wrappingAdd(1, ordering: .relaxed).oldValue
+            return memory.confine(pid: pid, name: "\(cgroupName)-f\(copy)", limits: limits)
+        }
+        // The reaper holds `ended` (and so this function) until the template has ended, which
+        // `stop` makes happen.
+        BackgroundThread.start(name: "template-\(id)") { [self] in
+            do throws(FunctionSnapshot.BuildFailure) {
+                let template = try ForkTemplate.start(
+                    function: config, launch: launch, budget: budget, memory: memory, limits: limits, sandbox: sandbox,
+                    cgroupName: cgroupName, output: output, confine: confine,
+                    ended: { status in
+                        if let template = ended.withLock({ $0 }) { self.forkTemplateEnded(template, status: status) }
+                    })
+                ended.withLock { $0 = template }
+                promise.succeed(template)
+            } catch {
+                promise.fail(error.error)
+            }
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as HandlerError {
+            throw error
+        } catch {
+            throw .snapshotFailed(function: id, detail: "\(error)")
+        }
+    }
+
+    /// The live template ended: unless it was stopped on purpose (it is no longer the current
+    /// one), a new one is started in the background.
+    private func forkTemplateEnded(_ template: ForkTemplate, status: ExitStatus) {
+        let current = forkTemplate.withLock { current -> Bool in
+            guard current === template else { return false }
+            current = nil
+            return true
+        }
+        guard current else { return }
+        template.stop()
+        let restart = imageRepair.withLock { repair -> Bool in
+            guard !repair.rebuilding else { return false }
+            repair.rebuilding = true
+            repair.rebuilds += 1
+            return true
+        }
+        logger.warning(
+            "the fork template \(status): starting it again (its copies ended with it)",
+            metadata: ["pid": "\(template.pid)"])
+        guard restart else { return }
+        Task {
+            defer { imageRepair.withLock { $0.rebuilding = false } }
+            do {
+                let started = try await startForkTemplate()
+                forkTemplate.withLock { $0 = started }
+                logger.info("fork template ready", metadata: ["pid": "\(started.pid)"])
+            } catch {
+                logger.error("the fork template could not be started again: \(error)")
+            }
+        }
+    }
+
     /// Builds the function's snapshot on a background thread.
     func buildSnapshot(into directory: String) async throws(HandlerError) -> FunctionSnapshot {
         let promise = group.next().makePromise(of: FunctionSnapshot.self)

@@ -34,6 +34,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let restoreBudget: Duration
     /// The function's CRIU image once built (`snapshot: true`).
     let snapshot = Mutex<FunctionSnapshot?>(nil)
+    /// The live template copies are forked from (`snapshot: fork`); nil while it is (re)started.
+    let forkTemplate = Mutex<ForkTemplate?>(nil)
     private let wakeUps: WakeUpTimer
     /// Restores that failed in a row for a reason other than time (a corrupt or missing image),
     /// and whether a new image is being built because of them.
@@ -83,7 +85,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
                     requestTimeout: .milliseconds(config.timeout.milliseconds),
                     startupTimeout: config.startupTimeout.duration,
                     idleTimeout: .milliseconds(config.idleTimeout.milliseconds),
-                    start: config.snapshot ? .restore : .spawn, handshake: handshakeKind,
+                    start: config.snapshot ? (config.snapshotMode == .fork ? .fork : .restore) : .spawn,
+                    handshake: handshakeKind,
                     memoryLimitMegabytes: config.memoryLimit.megabytes,
                     prefetch: config.handlerProtocol == .sdk ? Self.prefetch : 0)))
         launcher = InstanceLauncher(
@@ -116,7 +119,16 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// serve, or stops everything and throws why they could not.
     func start() async throws(HandlerError) {
         handshake.addUser(self)
-        if config.snapshot {
+        if config.snapshot && config.snapshotMode == .fork {
+            do {
+                let template = try await startForkTemplate()
+                forkTemplate.withLock { $0 = template }
+                logger.info("fork template ready", metadata: ["pid": "\(template.pid)"])
+            } catch {
+                await stop()
+                throw error
+            }
+        } else if config.snapshot {
             do {
                 let built = try await buildSnapshot(into: snapshotDirectory)
                 snapshot.withLock { $0 = built }
@@ -197,6 +209,10 @@ final class DeployedFunction: Sendable, InstanceEvents {
         wakeUps.cancel()
         processWatch.withLock { $0?.cancel() }
         snapshot.withLock { $0 }?.remove()
+        forkTemplate.withLock { template in
+            defer { template = nil }
+            return template
+        }?.stop()
         // Its secret files go with the last of its processes.
         if let secrets = launcher.sandbox?.secrets { SecretFiles.remove(secrets) }
         handshake.removeUser(self)
@@ -328,6 +344,15 @@ final class DeployedFunction: Sendable, InstanceEvents {
         switch origin {
         case .spawn:
             launcher.spawn(handle)
+        case .fork:
+            guard let template = forkTemplate.withLock({ $0 }) else {
+                launchFailed(
+                    instance,
+                    error: .snapshotFailed(
+                        function: id, detail: "the fork template has ended and is being started again"))
+                return
+            }
+            launcher.fork(handle, from: template)
         case .restore:
             guard let snapshot = snapshot.withLock({ $0 }) else {
                 launchFailed(instance, error: .snapshotFailed(function: id, detail: "no snapshot has been built"))

@@ -94,7 +94,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
         guard fd >= 0 else { return "the instance has no control connection to send ATTACH on" }
         defer { close(fd) }
         do {
-            try ControlLine.write(fd, "ATTACH \(region.name)\n", passing: region.descriptor)
+            try ControlLine.write(fd, "ATTACH \(region.name)\n", passing: [region.descriptor])
             return nil
         } catch {
             return error.description

@@ -181,7 +181,7 @@ struct InstanceLauncher: Sendable {
                 // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
                 copy = try snapshot.restore(
                     logName: "restore-g\(generation)-\(handle.id)",
-                    firstLine: handle.region.map { ("ATTACH \($0.name)\n", $0.descriptor) })
+                    firstLine: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) })
             } catch {
                 release(handle)
                 events.launchFailed(
@@ -219,6 +219,41 @@ struct InstanceLauncher: Sendable {
         }
     }
 
+    /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it waits for
+    /// the copy's first message); reports `restored` or `launchFailed`, as for a restored copy.
+    func fork(_ handle: InstanceHandle, from template: ForkTemplate) {
+        BackgroundThread.start(name: "fork-\(handle.id)") { [self] in
+            let events = handle.events
+            let copy: FunctionSnapshot.Copy
+            do throws(CriuError) {
+                copy = try template.start(
+                    attach: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", []))
+            } catch {
+                release(handle)
+                events.launchFailed(
+                    handle.id, error: .restoreFailed(function: id, instance: handle.id.number, error: error))
+                return
+            }
+            handle.started(pid: copy.pid, cgroup: copy.cgroup)
+            let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
+            watch(handle, pid: copy.pid, isChild: false, outputClosed: outputClosed)
+            do {
+                let connection = try ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).wait()
+                connection.bind(to: handle)
+            } catch {
+                kill(-copy.pid, SIGKILL)
+                events.launchFailed(
+                    handle.id,
+                    error: .protocolViolation(
+                        function: id, instance: handle.id.number,
+                        detail: "forked copy: its control connection cannot be watched: \(error)"))
+                return
+            }
+            ResponseReader.start(for: handle)
+            events.restored(handle.id, pid: copy.pid, duration: copy.duration)
+        }
+    }
+
     /// Undoes `makeHandle` when no process came of it.
     private func release(_ handle: InstanceHandle) {
         try? handle.region?.unlink()
@@ -239,7 +274,9 @@ struct InstanceLauncher: Sendable {
     /// Has the reaper tell the instance's events when the process ends, once its output is read
     /// to the end (its last stderr lines explain a failed start), or after 200 ms if something
     /// it started keeps the pipes open.
-    private func watch(_ handle: InstanceHandle, pid: pid_t, outputClosed: EventLoopFuture<Void>) {
+    private func watch(
+        _ handle: InstanceHandle, pid: pid_t, isChild: Bool = true, outputClosed: EventLoopFuture<Void>
+    ) {
         let (memory, handshake, group) = (memory, handshake, group)
         let reported: @Sendable (ExitStatus) -> Void = { status in
             handle.readerShouldStop.store(true, ordering: .releasing)
@@ -266,7 +303,8 @@ struct InstanceLauncher: Sendable {
             }
         }
         do {
-            try ChildReaper.shared.watch(pid, willReap: { _ = handle.markGone() }, reaped: reported)
+            try ChildReaper.shared.watch(
+                pid, isChild: isChild, willReap: { _ = handle.markGone() }, reaped: reported)
         } catch {
             // Cannot happen for a child we just started; if it does, nobody would reap it.
             kill(-pid, SIGKILL)

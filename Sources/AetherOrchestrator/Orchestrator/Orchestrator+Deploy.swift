@@ -73,7 +73,7 @@ extension Orchestrator {
         } catch {
             // Only snapshot functions need criu: the error names the first, like any function
             // that cannot start, and says nothing was applied.
-            let needing = config.functions.first(where: \.snapshot)?.id
+            let needing = config.functions.first(where: \.usesCriu)?.id
             guard let needing else { throw .refused(error) }
             throw .startFailed(function: needing, cause: error, undoProblems: [])
         }

@@ -272,7 +272,7 @@ public final class Orchestrator: Sendable {
     /// Installs criu's kernel-probe cache the first time a snapshot function is started (at
     /// `up`, or by the first deploy that brings one), so no restore pays the probe.
     func primeCriu(for functions: [FunctionConfig]) throws(AetherError) {
-        guard functions.contains(where: \.snapshot) else { return }
+        guard functions.contains(where: \.usesCriu) else { return }
         let needed = state.withLock { state in
             defer { state.criuPrimed = true }
             return !state.criuPrimed

@@ -28,6 +28,9 @@ final class ChildReaper: Sendable {
 
     private struct Watch: Sendable {
         let pid: pid_t
+        /// A child of ours, to be reaped; false: another process's child (a forked copy), whose
+        /// end is only noticed.
+        let isChild: Bool
         let willReap: @Sendable () -> Void
         let reaped: @Sendable (ExitStatus) -> Void
     }
@@ -46,12 +49,14 @@ final class ChildReaper: Sendable {
 
     /// Reaps `pid` (a child of ours) when it ends: `willReap` runs while it is still a zombie,
     /// then `reaped` with its status, both on the reaper thread.
+    /// `isChild` false: `pid` is not our child (a copy forked from a template): nothing is
+    /// reaped, `reaped` gets `.unknown` once it has ended.
     func watch(
-        _ pid: pid_t, willReap: @escaping @Sendable () -> Void = {},
+        _ pid: pid_t, isChild: Bool = true, willReap: @escaping @Sendable () -> Void = {},
         reaped: @escaping @Sendable (ExitStatus) -> Void = { _ in }
     ) throws(SystemCallFailure) {
         let pidfd = try systemCall("pidfd_open", on: "pid \(pid)", failsWith: .minusOne) { aether_pidfd_open(pid) }
-        watches.withLock { $0[pidfd] = Watch(pid: pid, willReap: willReap, reaped: reaped) }
+        watches.withLock { $0[pidfd] = Watch(pid: pid, isChild: isChild, willReap: willReap, reaped: reaped) }
         do {
             try systemCall("epoll_ctl", on: "pidfd of pid \(pid)", failsWith: .minusOne) {
                 aether_epoll_add_readable(epoll, pidfd)
@@ -81,6 +86,10 @@ final class ChildReaper: Sendable {
                 _ = aether_epoll_remove(epoll, pidfd)
                 close(pidfd)
                 watch.willReap()
+                guard watch.isChild else {
+                    watch.reaped(.unknown)
+                    continue
+                }
                 var status: CInt = 0
                 while waitpid(watch.pid, &status, 0) < 0 && errno == EINTR {}
                 watch.reaped(ExitStatus(waitStatus: status))

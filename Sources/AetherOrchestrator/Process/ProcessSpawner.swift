@@ -154,6 +154,9 @@ enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
     case signalled(CInt)
     /// There never was a process (a restore that failed).
     case notStarted
+    /// Ended, with a status only its parent saw (a copy forked from a live template, which
+    /// reaped it).
+    case unknown
 
     init(waitStatus status: CInt) {
         if status & 0x7f == 0 {
@@ -168,6 +171,7 @@ enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
         case .exited(let code): "exited with status \(code)"
         case .signalled(let signal): "killed by signal \(signal) (\(String(cString: strsignal(signal))))"
         case .notStarted: "was not started"
+        case .unknown: "ended (a forked copy: its template reaped it, so its status is unknown)"
         }
     }
 }

@@ -83,7 +83,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     /// The seed's lifecycle of the function, derived from its instances.
     var lifecycle: FunctionState {
         if instances.contains(where: { $0.phase.isServing }) { return .running }
-        if settings.start == .restore && mode != .starting { return .warmSnapshot }
+        if settings.start.isCopy && mode != .starting { return .warmSnapshot }
         return hasServed ? .suspended : .uninitialized
     }
 
@@ -111,7 +111,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     /// which proves the handler starts; a snapshot build already did). `.startFinished` follows.
     mutating func start(now: SchedulerInstant) -> [Action] {
         var actions: [Action] = []
-        let first = settings.start == .restore ? settings.minWarm : max(1, settings.minWarm)
+        let first = settings.start.isCopy ? settings.minWarm : max(1, settings.minWarm)
         for _ in 0..<first { firstInstances.insert(launch(now: now, &actions)) }
         reportStartIfDone(&actions)
         return actions
@@ -320,7 +320,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         instance: InstanceID, pid: Int32, restoreDuration: Duration, now: SchedulerInstant
     ) -> [Action] {
         var actions: [Action] = []
-        guard let index = index(of: instance), instances[index].origin == .restore else { return actions }
+        guard let index = index(of: instance), instances[index].origin.isCopy else { return actions }
         switch instances[index].phase {
         case .launching(let launching):
             stats.recordRestore(restoreDuration)
@@ -328,8 +328,14 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             actions.append(
                 .log(
                     SchedulerLogEntry(
-                        level: .info, message: "instance restored", instance: instance,
-                        metadata: ["pid": "\(pid)", "restore_ms": "\(restoreDuration.milliseconds)"])))
+                        level: .info,
+                        message: instances[index].origin == .fork ? "instance forked" : "instance restored",
+                        instance: instance,
+                        metadata: [
+                            "pid": "\(pid)",
+                            instances[index].origin == .fork
+                                ? "fork_ms" : "restore_ms": "\(restoreDuration.milliseconds)",
+                        ])))
             if settings.handshake == .attach {
                 instances[index].phase = .handshaking(
                     .init(pid: pid, step: .awaitingAttached, deadline: now + settings.startupTimeout))
@@ -611,7 +617,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         let waited = Int(settings.startupTimeout.milliseconds)
         switch instances[index].phase {
         case .launching(let launching) where launching.deadline <= now:
-            let awaiting = instances[index].origin == .restore ? "ATTACHED" : "READY"
+            let awaiting = instances[index].origin.isCopy ? "ATTACHED" : "READY"
             startupTimedOut(at: index, awaiting: awaiting, waited: waited, now: now, &actions)
         case .handshaking(let handshake) where handshake.deadline <= now && handshake.step == .steering:
             // READY came, but no socket listens on the port the handler was given.
@@ -858,7 +864,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         stats.record(isError: isError ?? outcome.isError, latency: now - record.arrived)
         switch record.coldStart?.origin {
         case .spawn: stats.spawnColdStarts += 1
-        case .restore: stats.restoreColdStarts += 1
+        case .restore, .fork: stats.restoreColdStarts += 1
         case nil: break
         }
         actions.append(.complete(record.request, outcome))

@@ -33,6 +33,11 @@ public enum InstanceOrigin: String, Sendable, Equatable {
     case spawn
     /// A copy of the function's CRIU snapshot.
     case restore
+    /// A child forked from the function's live template (`snapshot: fork`).
+    case fork
+
+    /// A copy of an initialised template (restored or forked): its READY was the template's.
+    var isCopy: Bool { self != .spawn }
 }
 
 /// The conversation on a new instance's control connection before it serves

@@ -105,99 +105,29 @@ final class FunctionSnapshot: Sendable {
         memory: MemoryCgroup, limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String,
         output: OutputCapture, prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
-        let id = function.id
-        func fail(_ detail: String) -> BuildFailure {
-            BuildFailure(error: .snapshotFailed(function: id, detail: detail))
-        }
-        let pair: DescriptorPair
-        do {
-            pair = try .socketPair(SOCK_STREAM, for: "the template's control connection")
-        } catch {
-            throw fail("socketpair: \(error.reason)")
-        }
-        // Ours until the build ends: closing it earlier would end the template before the dump.
-        let control = pair.ours
-        let controlInode = Self.inode(pair.theirs.rawValue)
-        var environment = launch.environment(instance: -1)
-        environment["AETHER_CONTROL_FD"] = "3"
-        environment["AETHER_INSTANCE"] = "template"
-        // Confined, the template's cgroups exist first and it joins them itself.
-        var cgroups: [String] = []
-        if sandbox != nil {
-            switch memory.prepare(name: cgroupName, limits: limits) {
-            case .success(let folders): cgroups = folders
-            case .failure(let failure): throw fail("cannot enforce the template's limits: \(failure.reason)")
-            }
-        }
-        let template: SnapshotTemplate
-        do {
-            template = try SnapshotTemplate.start(
-                program: launch.program, arguments: launch.arguments, environment: environment,
-                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue], sandbox: sandbox, cgroups: cgroups)
-        } catch {
-            if let cgroup = cgroups.first { memory.remove(cgroup) }
-            throw BuildFailure(error: .spawnFailed(function: id, program: launch.program, reason: error.reason))
-        }
-        // The template has its end: with ours the only one left here, its exit is our EOF.
-        pair.theirs.close()
-        let (templatePID, launcherPID) = (template.pid, template.launcher.pid)
-        let stdoutInode = Self.inode(template.launcher.stdout.rawValue)
-        let stderrInode = Self.inode(template.launcher.stderr.rawValue)
-        output.start(descriptor: template.launcher.stdout.take(), stream: "stdout", instance: -1)
-        let stderrClosed = output.start(descriptor: template.launcher.stderr.take(), stream: "stderr", instance: -1)
-        var templateCgroup = cgroups.first
-        func stopTemplate() {
-            kill(-templatePID, SIGKILL)
-            kill(launcherPID, SIGKILL)
-            var status: CInt = 0
-            waitpid(launcherPID, &status, 0)
-            if let templateCgroup { memory.remove(templateCgroup) }
-        }
-        if templateCgroup == nil,
-            case .success(let folder) = memory.confine(pid: templatePID, name: cgroupName, limits: limits)
-        {
-            templateCgroup = folder
-        }
-
-        let timeout = function.startupTimeout.duration
-        do {
-            let ready = try ControlLine.read(control.rawValue, timeout: timeout)
-            guard ready == "READY" else { throw fail("the template sent \(ready.debugDescription) instead of READY") }
-            try ControlLine.write(control.rawValue, "CHECKPOINT\n")
-            let frozen = try ControlLine.read(control.rawValue, timeout: timeout)
-            guard frozen == "FROZEN" else {
-                throw fail(
-                    "the template answered CHECKPOINT with \(frozen.debugDescription): its handler runtime does not support snapshots"
-                )
-            }
-        } catch let failure as BuildFailure {
-            stopTemplate()
-            throw failure
-        } catch {
-            stopTemplate()
-            // Its last words are in the pipe until the capture has read them all.
-            _ = try? stderrClosed.wait()
-            let lastLines = output.logs.tail(200).filter { $0.instance == -1 && $0.stream == "stderr" }.suffix(10)
-                .map(\.text)
-            throw fail(
-                "\(error)" + (lastLines.isEmpty ? "" : "; its last output:\n" + lastLines.joined(separator: "\n")))
-        }
+        let template = try FrozenTemplate.start(
+            function: function, launch: launch, memory: memory, limits: limits, sandbox: sandbox,
+            cgroupName: cgroupName, output: output)
         let dumpDuration: Duration
         do {
             dumpDuration = try criu.dump(
-                pid: templatePID, into: directory, externalUnixSockets: [controlInode],
+                pid: template.pid, into: directory, externalUnixSockets: [template.controlInode],
                 externalMounts: sandbox?.dumpExternals ?? [],
                 realUser: sandbox.map { ($0.helper, $0.identity) })
         } catch {
-            stopTemplate()
-            throw fail(error.description)
+            template.stop()
+            throw BuildFailure(error: .snapshotFailed(function: function.id, detail: error.description))
         }
-        stopTemplate()
+        let (controlInode, stdoutInode, stderrInode) = (
+            template.controlInode, template.stdoutInode, template.stderrInode
+        )
+        template.stop()
         let imageFolder: OwnedDescriptor
         do {
             imageFolder = try .open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         } catch {
-            throw fail("cannot open \(directory): \(error.reason)")
+            throw BuildFailure(
+                error: .snapshotFailed(function: function.id, detail: "cannot open \(directory): \(error.reason)"))
         }
         return FunctionSnapshot(
             directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,
@@ -222,13 +152,12 @@ final class FunctionSnapshot: Sendable {
     /// `firstLine` (the copy's `ATTACH <region>`) is written to the copy's control connection
     /// before criu starts: the restored copy, blocked reading its next line, finds it at once and
     /// attaches while we are still taking criu's answer, instead of waiting a round trip for it.
-    func restore(logName: String, firstLine: (text: String, passing: CInt)? = nil) throws(CriuError) -> Copy {
+    func restore(logName: String, firstLine: (text: String, passing: [CInt])? = nil) throws(CriuError) -> Copy {
         let begun = ContinuousClock.now
         let slot = try slots.take()
         if let firstLine {
             do throws(ControlLine.Failure) {
-                try ControlLine.write(
-                    slot.control, firstLine.text, passing: firstLine.passing >= 0 ? firstLine.passing : nil)
+                try ControlLine.write(slot.control, firstLine.text, passing: firstLine.passing)
             } catch {
                 slots.discard(slot)
                 throw .restoreFailed(image: directory, log: "cannot queue the first line for the copy: \(error)")
@@ -241,12 +170,6 @@ final class FunctionSnapshot: Sendable {
         slots.close()
         _ = imageFolder.withLock { $0.take() }
         RecursiveRemoval.remove(directory)
-    }
-
-    private static func inode(_ fd: CInt) -> UInt64 {
-        var status = stat()
-        fstat(fd, &status)
-        return UInt64(status.st_ino)
     }
 
     static func diskUsage(_ directory: String) -> Int {

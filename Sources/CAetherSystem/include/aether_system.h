@@ -18,6 +18,10 @@ int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
 /// are re-parented to us, so we can wait for them. Returns 0 or -1 with errno.
 int aether_become_child_subreaper(void);
 
+/// prctl(PR_SET_DUMPABLE, 0): /proc/PID/mem and ptrace of this process (and of what it forks)
+/// are closed to processes of the same uid. -1 with errno.
+int aether_make_not_dumpable(void);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void aether_set_thread_name(const char *name);
 
@@ -63,13 +67,24 @@ int aether_tcp_activity(
 int aether_spawn_in_namespaces(
     const char *path, char *const argv[], char *const envp[], const int *inherit, int count, int namespaces);
 
-/// sendmsg of `length` bytes with descriptor `fd` attached (SCM_RIGHTS); MSG_NOSIGNAL. Returns
-/// the bytes sent or -1 with errno.
-long aether_send_with_descriptor(int socket, const void *bytes, unsigned long length, int fd);
+/// sendmsg of `length` bytes with `count` (1 to 8) descriptors attached (SCM_RIGHTS);
+/// MSG_NOSIGNAL. Returns the bytes sent or -1 with errno.
+long aether_send_with_descriptors(int socket, const void *bytes, unsigned long length, const int *fds, int count);
 
-/// recvmsg of up to `capacity` bytes; a descriptor passed with them (SCM_RIGHTS, close-on-exec)
-/// is stored in `*fd` (else -1; extra ones are closed). Returns the bytes read or -1 with errno.
-long aether_receive_with_descriptor(int socket, void *bytes, unsigned long capacity, int *fd);
+/// recvmsg of up to `capacity` bytes; descriptors passed with them (SCM_RIGHTS, close-on-exec)
+/// are stored in `fds`, in order, up to `room` of them (`*count` says how many; extra ones are
+/// closed). Returns the bytes read or -1 with errno.
+long aether_receive_with_descriptors(
+    int socket, void *bytes, unsigned long capacity, int *fds, int room, int *count);
+
+/// setsockopt(SO_PASSCRED): every message received on `socket` carries its sender's credentials
+/// (as the kernel saw them, in our PID namespace). -1 with errno.
+int aether_pass_credentials(int socket);
+
+/// recvmsg (non-blocking) of up to `capacity` bytes from a socket with SO_PASSCRED; the
+/// sender's PID (in our PID namespace) is stored in `*pid` (-1 if none came); descriptors passed
+/// along are closed. Returns the bytes read or -1 with errno.
+long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity, int *pid);
 
 /// memfd_create(name, MFD_CLOEXEC): an anonymous shared-memory file. -1 with errno.
 int aether_memfd_create(const char *name);

@@ -266,6 +266,62 @@ def _send_error(sock: _socket.socket, text: str) -> None:
         pass
 
 
+def _thread_count() -> int:
+    """Threads of this process, as the kernel counts them (threading only knows its own)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for entry in f:
+                if entry.startswith(b"Threads:"):
+                    return int(entry.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+_template_prepared = False
+
+
+def _fork_copy(sock: _socket.socket, passed: list):
+    """``FORK`` with its descriptors (the copy's control connection, stdout and stderr): fork.
+
+    In the template returns None; in the child returns its control connection, after it has
+    announced itself with ``FORKED`` (the orchestrator learns its PID from the message's
+    credentials and moves it into its own cgroups before it sends ATTACH)."""
+    global _template_prepared
+    if len(passed) != 3:
+        for fd in passed:
+            os.close(fd)
+        raise ValueError(f"FORK carries 3 descriptors (control, stdout, stderr), got {len(passed)}")
+    if not _template_prepared:
+        # Copies are non-dumpable (their /proc/PID/mem is closed to each other, same uid as
+        # they are), and the kernel reaps them: the template never waits for a copy.
+        import ctypes
+
+        PR_SET_DUMPABLE = 4
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+        _template_prepared = True
+    control, out, err = passed
+    pid = os.fork()
+    if pid != 0:
+        for fd in passed:
+            os.close(fd)
+        return None
+    # The child: a session and process group of its own, its own output and connection.
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    os.setsid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    sock.close()
+    child = _socket.socket(fileno=control)
+    child.sendall(b"FORKED\n")
+    return child
+
+
 def _watch_control(sock: _socket.socket) -> None:
     """Daemon thread: read and discard control lines; exit the process at EOF or error."""
     try:
@@ -371,12 +427,31 @@ def main(argv: list | None = None, environ=None) -> int:
         return EXIT_FAILURE
     if line == b"CHECKPOINT":
         # Coordinated checkpoint: no shared memory is mapped and no thread runs yet; the
-        # orchestrator dumps us while we wait for the next line. Each restored copy reads it
-        # from its own fresh connection, so everything below runs once per copy.
+        # orchestrator dumps us (snapshot: criu) or forks us (snapshot: fork) while we wait for
+        # the next line. Each copy reads it from its own fresh connection, so everything below
+        # runs once per copy.
+        threads = _thread_count()
+        if threads != 1:
+            text = (
+                f"{threads} threads are running at CHECKPOINT: a snapshot template must be "
+                "single-threaded (criu and fork copy only the calling thread's state safely); "
+                "start threads in the handler, after the first request, or use snapshot: false"
+            )
+            _log(text)
+            _send_error(sock, text)
+            return EXIT_FAILURE
         _shrink_for_checkpoint()
         try:
             sock.sendall(b"FROZEN\n")
             line = _read_line(sock, buf, passed)
+            while line == b"FORK":
+                # snapshot: fork. The parent stays the template and waits for the next FORK;
+                # the child goes on below as a new instance on the connection FORK passed.
+                child = _fork_copy(sock, passed)
+                passed.clear()
+                if child is not None:
+                    sock, buf = child, bytearray()
+                line = _read_line(sock, buf, passed)
         except (OSError, ValueError) as e:
             _log(f"control socket: {e}")
             return EXIT_FAILURE

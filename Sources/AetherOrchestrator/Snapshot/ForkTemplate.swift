@@ -1,0 +1,303 @@
+import AetherCore
+import AetherIPC
+import AetherSystem
+import CAetherSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A `snapshot: fork` function's live template (docs/handler-protocol.md, "Snapshots"): brought
+/// to FROZEN like a CRIU template, then kept alive, and each new instance is a child forked from
+/// it. Nothing is read from disk and the initialised pages are shared copy-on-write.
+///
+/// One fork, on the template's control connection:
+/// 1. We send `FORK` with three descriptors: one end of a fresh socketpair (the copy's control
+///    connection) and the write ends of its stdout and stderr pipes.
+/// 2. The template forks; the child starts a session of its own, takes those as its connection
+///    and output, and sends `FORKED` on the new connection. The kernel tells us its PID with
+///    that message (SO_PASSCRED): nothing the template says is trusted for it.
+/// 3. We move the child into its own cgroups. It has run no handler code yet: it waits for its
+///    next line, ATTACH, after which the conversation goes on as for a restored copy.
+///
+/// Steps 1-3 take 10-20 ms here, nearly all of it the move into cgroup v1 controllers (an RCU
+/// grace period per move), so they happen ahead of demand: `readyCopies` copies wait forked and
+/// confined (as criu's restore slots wait in their cgroups), and a start only writes ATTACH.
+///
+/// The template is the PID 1 of the copies' namespace and reaps them (SIGCHLD ignored), so a
+/// copy's exit status is not ours to read (`ExitStatus.unknown`); when the template ends, the
+/// kernel ends every copy with it.
+final class ForkTemplate: Sendable {
+    /// Host PID of the template.
+    let pid: pid_t
+    let budget: Duration
+    /// Our end of its control connection; one FORK conversation at a time.
+    private let control: Mutex<OwnedDescriptor?>
+    private let launcherPID: pid_t
+    private let cgroup: String?
+    private let memory: MemoryCgroup
+    /// Moves a copy into cgroups of its own; their memory cgroup, or why not.
+    private let confine: @Sendable (pid_t) -> Result<String, CgroupFailure>
+    /// Copies forked and confined, waiting for ATTACH; and whether a refill is running.
+    private let ready = Mutex<(copies: [WaitingCopy], refilling: Bool, stopped: Bool)>(([], false, false))
+
+    /// How many copies wait ready (a burst beyond them forks on the request path, 10-20 ms
+    /// more per copy: over the default budget, so such starts fail as latency violations).
+    static let readyCopies = 2
+
+    private init(
+        frozen: consuming FrozenTemplate, budget: Duration,
+        confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>
+    ) {
+        pid = frozen.pid
+        launcherPID = frozen.launcherPID
+        cgroup = frozen.cgroup
+        memory = frozen.memory
+        self.budget = budget
+        self.confine = confine
+        control = Mutex(OwnedDescriptor(owning: frozen.control.take()))
+    }
+
+    /// Starts the template and brings it to FROZEN, then forks the first ready copies; `ended`
+    /// is called once it has ended (on the reaper's thread). Blocking: call it off the event
+    /// loops.
+    static func start(
+        function: FunctionConfig, launch: HandlerLaunch, budget: Duration, memory: MemoryCgroup,
+        limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String, output: OutputCapture,
+        confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>,
+        ended: @escaping @Sendable (ExitStatus) -> Void
+    ) throws(FunctionSnapshot.BuildFailure) -> ForkTemplate {
+        let frozen = try FrozenTemplate.start(
+            function: function, launch: launch, memory: memory, limits: limits, sandbox: sandbox,
+            cgroupName: cgroupName, output: output)
+        let launcherPID = frozen.launcherPID
+        let template = ForkTemplate(frozen: frozen, budget: budget, confine: confine)
+        do {
+            try ChildReaper.shared.watch(launcherPID, reaped: ended)
+        } catch {
+            template.stop()
+            throw FunctionSnapshot.BuildFailure(
+                error: .snapshotFailed(function: function.id, detail: "cannot watch the template: \(error.reason)"))
+        }
+        // The first copy is forked here, so a template that cannot fork fails the start.
+        do throws(CriuError) {
+            let first = try template.forkWaitingCopy()
+            template.ready.withLock { $0.copies.append(first) }
+        } catch {
+            template.stop()
+            throw FunctionSnapshot.BuildFailure(
+                error: .snapshotFailed(function: function.id, detail: error.description))
+        }
+        template.refill()
+        return template
+    }
+
+    /// Starts one instance: a ready copy (or, when none is, one forked now), ATTACH written to
+    /// it. Blocking. Over `budget`: `latencyViolation`, the copy killed.
+    func start(attach: (text: String, passing: [CInt])) throws(CriuError) -> FunctionSnapshot.Copy {
+        let begun = ContinuousClock.now
+        defer { refill() }
+        while true {
+            let (stopped, waiting) = ready.withLock { ready -> (Bool, WaitingCopy?) in
+                (ready.stopped, ready.copies.isEmpty ? nil : ready.copies.removeFirst())
+            }
+            if stopped { throw .forkFailed(template: pid, reason: "the template has ended") }
+            let copy: WaitingCopy
+            if let waiting { copy = waiting } else { copy = try forkWaitingCopy() }
+            do {
+                try ControlLine.write(copy.control, attach.text, passing: attach.passing)
+            } catch {
+                // It ended while it waited (the template with it, or killed): the next one.
+                copy.kill()
+                if waiting == nil { throw .forkFailed(template: pid, reason: "cannot send ATTACH: \(error)") }
+                continue
+            }
+            let duration = ContinuousClock.now - begun
+            guard duration <= budget else {
+                copy.kill()
+                throw .latencyViolation(actual: duration, limit: budget)
+            }
+            return copy.handOver(duration: duration)
+        }
+    }
+
+    /// Forks copies in the background until `readyCopies` wait.
+    private func refill() {
+        let start = ready.withLock { ready -> Bool in
+            guard !ready.refilling, !ready.stopped, ready.copies.count < Self.readyCopies else { return false }
+            ready.refilling = true
+            return true
+        }
+        guard start else { return }
+        BackgroundThread.start(name: "fork-refill") { [self] in
+            while true {
+                let copy: WaitingCopy
+                do throws(CriuError) {
+                    copy = try forkWaitingCopy()
+                } catch {
+                    ready.withLock { $0.refilling = false }
+                    return
+                }
+                let keep = ready.withLock { ready -> Bool in
+                    guard !ready.stopped else { return false }
+                    ready.copies.append(copy)
+                    if ready.copies.count >= Self.readyCopies { ready.refilling = false }
+                    return true
+                }
+                if !keep { copy.kill() }
+                if ready.withLock({ !$0.refilling }) { return }
+            }
+        }
+    }
+
+    /// FORK, FORKED, and the move into the copy's own cgroups.
+    private func forkWaitingCopy() throws(CriuError) -> WaitingCopy {
+        func failed(_ reason: String) -> CriuError { .forkFailed(template: pid, reason: reason) }
+        let ends = try CopyEnds.make(failed)
+        let sent = control.withLock { control -> String? in
+            guard let fd = control?.rawValue else { return "the template has ended" }
+            do {
+                try ControlLine.write(
+                    fd, "FORK\n",
+                    passing: [
+                        ends.connection.theirs.rawValue, ends.stdout.theirs.rawValue, ends.stderr.theirs.rawValue,
+                    ])
+                return nil
+            } catch {
+                return "cannot send FORK: \(error)"
+            }
+        }
+        ends.connection.theirs.close()
+        ends.stdout.theirs.close()
+        ends.stderr.theirs.close()
+        if let sent { throw failed(sent) }
+        let child = try forked(on: ends.connection.ours.rawValue, within: .seconds(5), failed: failed)
+        let copy = WaitingCopy(
+            pid: child, control: ends.connection.ours.take(), stdout: ends.stdout.ours.take(),
+            stderr: ends.stderr.ours.take(), memory: memory)
+        switch confine(child) {
+        case .success(let folder): copy.cgroup = folder
+        case .failure(let failure):
+            copy.kill()
+            throw failed("cannot enforce memory_limit_mb: \(failure.reason)")
+        }
+        return copy
+    }
+
+    /// A copy forked and confined, waiting for its ATTACH. Killed (and its cgroup removed) if
+    /// it is dropped before it is handed over.
+    private final class WaitingCopy: @unchecked Sendable {
+        let pid: pid_t
+        let control: CInt
+        let stdout: CInt
+        let stderr: CInt
+        var cgroup: String?
+        private let memory: MemoryCgroup
+        private var handedOver = false
+
+        init(pid: pid_t, control: CInt, stdout: CInt, stderr: CInt, memory: MemoryCgroup) {
+            self.pid = pid
+            self.control = control
+            self.stdout = stdout
+            self.stderr = stderr
+            self.memory = memory
+        }
+
+        func handOver(duration: Duration) -> FunctionSnapshot.Copy {
+            handedOver = true
+            return FunctionSnapshot.Copy(
+                pid: pid, control: OwnedDescriptor(owning: control), stdout: OwnedDescriptor(owning: stdout),
+                stderr: OwnedDescriptor(owning: stderr), duration: duration, cgroup: cgroup)
+        }
+
+        func kill() {
+            guard !handedOver else { return }
+            handedOver = true
+            Glibc.kill(-pid, SIGKILL)
+            Glibc.close(control)
+            Glibc.close(stdout)
+            Glibc.close(stderr)
+            if let cgroup { memory.remove(cgroup) }
+        }
+
+        deinit { kill() }
+    }
+
+    /// A copy's control connection and output pipes, made before FORK.
+    private struct CopyEnds: ~Copyable {
+        let connection: DescriptorPair
+        let stdout: DescriptorPair
+        let stderr: DescriptorPair
+
+        static func make(_ failed: (String) -> CriuError) throws(CriuError) -> CopyEnds {
+            do throws(SystemCallFailure) {
+                let ends = CopyEnds(
+                    connection: try .socketPair(SOCK_STREAM, for: "a forked copy's control connection"),
+                    stdout: try .pipe(for: "a forked copy's stdout"), stderr: try .pipe(for: "a forked copy's stderr"))
+                // The copy's PID comes from its first message's credentials.
+                guard aether_pass_credentials(ends.connection.ours.rawValue) == 0 else {
+                    throw SystemCallFailure(call: "setsockopt", subject: "SO_PASSCRED", errno: errno)
+                }
+                return ends
+            } catch {
+                throw failed(error.reason)
+            }
+        }
+    }
+
+    /// Waits (until `deadline`) for the copy's `FORKED` and returns its PID, as the kernel
+    /// reported the sender of that message.
+    private func forked(
+        on fd: CInt, within limit: Duration, failed: (String) -> CriuError
+    ) throws(CriuError) -> pid_t {
+        let deadline = ContinuousClock.now + limit
+        var line: [UInt8] = []
+        var sender: pid_t = -1
+        while true {
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else {
+                if sender > 0 { kill(-sender, SIGKILL) }
+                throw failed("no FORKED from the copy within \(limit)")
+            }
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let milliseconds = CInt(
+                clamping: max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            guard poll(&poller, 1, milliseconds) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            var pid: CInt = -1
+            let count = buffer.withUnsafeMutableBytes { aether_receive_with_sender(fd, $0.baseAddress, 64, &pid) }
+            if count < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+            guard count > 0 else {
+                throw failed("the template closed the copy's connection without FORKED (it cannot fork, or it ended)")
+            }
+            if sender < 0 { sender = pid }
+            line += buffer[..<count]
+            if let end = line.firstIndex(of: UInt8(ascii: "\n")) {
+                let text = String(decoding: line[..<end], as: UTF8.self)
+                guard text == "FORKED", end == line.count - 1, sender > 0 else {
+                    if sender > 0 { kill(-sender, SIGKILL) }
+                    throw failed("the copy sent \(JSONText.printable(text)) instead of FORKED")
+                }
+                return sender
+            }
+            guard line.count < 64 else { throw failed("the copy sent a line over 64 bytes instead of FORKED") }
+        }
+    }
+
+    /// Ends the template, and with it every copy forked from it.
+    func stop() {
+        let waiting = ready.withLock { ready in
+            ready.stopped = true
+            defer { ready.copies = [] }
+            return ready.copies
+        }
+        waiting.forEach { $0.kill() }
+        _ = control.withLock { $0.take() }
+        kill(-pid, SIGKILL)
+        kill(launcherPID, SIGKILL)
+        if let cgroup { memory.remove(cgroup) }
+    }
+}
