@@ -1,6 +1,8 @@
 """Time to first response of the example functions: (a) cold start of a new process,
-(b) restore from the CRIU snapshot, (c) an instance already running. One run, one machine,
-with confinement on (the default) and off side by side, samples alternated, and the ratios.
+(b) restore from the CRIU snapshot, (d) fork from the live template (`snapshot: fork`), (c) an
+instance already running. One run, one machine, with confinement on (the default) and off side
+by side, samples alternated, and the ratios. Then memory: PSS and USS of 10 live instances of
+each example per start mode (forked copies share the template's pages copy-on-write).
 
 Run through scripts/bench-coldstart.sh, which builds everything first.
 
@@ -9,7 +11,8 @@ For side-by-side comparisons of two builds: AETHER_BENCH_BIN picks the `aether` 
 AETHER_BENCH_BASELINE=DIR runs a second orchestrator from another checkout's release build
 (DIR/.build/release/aether, its hello-swift and its sdk/python) beside it, alternating every
 sample between the two, and prints both tables and the ratios. AETHER_BENCH_MODES=restore
-measures only (b) and (c), and AETHER_BENCH_RAW=1 also prints every restore sample as
+measures only (b) and (c) (a list of cold, restore, fork; all by default; AETHER_BENCH_MEMORY=0
+skips the memory table), and AETHER_BENCH_RAW=1 also prints every restore sample as
 `RAW <function> <time to first response ms> <criu restore ms>`.
 
 (b) is measured right after the function scaled to zero. A second table repeats (b) after the
@@ -30,7 +33,14 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AETHER = os.environ.get("AETHER_BENCH_BIN") or os.path.join(REPO, ".build", "release", "aether")
-MODES = [m for m in ("cold", "restore") if m in os.environ.get("AETHER_BENCH_MODES", "cold,restore").split(",")]
+MODES = [
+    m for m in ("cold", "restore", "fork") if m in os.environ.get("AETHER_BENCH_MODES", "cold,restore,fork").split(",")
+]
+#: The `snapshot:` value of each mode, and the start it must show (x-aether-cold-start).
+SNAPSHOT = {"cold": "false", "restore": "criu", "fork": "fork"}
+START = {"cold": "spawn", "restore": "restore", "fork": "fork"}
+MEMORY = os.environ.get("AETHER_BENCH_MEMORY", "1") != "0"
+MEMORY_INSTANCES = 10
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 IDLE_S = float(os.environ.get("AETHER_BENCH_IDLE_S", "3"))
 IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
@@ -69,9 +79,8 @@ def config(
     ports = {}
     port = first_port
     for name, handler, _ in examples(checkout):
-        for mode, snapshot in (("cold", "false"), ("restore", "true")):
-            if mode not in MODES:
-                continue
+        for mode in MODES:
+            snapshot = SNAPSHOT[mode]
             fid = f"{name}-{mode}"
             ports[fid] = port
             lines += [
@@ -129,7 +138,7 @@ def first_request(fid: str, port: int, target: str, socket_path: str, idle_s: fl
     time.sleep(idle_s)
     elapsed, response, _ = timed_get(port, target)
     kind = response.getheader("x-aether-cold-start")
-    expected = "spawn" if fid.endswith("-cold") else "restore"
+    expected = START[fid.rsplit("-", 1)[1]]
     if kind != expected:
         raise RuntimeError(f"{fid}: expected a {expected} start, got {kind}")
     return elapsed, response
@@ -156,7 +165,8 @@ class Side:
         if checkout != REPO:
             environment["AETHER_PYTHON_SDK"] = os.path.join(checkout, "sdk", "python")
         self.up = subprocess.Popen([binary, "up", "-c", self.path], stdout=self.log, stderr=self.log, env=environment)
-        self.rows = {name: ([], [], [], []) for name, _, _ in EXAMPLES}
+        # cold, restored, warm, criu restore ms, forked, fork ms
+        self.rows = {name: ([], [], [], [], [], []) for name, _, _ in EXAMPLES}
         self.idle_rows = {}
 
     def wait_serving(self):
@@ -170,13 +180,15 @@ class Side:
             time.sleep(0.1)
 
     def sample(self, name: str, target: str):
-        cold, restored, warm, restore_ms = self.rows[name]
-        for mode, bucket in (("cold", cold), ("restore", restored)):
+        cold, restored, warm, restore_ms, forked, fork_ms = self.rows[name]
+        for mode, bucket in (("cold", cold), ("restore", restored), ("fork", forked)):
             if mode not in MODES:
                 continue
             fid = f"{name}-{mode}"
             elapsed, response = first_request(fid, self.ports[fid], target, self.socket_path)
             bucket.append(elapsed)
+            if mode == "fork":
+                fork_ms.append(float(response.getheader("x-aether-restore-ms")))
             if mode == "restore":
                 restore_ms.append(float(response.getheader("x-aether-restore-ms")))
                 elapsed, response, _ = timed_get(self.ports[fid], target)
@@ -204,18 +216,23 @@ class Side:
 def print_tables(side: Side):
     print(f"time to first response, client side (connect + request + full response), milliseconds: {side.label}")
     print()
-    print("| function | (a) cold start p50 / p99 | (b) restore p50 / p99 | (c) warm p50 / p99 | (b)/(a) p50 | criu restore p50 / p99 | restores over 15 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (cold, restored, warm, restore_ms) in side.rows.items():
+    print(
+        "| function | (a) cold start p50 / p99 | (b) restore p50 / p99 | (d) fork p50 / p99 | (c) warm p50 / p99 "
+        "| (b)/(a) p50 | (d)/(a) p50 | criu restore p50 / p99 | fork p50 / p99 | restores over 15 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def cell(values, digits=1):
+        return f"{statistics.median(values):.{digits}f} / {percentile(values, 0.99):.{digits}f}" if values else "-"
+
+    def ratio(values, cold):
+        return f"{statistics.median(values) / statistics.median(cold):.2f}" if values and cold else "-"
+
+    for name, (cold, restored, warm, restore_ms, forked, fork_ms) in side.rows.items():
         over = sum(1 for v in restore_ms if v > BUDGET_MS)
-        cold_cell = f"{statistics.median(cold):.1f} / {percentile(cold, 0.99):.1f}" if cold else "-"
-        ratio = f"{statistics.median(restored) / statistics.median(cold):.2f}" if cold else "-"
         print(
-            f"| {name} | {cold_cell} "
-            f"| {statistics.median(restored):.1f} / {percentile(restored, 0.99):.1f} "
-            f"| {statistics.median(warm):.2f} / {percentile(warm, 0.99):.2f} "
-            f"| {ratio} "
-            f"| {statistics.median(restore_ms):.1f} / {percentile(restore_ms, 0.99):.1f} "
+            f"| {name} | {cell(cold)} | {cell(restored)} | {cell(forked)} | {cell(warm, 2)} "
+            f"| {ratio(restored, cold)} | {ratio(forked, cold)} | {cell(restore_ms)} | {cell(fork_ms, 2)} "
             f"| {over}/{len(restore_ms)} |"
         )
     if side.idle_rows:
@@ -237,8 +254,8 @@ def print_ratios(current: Side, baseline: Side):
     print()
     print(f"A/B, p50 ratio {current.label} / {baseline.label} (below 1: this build is faster), same run, samples alternated")
     print()
-    print("| function | (a) cold start | (b) restore | (c) warm | criu restore |")
-    print("|---|---|---|---|---|")
+    print("| function | (a) cold start | (b) restore | (c) warm | criu restore | (d) fork | fork |")
+    print("|---|---|---|---|---|---|---|")
     for name in current.rows:
         cells = []
         for mine, theirs in zip(current.rows[name], baseline.rows[name]):
@@ -247,6 +264,9 @@ def print_ratios(current: Side, baseline: Side):
 
 
 def main():
+    if os.environ.get("AETHER_BENCH_ONLY_MEMORY"):
+        memory_table()
+        return
     if BASELINE:
         baseline = os.path.abspath(BASELINE)
         sides = [
@@ -278,7 +298,7 @@ def main():
 
     if os.environ.get("AETHER_BENCH_RAW"):
         for side in sides:
-            for name, (_, restored, _, restore_ms) in side.rows.items():
+            for name, (_, restored, _, restore_ms, _, _) in side.rows.items():
                 for elapsed, criu in zip(restored, restore_ms):
                     print(f"RAW {side.label} {name} {elapsed:.3f} {criu:.3f}")
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
@@ -287,6 +307,102 @@ def main():
         print_tables(side)
     if len(sides) == 2:
         print_ratios(sides[0], sides[1])
+    if MEMORY:
+        print()
+        memory_table()
+
+
+def memory_of(pid: int) -> tuple[int, int]:
+    """PSS and USS (private clean + dirty) of `pid`, in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                fields[parts[0][:-1]] = int(parts[1])
+    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def memory_table():
+    """PSS and USS of MEMORY_INSTANCES live instances of each example, cold-started and forked,
+    with confinement on; for fork, the template's too (it lives as long as its copies), not the
+    two copies it keeps forked ahead of demand. (Not criu: ten restores at once from `min_warm`
+    take 130-200 ms each here, over the largest restore_timeout_ms, so `up` refuses them.)"""
+    modes = [mode for mode in MODES if mode != "restore"]
+    work = tempfile.mkdtemp(prefix="aether-memory-")
+    os.chmod(work, 0o755)
+    images = tempfile.mkdtemp(prefix="aether-memory-images-", dir="/dev/shm")
+    lines = [
+        "orchestrator:",
+        f"  control_socket: {work}/aether.sock",
+        f"  snapshot_dir: {images}",
+        "  restore_timeout_ms: 100",
+        f"  warm_pool_size: {MEMORY_INSTANCES * len(EXAMPLES) * len(modes)}",
+        "  python: /usr/bin/python3",
+        "functions:",
+    ]
+    port = 18900
+    functions = []
+    for name, handler, _ in EXAMPLES:
+        for mode in modes:
+            fid = f"{name}-{mode}-memory"
+            functions.append((name, mode, fid))
+            lines += [
+                f"  - id: {fid}", f"    trigger_port: {port}", f"    handler_path: {handler}",
+                f"    snapshot: {SNAPSHOT[mode]}", f"    min_warm: {MEMORY_INSTANCES}",
+                f"    max_instances: {MEMORY_INSTANCES}", "    idle_timeout_ms: 600000",
+            ]
+            port += 1
+    path = os.path.join(work, "memory.yaml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    socket_path = f"{work}/aether.sock"
+    log = open(os.path.join(work, "aether.log"), "w")
+    up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("memory run: aether up did not start:\n" + open(log.name).read())
+            try:
+                if all(instances(fid, socket_path) == MEMORY_INSTANCES for _, _, fid in functions):
+                    break
+            except RuntimeError:  # not serving yet: the functions are being started
+                pass
+            time.sleep(0.5)
+        time.sleep(2)  # let the instances settle (imports done, pages touched)
+        templates = {}
+        for line in open(log.name):
+            if "fork template ready" in line:
+                fid = line.split("function=")[1].split()[0]
+                templates[fid] = int(line.split(" pid=")[1].split()[0])
+        print(f"memory of {MEMORY_INSTANCES} live instances per start mode (confinement on), KiB; "
+              "fork includes its template")
+        print()
+        # "One instance": a cold-started one's PSS (its pages are its own but for shared
+        # libraries), the memory a single instance of the function costs.
+        print("| function | mode | PSS of one instance | PSS sum | USS sum | PSS sum / PSS of one |")
+        print("|---|---|---|---|---|---|")
+        one = {}
+        for name, mode, fid in sorted(functions, key=lambda f: f[1] != "cold"):
+            out = aether("stats", fid, "--json", socket_path=socket_path)
+            pids = [i["pid"] for i in json.loads(out.stdout)["instances"]]
+            if fid in templates:
+                pids.append(templates[fid])
+            measured = [memory_of(pid) for pid in pids]
+            pss = [p for p, _ in measured]
+            uss = [u for _, u in measured]
+            one.setdefault(name, statistics.median(pss[:MEMORY_INSTANCES]))
+            print(f"| {name} | {mode} | {one[name]:.0f} | {sum(pss)} | {sum(uss)} | {sum(pss) / one[name]:.1f} |")
+    finally:
+        aether("down", socket_path=socket_path)
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(images, ignore_errors=True)
 
 
 if __name__ == "__main__":
