@@ -168,6 +168,75 @@ class SnapshotTest(harness.AetherTestCase):
         self.assertStatus(r, 200, "after redeploy")
         self.assertNotEqual(r.json()["token"], token_before, "the new snapshot ran its own init")
 
+    def kept_images(self, fn):
+        import os
+
+        folder = os.path.join(self.state_dir, "images", fn["id"])
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+    def test_a_kept_image_outlives_down_and_up_and_kill(self):
+        fn = self.snapshot_function(min_warm=0)
+        config = self.write_config([fn], orchestrator={"restore_timeout_ms": 100})
+        orch = self.start(config)
+        self.assertNotIn("taken from the kept image", orch.stderr())
+        token = self.get(fn["trigger_port"], "/").json()["token"]
+        [key] = self.kept_images(fn)
+        self.aether("down")
+        self.assertEqual(orch.wait_exit(15), 0, orch.log())
+        # The next `up` restores from the kept image: the copy has the FIRST run's init state.
+        orch = self.start(config)
+        self.assertIn("snapshot taken from the kept image (no init ran)", orch.stderr())
+        r = self.get(fn["trigger_port"], "/")
+        self.assertStatus(r, 200, "restored from the kept image")
+        self.assertEqual(r.headers.get("x-aether-cold-start"), "restore")
+        self.assertEqual(r.json()["token"], token, "the init state of the run that built the image")
+        # kill -9 of the orchestrator: the image is still kept, and used.
+        orch.proc.kill()
+        orch.wait_exit(15)
+        orch = self.start(config)
+        self.assertIn("snapshot taken from the kept image (no init ran)", orch.stderr())
+        self.assertEqual(self.get(fn["trigger_port"], "/").json()["token"], token)
+        self.assertEqual(self.kept_images(fn), [key])
+
+    def test_a_changed_handler_rebuilds_the_kept_image(self):
+        fn = self.snapshot_function(min_warm=0)
+        config = self.write_config([fn], orchestrator={"restore_timeout_ms": 100})
+        orch = self.start(config)
+        token = self.get(fn["trigger_port"], "/").json()["token"]
+        [key] = self.kept_images(fn)
+        self.aether("down")
+        self.assertEqual(orch.wait_exit(15), 0, orch.log())
+        self.write_file("snap.py", SNAPSHOT_HANDLER + "\n# edited\n")
+        orch = self.start(config)
+        self.assertNotIn("taken from the kept image", orch.stderr())
+        self.assertNotEqual(self.get(fn["trigger_port"], "/").json()["token"], token, "a new init ran")
+        [new_key] = self.kept_images(fn)
+        self.assertNotEqual(new_key, key, "only the current image is kept")
+
+    def test_a_corrupted_kept_image_is_rebuilt_not_restored(self):
+        import os
+
+        fn = self.snapshot_function(min_warm=0)
+        config = self.write_config([fn], orchestrator={"restore_timeout_ms": 100})
+        orch = self.start(config)
+        token = self.get(fn["trigger_port"], "/").json()["token"]
+        self.aether("down")
+        self.assertEqual(orch.wait_exit(15), 0, orch.log())
+        [key] = self.kept_images(fn)
+        folder = os.path.join(self.state_dir, "images", fn["id"], key)
+        pages = sorted(name for name in os.listdir(folder) if name.startswith("pages-"))[0]
+        with open(os.path.join(folder, pages), "r+b") as f:
+            f.seek(4096)
+            byte = f.read(1)
+            f.seek(4096)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        orch = self.start(config)
+        self.assertIn(f"the kept image's {pages} is corrupted", orch.stderr())
+        self.assertIn("building the image again", orch.stderr())
+        r = self.get(fn["trigger_port"], "/")
+        self.assertStatus(r, 200, "served by a rebuilt image")
+        self.assertNotEqual(r.json()["token"], token, "the corrupted image was not restored")
+
     def test_missing_criu_fails_up_clearly(self):
         fn = self.snapshot_function()
         orch = self.start_expect_failure(self.write_config([fn], orchestrator={"criu_path": "/nonexistent/criu"}))

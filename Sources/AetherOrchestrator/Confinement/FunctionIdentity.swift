@@ -127,21 +127,9 @@ final class IdentityTable: Sendable {
         let text = allocated.withLock { table in
             table.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)\n" }.joined()
         }
-        let temporary = path + ".tmp-\(getpid())"
         do {
-            let file = try OwnedDescriptor.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600)
-            let bytes = Array(text.utf8)
-            var offset = 0
-            while offset < bytes.count {
-                let fd = file.rawValue
-                offset += try systemCall("write", on: temporary, failsWith: .minusOne) {
-                    bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                }
-            }
-            file.close()
-            try systemCall("rename", on: temporary, failsWith: .minusOne) { rename(temporary, path) }
+            try DurableFile.replace(path, with: Array(text.utf8), temporary: path + ".tmp-\(getpid())")
         } catch {
-            unlink(temporary)
             throw .identityTable(path: path, reason: error.reason)
         }
     }

@@ -1,5 +1,6 @@
 import AetherCore
 import AetherSystem
+import Logging
 import NIOCore
 import Synchronization
 
@@ -29,7 +30,7 @@ extension DeployedFunction {
         Task {
             defer { imageRepair.withLock { $0.rebuilding = false } }
             do {
-                let built = try await buildSnapshot(into: snapshotDirectory + "-r\(rebuild)")
+                let built = try await buildSnapshot(into: snapshotDirectory + "-r\(rebuild)", reusingKept: false)
                 let old = snapshot.withLock { current in
                     defer { current = built }
                     return current
@@ -118,8 +119,44 @@ extension DeployedFunction {
         }
     }
 
-    /// Builds the function's snapshot on a background thread.
-    func buildSnapshot(into directory: String) async throws(HandlerError) -> FunctionSnapshot {
+    /// The kept image with `key`, copied into `directory` and checked, as the function's
+    /// snapshot; nil (and `directory` gone) when there is none or it is corrupted.
+    private static func adoptKept(
+        _ kept: KeptImages, function: FunctionID, key: String, into directory: String, criu: Criu, budget: Duration,
+        sandbox: InstanceSandbox?, prepareSlot: @escaping @Sendable (pid_t) -> String?,
+        releaseSlot: @escaping @Sendable (String) -> Void, logger: Logger
+    ) -> FunctionSnapshot? {
+        guard mkdir(directory, 0o700) == 0 else { return nil }
+        guard SnapshotImages.mark(directory) else {
+            RecursiveRemoval.remove(directory)
+            return nil
+        }
+        switch kept.copy(function: function, key: key, into: directory) {
+        case .success(let manifest):
+            if let snapshot = try? FunctionSnapshot.adopt(
+                function: function, directory: directory, manifest: manifest, criu: criu, budget: budget,
+                sandbox: sandbox, prepareSlot: prepareSlot, releaseSlot: releaseSlot)
+            {
+                logger.info(
+                    "snapshot taken from the kept image (no init ran)",
+                    metadata: ["kept": "\(kept.path(function: function, key: key))"])
+                return snapshot
+            }
+        case .failure(.none):
+            break
+        case .failure(let refusal):
+            logger.warning("\(refusal): building the image again", metadata: ["key": "\(key)"])
+        }
+        RecursiveRemoval.remove(directory)
+        return nil
+    }
+
+    /// The function's snapshot, on a background thread: its kept image when one with the
+    /// current key is intact (`reusingKept`; no init runs), else built from the handler and
+    /// kept for the next start.
+    func buildSnapshot(into directory: String, reusingKept: Bool = true) async throws(HandlerError)
+        -> FunctionSnapshot
+    {
         let promise = group.next().makePromise(of: FunctionSnapshot.self)
         let (config, launch, criu, budget, memory) = (config, launcher.launch, criu, restoreBudget, memory)
         let output = launcher.output
@@ -136,13 +173,32 @@ extension DeployedFunction {
             let slot = slotNames.wrappingAdd(1, ordering: .relaxed).oldValue
             return try? memory.confine(pid: pid, name: "\(build)-s\(slot)", limits: limits).get()
         }
+        let (kept, pythonSDK, logger, id) = (keptImages, pythonSDK, logger, id)
         BackgroundThread.start(name: "snapshot-\(id)") {
+            let key = ImageKey.make(
+                config: config, launch: launch, sandbox: sandbox, criuVersion: (try? criu.version()) ?? "unknown",
+                pythonSDK: pythonSDK)
+            if reusingKept,
+                let adopted = Self.adoptKept(
+                    kept, function: id, key: key, into: directory, criu: criu, budget: budget, sandbox: sandbox,
+                    prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) }, logger: logger)
+            {
+                promise.succeed(adopted)
+                return
+            }
             do throws(FunctionSnapshot.BuildFailure) {
-                promise.succeed(
-                    try FunctionSnapshot.build(
-                        function: config, launch: launch, directory: directory, criu: criu, budget: budget,
-                        memory: memory, limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output,
-                        prepareSlot: prepareSlot))
+                let built = try FunctionSnapshot.build(
+                    function: config, launch: launch, directory: directory, criu: criu, budget: budget,
+                    memory: memory, limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output,
+                    prepareSlot: prepareSlot)
+                do {
+                    try kept.keep(
+                        function: id, key: key, from: directory, inodes: built.inodes,
+                        skipping: [SnapshotImages.marker])
+                } catch {
+                    logger.warning("the snapshot could not be kept for the next start: \(error)")
+                }
+                promise.succeed(built)
             } catch {
                 promise.fail(error.error)
             }

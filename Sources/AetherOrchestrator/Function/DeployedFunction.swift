@@ -34,6 +34,14 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let restoreBudget: Duration
     /// The function's CRIU image once built (`snapshot: true`).
     let snapshot = Mutex<FunctionSnapshot?>(nil)
+    /// CRIU images kept across orchestrator runs (`<state_dir>/images`).
+    let keptImages: KeptImages
+    /// The Python SDK handlers run with (part of what shapes an image).
+    let pythonSDK: String?
+    /// Started by `aether up` (or a restart's successor): a kept image with the current key is
+    /// restored from instead of running init again. A deploy always builds afresh (a forced
+    /// redeploy of an unchanged handler is asking for a new init).
+    let reusesKeptImage: Bool
     /// The live template copies are forked from (`snapshot: fork`); nil while it is (re)started.
     let forkTemplate = Mutex<ForkTemplate?>(nil)
     private let wakeUps: WakeUpTimer
@@ -58,8 +66,9 @@ final class DeployedFunction: Sendable, InstanceEvents {
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
         memory: MemoryCgroup, sandbox: InstanceSandbox?, dataplane: EbpfDataplane?, handshake: HandshakeServer,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, reusesKeptImage: Bool = false
     ) {
+        self.reusesKeptImage = reusesKeptImage
         self.config = config
         self.generation = generation
         self.memory = memory
@@ -68,6 +77,9 @@ final class DeployedFunction: Sendable, InstanceEvents {
         self.group = group
         criu = Criu(path: orchestrator.criuPath)
         snapshotDirectory = orchestrator.snapshotDirectory + "/\(getpid())-\(config.id)-g\(generation)"
+        keptImages = KeptImages(
+            folder: (orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory) + "/images")
+        self.pythonSDK = pythonSDK
         restoreBudget = orchestrator.restoreTimeout.duration
         let logs = LogBuffer()
         self.logs = logs
@@ -130,7 +142,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
             }
         } else if config.snapshot {
             do {
-                let built = try await buildSnapshot(into: snapshotDirectory)
+                let built = try await buildSnapshot(into: snapshotDirectory, reusingKept: reusesKeptImage)
                 snapshot.withLock { $0 = built }
                 logger.info(
                     "snapshot ready",

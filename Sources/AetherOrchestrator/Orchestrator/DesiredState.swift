@@ -257,30 +257,11 @@ public struct DesiredStateStore: Sendable {
     public func save(_ state: DesiredState) throws(DesiredStateError) {
         try prepareFolder()
         removeStaleTemporaryFiles()
-        let text = Array(render(state).utf8)
-        let temporary = folder + "/" + Self.temporaryPrefix + String(getpid())
         do {
-            let file = try OwnedDescriptor.open(
-                temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode: 0o600)
-            var offset = 0
-            while offset < text.count {
-                offset += try systemCall("write", on: temporary, failsWith: .minusOne) {
-                    text.withUnsafeBytes { write(file.rawValue, $0.baseAddress! + offset, $0.count - offset) }
-                }
-            }
-            try systemCall("fsync", on: temporary, failsWith: .minusOne) { fsync(file.rawValue) }
-            file.close()
-            try systemCall("rename", on: "\(temporary) -> \(path)", failsWith: .minusOne) { rename(temporary, path) }
+            try DurableFile.replace(
+                path, with: Array(render(state).utf8), temporary: folder + "/" + Self.temporaryPrefix + String(getpid()))
         } catch {
-            unlink(temporary)
             throw .failed(path, error)
-        }
-        // The rename itself is durable once the folder's entry is on disk.
-        do {
-            let directory = try OwnedDescriptor.open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            try systemCall("fsync", on: folder, failsWith: .minusOne) { fsync(directory.rawValue) }
-        } catch {
-            throw .failed(folder, error)
         }
     }
 

@@ -292,8 +292,9 @@ extension Orchestrator {
             $0.functions[function.id] = nil
             $0.handlerHashes[function.id] = nil
         }
-        // Its processes are gone: its uid may go to another function.
+        // Its processes are gone: its uid may go to another function, and its kept image goes.
         state.withLock { $0.sandboxHost }?.identities.release(function.id)
+        function.keptImages.remove(function: function.id)
         logger.info("removed function \(function.id)", metadata: ["port": "\(config.triggerPort)"])
         return RemoveResult(removed: id, port: Int(config.triggerPort.rawValue))
     }

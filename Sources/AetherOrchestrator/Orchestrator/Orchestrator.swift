@@ -412,7 +412,8 @@ public final class Orchestrator: Sendable {
         }
         let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
-            sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger)
+            sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
+            reusesKeptImage: routing == .whileStarting)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         if takingPort {

@@ -99,6 +99,28 @@ final class FunctionSnapshot: Sendable {
         }
     }
 
+    /// A snapshot of an image already in `directory` (a kept one, copied and checked there).
+    static func adopt(
+        function: FunctionID, directory: String, manifest: KeptImages.Manifest, criu: Criu, budget: Duration, sandbox: InstanceSandbox?,
+        prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
+    ) throws(BuildFailure) -> FunctionSnapshot {
+        let imageFolder: OwnedDescriptor
+        do {
+            imageFolder = try .open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        } catch {
+            throw BuildFailure(error: .snapshotFailed(function: function, detail: "cannot open \(directory): \(error.reason)"))
+        }
+        return FunctionSnapshot(
+            directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,
+            controlInode: manifest.controlInode, stdoutInode: manifest.stdoutInode, stderrInode: manifest.stderrInode,
+            imageBytes: Self.diskUsage(directory), dumpDuration: .zero, prepareSlot: prepareSlot,
+            releaseSlot: releaseSlot)
+    }
+
+    /// Inodes of the template's control connection and output pipes (what a kept image's
+    /// manifest records).
+    var inodes: (UInt64, UInt64, UInt64) { (controlInode, stdoutInode, stderrInode) }
+
     /// `build` once the image folder exists and carries the marker.
     private static func buildMarked(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
