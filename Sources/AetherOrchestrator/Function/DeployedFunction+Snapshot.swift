@@ -154,7 +154,9 @@ extension DeployedFunction {
     /// The function's snapshot, on a background thread: its kept image when one with the
     /// current key is intact (`reusingKept`; no init runs), else built from the handler and
     /// kept for the next start.
-    func buildSnapshot(into directory: String, reusingKept: Bool = true) async throws(HandlerError)
+    func buildSnapshot(
+        into directory: String, reusingKept: Bool = true
+    ) async throws(HandlerError)
         -> FunctionSnapshot
     {
         let promise = group.next().makePromise(of: FunctionSnapshot.self)

@@ -259,7 +259,8 @@ public struct DesiredStateStore: Sendable {
         removeStaleTemporaryFiles()
         do {
             try DurableFile.replace(
-                path, with: Array(render(state).utf8), temporary: folder + "/" + Self.temporaryPrefix + String(getpid()))
+                path, with: Array(render(state).utf8), temporary: folder + "/" + Self.temporaryPrefix + String(getpid())
+            )
         } catch {
             throw .failed(path, error)
         }

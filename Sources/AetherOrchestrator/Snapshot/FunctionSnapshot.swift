@@ -101,14 +101,16 @@ final class FunctionSnapshot: Sendable {
 
     /// A snapshot of an image already in `directory` (a kept one, copied and checked there).
     static func adopt(
-        function: FunctionID, directory: String, manifest: KeptImages.Manifest, criu: Criu, budget: Duration, sandbox: InstanceSandbox?,
+        function: FunctionID, directory: String, manifest: KeptImages.Manifest, criu: Criu, budget: Duration,
+        sandbox: InstanceSandbox?,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) throws(BuildFailure) -> FunctionSnapshot {
         let imageFolder: OwnedDescriptor
         do {
             imageFolder = try .open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         } catch {
-            throw BuildFailure(error: .snapshotFailed(function: function, detail: "cannot open \(directory): \(error.reason)"))
+            throw BuildFailure(
+                error: .snapshotFailed(function: function, detail: "cannot open \(directory): \(error.reason)"))
         }
         return FunctionSnapshot(
             directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,

@@ -76,7 +76,9 @@ struct KeptImages: Sendable {
                     return .failure(
                         .corrupted(
                             file: name,
-                            reason: "\(size) bytes with CRC-32 \(crc), the manifest says \(expected.size) and \(expected.crc)"))
+                            reason:
+                                "\(size) bytes with CRC-32 \(crc), the manifest says \(expected.size) and \(expected.crc)"
+                        ))
                 }
             }
         }
@@ -100,14 +102,17 @@ struct KeptImages: Sendable {
         var manifest = Manifest(controlInode: inodes.0, stdoutInode: inodes.1, stderrInode: inodes.2)
         do {
             for entry in Posix.entries(of: directory) ?? [] where !skipping.contains(entry.name) && !entry.isDirectory {
-                let (size, crc) = try Self.copyFile(directory + "/" + entry.name, to: temporary + "/" + entry.name).get()
+                let (size, crc) = try Self.copyFile(directory + "/" + entry.name, to: temporary + "/" + entry.name)
+                    .get()
                 manifest.files[entry.name] = (size, crc)
             }
             try DurableFile.replace(
                 temporary + "/" + Self.manifestName, with: Array(Self.render(manifest).utf8),
                 temporary: temporary + "/." + Self.manifestName + ".tmp")
             RecursiveRemoval.remove(target)
-            try systemCall("rename", on: "\(temporary) -> \(target)", failsWith: .minusOne) { rename(temporary, target) }
+            try systemCall("rename", on: "\(temporary) -> \(target)", failsWith: .minusOne) {
+                rename(temporary, target)
+            }
             try DurableFile.syncFolder(of: target)
         } catch {
             RecursiveRemoval.remove(temporary)
@@ -140,7 +145,9 @@ struct KeptImages: Sendable {
                     buffer.withUnsafeMutableBytes { read(input.rawValue, $0.baseAddress, $0.count) }
                 }
                 if count == 0 { break }
-                crc = buffer.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[..<count]), continuing: crc) }
+                crc = buffer.withUnsafeBytes {
+                    CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[..<count]), continuing: crc)
+                }
                 var offset = 0
                 while offset < count {
                     offset += try systemCall("write", on: target, failsWith: .minusOne) {

@@ -11,7 +11,9 @@ import Musl
 /// folder (the rename is on disk only once the folder's entry is).
 enum DurableFile {
     /// Writes `bytes` to `path` (mode `mode`) through `temporary`, a path in the same folder.
-    static func replace(_ path: String, with bytes: [UInt8], temporary: String, mode: mode_t = 0o600)
+    static func replace(
+        _ path: String, with bytes: [UInt8], temporary: String, mode: mode_t = 0o600
+    )
         throws(SystemCallFailure)
     {
         do {
