@@ -87,9 +87,48 @@ import Testing
         #expect(config.functions.map(\.usesCriu) == [true, false, true, false])
         let error = #expect(throws: ConfigError.self) {
             let bad = "functions:\n  - {id: a, trigger_port: 80, handler_path: h.py, snapshot: zygote}\n"
-            try ConfigLoader.load(path: dir.write("bad.yaml", bad))
+            _ = try ConfigLoader.load(path: dir.write("bad.yaml", bad))
         }
         #expect(String(describing: error).contains("functions[0].snapshot: expected true, false, criu or fork, found"))
+    }
+
+    /// `asgi:` / `wsgi:` name an app object of a Python handler module; every misuse is named.
+    @Test func pythonApps() throws {
+        let dir = TemporaryDirectory()
+        dir.write("api.py", "")
+        dir.write("prog", "")
+        chmod(dir.path + "/prog", 0o755)
+        let config = try ConfigLoader.load(
+            path: dir.write(
+                "c.yaml",
+                """
+                functions:
+                  - {id: a, trigger_port: 80, handler_path: api.py, asgi: app}
+                  - {id: b, trigger_port: 81, handler_path: api.py, wsgi: web.server}
+                  - {id: c, trigger_port: 82, handler_path: api.py}
+
+                """))
+        #expect(config.functions.map { $0.app?.environmentValue } == ["asgi:app", "wsgi:web.server", nil])
+        let cases: [(String, String)] = [
+            ("asgi: app, wsgi: app", "functions[0].wsgi: expected one of `asgi` and `wsgi`, not both"),
+            ("asgi: 1app", "functions[0].asgi: expected the name of the app object in the handler module"),
+            ("asgi: \"app.\"", "functions[0].asgi: expected the name of the app object"),
+            ("asgi: app, protocol: process", "no `asgi` for a `protocol: process` handler"),
+        ]
+        for (settings, message) in cases {
+            let error = #expect(throws: ConfigError.self) {
+                try ConfigLoader.load(
+                    path: dir.write(
+                        "bad.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: api.py, \(settings)}\n"))
+            }
+            #expect(String(describing: error).contains(message), "\(settings): \(String(describing: error))")
+        }
+        let error = #expect(throws: ConfigError.self) {
+            try ConfigLoader.load(
+                path: dir.write(
+                    "bin.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: prog, asgi: app}\n"))
+        }
+        #expect(String(describing: error).contains("functions[0].asgi: expected a Python handler_path"))
     }
 
     @Test func theBundledExampleIsValid() throws {

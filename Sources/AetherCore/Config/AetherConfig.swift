@@ -195,6 +195,40 @@ public struct FunctionConfig: Sendable, Equatable {
     /// itself, kept alive and frozen (docs/handler-protocol.md, "Snapshots").
     public var snapshotMode: SnapshotMode
 
+    /// `asgi: ATTRIBUTE` or `wsgi: ATTRIBUTE`: the handler file's app object, served by the
+    /// Python SDK's adapter straight from the ring (`AETHER_APP`); nil: an `@aetherless.handler`.
+    public var app: PythonApp?
+
+    /// An ASGI or WSGI app object of a Python handler module.
+    public struct PythonApp: Sendable, Equatable {
+        public enum Interface: String, Sendable, CaseIterable { case asgi, wsgi }
+        public let interface: Interface
+        /// A dotted attribute path of the module (`app`, `api.app`).
+        public let attribute: String
+
+        public static let expectation =
+            "the name of the app object in the handler module: Python identifiers joined by '.' (e.g. app, api.app)"
+
+        public init(_ interface: Interface, attribute: String) throws(InvalidValueError) {
+            let parts = attribute.split(separator: ".", omittingEmptySubsequences: false)
+            let identifier = { (part: Substring) -> Bool in
+                guard let first = part.unicodeScalars.first, first == "_" || first.properties.isXIDStart else {
+                    return false
+                }
+                return part.unicodeScalars.dropFirst().allSatisfy { $0 == "_" || $0.properties.isXIDContinue }
+            }
+            guard !parts.isEmpty, parts.allSatisfy(identifier), attribute.utf8.count <= 200 else {
+                throw InvalidValueError(
+                    what: "\(interface.rawValue) app", value: "\"\(attribute)\"", expected: Self.expectation)
+            }
+            self.interface = interface
+            self.attribute = attribute
+        }
+
+        /// What the runtime reads: `asgi:ATTRIBUTE` or `wsgi:ATTRIBUTE`.
+        public var environmentValue: String { "\(interface.rawValue):\(attribute)" }
+    }
+
     /// Whether its instances are restored from a CRIU image (criu must be installed).
     public var usesCriu: Bool { snapshot && snapshotMode == .criu }
 
@@ -242,6 +276,7 @@ public struct FunctionConfig: Sendable, Equatable {
         startupTimeout: StartupTimeout = .standard,
         snapshot: Bool = false,
         snapshotMode: SnapshotMode = .standard,
+        app: PythonApp? = nil,
         minWarm: WarmCount = .standard,
         idleTimeout: IdleTimeout = .standard,
         user: UserName? = nil,
@@ -265,6 +300,7 @@ public struct FunctionConfig: Sendable, Equatable {
         self.startupTimeout = startupTimeout
         self.snapshot = snapshot
         self.snapshotMode = snapshotMode
+        self.app = app
         self.minWarm = minWarm
         self.idleTimeout = idleTimeout
         self.user = user

@@ -40,12 +40,14 @@ struct ConfigValidator {
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
             "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms", "snapshot",
-            "min_warm", "idle_timeout_ms", "user", "network", "max_pids", "cpu_limit", "secrets", "auth",
+            "min_warm", "idle_timeout_ms", "user", "network", "max_pids", "cpu_limit", "secrets", "auth", "asgi",
+            "wsgi",
         ]
         /// Keys that only mean something when the gateway terminates HTTP (`auth` included: a
         /// process handler's connections never pass through the gateway).
         static let sdkOnly = [
-            "concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms", "auth",
+            "concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms", "auth", "asgi",
+            "wsgi",
         ]
         static let auth = ["secret", "type"]
     }
@@ -332,6 +334,15 @@ struct ConfigValidator {
                     firstPorts[port] = (id, portNode)
                 }
             }
+            if let app = serving?.app, let handler, !handler.hasSuffix(".py"),
+                let entry = fields[app.interface.rawValue]
+            {
+                report(
+                    .invalidValue, at: entry.key, path: "\(path).\(app.interface.rawValue)",
+                    expected: "a Python handler_path (a .py module holding the app)",
+                    found: "handler_path \(quoted(handler))")
+                continue
+            }
             if let id, let port, let handler, let environment, let serving, let confinement {
                 functions.append(
                     FunctionConfig(
@@ -340,7 +351,7 @@ struct ConfigValidator {
                         handlerProtocol: serving.handlerProtocol, maxInstances: serving.maxInstances,
                         concurrency: serving.concurrency, maxQueue: serving.maxQueue, maxBody: serving.maxBody,
                         startupTimeout: serving.startupTimeout, snapshot: serving.snapshot,
-                        snapshotMode: serving.snapshotMode, minWarm: serving.minWarm,
+                        snapshotMode: serving.snapshotMode, app: serving.app, minWarm: serving.minWarm,
                         idleTimeout: serving.idleTimeout, user: confinement.user, network: confinement.network,
                         maxPIDs: confinement.maxPIDs, cpuLimit: confinement.cpuLimit, secrets: confinement.secrets,
                         auth: confinement.auth))
@@ -358,6 +369,7 @@ struct ConfigValidator {
         var startupTimeout = StartupTimeout.standard
         var snapshot = false
         var snapshotMode = FunctionConfig.SnapshotMode.standard
+        var app: FunctionConfig.PythonApp?
         var minWarm = WarmCount.standard
         var idleTimeout = IdleTimeout.standard
     }
@@ -407,6 +419,27 @@ struct ConfigValidator {
                     expected:
                         "true, false, \(FunctionConfig.SnapshotMode.allCases.map(\.rawValue).joined(separator: " or "))",
                     found: describe(entry.value))
+                valid = false
+            }
+        }
+        for interface in FunctionConfig.PythonApp.Interface.allCases {
+            guard let entry = fields[interface.rawValue] else { continue }
+            let keyPath = "\(path).\(interface.rawValue)"
+            if let other = serving.app {
+                report(
+                    .invalidValue, at: entry.key, path: keyPath,
+                    expected: "one of `asgi` and `wsgi`, not both", found: "`\(other.interface.rawValue)` set too")
+                valid = false
+                continue
+            }
+            guard let text = string(entry.value, path: keyPath) else {
+                valid = false
+                continue
+            }
+            do {
+                serving.app = try FunctionConfig.PythonApp(interface, attribute: text)
+            } catch {
+                report(.invalidValue, at: entry.value, path: keyPath, expected: error.expected, found: quoted(text))
                 valid = false
             }
         }

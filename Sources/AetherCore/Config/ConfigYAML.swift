@@ -55,6 +55,7 @@ public enum ConfigYAML {
                 key("max_body_bytes", String(function.maxBody.bytes))
                 key("snapshot", function.snapshot ? function.snapshotMode.rawValue : "false")
                 key("min_warm", String(function.minWarm.rawValue))
+                if let app = function.app { key(app.interface.rawValue, quoted(app.attribute)) }
                 key("idle_timeout_ms", String(function.idleTimeout.milliseconds))
                 if let auth = function.auth {
                     key("auth", "{type: \(quoted(auth.kind.rawValue)), secret: \(quoted(auth.secret.rawValue))}")

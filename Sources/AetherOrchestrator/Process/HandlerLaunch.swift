@@ -52,6 +52,8 @@ struct HandlerLaunch: Sendable {
         environment["AETHER_PUBLIC_PORT"] = String(function.triggerPort.rawValue)
         environment["AETHER_PROTOCOL"] = function.handlerProtocol.rawValue
         environment["AETHER_CONCURRENCY"] = String(function.concurrency.rawValue)
+        // asgi:/wsgi:: the runtime serves that app of the module through its adapter.
+        if let app = function.app { environment["AETHER_APP"] = app.environmentValue }
 
         switch (function.launcher, function.handlerProtocol) {
         case (.python, .process):
