@@ -136,8 +136,10 @@ def _reason(status: int) -> str:
 
 
 def _check_status(status) -> None:
-    if type(status) is not int or not 100 <= status <= 599:
-        raise ValueError(f"HTTP status must be an int in 100...599, not {status!r}")
+    # Final statuses only: the gateway refuses a 1xx answer (an interim status, which would
+    # have to be followed by a final one) and kills the instance that sent it.
+    if type(status) is not int or not 200 <= status <= 599:
+        raise ValueError(f"HTTP status must be an int in 200...599, not {status!r}")
 
 
 # --------------------------------------------------------------------------- headers
@@ -383,12 +385,31 @@ class Request:
 
 # --------------------------------------------------------------------------- response
 
-# RFC 9110 token characters for names; values must not contain CR, LF or NUL.
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# RFC 9110 token characters for names. Values may hold any byte but the control characters
+# other than tab (0x00-0x1F, 0x7F): what the gateway accepts (HeaderSyntax.swift); a response
+# it refuses is a 502 and the instance is killed, so the runtime answers 500 first.
+_TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TOKEN_CHARS = frozenset(_TOKEN)
+_TOKEN_BYTES = frozenset(_TOKEN.encode("ascii"))
+_CTL_BYTES = bytes(b for b in range(32) if b != 9) + b"\x7f"
+
+
+def _check_header(name, value) -> None:
+    """ValueError unless ``name`` (str or bytes) is an HTTP token and ``value`` (str or bytes)
+    has no control character other than tab."""
+    if not name or not (_TOKEN_CHARS if type(name) is str else _TOKEN_BYTES).issuperset(name):
+        raise ValueError(f"invalid response header name {name!r} (names are HTTP tokens)")
+    raw = value.encode("utf-8", "surrogatepass") if type(value) is str else value
+    if len(raw.translate(None, _CTL_BYTES)) == len(raw):
+        return
+    raise ValueError(
+        f"response header {name!r} has a control character (CR, LF, NUL, ...) in its value {value!r}"
+    )
 
 
 class Response:
-    """An HTTP response.  ``body`` may be bytes, str (UTF-8), dict or list (JSON).
+    """An HTTP response.  ``status`` is a final status (200...599); ``body`` may be bytes, str
+    (UTF-8), dict or list (JSON).
 
     A Content-Type is added when none is given and the body is not empty:
     application/json for dict/list, text/plain; charset=utf-8 for str,
@@ -443,23 +464,40 @@ class Response:
         self.headers = hdrs
         self.body = body
 
+    @classmethod
+    def _exact(cls, status: int, headers: list, body: bytes) -> Response:
+        """A Response of exactly these parts, no Content-Type added and nothing converted: what
+        the ASGI and WSGI adapters build (``headers`` may hold ``(bytes, bytes)`` pairs, which
+        ``header_block`` takes as they are) and what ``aetherless.testing`` decodes."""
+        self = cls.__new__(cls)
+        self.status = status
+        self.headers = headers
+        self.body = body
+        return self
+
     def header_block(self) -> tuple[int, bytes]:
         """Validate the headers and encode them: ``(header_count, block)``.
 
-        Raises ValueError for a name that is not an HTTP token or a value
-        containing CR, LF or NUL (header injection)."""
+        Raises ValueError for a name that is not an HTTP token or a value containing a
+        control character other than tab (CR, LF and NUL would be header injection; the
+        gateway refuses them all)."""
         pairs = []
         for name, value in self.headers:
-            if type(name) is not str:
+            if type(name) is not str and type(name) is not bytes:
                 name = _to_str(name)
-            if not name or not _TOKEN_CHARS.issuperset(name):
-                raise ValueError(f"invalid response header name {name!r}")
-            if type(value) is not str:
+            if type(value) is not str and type(value) is not bytes:
                 value = _to_str(value)
-            if "\r" in value or "\n" in value or "\x00" in value:
-                raise ValueError(f"response header {name!r} has a CR, LF or NUL in its value {value!r}")
+            _check_header(name, value)
             pairs.append((name, value))
         return _encode_header_block(pairs)
+
+    def json(self):
+        """The body parsed as JSON (for tests of a handler: see ``aetherless.testing``)."""
+        return _json_loads(self.body)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The body decoded (for tests of a handler: see ``aetherless.testing``)."""
+        return self.body.decode(encoding)
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.headers!r}, <{len(self.body)} bytes>)"

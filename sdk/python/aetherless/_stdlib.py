@@ -7,10 +7,11 @@ tests/test_runtime.py).  So instead of
 
     json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     json.loads(body)
-    urllib.parse.unquote(s)
+    urllib.parse.unquote(s), urllib.parse.unquote_to_bytes(b)
     inspect.iscoroutinefunction(fn)
 
-the SDK calls ``json_bytes``, ``json_loads``, ``unquote`` and ``iscoroutinefunction`` from
+the SDK calls ``json_bytes``, ``json_loads``, ``unquote``, ``unquote_to_bytes`` and
+``iscoroutinefunction`` from
 here, which give the same results with modules the interpreter has loaded at start-up and
 json's C accelerator ``_json``.  Where that is not enough (no accelerator, input the fast
 path does not handle) they import the real module, so results and errors are its own;
@@ -27,7 +28,7 @@ import _json as _cjson
 import sys as _sys
 import types as _types
 
-__all__ = ["json_bytes", "json_loads", "unquote", "iscoroutinefunction"]
+__all__ = ["json_bytes", "json_loads", "unquote", "unquote_to_bytes", "iscoroutinefunction"]
 
 # --------------------------------------------------------------------------- json
 
@@ -138,7 +139,14 @@ def unquote(s: str) -> str:
 
 
 def _percent_decode(ascii_text: str) -> str:
-    bits = ascii_text.encode("ascii").split(b"%")
+    return unquote_to_bytes(ascii_text.encode("ascii")).decode("utf-8", "replace")
+
+
+def unquote_to_bytes(data: bytes) -> bytes:
+    """``urllib.parse.unquote_to_bytes(data)``: %-escapes decoded, other bytes kept."""
+    if b"%" not in data:
+        return data
+    bits = data.split(b"%")
     out = [bits[0]]
     for bit in bits[1:]:
         if len(bit) >= 2 and bit[0] in _HEX_DIGITS and bit[1] in _HEX_DIGITS:
@@ -147,7 +155,7 @@ def _percent_decode(ascii_text: str) -> str:
         else:
             out.append(b"%")
             out.append(bit)
-    return b"".join(out).decode("utf-8", "replace")
+    return b"".join(out)
 
 
 # --------------------------------------------------------------------------- inspect

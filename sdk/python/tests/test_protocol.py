@@ -332,6 +332,16 @@ class TestRequest(unittest.TestCase):
         for text in cases:
             self.assertEqual(_stdlib.unquote(text), unquote(text), repr(text))
 
+    def test_unquote_to_bytes_equals_urllib(self):
+        from urllib.parse import unquote_to_bytes
+
+        rng = random.Random(12)
+        alphabet = [b"%", b"%4", b"%41", b"%C3", b"%a9", b"%zz", b"%ff", b"a", b"+", b"\xc3\xa9", b"\xff", b"%%"]
+        cases = [b"", b"%", b"a%", b"/caf%C3%A9", b"%2F", b"x%0"]
+        cases += [b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(3000)]
+        for data in cases:
+            self.assertEqual(_stdlib.unquote_to_bytes(data), unquote_to_bytes(data), repr(data))
+
     def test_json_body_equals_json_loads(self):
         rng = random.Random(5)
         docs = [b'{"a": [1, 2.5, true, null, "\\u00e9\\n"]}', b"  [] ", b'"x"', b"1e400", b"-0", b"NaN",
@@ -459,9 +469,32 @@ class TestResponse(unittest.TestCase):
                 _stdlib.json_bytes(bad)
 
     def test_header_validation(self):
-        for name, value in (("Bad Name", "v"), ("", "v"), ("X:", "v"), ("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "\0")):
+        # What the gateway refuses (HeaderSyntax.swift): names that are not tokens, control
+        # characters but tab in values; str and bytes alike.
+        bad = [("Bad Name", "v"), ("", "v"), ("X:", "v"), ("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "\0"),
+               ("X", "bell\x07"), ("X", "del\x7f"), ("X\u00e9", "v")]
+        for name, value in bad + [(n.encode("utf-8"), v.encode("utf-8")) for n, v in bad]:
+            with self.assertRaises(ValueError, msg=(name, value)):
+                Response._exact(200, [(name, value)], b"").header_block()
+        good = [("X-Tab", "a\tb"), ("X-Utf8", "\u00e9t\u00e9 \u2028"), ("X", ""), ("x-bytes", b"caf\xe9")]
+        count, block = Response._exact(200, good + [(b"Set-Cookie", b"a=1")], b"").header_block()
+        self.assertEqual(count, 5)
+        self.assertEqual(decode_header_block(block, 0, len(block), 5)[2:],
+                         [(b"X", b""), (b"x-bytes", b"caf\xe9"), (b"Set-Cookie", b"a=1")])
+
+    def test_final_statuses_only(self):
+        # 1xx statuses are interim: the gateway refuses them (and kills the instance).
+        for status in (100, 101, 103, 199):
             with self.assertRaises(ValueError):
-                Response(200, [(name, value)]).header_block()
+                Response(status)
+            with self.assertRaises(ValueError):
+                HTTPError(status)
+        self.assertEqual(Response(200).status, 200)
+        self.assertEqual(Response(599).status, 599)
+
+    def test_response_json_and_text(self):
+        self.assertEqual(Response(200, None, {"a": [1]}).json(), {"a": [1]})
+        self.assertEqual(Response(200, None, "\u00e9").text(), "\u00e9")
 
     def test_http_error(self):
         e = HTTPError(404, "no such thing")
@@ -543,7 +576,7 @@ class TestResponseEncoders(unittest.TestCase):
         r.body = {"late": 1}  # assigned after construction: converted as the constructor would
         m = decode_response(self.encode_response(3, r))
         self.assertEqual((m.status, m.headers, m.body), (200, [], b'{"late":1}'))
-        for status in (99, 600, "200"):
+        for status in (99, 100, 199, 600, "200"):
             r.status = status
             with self.assertRaises(ValueError):
                 self.encode_response(3, r)
