@@ -6,9 +6,13 @@ Follows docs/handler-protocol.md:
    must be ``sdk``; AETHER_CONCURRENCY, default 1, must be an integer >= 1).
 2. Imports HANDLER.py as module ``__aether_handler__`` (its folder first on
    sys.path, ``sys.argv`` = [HANDLER.py, ignored args...]); exactly one
-   ``@aetherless.handler`` must be registered.  Errors in steps 1-2: a
-   message on stderr and exit status 2 (an exception raised by the handler's
-   own init code: its traceback and exit status 1).
+   ``@aetherless.handler`` must be registered -- unless AETHER_APP is
+   ``asgi:ATTRIBUTE`` or ``wsgi:ATTRIBUTE``: then the app that (dotted)
+   attribute of the module names is served through ``aetherless.asgi`` or
+   ``aetherless.wsgi`` (an ASGI app's lifespan startup runs here), and a
+   registered handler is left unused.  Errors in steps 1-2: a message on
+   stderr and exit status 2 (an exception raised by the handler's own init
+   code, or a failed lifespan startup: its traceback and exit status 1).
 3. Connects to AETHER_SOCKET, sends ``READY``, reads ``ATTACH <region>``,
    opens the region (2 rings, magic and layout_version checked) and answers
    ``ATTACHED`` -- or ``ERROR <text>`` and exit status 1.
@@ -46,9 +50,20 @@ from .ring import CorruptedData, Region, RingError
 # Descriptors one control line may carry (ATTACH carries one: its region).
 _MAX_PASSED_FDS = 4
 
-__all__ = ["main", "load_handler", "make_dispatcher", "serve", "StartupError", "HANDLER_MODULE"]
+__all__ = [
+    "main",
+    "load_handler",
+    "load_app",
+    "app_setting",
+    "make_dispatcher",
+    "serve",
+    "StartupError",
+    "HANDLER_MODULE",
+    "APP_VARIABLE",
+]
 
 HANDLER_MODULE = "__aether_handler__"
+APP_VARIABLE = "AETHER_APP"
 MAX_LINE = 4096
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -81,8 +96,8 @@ def _log(message: str) -> None:
 # --------------------------------------------------------------------------- handler loading
 
 
-def load_handler(path: str, argv: list | None = None):
-    """Import ``path`` as ``__aether_handler__`` and return its one registered handler."""
+def _import_handler_file(path: str, argv: list | None):
+    """Import ``path`` as ``__aether_handler__`` (its folder first on sys.path) and return it."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise StartupError(f"handler file {path} does not exist or is not a file")
@@ -111,6 +126,13 @@ def load_handler(path: str, argv: list | None = None):
             f"importing the handler file {path} failed:\n{_format_exc().rstrip()}",
             EXIT_FAILURE,
         ) from None
+    return module
+
+
+def load_handler(path: str, argv: list | None = None):
+    """Import ``path`` as ``__aether_handler__`` and return its one registered handler."""
+    _import_handler_file(path, argv)
+    path = os.path.abspath(path)
     found = _api.registered_handlers()
     if not found:
         raise StartupError(
@@ -124,6 +146,62 @@ def load_handler(path: str, argv: list | None = None):
             "exactly one function may be decorated with @aetherless.handler"
         )
     return next(iter(found.values()))
+
+
+def app_setting(environ) -> tuple[str, str] | None:
+    """``AETHER_APP`` as ``(kind, attribute)``: ``asgi:app`` -> ``("asgi", "app")``; None if unset."""
+    raw = environ.get(APP_VARIABLE)
+    if not raw:
+        return None
+    kind, sep, attribute = raw.partition(":")
+    if kind not in ("asgi", "wsgi") or not sep or not all(p.isidentifier() for p in attribute.split(".")):
+        raise StartupError(
+            f"{APP_VARIABLE} must be 'asgi:ATTRIBUTE' or 'wsgi:ATTRIBUTE', ATTRIBUTE the app's "
+            f"name in the handler file (e.g. app or api.app), not {raw!r}"
+        )
+    return kind, attribute
+
+
+def load_app(path: str, kind: str, attribute: str, concurrency: int = 1, argv: list | None = None, log=_log):
+    """Import ``path`` as ``__aether_handler__``, find the ASGI or WSGI app ``attribute`` (dotted)
+    in it and return the handler serving it (``aetherless.asgi.ASGIHandler``, whose lifespan
+    startup has run, or ``aetherless.wsgi.WSGIHandler``)."""
+    module = _import_handler_file(path, argv)
+    path = os.path.abspath(path)
+    setting = f"{APP_VARIABLE}={kind}:{attribute} (the function's {kind}: setting)"
+    app = module
+    for i, part in enumerate(attribute.split(".")):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            where = "the handler file" if i == 0 else ".".join(attribute.split(".")[:i])
+            raise StartupError(
+                f"{setting}: the handler file {path} has no attribute {attribute!r} "
+                f"({where} has no {part!r})"
+            ) from None
+    # The setting names what is served: a handler the module also registers is left unused
+    # (one file may serve both an sdk function and an app function).
+    for module_name, fn in _api.registered_handlers().items():
+        log(f"{setting} is served; the @aetherless.handler {_api._qualname(fn)} of {module_name} is not used")
+    try:
+        if kind == "wsgi":
+            from .wsgi import WSGIHandler
+
+            return WSGIHandler(app, concurrency=concurrency, log=log)
+        from .asgi import ASGIHandler, LifespanStartupFailed
+
+        try:
+            return ASGIHandler(app, concurrency=concurrency, log=log)
+        except LifespanStartupFailed as e:
+            raise StartupError(
+                f"{setting}: the ASGI app's lifespan startup failed (lifespan.startup.failed):\n{e}",
+                EXIT_FAILURE,
+            ) from None
+    except TypeError as e:  # check_app: not an app of that kind
+        raise StartupError(
+            f"{setting}: {attribute} in the handler file {path} cannot be served as an "
+            f"{kind.upper()} app: {e}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -401,7 +479,13 @@ def main(argv: list | None = None, environ=None) -> int:
         return EXIT_USAGE
     try:
         sock_path, concurrency = _config(environ)
-        fn = load_handler(argv[1], argv[1:])
+        app = app_setting(environ)
+        if app is None:
+            fn = load_handler(argv[1], argv[1:])
+        else:
+            # An ASGI app's lifespan startup runs here, before READY: in a snapshot template
+            # its work lands in the image.
+            fn = load_app(argv[1], *app, concurrency, argv[1:])
     except StartupError as e:
         _log(str(e))
         return e.code
@@ -493,5 +577,7 @@ def main(argv: list | None = None, environ=None) -> int:
         serve(fn, region, concurrency)
     except RingError as e:
         _log(f"{e}; exiting")
-        return EXIT_FAILURE
+        # At once, as at end-of-file: a normal exit would wait for the handler's non-daemon
+        # threads (anyio's workers under FastAPI are), which never end.
+        os._exit(EXIT_FAILURE)
     return 0  # pragma: no cover - serve() only returns by raising
