@@ -199,8 +199,8 @@ def load_app(path: str, kind: str, attribute: str, concurrency: int = 1, argv: l
             ) from None
     except TypeError as e:  # check_app: not an app of that kind
         raise StartupError(
-            f"{setting}: {attribute} in the handler file {path} cannot be served as an "
-            f"{kind.upper()} app: {e}"
+            f"{setting}: {attribute} in the handler file {path} cannot be served as "
+            f"{'an ASGI' if kind == 'asgi' else 'a WSGI'} app: {e}"
         ) from None
 
 

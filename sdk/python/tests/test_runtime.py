@@ -333,7 +333,7 @@ ORCHESTRATOR_COMMAND = ("-c", "import sys, aetherless.runtime as r; sys.exit(r.m
 # runtime must serve JSON bodies, %-escaped queries and JSON responses without them.
 HEAVY_MODULES = {"json", "json.decoder", "re", "enum", "functools", "collections", "contextlib",
                  "urllib.parse", "importlib.util", "signal", "typing", "inspect", "traceback",
-                 "runpy", "threading", "socket", "random"}
+                 "runpy", "threading", "socket", "random", "asyncio"}
 
 FOOTPRINT_HANDLER = r'''
 import sys
@@ -382,6 +382,130 @@ class TestSnapshotFootprint(RuntimeCase):
         self.assertEqual(m.status, 400)
         self.assertEqual(json.loads(m.body)["error"],
                          "invalid JSON body: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+
+
+ASGI_APP = r"""
+import os, sys
+import aetherless
+
+STATE = {"startup_ran": False}
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        message = await receive()
+        if os.environ.get("FAIL_STARTUP"):
+            await send({"type": "lifespan.startup.failed", "message": "no database at db:5432"})
+            return
+        # Runs before READY: the orchestrator's test below checks the marker is there by then.
+        open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
+        STATE["startup_ran"] = True
+        scope["state"]["pool"] = "ready"
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        return
+    message = await receive()
+    body = repr({"path": scope["path"], "query": scope["query_string"], "pool": scope["state"].get("pool"),
+                 "body": message["body"], "method": scope["method"], "asyncio": "asyncio" in sys.modules}).encode()
+    await send({"type": "http.response.start", "status": 201,
+                "headers": [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]})
+    await send({"type": "http.response.body", "body": body})
+
+class api:
+    app = app
+
+def wsgi_app(environ, start_response):
+    start_response("202 Accepted", [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    return [repr({"path": environ["PATH_INFO"], "query": environ["QUERY_STRING"], "multithread": environ["wsgi.multithread"],
+                  "body": environ["wsgi.input"].read(), "asyncio": "asyncio" in sys.modules}).encode()]
+
+NOT_AN_APP = 42
+
+if os.environ.get("ALSO_HANDLER"):
+    @aetherless.handler
+    def handle(req):
+        return "the handler"
+"""
+
+
+class TestApps(RuntimeCase):
+    """AETHER_APP: the runtime serves an ASGI or WSGI app of the handler file."""
+
+    def start_app(self, setting, env=None, **kw):
+        self.start(ASGI_APP, env={"AETHER_APP": setting, **(env or {})}, **kw)
+
+    def test_asgi_app_with_lifespan_before_ready(self):
+        self.start_app("asgi:app", handshake=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "started")))  # startup ran before READY
+        self.conn.sendall(f"ATTACH {self.name}\n".encode())
+        self.assertEqual(self.line(), b"ATTACHED")
+        m = self.call(1, "/a%20b?x=1", method="POST", body=b"\x00\xff")
+        self.assertEqual(m.status, 201)
+        self.assertEqual(m.headers, [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
+        self.assertEqual(eval(m.body), {"path": "/a b", "query": b"x=1", "pool": "ready", "body": b"\x00\xff",
+                                        "method": "POST", "asyncio": True})
+        self.assertNotIn("Traceback", self.stderr())
+
+    def test_dotted_attribute_and_concurrency(self):
+        self.start_app("asgi:api.app", concurrency=4)
+        for rid in range(1, 9):
+            self.send(rid, f"/n{rid}")
+        got = sorted((m.request_id, m.status) for m in (self.recv() for _ in range(8)))
+        self.assertEqual(got, [(rid, 201) for rid in range(1, 9)])
+
+    def test_wsgi_app(self):
+        self.start_app("wsgi:wsgi_app", concurrency=2)
+        m = self.call(1, "/caf%C3%A9?q=1", method="PUT", body=b"data")
+        self.assertEqual(m.status, 202)
+        self.assertEqual(m.headers, [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")])
+        self.assertEqual(eval(m.body), {"path": "/caf\u00c3\u00a9", "query": "q=1", "multithread": True,
+                                        "body": b"data", "asyncio": False})
+
+    def test_the_app_setting_wins_over_a_registered_handler(self):
+        self.start_app("asgi:app", env={"ALSO_HANDLER": "1"})
+        self.assertEqual(self.call(1, "/").status, 201)
+        self.assertIn("AETHER_APP=asgi:app (the function's asgi: setting) is served; the @aetherless.handler "
+                      "handle of __aether_handler__ is not used", self.stderr())
+
+    def test_startup_failure_exits_1_with_the_apps_message(self):
+        self.start_app("asgi:app", env={"FAIL_STARTUP": "1"}, handshake=False, region=False)
+        self.assertEqual(self.proc.wait(5), 1)
+        err = self.stderr()
+        self.assertIn("AETHER_APP=asgi:app (the function's asgi: setting): the ASGI app's lifespan startup failed", err)
+        self.assertIn("no database at db:5432", err)
+
+    def test_setting_errors_exit_2(self):
+        handler = os.path.join(self.tmp, "handler.py")
+        cases = [
+            ("asgi:missing", f"AETHER_APP=asgi:missing (the function's asgi: setting): the handler file {handler} "
+                             "has no attribute 'missing' (the handler file has no 'missing')"),
+            ("asgi:api.nope", "has no attribute 'api.nope' (api has no 'nope')"),
+            ("wsgi:NOT_AN_APP", f"NOT_AN_APP in the handler file {handler} cannot be served as a WSGI app: it is int, "
+                                "not a WSGI app (not callable)"),
+            ("asgi:wsgi_app", "cannot be served as an ASGI app: it looks like a WSGI app (it takes 2 arguments, "
+                              "environ and start_response)"),
+            ("wsgi:app", "cannot be served as a WSGI app: it is an async function: an ASGI app"),
+            ("asgi", "AETHER_APP must be 'asgi:ATTRIBUTE' or 'wsgi:ATTRIBUTE'"),
+            ("fastapi:app", "not 'fastapi:app'"),
+            ("asgi:", "not 'asgi:'"),
+            ("asgi:app()", "not 'asgi:app()'"),
+        ]
+        for setting, words in cases:
+            with self.subTest(setting=setting):
+                self.stop_previous()
+                self.start_app(setting, handshake=False, region=False)
+                self.assertEqual(self.proc.wait(5), 2, self.stderr())
+                self.assertIn(words, self.stderr())
+
+    def stop_previous(self):
+        """Before a second start() in one test: the first runtime and its socket are gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if hasattr(self, "listener"):
+            self.listener.close()
+            os.unlink(self.sock_path)
 
 
 class TestLifecycle(RuntimeCase):
