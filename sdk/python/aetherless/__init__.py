@@ -53,7 +53,9 @@ __all__ = [
     "registered_handlers",
 ]
 
-__version__ = "0.1.0"
+# The major version is the handler protocol version the SDK speaks (protocol.VERSION,
+# docs/handler-protocol.md); minor and patch count the SDK's own changes.
+__version__ = "1.1.0"
 
 # --------------------------------------------------------------------------- registration
 
