@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, a warning-free build, the Swift tests, the Python SDK tests and
-# the integration tests (the real `aether` binary with real handlers and HTTP clients).
+# The whole test suite: formatting, a warning-free build, the Swift tests, the Python SDK tests (also
+# with FastAPI, Starlette and Flask in a pinned virtualenv, and pip-installed as a package) and the
+# integration tests (the real `aether` binary with real handlers and HTTP clients).
 # Installs what it needs first (scripts/setup.sh --deps-only), so it runs on a bare machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,16 @@ in_private_network swift test --skip-build
 
 echo "== python sdk tests"
 python3 -m unittest discover -s sdk/python/tests
+
+# FastAPI, Starlette and Flask apps through the ASGI/WSGI adapters, in the pinned test virtualenv
+# (made once, reused while its pins hold); the SDK comes from the tree, not installed. A missing
+# framework is an error here, not a skip.
+echo "== python sdk with FastAPI, Starlette and Flask (scripts/test-venv.sh)"
+venv_python=$(scripts/test-venv.sh)
+AETHER_REQUIRE_FRAMEWORKS=1 PYTHONPATH=sdk/python "$venv_python" -m unittest discover -s sdk/python/tests -p test_frameworks.py
+
+echo "== python sdk as a package (pip install ./sdk/python in a fresh virtualenv)"
+AETHER_TEST_PACKAGE=1 python3 -m unittest discover -s sdk/python/tests -p test_package.py
 
 echo "== integration tests (aether up with real handlers, in a private network namespace)"
 AETHER_BIN="$(pwd)/.build/debug/aether" in_private_network python3 -m unittest discover -s tests/integration -t .
