@@ -54,7 +54,8 @@ def check_app(app, kind: str) -> None:
     app: callable, and not plainly the other kind (a WSGI app takes two positional arguments,
     environ and start_response, and is not async; an ASGI 3 app takes scope, receive, send)."""
     if not callable(app):
-        raise TypeError(f"it is {type(app).__name__}, not {'an ASGI' if kind == 'asgi' else 'a WSGI'} app (not callable)")
+        article = "an ASGI" if kind == "asgi" else "a WSGI"
+        raise TypeError(f"it is {type(app).__name__}, not {article} app (not callable)")
     code, bound = _call_signature(app)
     if code is None:
         return

@@ -60,7 +60,8 @@ def call(handler, method: str = "GET", target: str = "/", headers=None, body=b""
             pairs.append(("Content-Type", "application/json"))
     _next_id[0] += 1
     rid = _next_id[0]
-    dispatch = make_dispatcher(handler, (1 << 62) if max_payload is None else max_payload, _log if log is None else log)
+    limit = (1 << 62) if max_payload is None else max_payload
+    dispatch = make_dispatcher(handler, limit, _log if log is None else log)
     out = dispatch(_proto.encode_request(rid, method, target, pairs, body))
     m = _proto.decode_response(out)
     # The gateway reads header names and values as UTF-8 text.

@@ -182,7 +182,9 @@ class WSGIHandler:
             or not status_line[:3].isascii()
             or (len(status_line) > 3 and status_line[3] != " ")
         ):
-            return self._fail(req, f"WSGI app gave start_response() the status {status_line!r}; expected a str such as '200 OK'")
+            return self._fail(
+                req, f"WSGI app gave start_response() the status {status_line!r}; expected a str such as '200 OK'"
+            )
         status = int(status_line[:3])
         if not 200 <= status <= 599:
             return self._fail(
@@ -211,7 +213,9 @@ class WSGIHandler:
             return self._fail(req, f"WSGI app sent an invalid response header: {e}")
         for chunk in parts:
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                return self._fail(req, f"WSGI app produced a body chunk of type {type(chunk).__name__}; bodies are bytes")
+                return self._fail(
+                    req, f"WSGI app produced a body chunk of type {type(chunk).__name__}; bodies are bytes"
+                )
         return _api.Response._exact(status, pairs, b"".join(parts))
 
     def _fail(self, req, what: str) -> _api.Response:
