@@ -138,10 +138,8 @@ def _reason(status: int) -> str:
 
 
 def _check_status(status) -> None:
-    # Final statuses only: the gateway refuses a 1xx answer (an interim status, which would
-    # have to be followed by a final one) and kills the instance that sent it.
-    if type(status) is not int or not 200 <= status <= 599:
-        raise ValueError(f"HTTP status must be an int in 200...599, not {status!r}")
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"HTTP status must be an int in 100...599, not {status!r}")
 
 
 # --------------------------------------------------------------------------- headers
@@ -387,31 +385,30 @@ class Request:
 
 # --------------------------------------------------------------------------- response
 
-# RFC 9110 token characters for names. Values may hold any byte but the control characters
-# other than tab (0x00-0x1F, 0x7F): what the gateway accepts (HeaderSyntax.swift); a response
-# it refuses is a 502 and the instance is killed, so the runtime answers 500 first.
+# RFC 9110 token characters for names.
 _TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _TOKEN_CHARS = frozenset(_TOKEN)
 _TOKEN_BYTES = frozenset(_TOKEN.encode("ascii"))
-_CTL_BYTES = bytes(b for b in range(32) if b != 9) + b"\x7f"
+# What a value may not hold: CR, LF and NUL (header injection) for a Response; the ASGI and WSGI
+# adapters refuse every control character but tab, as the gateway does (HeaderSyntax.swift),
+# so an app's bad header is their 500, not the gateway's 502 and a killed instance.
+_CR_LF_NUL = b"\r\n\x00"
+_CONTROL_BUT_TAB = bytes(b for b in range(32) if b != 9) + b"\x7f"
 
 
-def _check_header(name, value) -> None:
+def _check_header(name, value, forbidden: bytes = _CR_LF_NUL) -> None:
     """ValueError unless ``name`` (str or bytes) is an HTTP token and ``value`` (str or bytes)
-    has no control character other than tab."""
+    has none of the ``forbidden`` bytes."""
     if not name or not (_TOKEN_CHARS if type(name) is str else _TOKEN_BYTES).issuperset(name):
-        raise ValueError(f"invalid response header name {name!r} (names are HTTP tokens)")
+        raise ValueError(f"invalid response header name {name!r}")
     raw = value.encode("utf-8", "surrogatepass") if type(value) is str else value
-    if len(raw.translate(None, _CTL_BYTES)) == len(raw):
-        return
-    raise ValueError(
-        f"response header {name!r} has a control character (CR, LF, NUL, ...) in its value {value!r}"
-    )
+    if len(raw.translate(None, forbidden)) != len(raw):
+        what = "a CR, LF or NUL" if forbidden is _CR_LF_NUL else "a control character (CR, LF, NUL, ...)"
+        raise ValueError(f"response header {name!r} has {what} in its value {value!r}")
 
 
 class Response:
-    """An HTTP response.  ``status`` is a final status (200...599); ``body`` may be bytes, str
-    (UTF-8), dict or list (JSON).
+    """An HTTP response.  ``body`` may be bytes, str (UTF-8), dict or list (JSON).
 
     A Content-Type is added when none is given and the body is not empty:
     application/json for dict/list, text/plain; charset=utf-8 for str,
@@ -480,9 +477,8 @@ class Response:
     def header_block(self) -> tuple[int, bytes]:
         """Validate the headers and encode them: ``(header_count, block)``.
 
-        Raises ValueError for a name that is not an HTTP token or a value containing a
-        control character other than tab (CR, LF and NUL would be header injection; the
-        gateway refuses them all)."""
+        Raises ValueError for a name that is not an HTTP token or a value containing CR, LF
+        or NUL (header injection)."""
         pairs = []
         for name, value in self.headers:
             if type(name) is not str and type(name) is not bytes:

@@ -257,7 +257,7 @@ class ASGIHandler:
                             "names and values are byte strings",
                         )
                     name, value = bytes(name), bytes(value)
-                _api._check_header(name, value)
+                _api._check_header(name, value, _api._CONTROL_BUT_TAB)
                 pairs.append((name, value))
         except (TypeError, ValueError) as e:  # not a list of pairs, or not valid HTTP
             return self._fail(req, f"ASGI app sent an invalid response header: {e}")

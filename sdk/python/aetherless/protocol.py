@@ -345,8 +345,8 @@ def response_encoders(Response, to_response):
     ``to_response(result)`` would have it; anything else goes through ``to_response`` and
     ``encode_response`` (TypeError for a result that is not a response).
 
-    ``encode_response(request_id, resp) -> bytes``: a Response (its status checked to be a
-    final one, 200...599, and its headers validated: ValueError; a body assigned after construction converted as the
+    ``encode_response(request_id, resp) -> bytes``: a Response (its status checked and its
+    headers validated: ValueError; a body assigned after construction converted as the
     constructor would).
 
     ``encode_error(request_id, status, message) -> bytes``: ``status`` with the JSON body
@@ -361,9 +361,8 @@ def response_encoders(Response, to_response):
 
     def encode_response(rid: int, resp) -> bytes:
         status = resp.status
-        # Final statuses: the gateway refuses 1xx (and kills the instance that sent it).
-        if type(status) is not int or not 200 <= status <= 599:
-            raise ValueError(f"Response.status must be an int in 200...599, not {status!r}")
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ValueError(f"Response.status must be an int in 100...599, not {status!r}")
         count, hblock = resp.header_block()
         body = resp.body
         if type(body) is not bytes:

@@ -207,7 +207,7 @@ class WSGIHandler:
                         f"WSGI app sent the response header {name!r}: {value!r}, which is not latin-1 "
                         "(PEP 3333: encode other text first, e.g. RFC 8187 for parameters)",
                     )
-                _api._check_header(*pair)
+                _api._check_header(*pair, _api._CONTROL_BUT_TAB)
                 pairs.append(pair)
         except (TypeError, ValueError) as e:  # not a list of pairs, or not valid HTTP
             return self._fail(req, f"WSGI app sent an invalid response header: {e}")

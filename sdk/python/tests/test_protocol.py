@@ -469,28 +469,23 @@ class TestResponse(unittest.TestCase):
                 _stdlib.json_bytes(bad)
 
     def test_header_validation(self):
-        # What the gateway refuses (HeaderSyntax.swift): names that are not tokens, control
-        # characters but tab in values; str and bytes alike.
         bad = [("Bad Name", "v"), ("", "v"), ("X:", "v"), ("X", "a\r\nInjected: 1"), ("X", "a\nb"), ("X", "\0"),
-               ("X", "bell\x07"), ("X", "del\x7f"), ("X\u00e9", "v")]
+               ("X\u00e9", "v")]
         for name, value in bad + [(n.encode("utf-8"), v.encode("utf-8")) for n, v in bad]:
             with self.assertRaises(ValueError, msg=(name, value)):
                 Response._exact(200, [(name, value)], b"").header_block()
-        good = [("X-Tab", "a\tb"), ("X-Utf8", "\u00e9t\u00e9 \u2028"), ("X", ""), ("x-bytes", b"caf\xe9")]
+        # Other control characters go to the gateway, which answers 502 and replaces the instance
+        # (tests/integration/test_http_rules.py); the ASGI and WSGI adapters refuse them first.
+        good = [("X-Tab", "a\tb"), ("X-Utf8", "\u00e9t\u00e9 \u2028"), ("X", ""), ("x-bytes", b"caf\xe9"),
+                ("X-Bell", "\x07"), (b"X-Del", b"\x7f")]
         count, block = Response._exact(200, good + [(b"Set-Cookie", b"a=1")], b"").header_block()
-        self.assertEqual(count, 5)
-        self.assertEqual(decode_header_block(block, 0, len(block), 5)[2:],
-                         [(b"X", b""), (b"x-bytes", b"caf\xe9"), (b"Set-Cookie", b"a=1")])
-
-    def test_final_statuses_only(self):
-        # 1xx statuses are interim: the gateway refuses them (and kills the instance).
-        for status in (100, 101, 103, 199):
+        self.assertEqual(count, 7)
+        self.assertEqual(decode_header_block(block, 0, len(block), 7)[2:],
+                         [(b"X", b""), (b"x-bytes", b"caf\xe9"), (b"X-Bell", b"\x07"), (b"X-Del", b"\x7f"),
+                          (b"Set-Cookie", b"a=1")])
+        for value in ("\x07", b"\x7f", "a\x1bb"):
             with self.assertRaises(ValueError):
-                Response(status)
-            with self.assertRaises(ValueError):
-                HTTPError(status)
-        self.assertEqual(Response(200).status, 200)
-        self.assertEqual(Response(599).status, 599)
+                aetherless._check_header("X", value, aetherless._CONTROL_BUT_TAB)
 
     def test_response_json_and_text(self):
         self.assertEqual(Response(200, None, {"a": [1]}).json(), {"a": [1]})
@@ -576,7 +571,7 @@ class TestResponseEncoders(unittest.TestCase):
         r.body = {"late": 1}  # assigned after construction: converted as the constructor would
         m = decode_response(self.encode_response(3, r))
         self.assertEqual((m.status, m.headers, m.body), (200, [], b'{"late":1}'))
-        for status in (99, 100, 199, 600, "200"):
+        for status in (99, 600, "200"):
             r.status = status
             with self.assertRaises(ValueError):
                 self.encode_response(3, r)

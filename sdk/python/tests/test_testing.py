@@ -66,7 +66,7 @@ class TestCall(unittest.TestCase):
         self.assertEqual(resp.status, 500)
         self.assertIn("max_payload of 500", resp.json()["error"])
         self.assertEqual(testing.call(handle, "GET", "/bad-header", log=logs.append).status, 500)
-        self.assertIn("control character", logs[-1])
+        self.assertIn("has a CR, LF or NUL in its value", logs[-1])
 
     def test_registered_handler_of_a_module(self):
         @aetherless.handler
