@@ -24,7 +24,8 @@ requests); with concurrency N > 1 it runs in a thread of its own, started with t
 request, and the N worker threads hand requests to it (up to N in flight on the loop).
 
 Nothing here starts a thread before the first request, so a snapshot template (lifespan
-startup done, READY sent, FROZEN) is single-threaded. Imported only when an ASGI app is
+startup done, READY sent, FROZEN) is single-threaded; a copy forked from it gets a selector of
+its own for the loop. Imported only when an ASGI app is
 served: a plain handler's image does not carry asyncio.
 """
 
@@ -33,6 +34,8 @@ from __future__ import annotations
 import _thread
 import asyncio
 import os
+import selectors
+import weakref
 
 import aetherless as _api
 
@@ -53,6 +56,12 @@ class LifespanStartupFailed(Exception):
 
 class LifespanShutdownFailed(Exception):
     """The app answered ``lifespan.shutdown.failed`` or raised during shutdown."""
+
+
+def _after_fork(ref) -> None:
+    handler = ref()
+    if handler is not None:
+        handler._own_selector()
 
 
 class ASGIHandler:
@@ -87,6 +96,11 @@ class ASGIHandler:
         self._shutdown_requested = None
         self._shutdown_outcome = None
         self._closed = False
+        # A copy forked from a snapshot template (snapshot: fork) gets its own epoll instance and
+        # wake-up socket pair: shared with the template and its siblings, one copy would read
+        # another's wake-up (a thread handing back a result) and that copy would wait forever.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         try:
             self._startup()
         except BaseException:
@@ -97,6 +111,25 @@ class ASGIHandler:
 
     async def _root_main(self) -> None:
         await self._root_done
+
+    def _own_selector(self) -> None:
+        """In a forked child: a selector and a wake-up pair of its own for the loop (private
+        parts of asyncio's selector loop, the same from 3.8 to 3.13)."""
+        loop = self._loop
+        if loop.is_closed():
+            return
+        shared = loop._selector
+        wake = loop._ssock.fileno()
+        own = selectors.DefaultSelector()
+        for key in shared.get_map().values():
+            if key.fd != wake:  # the app's own descriptors are shared with every copy anyway
+                own.register(key.fileobj, key.events, key.data)
+        loop._selector = own
+        shared.close()  # this process's descriptor only: the template keeps its own
+        loop._ssock.close()
+        loop._csock.close()
+        loop._internal_fds -= 1
+        loop._make_self_pipe()
 
     # -- serving
 
@@ -358,7 +391,7 @@ class ASGIHandler:
             self.log(
                 f"{len(left)} thread(s) started during the ASGI app's lifespan startup still run "
                 f"({', '.join(left)}): a snapshot template must be single-threaded when it is "
-                "checkpointed"
+                "checkpointed, and answers CHECKPOINT with ERROR while they do"
             )
 
     def close(self) -> None:

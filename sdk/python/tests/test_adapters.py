@@ -454,6 +454,47 @@ class TestASGIConcurrency(ASGICase):
         self.assertEqual(_thread._count(), baseline)
 
 
+class TestASGIFork(ASGICase):
+    """snapshot: fork: copies forked from one handler serve side by side."""
+
+    def test_forked_copies_each_wake_their_own_loop(self):
+        # Each request ends with a thread handing its result back to the loop (what FastAPI's
+        # sync endpoints do): a copy sharing the template's wake-up pair would lose some.
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0)
+            await respond()(scope, receive, send)
+
+        for concurrency in (1, 2):
+            h = self.handler(app, concurrency=concurrency)
+            children = []
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        code = 0 if all(h(request()).body == b"ok" for _ in range(300)) else 3
+                    finally:
+                        os._exit(code)
+                children.append(pid)
+            deadline = time.monotonic() + 30
+            codes = {}
+            while len(codes) < len(children) and time.monotonic() < deadline:
+                for pid in children:
+                    if pid not in codes:
+                        done, status = os.waitpid(pid, os.WNOHANG)
+                        if done:
+                            codes[pid] = os.waitstatus_to_exitcode(status)
+                time.sleep(0.01)
+            for pid in children:
+                if pid not in codes:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+            self.assertEqual(sorted(codes.values()), [0, 0, 0], f"concurrency {concurrency}: a copy hung or failed")
+            self.assertEqual(h(request()).body, b"ok")  # and the parent's loop still works
+
+
 class TestCheckApp(unittest.TestCase):
     def test_the_wrong_kind_is_named(self):
         def wsgi_app(environ, start_response):

@@ -396,6 +396,26 @@ FASTAPI_MAIN = """
         return {"hello": name, "pool": request.state.pool}
 """
 
+FASTAPI_THREADS_IN_STARTUP = """
+    import asyncio
+    from contextlib import asynccontextmanager
+    import anyio
+    from fastapi import FastAPI
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # Threads, both ways an app starts them; all ended when the template is checkpointed.
+        await anyio.to_thread.run_sync(sum, [1, 2])
+        await asyncio.get_running_loop().run_in_executor(None, sum, [3])
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/sync")
+    def sync_endpoint():
+        return {"ok": True}
+"""
+
 FLASK_MAIN = """
     from flask import Flask, request
     app = Flask(__name__)
@@ -440,6 +460,18 @@ class TestThroughTheRuntime(unittest.TestCase):
         self.assertEqual(c.proc.wait(10), 1)
         self.assertIn("the ASGI app's lifespan startup failed", c.stderr())
         self.assertIn("ConnectionError: no database at db:5432", c.stderr())
+
+    def test_fastapi_snapshot_template_is_single_threaded(self):
+        c = self.case
+        c.start(textwrap.dedent(FASTAPI_THREADS_IN_STARTUP), env={"AETHER_APP": "asgi:app"}, handshake=False)
+        c.accept()
+        self.assertEqual(c.line(), b"READY")
+        c.conn.sendall(b"CHECKPOINT\n")
+        self.assertEqual(c.line(), b"FROZEN", c.stderr())
+        c.conn.sendall(f"ATTACH {c.name}\n".encode())
+        self.assertEqual(c.line(), b"ATTACHED")
+        m = c.call(1, "/sync")
+        self.assertEqual((m.status, json.loads(m.body)), (200, {"ok": True}))
 
     def test_flask(self):
         c = self.case

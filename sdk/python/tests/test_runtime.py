@@ -427,8 +427,69 @@ if os.environ.get("ALSO_HANDLER"):
 """
 
 
+FORK_APP = r"""
+import asyncio, os, time
+
+async def app(scope, receive, send):
+    loop = asyncio.get_running_loop()
+    if scope["type"] == "lifespan":
+        await receive()
+        scope["state"]["template"] = await loop.run_in_executor(None, os.getpid)  # a thread, ended by READY
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        return
+    await receive()
+    # A thread hands the result back to the loop: each copy must wake its own.
+    pid = await loop.run_in_executor(None, os.getpid)
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": f"{pid} {scope['state']['template']}".encode()})
+"""
+
+
 class TestApps(RuntimeCase):
     """AETHER_APP: the runtime serves an ASGI or WSGI app of the handler file."""
+
+    def test_snapshot_fork_copies_of_an_asgi_app(self):
+        # The template's lifespan startup used a thread, yet it is single-threaded at CHECKPOINT;
+        # two copies forked from it (docs/handler-protocol.md, snapshot: fork) serve side by side.
+        self.start(FORK_APP, env={"AETHER_APP": "asgi:app", "AETHER_INSTANCE": "template"}, handshake=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        self.conn.sendall(b"CHECKPOINT\n")
+        self.assertEqual(self.line(), b"FROZEN")
+        copies = []
+        for i in range(2):
+            mine, theirs = socket.socketpair()
+            self.addCleanup(mine.close)
+            mine.settimeout(10)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            for fd in (out_r, err_r):
+                self.addCleanup(os.close, fd)
+            socket.send_fds(self.conn, [b"FORK\n"], [theirs.fileno(), out_w, err_w])
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+            self.assertEqual(mine.recv(64), b"FORKED\n")
+            name = f"{self.name}-copy{i}"
+            region = Region.create(name, CAPACITY)
+            self.addCleanup(unlink_shm, name, True)
+            self.addCleanup(region.close)
+            mine.sendall(f"ATTACH {name}\n".encode())
+            self.assertEqual(mine.recv(64), b"ATTACHED\n")
+            copies.append((region.ring(0), region.ring(1)))
+        pids = set()
+        for rid in range(1, 201):
+            for req_ring, _ in copies:
+                req_ring.write(encode_request(rid, "GET", "/"), timeout=5)
+            for _, resp_ring in copies:
+                m = decode_response(resp_ring.read(5))
+                self.assertEqual((m.request_id, m.status), (rid, 200), m)
+                pid, template = m.body.split()
+                pids.add(pid)
+                self.assertEqual(int(template), self.proc.pid)
+        self.assertEqual(len(pids), 2)
+        self.assertNotIn(str(self.proc.pid).encode(), pids)
 
     def start_app(self, setting, env=None, **kw):
         self.start(ASGI_APP, env={"AETHER_APP": setting, **(env or {})}, **kw)
