@@ -734,15 +734,10 @@ class TestWSGIResponses(WSGICase):
         def no_start_empty(environ, start_response):
             return []
 
-        def write_first(environ, start_response):
-            start_response.__call__  # noqa: B018
-            return iter(())
-
         cases = [
             (raises, "WSGI app failed", "KeyError: 'secret'"),
             (no_start, "produced its body before calling start_response()"),
             (no_start_empty, "returned without calling start_response()"),
-            (write_first, "returned without calling start_response()"),
             (simple("101 Switching Protocols"), "status 101"),
             (simple("600 Nope"), "status 600"),
             (simple("99 Low"), "the status '99 Low'"),
