@@ -49,7 +49,9 @@ echo "== python sdk as a package (pip install ./sdk/python in a fresh virtualenv
 AETHER_TEST_PACKAGE=1 python3 -m unittest discover -s sdk/python/tests -p test_package.py
 
 echo "== integration tests (aether up with real handlers, in a private network namespace)"
-AETHER_BIN="$(pwd)/.build/debug/aether" in_private_network python3 -m unittest discover -s tests/integration -t .
+# test_python_apps.py serves FastAPI and Flask apps with the test virtualenv's python.
+AETHER_TEST_VENV_PYTHON="$venv_python" AETHER_BIN="$(pwd)/.build/debug/aether" \
+    in_private_network python3 -m unittest discover -s tests/integration -t .
 
 # Fault injection (tests/faults/run.py, about 2 minutes): hostile handlers, clients and host conditions
 # against the real binary, each fault once; it runs itself in private network and mount namespaces.

@@ -453,11 +453,15 @@ public final class Orchestrator: Sendable {
         var binds = [handlerFolder.isEmpty ? "/" : handlerFolder]
         // The Python SDK, for any handler (an executable may use it too); ours and read-only.
         if let pythonSDK { binds.append(pythonSDK) }
-        // The `python` setting's folder (a virtualenv's bin, a wrapper), when given as a path.
+        // The `python` setting's folder (a wrapper's), when given as a path; a virtualenv's bin
+        // is bound with the whole virtualenv (its packages are in lib/, beside bin/).
         if config.launcher == .python, settings.python.hasPrefix("/"),
             let slash = settings.python.lastIndex(of: "/"), slash != settings.python.startIndex
         {
-            binds.append(String(settings.python[..<slash]))
+            let folder = String(settings.python[..<slash])
+            let parent = folder.lastIndex(of: "/").map { String(folder[..<$0]) } ?? ""
+            let isVirtualenv = folder.hasSuffix("/bin") && !parent.isEmpty && access(parent + "/pyvenv.cfg", F_OK) == 0
+            binds.append(isVirtualenv ? parent : folder)
         }
         if config.handlerProtocol == .process { binds.append(handshake.path) }
         let identity = try host.identities.identity(for: config)
