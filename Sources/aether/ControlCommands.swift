@@ -208,6 +208,14 @@ extension Aether {
                         rows: instanceRows
                     ).rendered)
             }
+            if let pool = orchestrator?.warmPool {
+                let shares = pool.functions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("")
+                print(
+                    "Warm pool: \(pool.copies) of \(pool.capacity) copies waiting, "
+                        + "\(pool.reservedBytes / 1_048_576) of \(pool.memoryBudgetBytes / 1_048_576) MiB"
+                        + (shares.isEmpty ? "" : " (" + shares.joined(separator: ", ") + ")"))
+            }
             if let orchestrator { printDataplane(orchestrator) }
         }
 

@@ -51,7 +51,7 @@ import Testing
                 "bad.yaml:9:5: error: functions[1].retries: expected one of the keys id, memory_limit_mb, "
                     + "trigger_port, handler_path, timeout_ms, environment, protocol, max_instances, concurrency, "
                     + "max_queue, max_body_bytes, startup_timeout_ms, snapshot, min_warm, idle_timeout_ms, "
-                    + "user, network, max_pids, cpu_limit, secrets, auth, "
+                    + "user, network, max_pids, cpu_limit, secrets, auth, asgi, wsgi, "
                     + "found unknown key `retries`",
                 "bad.yaml: 5 problems; nothing was started",
             ])

@@ -39,7 +39,9 @@ import Testing
     }
 
     @Test func warmPoolBounds() throws {
-        #expect(throws: InvalidValueError.self) { try WarmPoolSize(0) }
+        // 0: no pool.
+        #expect(throws: InvalidValueError.self) { try WarmPoolSize(-1) }
+        #expect(try WarmPoolSize(0).rawValue == 0)
         #expect(try WarmPoolSize(1000).rawValue == 1000)
         #expect(throws: InvalidValueError.self) { try WarmPoolSize(1001) }
     }

@@ -168,5 +168,12 @@ class ForkTest(harness.AetherTestCase):
         self.assertEqual(len(copies), 2)
         self.aether("down")
         self.assertEqual(orch.wait_exit(15), 0, orch.log())
+        def gone(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+            except OSError:
+                return True
+
         for pid in [template] + copies:
-            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"pid {pid} outlived `aether down`")
+            self.assertTrue(harness.wait_until(lambda: gone(pid), 5), f"pid {pid} outlived `aether down`")

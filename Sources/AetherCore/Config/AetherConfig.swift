@@ -26,8 +26,11 @@ public struct OrchestratorConfig: Sendable, Equatable {
 
     /// Data capacity of each shared-memory ring.
     public var shmBufferSize: ShmBufferSize
-    /// Restored idle instances kept ready across all functions.
+    /// The warm pool across all snapshot functions: copies started ahead of demand and not yet
+    /// assigned (restored or forked, stopped), and the cap on their `min_warm` in all.
     public var warmPoolSize: WarmPoolSize
+    /// Memory the warm pool's copies may take in all (each counted at its `memory_limit_mb`).
+    public var warmPoolMemory: WarmPoolMemory
     /// Budget of one snapshot restore; a slower restore is an error, not a cold start.
     public var restoreTimeout: RestoreTimeout
     /// Absolute path of the folder holding CRIU images.
@@ -81,6 +84,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public init(
         shmBufferSize: ShmBufferSize = .standard,
         warmPoolSize: WarmPoolSize = .standard,
+        warmPoolMemory: WarmPoolMemory = .standard,
         restoreTimeout: RestoreTimeout = .standard,
         snapshotDirectory: String = Self.defaultSnapshotDirectory,
         controlSocket: String = Self.defaultControlSocket,
@@ -98,6 +102,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
+        self.warmPoolMemory = warmPoolMemory
         self.restoreTimeout = restoreTimeout
         self.snapshotDirectory = snapshotDirectory
         self.controlSocket = controlSocket

@@ -33,7 +33,8 @@ struct ConfigValidator {
     private enum Key {
         static let root = ["orchestrator", "functions"]
         static let orchestrator = [
-            "shm_buffer_size", "warm_pool_size", "restore_timeout_ms", "snapshot_dir", "control_socket",
+            "shm_buffer_size", "warm_pool_size", "warm_pool_memory_mb", "restore_timeout_ms", "snapshot_dir",
+            "control_socket",
             "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
             "xdp_mode", "python", "state_dir", "confinement", "uid_range",
         ]
@@ -118,6 +119,9 @@ struct ConfigValidator {
         }
         if let value: WarmPoolSize = boundedInteger(fields, "warm_pool_size", in: path) {
             config.warmPoolSize = value
+        }
+        if let value: WarmPoolMemory = boundedInteger(fields, "warm_pool_memory_mb", in: path) {
+            config.warmPoolMemory = value
         }
         if let value: RestoreTimeout = boundedInteger(fields, "restore_timeout_ms", in: path) {
             config.restoreTimeout = value

@@ -14,6 +14,7 @@ public enum ConfigYAML {
         func setting(_ key: String, _ value: String) { lines.append("  \(key): \(value)") }
         setting("shm_buffer_size", String(settings.shmBufferSize.bytes))
         setting("warm_pool_size", String(settings.warmPoolSize.rawValue))
+        setting("warm_pool_memory_mb", String(settings.warmPoolMemory.rawValue))
         setting("restore_timeout_ms", String(settings.restoreTimeout.milliseconds))
         setting("snapshot_dir", quoted(settings.snapshotDirectory))
         setting("criu_path", quoted(settings.criuPath))

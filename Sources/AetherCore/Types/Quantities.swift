@@ -59,13 +59,26 @@ public struct ShmBufferSize: BoundedInteger {
     public var bytes: Int { rawValue }
 }
 
-/// How many restored, idle instances the orchestrator keeps ready in total: 1...1000.
+/// The warm pool: copies of snapshot functions started ahead of demand, in total: 0...1000.
 public struct WarmPoolSize: BoundedInteger {
     package static let quantityName = "warm pool size"
-    package static let allowedRange: ClosedRange<Int> = 1...1000
+    /// 0: no copies are started ahead of demand (and no `min_warm` for snapshot functions).
+    package static let allowedRange: ClosedRange<Int> = 0...1000
     public static let standard = WarmPoolSize(uncheckedRawValue: 10)
     public let rawValue: Int
     package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
+/// Memory the warm pool's waiting copies may take in all (each counted at its function's
+/// `memory_limit_mb`): 1 MiB ... 1 TiB, default 1024 MiB.
+public struct WarmPoolMemory: BoundedInteger {
+    package static let quantityName = "warm pool memory"
+    package static let allowedRange: ClosedRange<Int> = 1...1_048_576
+    package static let unit = "MiB"
+    public static let standard = WarmPoolMemory(uncheckedRawValue: 1024)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+    public var bytes: Int { rawValue * 1_048_576 }
 }
 
 /// How many instances of one function may run at once: 1...64.

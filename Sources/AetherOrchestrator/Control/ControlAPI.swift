@@ -109,6 +109,21 @@ public struct OrchestratorStatus: Codable, Sendable, Equatable {
     public var dataplane: String
     /// Programs, links, map entries and per-port counters (`dataplane: ebpf`).
     public var ebpf: EbpfStatus?
+    /// The warm pool of snapshot functions' unassigned copies.
+    public var warmPool: WarmPoolStatus?
+}
+
+public struct WarmPoolStatus: Codable, Sendable, Equatable {
+    /// `warm_pool_size`.
+    public var capacity: Int
+    /// Copies waiting now.
+    public var copies: Int
+    /// `warm_pool_memory_mb`, in bytes.
+    public var memoryBudgetBytes: Int
+    /// What the waiting copies may take (each at its function's memory limit).
+    public var reservedBytes: Int
+    /// Waiting copies per function.
+    public var functions: [String: Int]
 }
 
 public struct DeployRequest: Codable, Sendable {

@@ -50,6 +50,7 @@ extension DeployedFunction {
     /// meanwhile (requests get 503), never a silent cold start.
     func startForkTemplate() async throws(HandlerError) -> ForkTemplate {
         let promise = group.next().makePromise(of: ForkTemplate.self)
+        let pool = poolShare
         let (config, launch, budget, memory, limits, sandbox, output) = (
             config, launcher.launch, restoreBudget, memory, launcher.limits, launcher.sandbox, launcher.output
         )
@@ -68,7 +69,7 @@ extension DeployedFunction {
             do throws(FunctionSnapshot.BuildFailure) {
                 let template = try ForkTemplate.start(
                     function: config, launch: launch, budget: budget, memory: memory, limits: limits, sandbox: sandbox,
-                    cgroupName: cgroupName, output: output, confine: confine,
+                    cgroupName: cgroupName, output: output, pool: pool, confine: confine,
                     ended: { status in
                         if let template = ended.withLock({ $0 }) { self.forkTemplateEnded(template, status: status) }
                     })
@@ -123,7 +124,7 @@ extension DeployedFunction {
     /// snapshot; nil (and `directory` gone) when there is none or it is corrupted.
     private static func adoptKept(
         _ kept: KeptImages, function: FunctionID, key: String, into directory: String, criu: Criu, budget: Duration,
-        sandbox: InstanceSandbox?, prepareSlot: @escaping @Sendable (pid_t) -> String?,
+        sandbox: InstanceSandbox?, pool: WarmPoolManager.Share?, prepareSlot: @escaping @Sendable (pid_t) -> String?,
         releaseSlot: @escaping @Sendable (String) -> Void, logger: Logger
     ) -> FunctionSnapshot? {
         guard mkdir(directory, 0o700) == 0 else { return nil }
@@ -135,7 +136,7 @@ extension DeployedFunction {
         case .success(let manifest):
             if let snapshot = try? FunctionSnapshot.adopt(
                 function: function, directory: directory, manifest: manifest, criu: criu, budget: budget,
-                sandbox: sandbox, prepareSlot: prepareSlot, releaseSlot: releaseSlot)
+                sandbox: sandbox, pool: pool, prepareSlot: prepareSlot, releaseSlot: releaseSlot)
             {
                 logger.info(
                     "snapshot taken from the kept image (no init ran)",
@@ -161,6 +162,7 @@ extension DeployedFunction {
     {
         let promise = group.next().makePromise(of: FunctionSnapshot.self)
         let (config, launch, criu, budget, memory) = (config, launcher.launch, criu, restoreBudget, memory)
+        let pool = poolShare
         let output = launcher.output
         // Cgroup names of this build's template and copies: a rebuilt image's copies run beside
         // the old image's for a while, so each build has its own (`-r1`, `-r2`, ...).
@@ -183,7 +185,7 @@ extension DeployedFunction {
             if reusingKept,
                 let adopted = Self.adoptKept(
                     kept, function: id, key: key, into: directory, criu: criu, budget: budget, sandbox: sandbox,
-                    prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) }, logger: logger)
+                    pool: pool, prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) }, logger: logger)
             {
                 promise.succeed(adopted)
                 return
@@ -192,7 +194,7 @@ extension DeployedFunction {
                 let built = try FunctionSnapshot.build(
                     function: config, launch: launch, directory: directory, criu: criu, budget: budget,
                     memory: memory, limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output,
-                    prepareSlot: prepareSlot)
+                    pool: pool, prepareSlot: prepareSlot)
                 do {
                     try kept.keep(
                         function: id, key: key, from: directory, inodes: built.inodes,

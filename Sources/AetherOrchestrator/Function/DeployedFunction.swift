@@ -42,6 +42,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// restored from instead of running init again. A deploy always builds afresh (a forced
     /// redeploy of an unchanged handler is asking for a new init).
     let reusesKeptImage: Bool
+    /// Its places in the orchestrator's warm pool (copies restored or forked ahead of demand).
+    let poolShare: WarmPoolManager.Share?
     /// The live template copies are forked from (`snapshot: fork`); nil while it is (re)started.
     let forkTemplate = Mutex<ForkTemplate?>(nil)
     private let wakeUps: WakeUpTimer
@@ -66,9 +68,12 @@ final class DeployedFunction: Sendable, InstanceEvents {
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
         memory: MemoryCgroup, sandbox: InstanceSandbox?, dataplane: EbpfDataplane?, handshake: HandshakeServer,
-        group: any EventLoopGroup, logger: Logger, reusesKeptImage: Bool = false
+        group: any EventLoopGroup, logger: Logger, reusesKeptImage: Bool = false, warmPool: WarmPoolManager? = nil
     ) {
         self.reusesKeptImage = reusesKeptImage
+        poolShare = warmPool.map {
+            WarmPoolManager.Share(pool: $0, function: config.id, bytes: config.memoryLimit.bytes, memory: memory)
+        }
         self.config = config
         self.generation = generation
         self.memory = memory

@@ -178,10 +178,11 @@ struct InstanceLauncher: Sendable {
             let events = handle.events
             let copy: FunctionSnapshot.Copy
             do throws(CriuError) {
-                // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
-                copy = try snapshot.restore(
+                // The copy's ATTACH goes to a copy waiting in the warm pool, or with the restore
+                // (see FunctionSnapshot.start).
+                copy = try snapshot.start(
                     logName: "restore-g\(generation)-\(handle.id)",
-                    firstLine: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) })
+                    attach: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", []))
             } catch {
                 release(handle)
                 events.launchFailed(

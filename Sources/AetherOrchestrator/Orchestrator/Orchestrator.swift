@@ -22,6 +22,8 @@ public final class Orchestrator: Sendable {
     let logger: Logger
     private let group: any EventLoopGroup
     private let pythonSDK: String?
+    /// Copies of snapshot functions started ahead of demand (`warm_pool_size`).
+    let warmPool: WarmPoolManager
     let gateway: Gateway
     private let startedAt = ContinuousClock.now
     /// Where the deployed state is kept (`state_dir`).
@@ -83,6 +85,8 @@ public final class Orchestrator: Sendable {
             folder: config.orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory)
         resumed = resuming
         self.logger = logger
+        warmPool = WarmPoolManager(
+            capacity: config.orchestrator.warmPoolSize.rawValue, memoryBudget: config.orchestrator.warmPoolMemory.bytes)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         pythonSDK = PythonSDKLocator.locate()
         gateway = Gateway(
@@ -413,7 +417,7 @@ public final class Orchestrator: Sendable {
         let function = DeployedFunction(
             config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
             sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
-            reusesKeptImage: routing == .whileStarting)
+            reusesKeptImage: routing == .whileStarting, warmPool: warmPool)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         if takingPort {
@@ -584,7 +588,7 @@ extension Orchestrator: ControlAPIBackend {
             controlSocket: settings.controlSocket, listenAddress: settings.listenAddress,
             uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
             functions: running.map { withRefusals($0.status()) }.sorted { $0.id < $1.id },
-            dataplane: settings.dataplane.rawValue, ebpf: dataplane?.status())
+            dataplane: settings.dataplane.rawValue, ebpf: dataplane?.status(), warmPool: warmPool.status)
     }
 
     func functionStatus(_ id: String) -> FunctionStatus? {

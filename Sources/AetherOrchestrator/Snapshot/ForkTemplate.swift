@@ -24,8 +24,8 @@ import Musl
 ///    next line, ATTACH, after which the conversation goes on as for a restored copy.
 ///
 /// Steps 1-3 take 10-20 ms here, nearly all of it the move into cgroup v1 controllers (an RCU
-/// grace period per move), so they happen ahead of demand: `readyCopies` copies wait forked and
-/// confined (as criu's restore slots wait in their cgroups), and a start only writes ATTACH.
+/// grace period per move), so they happen ahead of demand: copies wait forked, confined and
+/// stopped in the orchestrator's warm pool (`WarmPoolManager`), and a start only writes ATTACH.
 ///
 /// The template is the PID 1 of the copies' namespace and reaps them (SIGCHLD ignored), so a
 /// copy's exit status is not ours to read (`ExitStatus.unknown`); when the template ends, the
@@ -43,15 +43,15 @@ final class ForkTemplate: Sendable {
     private let confine: @Sendable (pid_t) -> Result<String, CgroupFailure>
     /// Copies forked and confined, waiting for ATTACH; and whether a refill is running.
     private let ready = Mutex<(copies: [WaitingCopy], refilling: Bool, stopped: Bool)>(([], false, false))
-
-    /// How many copies wait ready (a burst beyond them forks on the request path, 10-20 ms
-    /// more per copy: over the default budget, so such starts fail as latency violations).
-    static let readyCopies = 2
+    /// Its places in the warm pool (a start with no copy waiting forks on the request path,
+    /// 10-20 ms more: over the default budget, so such starts fail as latency violations).
+    private let pool: WarmPoolManager.Share?
 
     private init(
-        frozen: consuming FrozenTemplate, budget: Duration,
+        frozen: consuming FrozenTemplate, budget: Duration, pool: WarmPoolManager.Share?,
         confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>
     ) {
+        self.pool = pool
         pid = frozen.pid
         launcherPID = frozen.launcherPID
         cgroup = frozen.cgroup
@@ -67,14 +67,14 @@ final class ForkTemplate: Sendable {
     static func start(
         function: FunctionConfig, launch: HandlerLaunch, budget: Duration, memory: MemoryCgroup,
         limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String, output: OutputCapture,
-        confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>,
+        pool: WarmPoolManager.Share?, confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>,
         ended: @escaping @Sendable (ExitStatus) -> Void
     ) throws(FunctionSnapshot.BuildFailure) -> ForkTemplate {
         let frozen = try FrozenTemplate.start(
             function: function, launch: launch, memory: memory, limits: limits, sandbox: sandbox,
             cgroupName: cgroupName, output: output)
         let launcherPID = frozen.launcherPID
-        let template = ForkTemplate(frozen: frozen, budget: budget, confine: confine)
+        let template = ForkTemplate(frozen: frozen, budget: budget, pool: pool, confine: confine)
         do {
             try ChildReaper.shared.watch(launcherPID, reaped: ended)
         } catch {
@@ -82,10 +82,12 @@ final class ForkTemplate: Sendable {
             throw FunctionSnapshot.BuildFailure(
                 error: .snapshotFailed(function: function.id, detail: "cannot watch the template: \(error.reason)"))
         }
-        // The first copy is forked here, so a template that cannot fork fails the start.
+        // The first copy is forked here, so a template that cannot fork fails the start; it waits
+        // in the pool if the pool has a place for it.
         do throws(CriuError) {
-            let first = try template.forkWaitingCopy()
-            template.ready.withLock { $0.copies.append(first) }
+            let placed = pool?.reserve() ?? false
+            let first = try template.forkWaitingCopy(release: placed ? pool?.release : nil)
+            if placed { template.ready.withLock { $0.copies.append(first) } } else { first.kill() }
         } catch {
             template.stop()
             throw FunctionSnapshot.BuildFailure(
@@ -106,55 +108,52 @@ final class ForkTemplate: Sendable {
             }
             if stopped { throw .forkFailed(template: pid, reason: "the template has ended") }
             let copy: WaitingCopy
-            if let waiting { copy = waiting } else { copy = try forkWaitingCopy() }
-            do {
-                try ControlLine.write(copy.control, attach.text, passing: attach.passing)
-            } catch {
-                // It ended while it waited (the template with it, or killed): the next one.
-                copy.kill()
-                if waiting == nil { throw .forkFailed(template: pid, reason: "cannot send ATTACH: \(error)") }
+            if let waiting { copy = waiting } else { copy = try forkWaitingCopy(release: nil) }
+            // nil: it ended while it waited (the template with it, or killed): the next one.
+            guard let started = copy.start(attach: attach, began: begun) else {
+                if waiting == nil { throw .forkFailed(template: pid, reason: "the copy ended before its ATTACH") }
                 continue
             }
-            let duration = ContinuousClock.now - begun
-            guard duration <= budget else {
-                copy.kill()
-                throw .latencyViolation(actual: duration, limit: budget)
+            guard started.duration <= budget else {
+                kill(-started.pid, SIGKILL)
+                throw .latencyViolation(actual: started.duration, limit: budget)
             }
-            return copy.handOver(duration: duration)
+            return started
         }
     }
 
-    /// Forks copies in the background until `readyCopies` wait.
+    /// Forks copies in the background while the warm pool gives this function places.
     private func refill() {
+        guard let pool else { return }
         let start = ready.withLock { ready -> Bool in
-            guard !ready.refilling, !ready.stopped, ready.copies.count < Self.readyCopies else { return false }
+            guard !ready.refilling, !ready.stopped else { return false }
             ready.refilling = true
             return true
         }
         guard start else { return }
         BackgroundThread.start(name: "fork-refill") { [self] in
-            while true {
+            defer { ready.withLock { $0.refilling = false } }
+            while !ready.withLock({ $0.stopped }), pool.reserve() {
                 let copy: WaitingCopy
                 do throws(CriuError) {
-                    copy = try forkWaitingCopy()
+                    copy = try forkWaitingCopy(release: pool.release)
                 } catch {
-                    ready.withLock { $0.refilling = false }
+                    pool.release()
                     return
                 }
                 let keep = ready.withLock { ready -> Bool in
                     guard !ready.stopped else { return false }
                     ready.copies.append(copy)
-                    if ready.copies.count >= Self.readyCopies { ready.refilling = false }
                     return true
                 }
                 if !keep { copy.kill() }
-                if ready.withLock({ !$0.refilling }) { return }
             }
         }
     }
 
-    /// FORK, FORKED, and the move into the copy's own cgroups.
-    private func forkWaitingCopy() throws(CriuError) -> WaitingCopy {
+    /// FORK, FORKED, and the move into the copy's own cgroups. `release` gives its pool place
+    /// back once it is used or dropped (nil: it has none).
+    private func forkWaitingCopy(release: (@Sendable () -> Void)?) throws(CriuError) -> WaitingCopy {
         func failed(_ reason: String) -> CriuError { .forkFailed(template: pid, reason: reason) }
         let ends = try CopyEnds.make(failed)
         let sent = control.withLock { control -> String? in
@@ -175,55 +174,16 @@ final class ForkTemplate: Sendable {
         ends.stderr.theirs.close()
         if let sent { throw failed(sent) }
         let child = try forked(on: ends.connection.ours.rawValue, within: .seconds(5), failed: failed)
-        let copy = WaitingCopy(
-            pid: child, control: ends.connection.ours.take(), stdout: ends.stdout.ours.take(),
-            stderr: ends.stderr.ours.take(), memory: memory)
         switch confine(child) {
-        case .success(let folder): copy.cgroup = folder
+        case .success(let folder):
+            return WaitingCopy(
+                pid: child, control: ends.connection.ours.take(), stdout: ends.stdout.ours.take(),
+                stderr: ends.stderr.ours.take(), cgroup: folder, isChild: false, memory: memory,
+                release: release ?? {})
         case .failure(let failure):
-            copy.kill()
+            kill(-child, SIGKILL)
             throw failed("cannot enforce memory_limit_mb: \(failure.reason)")
         }
-        return copy
-    }
-
-    /// A copy forked and confined, waiting for its ATTACH. Killed (and its cgroup removed) if
-    /// it is dropped before it is handed over.
-    private final class WaitingCopy: @unchecked Sendable {
-        let pid: pid_t
-        let control: CInt
-        let stdout: CInt
-        let stderr: CInt
-        var cgroup: String?
-        private let memory: MemoryCgroup
-        private var handedOver = false
-
-        init(pid: pid_t, control: CInt, stdout: CInt, stderr: CInt, memory: MemoryCgroup) {
-            self.pid = pid
-            self.control = control
-            self.stdout = stdout
-            self.stderr = stderr
-            self.memory = memory
-        }
-
-        func handOver(duration: Duration) -> FunctionSnapshot.Copy {
-            handedOver = true
-            return FunctionSnapshot.Copy(
-                pid: pid, control: OwnedDescriptor(owning: control), stdout: OwnedDescriptor(owning: stdout),
-                stderr: OwnedDescriptor(owning: stderr), duration: duration, cgroup: cgroup)
-        }
-
-        func kill() {
-            guard !handedOver else { return }
-            handedOver = true
-            Glibc.kill(-pid, SIGKILL)
-            Glibc.close(control)
-            Glibc.close(stdout)
-            Glibc.close(stderr)
-            if let cgroup { memory.remove(cgroup) }
-        }
-
-        deinit { kill() }
     }
 
     /// A copy's control connection and output pipes, made before FORK.

@@ -34,13 +34,18 @@ final class FunctionSnapshot: Sendable {
     private let slots: RestoreSlots
     /// The image folder, open for criu swrk (see `RestoreSlot.Template`) until `remove`.
     private let imageFolder: Mutex<OwnedDescriptor?>
+    /// Its places in the orchestrator's warm pool.
+    private let pool: WarmPoolManager.Share?
+    /// Copies restored ahead of demand, waiting for ATTACH (stopped); whether a refill runs.
+    private let waiting = Mutex<(copies: [WaitingCopy], refilling: Bool, removed: Bool)>(([], false, false))
 
     private init(
         directory: String, imageFolder: consuming sending OwnedDescriptor, criu: Criu, budget: Duration,
         sandbox: InstanceSandbox?, controlInode: UInt64, stdoutInode: UInt64, stderrInode: UInt64, imageBytes: Int,
-        dumpDuration: Duration,
+        dumpDuration: Duration, pool: WarmPoolManager.Share?,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) {
+        self.pool = pool
         self.directory = directory
         self.criu = criu
         self.budget = budget
@@ -58,6 +63,7 @@ final class FunctionSnapshot: Sendable {
                 stdoutInode: stdoutInode, stderrInode: stderrInode, sandbox: sandbox),
             target: Self.readySlots, prepare: prepareSlot, release: releaseSlot)
         slots.refill()
+        refillWaiting()
     }
 
     /// How many `criu swrk` processes wait for restores of each function (a burst beyond
@@ -73,7 +79,7 @@ final class FunctionSnapshot: Sendable {
     static func build(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
         memory: MemoryCgroup, limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String,
-        output: OutputCapture, prepareSlot: @escaping @Sendable (pid_t) -> String?
+        output: OutputCapture, pool: WarmPoolManager.Share?, prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let id = function.id
         func fail(_ detail: String) -> BuildFailure {
@@ -91,7 +97,8 @@ final class FunctionSnapshot: Sendable {
         do {
             return try buildMarked(
                 function: function, launch: launch, directory: directory, criu: criu, budget: budget, memory: memory,
-                limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output, prepareSlot: prepareSlot)
+                limits: limits, sandbox: sandbox, cgroupName: cgroupName, output: output, pool: pool,
+                prepareSlot: prepareSlot)
         } catch {
             // Nothing half-made stays behind: a failed dump leaves partial images.
             RecursiveRemoval.remove(directory)
@@ -102,7 +109,7 @@ final class FunctionSnapshot: Sendable {
     /// A snapshot of an image already in `directory` (a kept one, copied and checked there).
     static func adopt(
         function: FunctionID, directory: String, manifest: KeptImages.Manifest, criu: Criu, budget: Duration,
-        sandbox: InstanceSandbox?,
+        sandbox: InstanceSandbox?, pool: WarmPoolManager.Share?,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) throws(BuildFailure) -> FunctionSnapshot {
         let imageFolder: OwnedDescriptor
@@ -115,7 +122,7 @@ final class FunctionSnapshot: Sendable {
         return FunctionSnapshot(
             directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,
             controlInode: manifest.controlInode, stdoutInode: manifest.stdoutInode, stderrInode: manifest.stderrInode,
-            imageBytes: Self.diskUsage(directory), dumpDuration: .zero, prepareSlot: prepareSlot,
+            imageBytes: Self.diskUsage(directory), dumpDuration: .zero, pool: pool, prepareSlot: prepareSlot,
             releaseSlot: releaseSlot)
     }
 
@@ -127,7 +134,7 @@ final class FunctionSnapshot: Sendable {
     private static func buildMarked(
         function: FunctionConfig, launch: HandlerLaunch, directory: String, criu: Criu, budget: Duration,
         memory: MemoryCgroup, limits: MemoryCgroup.Limits, sandbox: InstanceSandbox?, cgroupName: String,
-        output: OutputCapture, prepareSlot: @escaping @Sendable (pid_t) -> String?
+        output: OutputCapture, pool: WarmPoolManager.Share?, prepareSlot: @escaping @Sendable (pid_t) -> String?
     ) throws(BuildFailure) -> FunctionSnapshot {
         let template = try FrozenTemplate.start(
             function: function, launch: launch, memory: memory, limits: limits, sandbox: sandbox,
@@ -157,7 +164,7 @@ final class FunctionSnapshot: Sendable {
             directory: directory, imageFolder: imageFolder, criu: criu, budget: budget, sandbox: sandbox,
             controlInode: controlInode,
             stdoutInode: stdoutInode, stderrInode: stderrInode, imageBytes: Self.diskUsage(directory),
-            dumpDuration: dumpDuration, prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
+            dumpDuration: dumpDuration, pool: pool, prepareSlot: prepareSlot, releaseSlot: { memory.remove($0) })
     }
 
     /// A restored copy: its PID, our end of its control connection and its output pipes.
@@ -171,12 +178,66 @@ final class FunctionSnapshot: Sendable {
         let cgroup: String?
     }
 
+    /// Starts one instance: a copy restored ahead of demand when one waits (then only its ATTACH
+    /// is written), else one restored now (`restore`). Blocking.
+    func start(logName: String, attach: (text: String, passing: [CInt])) throws(CriuError) -> Copy {
+        let began = ContinuousClock.now
+        defer { refillWaiting() }
+        while let copy = waiting.withLock({ $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) {
+            if let started = copy.start(attach: attach, began: began) { return started }
+        }
+        return try restore(logName: logName, firstLine: attach)
+    }
+
+    /// Restores copies in the background while the warm pool gives this function places.
+    private func refillWaiting() {
+        guard let pool else { return }
+        let start = waiting.withLock { waiting -> Bool in
+            guard !waiting.refilling, !waiting.removed else { return false }
+            waiting.refilling = true
+            return true
+        }
+        guard start else { return }
+        BackgroundThread.start(name: "pool-restore") { [self] in
+            defer { waiting.withLock { $0.refilling = false } }
+            var number = 0
+            while !waiting.withLock({ $0.removed }), pool.reserve() {
+                number += 1
+                let copy: Copy
+                do throws(CriuError) {
+                    let slot = try slots.take()
+                    // Off the request path: the budget is not this restore's to meet (the start
+                    // that takes the copy is timed instead).
+                    copy = try slot.restore(
+                        template: slots.template, logName: "pool-\(getpid())-\(number)", budget: .seconds(30),
+                        begun: .now)
+                } catch {
+                    pool.release()
+                    return
+                }
+                let waitingCopy = WaitingCopy(
+                    pid: copy.pid, control: copy.control.take(), stdout: copy.stdout.take(), stderr: copy.stderr.take(),
+                    cgroup: copy.cgroup, isChild: true, memory: pool.memory, release: pool.release)
+                let kept = waiting.withLock { waiting -> Bool in
+                    guard !waiting.removed else { return false }
+                    waiting.copies.append(waitingCopy)
+                    return true
+                }
+                if !kept { waitingCopy.kill() }
+            }
+        }
+    }
+
     /// Restores one copy; blocking. Over `budget`: `latencyViolation`, the copy killed.
     ///
     /// `firstLine` (the copy's `ATTACH <region>`) is written to the copy's control connection
     /// before criu starts: the restored copy, blocked reading its next line, finds it at once and
     /// attaches while we are still taking criu's answer, instead of waiting a round trip for it.
-    func restore(logName: String, firstLine: (text: String, passing: [CInt])? = nil) throws(CriuError) -> Copy {
+    private func restore(
+        logName: String, firstLine: (text: String, passing: [CInt])? = nil
+    ) throws(CriuError)
+        -> Copy
+    {
         let begun = ContinuousClock.now
         let slot = try slots.take()
         if let firstLine {
@@ -191,6 +252,12 @@ final class FunctionSnapshot: Sendable {
     }
 
     func remove() {
+        let copies = waiting.withLock { waiting in
+            waiting.removed = true
+            defer { waiting.copies = [] }
+            return waiting.copies
+        }
+        copies.forEach { $0.kill() }
         slots.close()
         _ = imageFolder.withLock { $0.take() }
         RecursiveRemoval.remove(directory)
