@@ -149,7 +149,10 @@ class ImageRepairTest(harness.AetherTestCase):
         self.write_file("snap.py", SNAPSHOT_HANDLER)
         images = os.path.join(self.tmp, "images")
         fn = self.function("repair", "snap.py", snapshot=True, min_warm=0, idle_timeout_ms=60000)
-        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100}))
+        # No warm pool: copies restored ahead of demand would come from the image before it is
+        # damaged here; these restores must read the damaged one.
+        self.start(self.write_config(
+            [fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100, "warm_pool_size": 0}))
         [folder] = os.listdir(images)
         image = os.path.join(images, folder)
         pages = [name for name in os.listdir(image) if name.startswith("pages-")]
@@ -184,7 +187,10 @@ class ImageRepairTest(harness.AetherTestCase):
         self.write_file("snap.py", SNAPSHOT_HANDLER)
         images = os.path.join(self.tmp, "images")
         fn = self.function("hangimg", "snap.py", snapshot=True, min_warm=0, idle_timeout_ms=60000)
-        self.start(self.write_config([fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100}))
+        # No warm pool: copies restored ahead of demand would come from the image before it is
+        # damaged here; these restores must read the damaged one.
+        self.start(self.write_config(
+            [fn], orchestrator={"snapshot_dir": images, "restore_timeout_ms": 100, "warm_pool_size": 0}))
         [folder] = os.listdir(images)
         image = os.path.join(images, folder)
         for name in os.listdir(image):

@@ -378,6 +378,11 @@ def _fork_copy(sock: _socket.socket, passed: list):
         PR_SET_DUMPABLE = 4
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+        # The template's objects move to the permanent generation: a copy's garbage collections
+        # never walk them, so they do not write to (and copy) the pages they share.
+        import gc
+
+        gc.freeze()
         _template_prepared = True
     control, out, err = passed
     pid = os.fork()
