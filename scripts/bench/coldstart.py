@@ -72,6 +72,10 @@ def config(
         # Wide enough to measure slow restores instead of refusing them; the table counts
         # the ones over the 15 ms rule.
         "  restore_timeout_ms: 100",
+        # A warm pool with places for every snapshot function (2 copies each): the default pool
+        # of 10 would leave the last ones restoring or forking on the request path.
+        "  warm_pool_size: 12",
+        "  warm_pool_memory_mb: 4096",
         # The interpreter examples/aetherless.yaml uses (the one scripts/setup.sh installs).
         "  python: /usr/bin/python3",
         "functions:",

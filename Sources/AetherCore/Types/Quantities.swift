@@ -70,12 +70,13 @@ public struct WarmPoolSize: BoundedInteger {
 }
 
 /// Memory the warm pool's waiting copies may take in all (each counted at its function's
-/// `memory_limit_mb`): 1 MiB ... 1 TiB, default 1024 MiB.
+/// `memory_limit_mb`): 1 MiB ... 1 TiB, default 2048 MiB (the default pool of 10 copies at the
+/// default 128 MiB fits).
 public struct WarmPoolMemory: BoundedInteger {
     package static let quantityName = "warm pool memory"
     package static let allowedRange: ClosedRange<Int> = 1...1_048_576
     package static let unit = "MiB"
-    public static let standard = WarmPoolMemory(uncheckedRawValue: 1024)
+    public static let standard = WarmPoolMemory(uncheckedRawValue: 2048)
     public let rawValue: Int
     package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
     public var bytes: Int { rawValue * 1_048_576 }

@@ -101,7 +101,7 @@ final class ForkTemplate: Sendable {
     /// it. Blocking. Over `budget`: `latencyViolation`, the copy killed.
     func start(attach: (text: String, passing: [CInt])) throws(CriuError) -> FunctionSnapshot.Copy {
         let begun = ContinuousClock.now
-        defer { refill() }
+        defer { refill(after: WarmPoolManager.refillDelay) }
         while true {
             let (stopped, waiting) = ready.withLock { ready -> (Bool, WaitingCopy?) in
                 (ready.stopped, ready.copies.isEmpty ? nil : ready.copies.removeFirst())
@@ -123,7 +123,7 @@ final class ForkTemplate: Sendable {
     }
 
     /// Forks copies in the background while the warm pool gives this function places.
-    private func refill() {
+    private func refill(after delay: Duration = .zero) {
         guard let pool else { return }
         let start = ready.withLock { ready -> Bool in
             guard !ready.refilling, !ready.stopped else { return false }
@@ -132,6 +132,7 @@ final class ForkTemplate: Sendable {
         }
         guard start else { return }
         BackgroundThread.start(name: "fork-refill") { [self] in
+            if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
             defer { ready.withLock { $0.refilling = false } }
             while !ready.withLock({ $0.stopped }), pool.reserve() {
                 let copy: WaitingCopy

@@ -182,7 +182,7 @@ final class FunctionSnapshot: Sendable {
     /// is written), else one restored now (`restore`). Blocking.
     func start(logName: String, attach: (text: String, passing: [CInt])) throws(CriuError) -> Copy {
         let began = ContinuousClock.now
-        defer { refillWaiting() }
+        defer { refillWaiting(after: WarmPoolManager.refillDelay) }
         while let copy = waiting.withLock({ $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) {
             if let started = copy.start(attach: attach, began: began) { return started }
         }
@@ -190,7 +190,7 @@ final class FunctionSnapshot: Sendable {
     }
 
     /// Restores copies in the background while the warm pool gives this function places.
-    private func refillWaiting() {
+    private func refillWaiting(after delay: Duration = .zero) {
         guard let pool else { return }
         let start = waiting.withLock { waiting -> Bool in
             guard !waiting.refilling, !waiting.removed else { return false }
@@ -199,6 +199,7 @@ final class FunctionSnapshot: Sendable {
         }
         guard start else { return }
         BackgroundThread.start(name: "pool-restore") { [self] in
+            if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
             defer { waiting.withLock { $0.refilling = false } }
             var number = 0
             while !waiting.withLock({ $0.removed }), pool.reserve() {

@@ -13,6 +13,10 @@ final class WarmPoolManager: Sendable {
     let memoryBudget: Int
     /// Copies each function keeps ready when the pool has room.
     static let perFunction = 2
+    /// How long after a start its function's refill begins: a restore or fork (and its cgroup
+    /// move) is milliseconds of CPU, which on a small machine would otherwise compete with the
+    /// new instance's first response.
+    static let refillDelay = Duration.milliseconds(25)
 
     private let state = Mutex<(copies: [FunctionID: Int], bytes: Int)>(([:], 0))
 
