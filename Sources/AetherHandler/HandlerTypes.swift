@@ -40,6 +40,13 @@ public struct HandlerRequest: Sendable {
         return headers.first { $0.name.lowercased() == wanted }?.value
     }
 
+    /// The request's id: its W3C trace id (the `x-request-id` the orchestrator sets, also on
+    /// the response; nil outside the orchestrator).
+    public var requestID: String? { header("x-request-id") }
+
+    /// The W3C `traceparent` the request came with, or the one the orchestrator started for it.
+    public var traceparent: String? { header("traceparent") }
+
     /// The body as UTF-8 text.
     public var text: String { String(decoding: body, as: UTF8.self) }
 

@@ -263,17 +263,61 @@ extension Aether {
         @Option(name: [.customShort("n"), .long], help: "How many lines.")
         var lines = 100
 
+        @Option(
+            help: ArgumentHelp(
+                "Only the lines of this request (its x-request-id: what aetherless.log and the SDKs write while serving it).",
+                valueName: "request-id"))
+        var request: String?
+
+        @Flag(name: [.customShort("f"), .long], help: "Keep printing new lines as they come (Ctrl-C ends).")
+        var follow = false
+
         @OptionGroup var control: ControlOptions
 
         func run() async throws {
-            let document = try controlRequest("logs") { () throws(OrchestratorError) in
-                try control.client.logs(id, lines: lines)
+            // Filtering looks at every line kept, then prints the last `lines` that match.
+            let fetch = request == nil ? lines : LogsWindow.everything
+            var printed = LogsWindow()
+            let first = try controlRequest("logs") { () throws(OrchestratorError) in
+                try control.client.logs(id, lines: fetch)
             }
-            for line in document.lines {
-                // Instance -1 is the snapshot template (its init output).
-                let instance = line.instance < 0 ? "template" : String(line.instance)
-                print("[\(instance) \(line.stream)] \(line.text)")
+            for line in printed.new(in: first.lines, matching: request).suffix(lines) { print(Self.render(line)) }
+            while follow {
+                try await Task.sleep(for: .milliseconds(250))
+                let next = try controlRequest("logs") { () throws(OrchestratorError) in
+                    try control.client.logs(id, lines: LogsWindow.everything)
+                }
+                for line in printed.new(in: next.lines, matching: request) { print(Self.render(line)) }
+                fflush(nil)
             }
+        }
+
+        static func render(_ line: LogBuffer.Line) -> String {
+            // Instance -1 is the snapshot template (its init output).
+            let instance = line.instance < 0 ? "template" : String(line.instance)
+            return "[\(instance) \(line.stream)] \(line.text)"
+        }
+    }
+
+    /// Which log lines were printed already (by time, then the lines at the newest time seen),
+    /// for `--follow`.
+    struct LogsWindow {
+        static let everything = 100_000
+        private var newest = -Double.infinity
+        private var atNewest: [LogBuffer.Line] = []
+
+        mutating func new(in lines: [LogBuffer.Line], matching request: String?) -> [LogBuffer.Line] {
+            var fresh: [LogBuffer.Line] = []
+            for line in lines where line.time > newest || (line.time == newest && !atNewest.contains(line)) {
+                fresh.append(line)
+            }
+            if let last = lines.map(\.time).max(), last >= newest {
+                if last > newest { atNewest = [] }
+                newest = last
+                atNewest += lines.filter { $0.time == last && !atNewest.contains($0) }
+            }
+            guard let request else { return fresh }
+            return fresh.filter { $0.text.contains(request) }
         }
     }
 

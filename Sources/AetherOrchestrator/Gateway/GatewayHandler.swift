@@ -168,12 +168,17 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     private func submit(_ request: Request, context: ChannelHandlerContext) {
-        let head = request.head
+        var head = request.head
+        // Every request has an id: its W3C trace's, or a new trace's. The handler sees both
+        // headers (`request.request_id`, `request.traceparent`); the answer carries the id.
+        let identity = RequestIdentity(incoming: head.headers.first(name: "traceparent"))
+        head.headers.replaceOrAdd(name: "traceparent", value: identity.traceparent)
+        head.headers.replaceOrAdd(name: "x-request-id", value: identity.requestID)
         // After a request asking to upgrade (Upgrade with Connection: upgrade), NIO's decoder
         // parses nothing more on the connection: it closes once this request is answered.
         let answered = GatewayResponse.Answered(
             method: head.method, version: head.version,
-            keepAlive: head.isKeepAlive && !head.headers.contains(name: "upgrade"))
+            keepAlive: head.isKeepAlive && !head.headers.contains(name: "upgrade"), requestID: identity.requestID)
         let invocation = Invocation(
             head: head, body: request.body, function: request.function, promise: context.eventLoop.makePromise())
         invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in

@@ -162,6 +162,8 @@ struct GatewayResponse: Sendable {
         var version: HTTPVersion
         /// The connection stays open for another request after this response.
         var keepAlive: Bool
+        /// The request's id (`RequestIdentity`), sent back as `x-request-id`.
+        var requestID: String? = nil
     }
 
     /// The head to write and the body to write after it (nil: none), by HTTP's rules for which
@@ -198,6 +200,7 @@ struct GatewayResponse: Sendable {
             headers.add(name: "content-length", value: String(bodyLength))
             if bodyLength > 0 { content = body }
         }
+        if let requestID = request.requestID { headers.replaceOrAdd(name: "x-request-id", value: requestID) }
         if !request.keepAlive {
             headers.replaceOrAdd(name: "connection", value: "close")
         } else if request.version.major == 1 && request.version.minor == 0 {

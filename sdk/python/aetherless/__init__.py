@@ -29,6 +29,8 @@ from __future__ import annotations
 # the module `collections.abc` re-exports; `_stdlib` has what this module would otherwise
 # take from json, urllib.parse and inspect.
 import _collections_abc
+import _thread
+import sys as _sys
 
 _Mapping = _collections_abc.Mapping
 
@@ -51,11 +53,28 @@ __all__ = [
     "to_response",
     "parse_query",
     "registered_handlers",
+    "log",
 ]
 
 # The major version is the handler protocol version the SDK speaks (protocol.VERSION,
 # docs/handler-protocol.md); minor and patch count the SDK's own changes.
 __version__ = "1.1.0"
+
+# --------------------------------------------------------------------------- logging
+
+# The request each serving thread is handling (set by the runtime around the handler call).
+_serving = _thread._local()
+
+
+def log(*parts) -> None:
+    """Writes one line to the function's log (stderr: ``aether logs ID``), prefixed with
+    ``request_id=ID`` of the request this thread is serving, so ``aether logs ID --request ID``
+    finds every line a request wrote."""
+    text = " ".join(str(part) for part in parts).replace("\n", " ")
+    request = getattr(_serving, "request", None)
+    prefix = f"request_id={request.request_id} " if request is not None else ""
+    _sys.stderr.write(prefix + text + "\n")
+
 
 # --------------------------------------------------------------------------- registration
 
@@ -268,7 +287,12 @@ class Request:
       headers      ``Headers``: case-insensitive, read-only
       raw_headers  [(name: bytes, value: bytes)] as received
       body         bytes
-      request_id   the orchestrator's id of this request
+      request_id   the request's id: its W3C trace id (the ``x-request-id`` header the
+                   orchestrator sets, also on the response); the ring message's id when
+                   there is no such header (a Request made in a test)
+      traceparent  the W3C ``traceparent`` the request came with, or the one the
+                   orchestrator started for it (None outside the orchestrator)
+      message_id   the ring message's id
     Methods: ``json()`` (invalid JSON -> HTTPError 400), ``text()``.
     Path, query and headers are parsed on first use."""
 
@@ -277,7 +301,7 @@ class Request:
         "target",
         "body",
         "raw_headers",
-        "request_id",
+        "message_id",
         "_headers",
         "_query_all",
         "_query",
@@ -294,7 +318,7 @@ class Request:
             raw = [(_to_bytes(n), _to_bytes(v)) for n, v in headers]
         self.raw_headers = raw
         self.body = _to_bytes(body) if body else b""
-        self.request_id = request_id
+        self.message_id = request_id
         self._headers = None
         self._query_all = None
         self._query = None
@@ -302,7 +326,7 @@ class Request:
     @classmethod
     def _from_wire(cls, request_id: int, method: bytes, target: bytes, raw_headers: list, body: bytes):
         self = cls.__new__(cls)
-        self.request_id = request_id
+        self.message_id = request_id
         self.method = method.decode("latin-1")
         self.target = target.decode("utf-8", "replace")
         self.raw_headers = raw_headers
@@ -311,6 +335,16 @@ class Request:
         self._query_all = None
         self._query = None
         return self
+
+    # -- identity
+
+    @property
+    def request_id(self):
+        return self.headers.get("x-request-id") or self.message_id
+
+    @property
+    def traceparent(self):
+        return self.headers.get("traceparent")
 
     # -- target
 

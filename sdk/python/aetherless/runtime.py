@@ -215,6 +215,7 @@ def make_dispatcher(fn, max_payload: int, log=_log):
     encode_result, encode_response, error = _proto.response_encoders(_api.Response, _api.to_response)
     HTTPError = _api.HTTPError
     format_exc = _format_exc
+    serving = _api._serving
 
     def dispatch(payload):
         try:
@@ -227,6 +228,7 @@ def make_dispatcher(fn, max_payload: int, log=_log):
             log(f"request {rid}: malformed request message of {len(payload)} bytes, answering 400: {e}")
             return error(rid, 400, f"malformed request message: {e}")
         req = from_wire(rid, method, target, raw_headers, body)
+        serving.request = req
         try:
             msg = encode_result(rid, fn(req))
         except HTTPError as e:
@@ -245,6 +247,7 @@ def make_dispatcher(fn, max_payload: int, log=_log):
             )
             log(f"request {rid} {req.method} {req.target}: {text}; answering 500")
             msg = error(rid, 500, text)
+        serving.request = None
         return msg
 
     return dispatch

@@ -1,0 +1,43 @@
+/// A request's id and W3C trace context (https://www.w3.org/TR/trace-context/): a request that
+/// came with a valid `traceparent` keeps its trace (the id is its trace id); any other starts a
+/// new trace, sampled. The id is the 32-hex-digit trace id: the same string in the handler
+/// (`x-request-id`, `traceparent`), in the response's `x-request-id`, and in log lines.
+struct RequestIdentity: Sendable, Equatable {
+    let traceID: String
+    let traceparent: String
+
+    var requestID: String { traceID }
+
+    init(incoming: String?) {
+        if let incoming, let traceID = Self.traceID(ofValid: incoming) {
+            self.traceID = traceID
+            traceparent = incoming.lowercased()
+        } else {
+            traceID = Self.randomHex(bytes: 16)
+            traceparent = "00-\(traceID)-\(Self.randomHex(bytes: 8))-01"
+        }
+    }
+
+    /// The trace id of a `traceparent` of version 00 (or a later version's first four fields),
+    /// or nil if it is not one: lowercase hex fields of 2-32-16-2 digits, neither id all zeros.
+    static func traceID(ofValid value: String) -> String? {
+        let fields = value.trimmingPrefix(while: { $0 == " " }).split(separator: "-", omittingEmptySubsequences: false)
+        guard fields.count >= 4, fields[0].count == 2, fields[1].count == 32, fields[2].count == 16,
+            fields[3].count == 2, fields.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
+            fields[0].lowercased() != "ff", fields[0] != "00" || fields.count == 4,
+            fields[1].contains(where: { $0 != "0" }), fields[2].contains(where: { $0 != "0" })
+        else { return nil }
+        return fields[1].lowercased()
+    }
+
+    private static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        var text = ""
+        text.reserveCapacity(bytes * 2)
+        for _ in 0..<bytes {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            text += byte < 16 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+        }
+        return text
+    }
+}
