@@ -193,7 +193,7 @@ def hijack(req, mode):
     """Ring 0 faults: answer this request by hand, then go on serving ring 0 by hand (not through
     the runtime, which would notice), writing impossible words into ring 0 after each request."""
     r = raw()
-    rid = req.request_id
+    rid = req.message_id
     position = r.get(0, "tail")  # the runtime consumed this request already
     say(hijack=mode, how=r.how, head=r.get(0, "head"), tail=position, cap=r.cap)
 
@@ -234,7 +234,7 @@ def hijack(req, mode):
 def ring1(req, kind):
     """Garbage on the response ring for this request, then wait to be killed."""
     r = raw()
-    rid = req.request_id
+    rid = req.message_id
     ok = response(rid, 200, [(b"content-type", b"text/plain")], b"should never be seen")
     say(ring1=kind, how=r.how, head=r.get(1, "head"), tail=r.get(1, "tail"), cap=r.cap)
     if kind == "random-payload":  # a valid record of random bytes
@@ -303,7 +303,7 @@ def words1(req, kind):
         else:
             r.set(1, "poisoned", 1)
         body = json.dumps({"words1": kind, "pid": os.getpid()}).encode()
-        r.publish(1, response(req.request_id, 200, [(b"content-type", b"application/json")], body))
+        r.publish(1, response(req.message_id, 200, [(b"content-type", b"application/json")], body))
         time.sleep(0.5)
         os._exit(0)
     elif kind == "futex":  # futex words only: harmless, the answer must still arrive
@@ -331,7 +331,7 @@ def words0(req, kind):
 def crafted(req, status, headers, body=b""):
     """A response the SDK would refuse to encode, written on ring 1 by hand; then wait."""
     r = raw()
-    r.publish(1, response(req.request_id, status, headers, body))
+    r.publish(1, response(req.message_id, status, headers, body))
     hang()
 
 
