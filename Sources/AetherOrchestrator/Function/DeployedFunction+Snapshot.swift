@@ -79,13 +79,7 @@ extension DeployedFunction {
                 promise.fail(error.error)
             }
         }
-        do {
-            return try await promise.futureResult.get()
-        } catch let error as HandlerError {
-            throw error
-        } catch {
-            throw .snapshotFailed(function: id, detail: "\(error)")
-        }
+        return try await result(of: promise)
     }
 
     /// The live template ended: unless it was stopped on purpose (it is no longer the current
@@ -207,6 +201,11 @@ extension DeployedFunction {
                 promise.fail(error.error)
             }
         }
+        return try await result(of: promise)
+    }
+
+    /// What a build on a background thread made, or its start error.
+    private func result<Built: Sendable>(of promise: EventLoopPromise<Built>) async throws(HandlerError) -> Built {
         do {
             return try await promise.futureResult.get()
         } catch let error as HandlerError {

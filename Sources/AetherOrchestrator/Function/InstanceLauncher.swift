@@ -174,15 +174,38 @@ struct InstanceLauncher: Sendable {
     /// Restores a copy of the snapshot on a thread of its own (criu takes milliseconds);
     /// reports `restored` or `launchFailed`.
     func restore(_ handle: InstanceHandle, from snapshot: FunctionSnapshot) {
-        BackgroundThread.start(name: "restore-\(handle.id)") { [self] in
+        startCopy(handle, name: "restore", isChild: true) { () throws(CriuError) in
+            // The copy's ATTACH goes to a copy waiting in the warm pool, or with the restore
+            // (see FunctionSnapshot.start).
+            try snapshot.start(logName: "restore-g\(generation)-\(handle.id)", attach: Self.attach(handle))
+        }
+    }
+
+    /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it may wait
+    /// for the copy's first message); reports `restored` or `launchFailed`, as for a restored copy.
+    func fork(_ handle: InstanceHandle, from template: ForkTemplate) {
+        startCopy(handle, name: "fork", isChild: false) { () throws(CriuError) in
+            try template.start(attach: Self.attach(handle))
+        }
+    }
+
+    /// The instance's ATTACH line and the region descriptor it carries.
+    private static func attach(_ handle: InstanceHandle) -> (text: String, passing: [CInt]) {
+        handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", [])
+    }
+
+    /// Makes a copy of the template (`make`, on a thread of its own) and takes it on as the
+    /// instance: output, exit watch (`isChild`: ours to reap, a restored copy; a forked one is
+    /// its template's), its cgroup, its control connection.
+    private func startCopy(
+        _ handle: InstanceHandle, name: String, isChild: Bool,
+        make: @escaping @Sendable () throws(CriuError) -> FunctionSnapshot.Copy
+    ) {
+        BackgroundThread.start(name: "\(name)-\(handle.id)") { [self] in
             let events = handle.events
             let copy: FunctionSnapshot.Copy
             do throws(CriuError) {
-                // The copy's ATTACH goes to a copy waiting in the warm pool, or with the restore
-                // (see FunctionSnapshot.start).
-                copy = try snapshot.start(
-                    logName: "restore-g\(generation)-\(handle.id)",
-                    attach: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", []))
+                copy = try make()
             } catch {
                 release(handle)
                 events.launchFailed(
@@ -191,8 +214,8 @@ struct InstanceLauncher: Sendable {
             }
             handle.started(pid: copy.pid, cgroup: copy.cgroup)
             let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
-            watch(handle, pid: copy.pid, outputClosed: outputClosed)
-            // criu restored the copy inside the cgroup its slot was prepared with.
+            watch(handle, pid: copy.pid, isChild: isChild, outputClosed: outputClosed)
+            // The copy was made inside the cgroups its slot (or its fork) was prepared with.
             guard copy.cgroup != nil else {
                 copy.control.close()
                 kill(-copy.pid, SIGKILL)
@@ -212,42 +235,9 @@ struct InstanceLauncher: Sendable {
                     handle.id,
                     error: .protocolViolation(
                         function: id, instance: handle.id.number,
-                        detail: "restored copy: its control connection cannot be watched: \(error)"))
-                return
-            }
-            ResponseReader.start(for: handle)
-            events.restored(handle.id, pid: copy.pid, duration: copy.duration)
-        }
-    }
-
-    /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it waits for
-    /// the copy's first message); reports `restored` or `launchFailed`, as for a restored copy.
-    func fork(_ handle: InstanceHandle, from template: ForkTemplate) {
-        BackgroundThread.start(name: "fork-\(handle.id)") { [self] in
-            let events = handle.events
-            let copy: FunctionSnapshot.Copy
-            do throws(CriuError) {
-                copy = try template.start(
-                    attach: handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", []))
-            } catch {
-                release(handle)
-                events.launchFailed(
-                    handle.id, error: .restoreFailed(function: id, instance: handle.id.number, error: error))
-                return
-            }
-            handle.started(pid: copy.pid, cgroup: copy.cgroup)
-            let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
-            watch(handle, pid: copy.pid, isChild: false, outputClosed: outputClosed)
-            do {
-                let connection = try ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).wait()
-                connection.bind(to: handle)
-            } catch {
-                kill(-copy.pid, SIGKILL)
-                events.launchFailed(
-                    handle.id,
-                    error: .protocolViolation(
-                        function: id, instance: handle.id.number,
-                        detail: "forked copy: its control connection cannot be watched: \(error)"))
+                        detail:
+                            "\(isChild ? "restored" : "forked") copy: its control connection cannot be watched: \(error)"
+                    ))
                 return
             }
             ResponseReader.start(for: handle)
