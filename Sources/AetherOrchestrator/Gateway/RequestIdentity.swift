@@ -13,8 +13,11 @@ struct RequestIdentity: Sendable, Equatable {
             self.traceID = traceID
             traceparent = incoming.lowercased()
         } else {
-            traceID = Self.randomHex(bytes: 16)
-            traceparent = "00-\(traceID)-\(Self.randomHex(bytes: 8))-01"
+            // Three 64-bit draws (each one read of the kernel's generator), not one per byte:
+            // this runs for every request.
+            var generator = SystemRandomNumberGenerator()
+            traceID = Self.hex(generator.next()) + Self.hex(generator.next())
+            traceparent = "00-\(traceID)-\(Self.hex(generator.next()))-01"
         }
     }
 
@@ -30,14 +33,9 @@ struct RequestIdentity: Sendable, Equatable {
         return fields[1].lowercased()
     }
 
-    private static func randomHex(bytes: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var text = ""
-        text.reserveCapacity(bytes * 2)
-        for _ in 0..<bytes {
-            let byte = UInt8.random(in: 0...255, using: &generator)
-            text += byte < 16 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
-        }
-        return text
+    /// 16 lowercase hex digits.
+    private static func hex(_ word: UInt64) -> String {
+        let digits = String(word, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }
