@@ -208,6 +208,17 @@ import Testing
         #expect(h.lifecycle == .running)
     }
 
+    @Test func aCopyFromTheWarmPoolAttachedThereAndServesAtOnce() {
+        var h = SchedulerHarness(.test(start: .restore))
+        #expect(h.start().decisions == [.launch(0, .restore)])
+        let restored = h.restored(0, attached: true)
+        #expect(restored.decisions == [.startFinished(nil)])
+        #expect(h.phases == [0: "serving"])
+        #expect(h.stats.restores == 1)
+        // Its ATTACHED was said in the pool: another one breaks the protocol.
+        #expect(h.line("ATTACHED", from: 0).decisions == [.signal(0, .kill)])
+    }
+
     @Test func aRestoredCopyHasTheStartupTimeoutFromItsRestoreToAttach() {
         var h = SchedulerHarness(.test(start: .restore))
         h.start()

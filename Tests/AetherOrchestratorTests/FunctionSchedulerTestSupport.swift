@@ -296,9 +296,11 @@ struct SchedulerHarness {
     }
 
     @discardableResult
-    mutating func restored(_ instance: Int, restore: Duration = .milliseconds(20)) -> [Act] {
+    mutating func restored(_ instance: Int, restore: Duration = .milliseconds(20), attached: Bool = false) -> [Act] {
         event {
-            $0.restored(instance: InstanceID(instance), pid: Self.pid(of: instance), restoreDuration: restore, now: $1)
+            $0.restored(
+                instance: InstanceID(instance), pid: Self.pid(of: instance), restoreDuration: restore,
+                attached: attached, now: $1)
         }
     }
 

@@ -71,8 +71,16 @@ final class DeployedFunction: Sendable, InstanceEvents {
         group: any EventLoopGroup, logger: Logger, reusesKeptImage: Bool = false, warmPool: WarmPoolManager? = nil
     ) {
         self.reusesKeptImage = reusesKeptImage
+        let ringBytes = orchestrator.shmBufferSize.bytes
         poolShare = warmPool.map {
-            WarmPoolManager.Share(pool: $0, function: config.id, bytes: config.memoryLimit.bytes, memory: memory)
+            WarmPoolManager.Share(
+                pool: $0, function: config.id, bytes: config.memoryLimit.bytes, memory: memory,
+                makeRegion: { pid in
+                    try? SharedMemoryRegion.create(
+                        name: SharedMemoryRegion.name(
+                            function: "\(config.id)-p\(getpid())-g\(generation)-pool", instance: Int(pid)),
+                        ringCapacity: ringBytes, anonymous: true)
+                })
         }
         self.config = config
         self.generation = generation
@@ -259,9 +267,9 @@ final class DeployedFunction: Sendable, InstanceEvents {
         event { $0.launched(instance: instance, pid: pid, now: $1) }
     }
 
-    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration) {
+    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration, attached: Bool) {
         imageRepair.withLock { $0.failures = 0 }
-        event { $0.restored(instance: instance, pid: pid, restoreDuration: duration, now: $1) }
+        event { $0.restored(instance: instance, pid: pid, restoreDuration: duration, attached: attached, now: $1) }
     }
 
     func launchFailed(_ instance: InstanceID, error: HandlerError) {
@@ -350,6 +358,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
     }
 
     private func launch(_ instance: InstanceID, origin: InstanceOrigin) {
+        if origin != .spawn, launchWaiting(instance, origin: origin) { return }
         let handle: InstanceHandle
         switch launcher.makeHandle(instance, origin: origin, events: self) {
         case .success(let made): handle = made
@@ -377,6 +386,27 @@ final class DeployedFunction: Sendable, InstanceEvents {
             }
             launcher.restore(handle, from: snapshot)
         }
+    }
+
+    /// Starts a copy from the warm pool, if one waits: it attached there, so the instance takes
+    /// its region. False when none waits (or every one had ended).
+    private func launchWaiting(_ instance: InstanceID, origin: InstanceOrigin) -> Bool {
+        func next() -> WaitingCopy? {
+            origin == .fork
+                ? forkTemplate.withLock({ $0 })?.takeWaiting() : snapshot.withLock({ $0 })?.takeWaiting()
+        }
+        while let waiting = next() {
+            guard let region = waiting.region,
+                case .success(let handle) = launcher.makeHandle(instance, origin: origin, events: self, region: region)
+            else {
+                waiting.kill()
+                continue
+            }
+            handles.withLock { $0[instance] = handle }
+            if launcher.startWaiting(handle, copy: waiting, isChild: origin == .restore) { return true }
+            _ = handles.withLock { $0.removeValue(forKey: instance) }
+        }
+        return false
     }
 
     private func write(_ invocation: Invocation, requestID: UInt64, to instance: InstanceID) {

@@ -11,7 +11,8 @@ import Musl
 /// `DeployedFunction` implements it.
 protocol InstanceEvents: AnyObject, Sendable {
     func launched(_ instance: InstanceID, pid: pid_t)
-    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration)
+    /// A copy started; `attached`: it attached in the warm pool (its ATTACHED is not to come).
+    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration, attached: Bool)
     func launchFailed(_ instance: InstanceID, error: HandlerError)
     func exited(_ instance: InstanceID, status: ExitStatus, outOfMemory: Bool)
     func controlLine(_ line: String, instance: InstanceID)

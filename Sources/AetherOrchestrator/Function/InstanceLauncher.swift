@@ -43,11 +43,13 @@ struct InstanceLauncher: Sendable {
 
     /// An instance's resources, before any process exists: its rings (sdk) or its listening port
     /// (process handler). Fails with the start error to report.
+    /// A copy from the warm pool brings the `region` it attached there.
     func makeHandle(
-        _ instance: InstanceID, origin: InstanceOrigin, events: any InstanceEvents
+        _ instance: InstanceID, origin: InstanceOrigin, events: any InstanceEvents,
+        region attached: SharedMemoryRegion? = nil
     ) -> Result<InstanceHandle, HandlerError> {
-        var region: SharedMemoryRegion?
-        if config.handlerProtocol == .sdk {
+        var region = attached
+        if config.handlerProtocol == .sdk, region == nil {
             // The orchestrator's pid too: two orchestrators (or one and its successor during a restart)
             // may run the same function at once.
             let name = SharedMemoryRegion.name(function: "\(id)-p\(getpid())-g\(generation)", instance: instance.number)
@@ -175,18 +177,27 @@ struct InstanceLauncher: Sendable {
     /// reports `restored` or `launchFailed`.
     func restore(_ handle: InstanceHandle, from snapshot: FunctionSnapshot) {
         startCopy(handle, name: "restore", isChild: true) { () throws(CriuError) in
-            // The copy's ATTACH goes to a copy waiting in the warm pool, or with the restore
-            // (see FunctionSnapshot.start).
+            // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
             try snapshot.start(logName: "restore-g\(generation)-\(handle.id)", attach: Self.attach(handle))
         }
     }
 
-    /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it may wait
+    /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it waits
     /// for the copy's first message); reports `restored` or `launchFailed`, as for a restored copy.
     func fork(_ handle: InstanceHandle, from template: ForkTemplate) {
         startCopy(handle, name: "fork", isChild: false) { () throws(CriuError) in
             try template.start(attach: Self.attach(handle))
         }
+    }
+
+    /// Starts a copy from the warm pool as the instance: it attached there (`handle` was made
+    /// with its region), so it only has to run. Not blocking: on the request path's event loop,
+    /// no thread hop and no ATTACH round trip before the first request. False when the copy
+    /// had ended while it waited.
+    func startWaiting(_ handle: InstanceHandle, copy waiting: WaitingCopy, isChild: Bool) -> Bool {
+        guard let copy = waiting.start(attach: nil, began: .now) else { return false }
+        takeOn(handle, copy: copy, isChild: isChild, attached: true)
+        return true
     }
 
     /// The instance's ATTACH line and the region descriptor it carries.
@@ -195,54 +206,56 @@ struct InstanceLauncher: Sendable {
     }
 
     /// Makes a copy of the template (`make`, on a thread of its own) and takes it on as the
-    /// instance: output, exit watch (`isChild`: ours to reap, a restored copy; a forked one is
-    /// its template's), its cgroup, its control connection.
+    /// instance. `isChild`: ours to reap (a restored copy); a forked one is its template's.
     private func startCopy(
         _ handle: InstanceHandle, name: String, isChild: Bool,
         make: @escaping @Sendable () throws(CriuError) -> FunctionSnapshot.Copy
     ) {
         BackgroundThread.start(name: "\(name)-\(handle.id)") { [self] in
-            let events = handle.events
-            let copy: FunctionSnapshot.Copy
             do throws(CriuError) {
-                copy = try make()
+                takeOn(handle, copy: try make(), isChild: isChild, attached: false)
             } catch {
                 release(handle)
-                events.launchFailed(
+                handle.events.launchFailed(
                     handle.id, error: .restoreFailed(function: id, instance: handle.id.number, error: error))
-                return
             }
-            handle.started(pid: copy.pid, cgroup: copy.cgroup)
-            let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
-            watch(handle, pid: copy.pid, isChild: isChild, outputClosed: outputClosed)
-            // The copy was made inside the cgroups its slot (or its fork) was prepared with.
-            guard copy.cgroup != nil else {
-                copy.control.close()
-                kill(-copy.pid, SIGKILL)
-                events.launchFailed(
-                    handle.id,
-                    error: .spawnFailed(
-                        function: id, program: "criu restore",
-                        reason: "cannot enforce memory_limit_mb: no cgroup for the copy"))
-                return
-            }
-            do {
-                let connection = try ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).wait()
-                connection.bind(to: handle)
-            } catch {
-                kill(-copy.pid, SIGKILL)
-                events.launchFailed(
-                    handle.id,
-                    error: .protocolViolation(
-                        function: id, instance: handle.id.number,
-                        detail:
-                            "\(isChild ? "restored" : "forked") copy: its control connection cannot be watched: \(error)"
-                    ))
-                return
-            }
-            ResponseReader.start(for: handle)
-            events.restored(handle.id, pid: copy.pid, duration: copy.duration)
         }
+    }
+
+    /// A started copy becomes the instance: its output, exit watch, cgroup and control
+    /// connection. Not blocking.
+    private func takeOn(
+        _ handle: InstanceHandle, copy: consuming FunctionSnapshot.Copy, isChild: Bool, attached: Bool
+    ) {
+        let events = handle.events
+        let pid = copy.pid
+        handle.started(pid: pid, cgroup: copy.cgroup)
+        let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
+        watch(handle, pid: pid, isChild: isChild, outputClosed: outputClosed)
+        // The copy was made inside the cgroups its slot (or its fork) was prepared with.
+        guard copy.cgroup != nil else {
+            copy.control.close()
+            kill(-pid, SIGKILL)
+            events.launchFailed(
+                handle.id,
+                error: .spawnFailed(
+                    function: id, program: "criu restore",
+                    reason: "cannot enforce memory_limit_mb: no cgroup for the copy"))
+            return
+        }
+        // Lines that arrive before the connection is bound (its ATTACHED) wait in it, and the
+        // scheduler keeps ATTACHED lines that come before `restored`.
+        ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).whenComplete { result in
+            switch result {
+            case .success(let connection): connection.bind(to: handle)
+            case .failure:
+                // Without its connection it never becomes ready: gone now (its exit is reported),
+                // not at its deadline.
+                kill(-pid, SIGKILL)
+            }
+        }
+        ResponseReader.start(for: handle)
+        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached)
     }
 
     /// Undoes `makeHandle` when no process came of it.

@@ -314,10 +314,11 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         return actions
     }
 
-    /// criu restored a copy; its ATTACH was queued on its control connection before the
-    /// restore, so it goes straight to awaiting ATTACHED.
+    /// criu restored a copy (or one was forked); its ATTACH was queued on its control
+    /// connection before the restore, so it goes straight to awaiting ATTACHED. A copy from the
+    /// warm pool (`attached`) said ATTACHED before it was stopped there: it serves at once.
     mutating func restored(
-        instance: InstanceID, pid: Int32, restoreDuration: Duration, now: SchedulerInstant
+        instance: InstanceID, pid: Int32, restoreDuration: Duration, attached: Bool = false, now: SchedulerInstant
     ) -> [Action] {
         var actions: [Action] = []
         guard let index = index(of: instance), instances[index].origin.isCopy else { return actions }
@@ -336,7 +337,10 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
                             instances[index].origin == .fork
                                 ? "fork_ms" : "restore_ms": "\(restoreDuration.milliseconds)",
                         ])))
-            if settings.handshake == .attach {
+            if attached {
+                becomeServing(at: index, pid: pid, now: now, &actions)
+                for line in launching.earlyLines { handleControlLine(line, at: index, now: now, &actions) }
+            } else if settings.handshake == .attach {
                 instances[index].phase = .handshaking(
                     .init(pid: pid, step: .awaitingAttached, deadline: now + settings.startupTimeout))
                 for line in launching.earlyLines { handleControlLine(line, at: index, now: now, &actions) }

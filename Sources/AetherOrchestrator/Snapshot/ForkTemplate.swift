@@ -87,7 +87,11 @@ final class ForkTemplate: Sendable {
         do throws(CriuError) {
             let placed = pool?.reserve() ?? false
             let first = try template.forkWaitingCopy(release: placed ? pool?.release : nil)
-            if placed { template.ready.withLock { $0.copies.append(first) } } else { first.kill() }
+            if let pool, placed {
+                if pool.park(first) { template.ready.withLock { $0.copies.append(first) } }
+            } else {
+                first.kill()
+            }
         } catch {
             template.stop()
             throw FunctionSnapshot.BuildFailure(
@@ -97,29 +101,32 @@ final class ForkTemplate: Sendable {
         return template
     }
 
-    /// Starts one instance: a ready copy (or, when none is, one forked now), ATTACH written to
-    /// it. Blocking. Over `budget`: `latencyViolation`, the copy killed.
+    /// Starts one instance forked now, ATTACH written to it: the way when no copy waits in the
+    /// pool (`takeWaiting`). Blocking. Over `budget`: `latencyViolation`, the copy killed.
     func start(attach: (text: String, passing: [CInt])) throws(CriuError) -> FunctionSnapshot.Copy {
         let begun = ContinuousClock.now
         defer { refill(after: WarmPoolManager.refillDelay) }
-        while true {
-            let (stopped, waiting) = ready.withLock { ready -> (Bool, WaitingCopy?) in
-                (ready.stopped, ready.copies.isEmpty ? nil : ready.copies.removeFirst())
-            }
-            if stopped { throw .forkFailed(template: pid, reason: "the template has ended") }
-            let copy: WaitingCopy
-            if let waiting { copy = waiting } else { copy = try forkWaitingCopy(release: nil) }
-            // nil: it ended while it waited (the template with it, or killed): the next one.
-            guard let started = copy.start(attach: attach, began: begun) else {
-                if waiting == nil { throw .forkFailed(template: pid, reason: "the copy ended before its ATTACH") }
-                continue
-            }
-            guard started.duration <= budget else {
-                kill(-started.pid, SIGKILL)
-                throw .latencyViolation(actual: started.duration, limit: budget)
-            }
-            return started
+        guard !ready.withLock({ $0.stopped }) else {
+            throw .forkFailed(template: pid, reason: "the template has ended")
         }
+        guard let started = try forkWaitingCopy(release: nil).start(attach: attach, began: begun) else {
+            throw .forkFailed(template: pid, reason: "the copy ended before its ATTACH")
+        }
+        guard started.duration <= budget else {
+            kill(-started.pid, SIGKILL)
+            throw .latencyViolation(actual: started.duration, limit: budget)
+        }
+        return started
+    }
+
+    /// A copy waiting in the warm pool, attached and stopped, for a start to take; nil when
+    /// none waits. Not blocking (the request path calls it); a refill follows.
+    func takeWaiting() -> WaitingCopy? {
+        guard let copy = ready.withLock({ $0.stopped || $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) else {
+            return nil
+        }
+        refill(after: WarmPoolManager.refillDelay)
+        return copy
     }
 
     /// Forks copies in the background while the warm pool gives this function places.
@@ -142,6 +149,7 @@ final class ForkTemplate: Sendable {
                     pool.release()
                     return
                 }
+                guard pool.park(copy) else { return }
                 let keep = ready.withLock { ready -> Bool in
                     guard !ready.stopped else { return false }
                     ready.copies.append(copy)

@@ -178,15 +178,19 @@ final class FunctionSnapshot: Sendable {
         let cgroup: String?
     }
 
-    /// Starts one instance: a copy restored ahead of demand when one waits (then only its ATTACH
-    /// is written), else one restored now (`restore`). Blocking.
+    /// Starts one instance restored now, its ATTACH written with the restore: the way when no
+    /// copy waits in the pool (`takeWaiting`). Blocking.
     func start(logName: String, attach: (text: String, passing: [CInt])) throws(CriuError) -> Copy {
-        let began = ContinuousClock.now
         defer { refillWaiting(after: WarmPoolManager.refillDelay) }
-        while let copy = waiting.withLock({ $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) {
-            if let started = copy.start(attach: attach, began: began) { return started }
-        }
         return try restore(logName: logName, firstLine: attach)
+    }
+
+    /// A copy restored ahead of demand, attached and stopped, for a start to take; nil when
+    /// none waits. Not blocking (the request path calls it); a refill follows.
+    func takeWaiting() -> WaitingCopy? {
+        guard let copy = waiting.withLock({ $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) else { return nil }
+        refillWaiting(after: WarmPoolManager.refillDelay)
+        return copy
     }
 
     /// Restores copies in the background while the warm pool gives this function places.
@@ -219,6 +223,7 @@ final class FunctionSnapshot: Sendable {
                 let waitingCopy = WaitingCopy(
                     pid: copy.pid, control: copy.control.take(), stdout: copy.stdout.take(), stderr: copy.stderr.take(),
                     cgroup: copy.cgroup, isChild: true, memory: pool.memory, release: pool.release)
+                guard pool.park(waitingCopy) else { return }
                 let kept = waiting.withLock { waiting -> Bool in
                     guard !waiting.removed else { return false }
                     waiting.copies.append(waitingCopy)

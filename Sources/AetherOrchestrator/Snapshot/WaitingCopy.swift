@@ -8,16 +8,19 @@ import Musl
 #endif
 
 /// A copy of a function's template made ahead of demand (restored by criu, or forked from the
-/// live template) and already in its own cgroups, waiting for its ATTACH, stopped (SIGSTOP)
-/// until it is used: a start then only writes ATTACH. Counted in the orchestrator's warm pool
-/// while it waits. Killed (its cgroup removed, its pool place given back) if it is dropped
-/// before it is handed over.
+/// live template) and already in its own cgroups. In the warm pool it is also attached ahead of
+/// demand (`park`): it has its region (rings) and has said ATTACHED, then it is stopped
+/// (SIGSTOP), so a start only lets it run and writes the first request, as to a warm instance
+/// (no ATTACH round trip, no region to make, on the request path). Killed (its cgroup removed,
+/// its pool place given back) if it is dropped before it is handed over.
 final class WaitingCopy: @unchecked Sendable {
     let pid: pid_t
     let control: CInt
     let stdout: CInt
     let stderr: CInt
     let cgroup: String?
+    /// The region it attached in the pool (`park`); the instance that takes the copy takes it.
+    private(set) var region: SharedMemoryRegion?
     /// Our child (a restored copy) to reap when killed; a forked copy is its template's.
     private let isChild: Bool
     private let memory: MemoryCgroup
@@ -37,17 +40,60 @@ final class WaitingCopy: @unchecked Sendable {
         self.isChild = isChild
         self.memory = memory
         self.release = release
-        Glibc.kill(pid, SIGSTOP)
     }
 
-    /// Writes its ATTACH, lets it run, and hands over its PID, connection, output and cgroup;
-    /// nil (and it is killed) if it ended while it waited.
-    func start(attach: (text: String, passing: [CInt]), began: ContinuousClock.Instant) -> FunctionSnapshot.Copy? {
-        do {
-            try ControlLine.write(control, attach.text, passing: attach.passing)
+    /// Into the warm pool: ATTACH with `region` (a region of its own), its ATTACHED awaited,
+    /// then stopped. Off the request path (a pool refill). Why not, if it did not attach (then
+    /// kill it).
+    func park(attaching region: SharedMemoryRegion, within limit: Duration = .seconds(5)) -> String? {
+        do throws(ControlLine.Failure) {
+            try ControlLine.write(control, "ATTACH \(region.name)\n", passing: [region.descriptor])
+            let answer = try ControlLine.read(control, timeout: limit)
+            guard answer == "ATTACHED" else { return "it answered ATTACH with \(answer.prefix(200).debugDescription)" }
         } catch {
-            kill()
-            return nil
+            return error.description
+        }
+        self.region = region
+        // Stopped once it is idle (every thread asleep: the runtime waiting for its first
+        // request), not in the middle of what follows ATTACHED, which would then run on the
+        // request path.
+        let idleBy = ContinuousClock.now + .milliseconds(100)
+        while !isIdle(), ContinuousClock.now < idleBy { usleep(200) }
+        Glibc.kill(pid, SIGSTOP)
+        return nil
+    }
+
+    /// Every thread of the copy is asleep (state S in /proc).
+    private func isIdle() -> Bool {
+        guard let threads = Posix.entries(of: "/proc/\(pid)/task"), !threads.isEmpty else { return false }
+        return threads.allSatisfy { thread in
+            guard let stat = Posix.readFile("/proc/\(pid)/task/\(thread.name)/stat"),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            return stat[stat.index(after: close)...].dropFirst().first == "S"
+        }
+    }
+
+    /// Lets it run (and, when it did not attach in the pool, writes `attach` first), and hands
+    /// over its PID, connection, output and cgroup; nil (and it is killed) if it ended while it
+    /// waited.
+    func start(attach: (text: String, passing: [CInt])?, began: ContinuousClock.Instant) -> FunctionSnapshot.Copy? {
+        if region == nil, let attach {
+            do {
+                try ControlLine.write(control, attach.text, passing: attach.passing)
+            } catch {
+                kill()
+                return nil
+            }
+        }
+        // A parked copy has nothing to say: its connection readable means it ended (or broke
+        // the protocol) while it waited.
+        if region != nil {
+            var poller = pollfd(fd: control, events: Int16(POLLIN), revents: 0)
+            if poll(&poller, 1, 0) != 0 {
+                kill()
+                return nil
+            }
         }
         Glibc.kill(pid, SIGCONT)
         handedOver = true
@@ -69,6 +115,7 @@ final class WaitingCopy: @unchecked Sendable {
         Glibc.close(stdout)
         Glibc.close(stderr)
         if let cgroup { memory.remove(cgroup) }
+        region = nil
         release()
     }
 

@@ -1,5 +1,12 @@
 import AetherCore
+import AetherIPC
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The orchestrator's warm pool (`warm_pool_size`, `warm_pool_memory_mb`): copies of snapshot
 /// functions started ahead of demand and not yet assigned (`WaitingCopy`: restored by criu or
@@ -56,9 +63,21 @@ final class WarmPoolManager: Sendable {
         let bytes: Int
         /// For removing a dropped copy's cgroup.
         let memory: MemoryCgroup
+        /// A region (rings) for the copy of this PID to attach in the pool.
+        let makeRegion: @Sendable (pid_t) -> SharedMemoryRegion?
 
         func reserve() -> Bool { pool.reserve(function, bytes: bytes) }
         @Sendable func release() { pool.release(function, bytes: bytes) }
+
+        /// Attaches `copy` ahead of demand and stops it (`WaitingCopy.park`); false when it did
+        /// not attach (it is killed, its place given back).
+        func park(_ copy: WaitingCopy) -> Bool {
+            guard let region = makeRegion(copy.pid), copy.park(attaching: region) == nil else {
+                copy.kill()
+                return false
+            }
+            return true
+        }
     }
 
     /// What `aether stats` shows.
