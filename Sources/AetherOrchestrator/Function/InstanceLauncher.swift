@@ -243,8 +243,10 @@ struct InstanceLauncher: Sendable {
                     reason: "cannot enforce memory_limit_mb: no cgroup for the copy"))
             return
         }
-        // Lines that arrive before the connection is bound (its ATTACHED) wait in it, and the
-        // scheduler keeps ATTACHED lines that come before `restored`.
+        // First, so that a copy attached in the pool gets its first request now; its connection
+        // and its response reader follow while it works on it. Lines that arrive before the
+        // connection is bound wait in it.
+        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached)
         ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).whenComplete { result in
             switch result {
             case .success(let connection): connection.bind(to: handle)
@@ -255,7 +257,6 @@ struct InstanceLauncher: Sendable {
             }
         }
         ResponseReader.start(for: handle)
-        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached)
     }
 
     /// Undoes `makeHandle` when no process came of it.

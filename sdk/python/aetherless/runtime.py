@@ -253,6 +253,19 @@ def make_dispatcher(fn, max_payload: int, log=_log):
     return dispatch
 
 
+def _warm_dispatch() -> None:
+    """Dispatch two made-up requests through the SDK's own decoding and encoding, never the
+    handler. A copy of a snapshot does this after ATTACHED, before its first request: a copy
+    in the warm pool, off the request path. The pages this touches (a forked copy shares them
+    with its template until it writes them) are copied now, and the interpreter's adaptive code
+    for the request path is warm: the first request of a forked copy took half the time and
+    half the page faults in a measurement (hello-python: 224 -> 76 us, 54 -> 21 faults)."""
+    payload = _proto.encode_request(0, "GET", "/?a=b", [(b"x-request-id", b"0" * 32)])
+    dispatch = make_dispatcher(lambda req: {"query": req.query}, 1 << 16, log=lambda text: None)
+    for _ in range(2):
+        dispatch(payload)
+
+
 # --------------------------------------------------------------------------- serving
 
 
@@ -517,7 +530,8 @@ def main(argv: list | None = None, environ=None) -> int:
         _log(f"control socket: {e}")
         _send_error(sock, str(e))
         return EXIT_FAILURE
-    if line == b"CHECKPOINT":
+    copy = line == b"CHECKPOINT"
+    if copy:
         # Coordinated checkpoint: no shared memory is mapped and no thread runs yet; the
         # orchestrator dumps us (snapshot: criu) or forks us (snapshot: fork) while we wait for
         # the next line. Each copy reads it from its own fresh connection, so everything below
@@ -580,6 +594,8 @@ def main(argv: list | None = None, environ=None) -> int:
     # _thread, not threading.Thread(...).start(): that waits until the new thread has run,
     # about 0.5 ms on the way to a restored copy's first response.
     _thread.start_new_thread(_watch_control, (sock,))
+    if copy:
+        _warm_dispatch()
 
     try:
         serve(fn, region, concurrency)

@@ -446,6 +446,18 @@ async def app(scope, receive, send):
 """
 
 
+COUNTING_HANDLER = r"""
+import aetherless
+
+CALLS = [0]
+
+@aetherless.handler
+def handle(req):
+    CALLS[0] += 1
+    return {"calls": CALLS[0]}
+"""
+
+
 class TestApps(RuntimeCase):
     """AETHER_APP: the runtime serves an ASGI or WSGI app of the handler file."""
 
@@ -490,6 +502,37 @@ class TestApps(RuntimeCase):
                 self.assertEqual(int(template), self.proc.pid)
         self.assertEqual(len(pids), 2)
         self.assertNotIn(str(self.proc.pid).encode(), pids)
+
+    def test_a_forked_copy_warms_up_without_calling_the_handler(self):
+        # After ATTACHED a copy dispatches made-up requests through the SDK (runtime._warm_dispatch,
+        # off the request path when it waits in the warm pool); the handler must not see them.
+        self.start(COUNTING_HANDLER, handshake=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        self.conn.sendall(b"CHECKPOINT\n")
+        self.assertEqual(self.line(), b"FROZEN")
+        mine, theirs = socket.socketpair()
+        self.addCleanup(mine.close)
+        mine.settimeout(10)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        for fd in (out_r, err_r):
+            self.addCleanup(os.close, fd)
+        socket.send_fds(self.conn, [b"FORK\n"], [theirs.fileno(), out_w, err_w])
+        theirs.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.assertEqual(mine.recv(64), b"FORKED\n")
+        name = f"{self.name}-copy"
+        region = Region.create(name, CAPACITY)
+        self.addCleanup(unlink_shm, name, True)
+        self.addCleanup(region.close)
+        mine.sendall(f"ATTACH {name}\n".encode())
+        self.assertEqual(mine.recv(64), b"ATTACHED\n")
+        for rid in (1, 2):
+            region.ring(0).write(encode_request(rid, "GET", "/?n=1"), timeout=5)
+            m = decode_response(region.ring(1).read(5))
+            self.assertEqual((m.request_id, m.status, json.loads(m.body)), (rid, 200, {"calls": rid}))
 
     def start_app(self, setting, env=None, **kw):
         self.start(ASGI_APP, env={"AETHER_APP": setting, **(env or {})}, **kw)
