@@ -16,7 +16,7 @@ struct Aether: AsyncParsableCommand {
         version: AetherVersion.current,
         subcommands: [
             Validate.self, Up.self, Wait.self, Deploy.self, Rm.self, List.self, Stats.self, Logs.self, Restart.self,
-            Down.self, Doctor.self, Secret.self,
+            Down.self, Doctor.self, Secret.self, Dev.self,
         ]
     )
 }

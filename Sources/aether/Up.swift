@@ -55,6 +55,16 @@ extension Aether {
         var takeover = false
 
         func run() async throws {
+            try await Self.run(
+                config: config, stateDir: stateDir, verbose: verbose, readyFile: readyFile, takeover: takeover)
+        }
+
+        /// `up`, and `dev` (`watching`: a configuration file whose changes are deployed as they
+        /// are saved).
+        static func run(
+            config: String?, stateDir: String?, verbose: Bool, readyFile: String?, takeover: Bool,
+            watching: Bool = false
+        ) async throws {
             var loaded: AetherConfig
             let configFile: String
             var resumed: DesiredState?
@@ -114,7 +124,8 @@ extension Aether {
             let orchestrator = Orchestrator(
                 config: loaded, configFile: configFile, logger: logger, resuming: resumed, takingOver: takeover)
             let service = OrchestratorService(
-                orchestrator: orchestrator, readyFile: readyFile.map { ReadyFile(path: absolutePath($0)) })
+                orchestrator: orchestrator, readyFile: readyFile.map { ReadyFile(path: absolutePath($0)) },
+                watcher: watching ? DevWatcher(configFile: configFile, orchestrator: orchestrator) : nil)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -144,6 +155,8 @@ extension Aether.Up {
 struct OrchestratorService: Service {
     let orchestrator: Orchestrator
     let readyFile: ReadyFile?
+    /// `aether dev`: deploys the configuration's changes while it serves.
+    var watcher: DevWatcher? = nil
 
     func run() async throws {
         try await orchestrator.start()
@@ -153,11 +166,14 @@ struct OrchestratorService: Service {
             await orchestrator.shutdown()
             throw error
         }
+        let watching = watcher.map { watcher in Task { await watcher.run() } }
         await withGracefulShutdownHandler {
             await orchestrator.waitForShutdownRequest()
         } onGracefulShutdown: {
             orchestrator.requestShutdown()
         }
+        watching?.cancel()
+        await watching?.value
         readyFile?.remove()
         await orchestrator.shutdown()
     }

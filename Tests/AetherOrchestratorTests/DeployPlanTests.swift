@@ -1,4 +1,5 @@
 import AetherCore
+import FoundationEssentials
 import Testing
 
 @testable import AetherOrchestrator
@@ -48,6 +49,27 @@ import Testing
         let plan = DeployPlan(file: [same], hashes: hashes([same]), running: running([same]), force: true, ebpf: true)
         #expect(plan.steps.map(\.action) == [.replaceBeside])
         #expect(plan.result.handlerChanged == [])
+    }
+
+    @Test func replacingReplacesOnlyTheNamedUnchanged() throws {
+        // `aether dev`: a module beside an unchanged handler was edited.
+        let edited = try function("edited", port: 1)
+        let other = try function("other", port: 2)
+        let plan = DeployPlan(
+            file: [edited, other], hashes: hashes([edited, other]), running: running([edited, other]), force: false,
+            replacing: [edited.id], ebpf: true)
+        #expect(plan.steps.map(\.action) == [.replaceBeside, .keep])
+    }
+
+    @Test func aDeployRequestWithoutReplacingStillDecodes() throws {
+        // What an aether from before `dev` sends.
+        let old = try JSONDecoder().decode(
+            DeployRequest.self, from: Data(#"{"configFile": "/a.yaml", "force": true}"#.utf8))
+        #expect((old.configFile, old.force, old.replacing) == ("/a.yaml", true, []))
+        let new = try JSONDecoder().decode(
+            DeployRequest.self,
+            from: JSONEncoder().encode(DeployRequest(configFile: "/b", force: false, replacing: ["x"])))
+        #expect(new.replacing == ["x"])
     }
 
     @Test func anUnreadableHandlerCountsAsChanged() throws {

@@ -417,7 +417,7 @@ class Orchestrator:
     """One `aether up` process started by a test: `aether up -c CONFIG ARGS`, or without a
     configuration (`config` None: resume the deployed state) `aether up ARGS`."""
 
-    def __init__(self, case: "AetherTestCase", config: str | None, index: int, args=()):
+    def __init__(self, case: "AetherTestCase", config: str | None, index: int, args=(), command: str = "up"):
         self.case = case
         self.config = config
         self.out_path = os.path.join(case.tmp, f"up-{index}.out")
@@ -425,7 +425,7 @@ class Orchestrator:
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
-            [aether_bin(), "up", *(["-c", config] if config is not None else []), *args],
+            [aether_bin(), command, *(["-c", config] if config is not None else []), *args],
             stdin=subprocess.DEVNULL,
             stdout=self._out,
             stderr=self._err,
@@ -543,9 +543,11 @@ class AetherTestCase(unittest.TestCase):
         self.orchestrators.append(orch)
         return orch
 
-    def start(self, config: str | None, *args: str) -> Orchestrator:
-        """`aether up -c config`, waiting until it answers `aether list` and has logged "serving"."""
-        orch = self.start_up(config, *args)
+    def start(self, config: str | None, *args: str, command: str = "up") -> Orchestrator:
+        """`aether up -c config` (or `aether dev -c config`), waiting until it answers `aether list`
+        and has logged "serving"."""
+        orch = Orchestrator(self, config, len(self.orchestrators), args, command=command)
+        self.orchestrators.append(orch)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             if not orch.alive():

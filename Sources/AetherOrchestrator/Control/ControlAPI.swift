@@ -131,10 +131,22 @@ public struct DeployRequest: Codable, Sendable {
     public var configFile: String
     /// Replace functions even when their configuration is unchanged.
     public var force: Bool
+    /// Replace these functions even when their configuration and handler file are unchanged
+    /// (`aether dev`: a module beside the handler was edited).
+    public var replacing: [String]
 
-    public init(configFile: String, force: Bool) {
+    public init(configFile: String, force: Bool, replacing: [String] = []) {
         self.configFile = configFile
         self.force = force
+        self.replacing = replacing
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        configFile = try container.decode(String.self, forKey: .configFile)
+        force = try container.decode(Bool.self, forKey: .force)
+        // Absent in requests of an aether from before `dev`.
+        replacing = try container.decodeIfPresent([String].self, forKey: .replacing) ?? []
     }
 }
 

@@ -24,6 +24,10 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let generation: Int
     let logs: LogBuffer
     private let scheduler: Mutex<Scheduler>
+    /// The generation a deploy replaced this one with on the same port: a request the gateway
+    /// routed here just before the routes swapped, arriving once this one drains, goes there
+    /// instead of getting 503.
+    private let successor = Mutex<DeployedFunction?>(nil)
     private let handles = Mutex<[InstanceID: InstanceHandle]>([:])
     let launcher: InstanceLauncher
     private let handshake: HandshakeServer
@@ -247,7 +251,21 @@ final class DeployedFunction: Sendable, InstanceEvents {
 
     /// Takes one request from the gateway. Its promise always gets an outcome.
     func submit(_ invocation: Invocation) {
-        event { $0.submit(invocation, now: $1) }
+        var next: DeployedFunction?
+        let actions = scheduler.withLock { scheduler -> [Scheduler.Action] in
+            if scheduler.mode == .draining, let successor = successor.withLock({ $0 }) {
+                next = successor
+                return []
+            }
+            return scheduler.submit(invocation, now: .now)
+        }
+        if let next { return next.submit(invocation) }
+        perform(actions)
+    }
+
+    /// Set before this generation drains (a deploy replaced it on its port).
+    func handOver(to fresh: DeployedFunction) {
+        successor.withLock { $0 = fresh }
     }
 
     /// The gateway answered a request 401 (no or a wrong bearer token): counted, never queued.

@@ -14,7 +14,8 @@ struct DeployPlan: Equatable {
             /// protocol changes (the port moves between the gateway and a handler), or a process
             /// handler is involved without eBPF (it binds the trigger port itself).
             case replaceStoppingFirst
-            /// Same configuration, same handler bytes, no `--force`: left alone.
+            /// Same configuration, same handler bytes, no `--force` (nor named in `replacing`):
+            /// left alone.
             case keep
         }
 
@@ -39,7 +40,7 @@ struct DeployPlan: Equatable {
 
     init(
         file functions: [FunctionConfig], hashes: [FunctionID: String?], running: [FunctionID: Running], force: Bool,
-        ebpf: Bool
+        replacing: Set<FunctionID> = [], ebpf: Bool
     ) {
         steps = functions.map { function in
             let hash = hashes[function.id] ?? nil
@@ -47,7 +48,7 @@ struct DeployPlan: Equatable {
                 return Step(config: function, handlerHash: hash, action: .add, handlerChanged: false)
             }
             let handlerChanged = current.handlerHash != hash
-            if current.config == function && !handlerChanged && !force {
+            if current.config == function && !handlerChanged && !force && !replacing.contains(function.id) {
                 return Step(config: function, handlerHash: hash, action: .keep, handlerChanged: false)
             }
             let protocolChanges = current.config.handlerProtocol != function.handlerProtocol

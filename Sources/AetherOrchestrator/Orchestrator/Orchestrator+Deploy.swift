@@ -85,7 +85,8 @@ extension Orchestrator {
             running: running.mapValues {
                 DeployPlan.Running(config: $0.config, handlerHash: runningHashes[$0.id] ?? nil)
             },
-            force: request.force, ebpf: dataplane != nil)
+            force: request.force, replacing: Set(request.replacing.compactMap { try? FunctionID($0) }),
+            ebpf: dataplane != nil)
 
         // 1. Every new generation starts; the running ones serve meanwhile.
         var prepared: [Prepared] = []
@@ -208,6 +209,8 @@ extension Orchestrator {
                 let moved = old.config.triggerPort != fresh.config.triggerPort
                 if moved && old.config.handlerProtocol == .sdk {
                     gateway.routes.set(nil, port: old.config.triggerPort.rawValue)
+                } else if !moved {
+                    old.handOver(to: fresh)
                 }
                 retiring.append((old, moved))
             case .stoppedFirst(_, _, let fresh, let hash):

@@ -213,12 +213,8 @@ enum ImageKey {
             add("program file", program + " " + fileStamp(program))
         }
         add("handler", fileHash(config.handlerPath))
-        let handlerFolder = config.handlerPath.lastIndex(of: "/").map { String(config.handlerPath[..<$0]) } ?? "."
-        if config.launcher == .python {
-            for entry in (Posix.entries(of: handlerFolder) ?? []).sorted(by: { $0.name < $1.name })
-            where entry.name.hasSuffix(".py") && !entry.isDirectory {
-                add("module " + entry.name, fileHash(handlerFolder + "/" + entry.name))
-            }
+        for module in FunctionCode.files(of: config).dropFirst() {
+            add("module " + module.split(separator: "/").last.map(String.init)!, fileHash(module))
         }
         if let pythonSDK {
             let package = pythonSDK + "/aetherless"
