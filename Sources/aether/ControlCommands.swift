@@ -59,20 +59,30 @@ extension Aether {
         @Flag(help: "Replace functions even when their configuration is unchanged.")
         var force = false
 
+        /// How long a deploy of a file with `requirements:` may take: the orchestrator builds
+        /// the virtualenvs before it answers.
+        static let virtualenvTimeoutSeconds = 1800
+
         @OptionGroup var control: ControlOptions
 
         func run() async throws {
             // Validate here too, so mistakes are shown with the same report as `aether validate`,
             // except that nothing of a file that is not a configuration at all is shown.
+            let config: AetherConfig
             do {
-                _ = try ConfigLoader.load(path: file)
+                config = try ConfigLoader.load(path: file)
             } catch {
                 ConfigErrorReport.print(error.withoutContents())
                 throw ExitCode.failure
             }
             let absolute = file.hasPrefix("/") ? file : currentDirectory() + "/" + file
-            let result = try controlRequest("deploy") { () throws(OrchestratorError) in
-                try control.client.deploy(DeployRequest(configFile: absolute, force: force))
+            var client = control.client
+            // A virtualenv to build (`requirements:`) is pip downloading and installing: minutes.
+            if config.functions.contains(where: { $0.requirements != nil }) {
+                client.timeoutSeconds = Self.virtualenvTimeoutSeconds
+            }
+            let result = try controlRequest("deploy") { [client] () throws(OrchestratorError) in
+                try client.deploy(DeployRequest(configFile: absolute, force: force))
             }
             let rows =
                 result.added.map { [$0, "added"] }
