@@ -244,7 +244,7 @@ final class VirtualenvCache: Sendable {
     }
 
     /// Runs a program with the orchestrator's environment, stdout (where the scripts send
-    /// stderr too) read line by line until it closes, then reaps it.
+    /// stderr too) read line by line until it closes, then stderr, then reaps it.
     private static func run(
         program: String, arguments: [String], searchPath: Bool, onLine: (String) -> Void
     ) throws(SpawnError) -> Run {
@@ -259,17 +259,22 @@ final class VirtualenvCache: Sendable {
             tail.append(line)
             if tail.count > tailLines { tail.removeFirst(tail.count - tailLines) }
         }
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(process.stdout.rawValue, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            pending += chunk[..<count]
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                emit(pending[..<newline])
-                pending.removeSubrange(...newline)
+        // stdout, then stderr: what an interpreter says before the script sends stderr to stdout
+        // (or a program that is no Python at all).
+        for descriptor in [process.stdout.rawValue, process.stderr.rawValue] {
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { break }
+                pending += chunk[..<count]
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    emit(pending[..<newline])
+                    pending.removeSubrange(...newline)
+                }
             }
+            if !pending.isEmpty { emit(pending[...]) }
+            pending.removeAll()
         }
-        if !pending.isEmpty { emit(pending[...]) }
         var status: CInt = 0
         while waitpid(process.pid, &status, 0) < 0 && errno == EINTR {}
         return Run(status: ExitStatus(waitStatus: status), tail: tail)
@@ -289,5 +294,17 @@ final class VirtualenvCache: Sendable {
         }
         if result["PATH"] == nil { result["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
         return result
+    }
+}
+
+/// What `aether validate` and `aether doctor` can check of `requirements:` without network: that
+/// the interpreter handlers would get can make virtualenvs. (Whether pip finds the packages is
+/// known only when it runs, at `up` or `deploy`.)
+public enum VirtualenvPrerequisites {
+    /// The interpreter `python` (the `python` setting) means for handlers, its version, or why
+    /// it cannot make virtualenvs. `confinement`: handlers run as users of their own.
+    public static func check(python: String, confinement: Bool) -> Result<String, VirtualenvError> {
+        let located = VirtualenvCache.locate(python: python, forOtherUsers: confinement)
+        return VirtualenvCache.probe(python: located).map { "\($0.path) \($0.version.prefix { $0 != " " })" }
     }
 }
