@@ -11,7 +11,8 @@ For side-by-side comparisons of two builds: AETHER_BENCH_BIN picks the `aether` 
 AETHER_BENCH_BASELINE=DIR runs a second orchestrator from another checkout's release build
 (DIR/.build/release/aether, its hello-swift and its sdk/python) beside it, alternating every
 sample between the two, and prints both tables and the ratios. AETHER_BENCH_EXAMPLES=heavy-numpy
-(a list of hello-python, notes-api, hello-swift, heavy-numpy; all by default) measures only those.
+(a list of hello-python, notes-api, hello-swift, heavy-numpy; all by default) measures only those,
+and AETHER_BENCH_WARM_POOL=0 runs without the warm pool (every restore on the request path).
 heavy-numpy imports numpy from its own virtualenv (`requirements:`): the first run builds it with pip
 from the package index, into state_dir/venvs, where later runs (and `aether up -c
 examples/aetherless.yaml`) find it. AETHER_BENCH_MODES=restore
@@ -49,6 +50,9 @@ SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 IDLE_S = float(os.environ.get("AETHER_BENCH_IDLE_S", "3"))
 IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
 BUDGET_MS = 15.0
+#: The warm pool of the timing run: places for every snapshot function (2 copies each) by default;
+#: AETHER_BENCH_WARM_POOL=0 puts every restore and fork on the request path.
+WARM_POOL = int(os.environ.get("AETHER_BENCH_WARM_POOL", "12"))
 
 BASELINE = os.environ.get("AETHER_BENCH_BASELINE")
 
@@ -94,7 +98,7 @@ def config(
         "  restore_timeout_ms: 100",
         # A warm pool with places for every snapshot function (2 copies each): the default pool
         # of 10 would leave the last ones restoring or forking on the request path.
-        "  warm_pool_size: 12",
+        f"  warm_pool_size: {WARM_POOL}",
         "  warm_pool_memory_mb: 4096",
         # The interpreter examples/aetherless.yaml uses (the one scripts/setup.sh installs).
         "  python: /usr/bin/python3",
