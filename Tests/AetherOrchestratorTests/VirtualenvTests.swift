@@ -64,6 +64,34 @@ private let python = "/usr/bin/python3"
     }
 }
 
+/// A kept CRIU image is never restored over another virtualenv: the image key covers the
+/// virtualenv's marker (its key and its build).
+@Suite struct VirtualenvImageKeyTests {
+    @Test func theImageKeyFollowsTheVirtualenvsMarker() throws {
+        let folder = CacheFolder()
+        let handler = folder.write("handler.py", "import aetherless\n")
+        let venv = folder.path + "/state/venvs/abc"
+        try FileManager.default.createDirectory(atPath: venv + "/bin", withIntermediateDirectories: true)
+        folder.write("state/venvs/abc/bin/python", "#!/bin/sh\n", mode: 0o755)
+        folder.write("state/venvs/abc/" + VirtualenvCache.marker, "aether virtualenv\nkey abc\nbuilt 1\n")
+        let config = FunctionConfig(
+            id: try FunctionID("f"), memoryLimit: try MemoryLimit(128), triggerPort: try Port(8080),
+            handlerPath: handler, timeout: try FunctionTimeout(1000), snapshot: true,
+            requirements: folder.write("requirements.txt", "idna\n"))
+        func key() -> String {
+            ImageKey.make(
+                config: config,
+                launch: HandlerLaunch(
+                    function: config, socketPath: "/run/x.sock", pythonSDK: nil, python: venv + "/bin/python"),
+                sandbox: nil, criuVersion: "4.1.1", pythonSDK: nil)
+        }
+        let first = key()
+        #expect(key() == first)
+        folder.write("state/venvs/abc/" + VirtualenvCache.marker, "aether virtualenv\nkey abc\nbuilt 2\n")
+        #expect(key() != first, "a virtualenv built again gives another image key")
+    }
+}
+
 /// The cache against a real interpreter, without network: what pip can do from nothing.
 @Suite(.serialized) struct VirtualenvCacheTests {
     @Test func anInterpreterThatCannotMakeVirtualenvsIsNamed() throws {
