@@ -45,8 +45,8 @@ extension Aether {
             abstract: "Hot-load the functions of a configuration file into the running orchestrator.",
             discussion: """
                 All or nothing. The file is validated first; then every new function and every changed \
-                one (its configuration, or its handler file's bytes) starts beside what runs. If one \
-                cannot start, all of them are stopped again and nothing changes: the error names the \
+                one (its configuration, or its handler or requirements file's bytes) starts beside what \
+                runs. If one cannot start, all of them are stopped again and nothing changes: the error names the \
                 function. Otherwise the new state is stored (`aether up` without a file resumes it), \
                 the traffic moves to the new versions at once, and the old ones finish their requests \
                 before they stop. Functions not in the file are left alone (`aether rm` removes one).
