@@ -50,7 +50,11 @@ AETHER_TEST_PACKAGE=1 python3 -m unittest discover -s sdk/python/tests -p test_p
 
 echo "== integration tests (aether up with real handlers, in a private network namespace)"
 # test_python_apps.py serves FastAPI and Flask apps with the test virtualenv's python.
-AETHER_TEST_VENV_PYTHON="$venv_python" AETHER_BIN="$(pwd)/.build/debug/aether" \
+# test_requirements.py builds functions' virtualenvs without network, from the wheel folder
+# scripts/test-wheels.sh fills (here, outside the namespace); a missing wheel is an error, not a skip.
+wheels=$(scripts/test-wheels.sh)
+AETHER_TEST_VENV_PYTHON="$venv_python" AETHER_TEST_WHEELS="$wheels" AETHER_REQUIRE_WHEELS=1 \
+    AETHER_BIN="$(pwd)/.build/debug/aether" \
     in_private_network python3 -m unittest discover -s tests/integration -t .
 
 # Fault injection (tests/faults/run.py, about 2 minutes): hostile handlers, clients and host conditions

@@ -45,8 +45,8 @@ extension Aether {
             abstract: "Hot-load the functions of a configuration file into the running orchestrator.",
             discussion: """
                 All or nothing. The file is validated first; then every new function and every changed \
-                one (its configuration, or its handler file's bytes) starts beside what runs. If one \
-                cannot start, all of them are stopped again and nothing changes: the error names the \
+                one (its configuration, or its handler or requirements file's bytes) starts beside what \
+                runs. If one cannot start, all of them are stopped again and nothing changes: the error names the \
                 function. Otherwise the new state is stored (`aether up` without a file resumes it), \
                 the traffic moves to the new versions at once, and the old ones finish their requests \
                 before they stop. Functions not in the file are left alone (`aether rm` removes one).
@@ -59,20 +59,30 @@ extension Aether {
         @Flag(help: "Replace functions even when their configuration is unchanged.")
         var force = false
 
+        /// How long a deploy of a file with `requirements:` may take: the orchestrator builds
+        /// the virtualenvs before it answers.
+        static let virtualenvTimeoutSeconds = 1800
+
         @OptionGroup var control: ControlOptions
 
         func run() async throws {
             // Validate here too, so mistakes are shown with the same report as `aether validate`,
             // except that nothing of a file that is not a configuration at all is shown.
+            let config: AetherConfig
             do {
-                _ = try ConfigLoader.load(path: file)
+                config = try ConfigLoader.load(path: file)
             } catch {
                 ConfigErrorReport.print(error.withoutContents())
                 throw ExitCode.failure
             }
             let absolute = file.hasPrefix("/") ? file : currentDirectory() + "/" + file
-            let result = try controlRequest("deploy") { () throws(OrchestratorError) in
-                try control.client.deploy(DeployRequest(configFile: absolute, force: force))
+            var client = control.client
+            // A virtualenv to build (`requirements:`) is pip downloading and installing: minutes.
+            if config.functions.contains(where: { $0.requirements != nil }) {
+                client.timeoutSeconds = Self.virtualenvTimeoutSeconds
+            }
+            let result = try controlRequest("deploy") { [client] () throws(OrchestratorError) in
+                try client.deploy(DeployRequest(configFile: absolute, force: force))
             }
             let rows =
                 result.added.map { [$0, "added"] }

@@ -15,7 +15,7 @@ extension Aether {
                 "Run a configuration file like `up -c`, and deploy every change to it or to its handlers as it is saved.",
             discussion: """
                 Watches the configuration file and every function's code (its handler file and, for a Python \
-                handler, the modules beside it). When one changes, the file is deployed as `aether deploy` would \
+                handler, the modules beside it and its requirements file). When one changes, the file is deployed as `aether deploy` would \
                 (all or nothing): only the functions that changed get a new generation (a new snapshot too), and \
                 the routes swap once it serves. A change that does not validate or cannot start is printed and \
                 the running version keeps serving. Each deploy prints how long it took from the save.
@@ -134,7 +134,9 @@ struct DevWatcher: Sendable {
         var code: [FunctionID: [String: Stamp?]] = [:]
         for function in functions {
             var files: [String: Stamp?] = [:]
-            for file in FunctionCode.files(of: function) { files[file] = Stamp(file) }
+            for file in FunctionCode.files(of: function) + [function.requirements].compactMap({ $0 }) {
+                files[file] = Stamp(file)
+            }
             code[function.id] = files
         }
         return Snapshot(config: Stamp(configFile), code: code)

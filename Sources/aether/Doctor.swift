@@ -34,6 +34,13 @@ extension Aether {
             let python = HostChecks.python()
             rows.append(["python3", python.ok ? "ok" : "MISSING", python.detail])
             fatal = fatal || !python.ok
+            // Only functions with `requirements:` need it: reported, not fatal.
+            switch VirtualenvPrerequisites.check(python: OrchestratorConfig.defaultPython, confinement: true) {
+            case .success(let interpreter):
+                rows.append(["python venv", "ok", "\(interpreter) makes virtualenvs (requirements:)"])
+            case .failure(let problem):
+                rows.append(["python venv", "MISSING", problem.description])
+            }
             let sdk = PythonSDKLocator.locate()
             rows.append(["python sdk", sdk != nil ? "ok" : "MISSING", sdk ?? "not found; set AETHER_PYTHON_SDK"])
             fatal = fatal || sdk == nil

@@ -1,4 +1,5 @@
 import AetherCore
+import AetherOrchestrator
 import ArgumentParser
 
 extension Aether {
@@ -20,6 +21,16 @@ extension Aether {
                 config = try ConfigLoader.load(path: file)
             } catch {
                 ConfigErrorReport.print(error)
+                throw ExitCode.failure
+            }
+            // `requirements:`: the interpreter must be able to make virtualenvs (no network here;
+            // the packages are pip's to find at `up`).
+            if config.functions.contains(where: { $0.requirements != nil }),
+                case .failure(let problem) = VirtualenvPrerequisites.check(
+                    python: config.orchestrator.python, confinement: config.orchestrator.confinement)
+            {
+                let ids = config.functions.filter { $0.requirements != nil }.map(\.id.rawValue)
+                writeError("\(file): error: requirements of \(ids.joined(separator: ", ")): \(problem)")
                 throw ExitCode.failure
             }
             let count = config.functions.count

@@ -11,6 +11,10 @@ import Testing
             rows.first { $0.first.map(String.init) == check }.map { String($0[1]) }
         }
         #expect(status("python3") == "ok")
+        // Debian's python3 with python3-venv (scripts/setup.sh): functions may have `requirements:`.
+        #expect(
+            rows.contains { $0.count >= 3 && $0[0] == "python" && $0[1] == "venv" && $0[2] == "ok" },
+            "\(result.stdout)")
         #expect(status("criu") == "ok", "scripts/setup.sh installs criu: \(result.stdout)")
         #expect(result.stdout.contains("Looks good."))
         #expect(result.stdout.contains("sk_lookup and XDP programs load"))

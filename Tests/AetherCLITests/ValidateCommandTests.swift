@@ -51,10 +51,40 @@ import Testing
                 "bad.yaml:9:5: error: functions[1].retries: expected one of the keys id, memory_limit_mb, "
                     + "trigger_port, handler_path, timeout_ms, environment, protocol, max_instances, concurrency, "
                     + "max_queue, max_body_bytes, startup_timeout_ms, snapshot, min_warm, idle_timeout_ms, "
-                    + "user, network, max_pids, cpu_limit, secrets, auth, asgi, wsgi, "
+                    + "user, network, max_pids, cpu_limit, secrets, auth, asgi, wsgi, requirements, "
                     + "found unknown key `retries`",
                 "bad.yaml: 5 problems; nothing was started",
             ])
+    }
+
+    /// `requirements:` needs an interpreter that can make virtualenvs: validate checks it (no
+    /// network) and names the functions.
+    @Test func requirementsNeedAnInterpreterWithVenv() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("aether-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("print(1)\n".utf8).write(to: dir.appendingPathComponent("h.py"))
+        try Data("idna==3.7\n".utf8).write(to: dir.appendingPathComponent("requirements.txt"))
+        let fake = dir.appendingPathComponent("python")
+        try Data("#!/bin/sh\necho 'No module named ensurepip' >&2\nexit 1\n".utf8).write(to: fake)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake.path)
+        let function =
+            "functions:\n  - {id: api, trigger_port: 8080, handler_path: h.py, requirements: requirements.txt}\n"
+        try Data(("orchestrator: {python: \(fake.path)}\n" + function).utf8).write(
+            to: dir.appendingPathComponent("bad.yaml"))
+        let result = try AetherBinary.run(["validate", "bad.yaml"], in: dir.path)
+        #expect(result.status == 1)
+        #expect(
+            result.stderr.hasPrefix(
+                "bad.yaml: error: requirements of api: the Python interpreter \(fake.path) cannot make virtualenvs"),
+            "\(result.stderr)")
+        #expect(result.stderr.contains("No module named ensurepip"))
+
+        guard access("/usr/bin/python3", X_OK) == 0 else { return }
+        try Data(("orchestrator: {python: /usr/bin/python3}\n" + function).utf8).write(
+            to: dir.appendingPathComponent("good.yaml"))
+        let good = try AetherBinary.run(["validate", "good.yaml"], in: dir.path)
+        #expect(good.status == 0, "\(good.stderr)")
     }
 
     @Test func unreadableFileIsAClearError() throws {

@@ -131,6 +131,68 @@ import Testing
         #expect(String(describing: error).contains("functions[0].asgi: expected a Python handler_path"))
     }
 
+    /// `requirements:` names a pip requirements file, relative to the configuration's folder, for
+    /// a Python sdk handler; every misuse is named with its line.
+    @Test func requirements() throws {
+        let dir = TemporaryDirectory()
+        dir.write("api.py", "")
+        dir.write("prog", "#!/bin/sh\n", executable: true)
+        dir.write("requirements.txt", "idna==3.7\n")
+        dir.write("unreadable.txt", "idna\n")
+        chmod(dir.path + "/unreadable.txt", 0o000)
+        dir.write("big.txt", String(repeating: "# padding\n", count: 110_000))
+        let config = try ConfigLoader.load(
+            path: dir.write(
+                "c.yaml",
+                """
+                functions:
+                  - {id: a, trigger_port: 80, handler_path: api.py, requirements: requirements.txt}
+                  - {id: b, trigger_port: 81, handler_path: api.py, requirements: \(dir.path)/requirements.txt}
+                  - {id: c, trigger_port: 82, handler_path: api.py}
+
+                """))
+        #expect(
+            config.functions.map(\.requirements) == [
+                "\(dir.path)/requirements.txt", "\(dir.path)/requirements.txt", nil,
+            ])
+        var cases: [(String, String)] = [
+            (
+                "requirements: missing.txt",
+                "2:67: functions[0].requirements: expected an existing pip requirements file, found \(dir.path)/missing.txt: No such file or directory"
+            ),
+            ("requirements: .", "functions[0].requirements: expected a regular file, found \(dir.path)"),
+            ("requirements: \"\"", "functions[0].requirements: expected a path to a pip requirements file"),
+            ("requirements: [a]", "functions[0].requirements: expected a string, found a list"),
+            (
+                "requirements: big.txt",
+                "functions[0].requirements: expected a requirements file of at most 1048576 bytes"
+            ),
+            (
+                "requirements: requirements.txt, protocol: process",
+                "no `requirements` for a `protocol: process` handler"
+            ),
+        ]
+        // Root reads any file: the mode only stops other users.
+        if geteuid() != 0 {
+            cases.append(("requirements: unreadable.txt", "expected a readable requirements file"))
+        }
+        for (settings, message) in cases {
+            let error = #expect(throws: ConfigError.self) {
+                try ConfigLoader.load(
+                    path: dir.write(
+                        "bad.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: api.py, \(settings)}\n"))
+            }
+            #expect(String(describing: error).contains(message), "\(settings): \(String(describing: error))")
+        }
+        let error = #expect(throws: ConfigError.self) {
+            try ConfigLoader.load(
+                path: dir.write(
+                    "bin.yaml",
+                    "functions:\n  - {id: a, trigger_port: 80, handler_path: prog, requirements: requirements.txt}\n"))
+        }
+        #expect(String(describing: error).contains("functions[0].requirements: expected a Python handler_path"))
+    }
+
     @Test func theBundledExampleIsValid() throws {
         let example = Fixtures.root.appendingPathComponent("../../../examples/aetherless.yaml").standardized.path
         let config = try ConfigLoader.load(path: example)

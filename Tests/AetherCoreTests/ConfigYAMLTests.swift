@@ -17,6 +17,7 @@ import Testing
         let dir = TemporaryDirectory()
         let python = dir.write("handler.py", "print('hi')\n")
         let program = dir.write("bin-handler", "#!/bin/sh\n", executable: true)
+        let requirements = dir.write("requirements \"pinned\".txt", "idna==3.7\n")
         let config = AetherConfig(
             orchestrator: OrchestratorConfig(
                 shmBufferSize: try ShmBufferSize(1_048_576), warmPoolSize: try WarmPoolSize(7),
@@ -36,7 +37,8 @@ import Testing
                     ],
                     handlerProtocol: .sdk, maxInstances: try InstanceLimit(4), concurrency: try Concurrency(3),
                     maxQueue: try QueueLimit(0), maxBody: try BodyLimit(1000), startupTimeout: try StartupTimeout(250),
-                    snapshot: true, minWarm: try WarmCount(2), idleTimeout: try IdleTimeout(5000)),
+                    snapshot: true, minWarm: try WarmCount(2), idleTimeout: try IdleTimeout(5000),
+                    requirements: requirements),
                 // The sdk-only settings of a process handler are the validator's defaults (the body
                 // limit follows shm_buffer_size): a stored configuration was validated before.
                 FunctionConfig(

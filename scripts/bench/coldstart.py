@@ -10,7 +10,12 @@ For side-by-side comparisons of two builds: AETHER_BENCH_BIN picks the `aether` 
 .build/release/aether; aether takes the Python SDK from AETHER_PYTHON_SDK if set), and
 AETHER_BENCH_BASELINE=DIR runs a second orchestrator from another checkout's release build
 (DIR/.build/release/aether, its hello-swift and its sdk/python) beside it, alternating every
-sample between the two, and prints both tables and the ratios. AETHER_BENCH_MODES=restore
+sample between the two, and prints both tables and the ratios. AETHER_BENCH_EXAMPLES=heavy-numpy
+(a list of hello-python, notes-api, hello-swift, heavy-numpy; all by default) measures only those,
+and AETHER_BENCH_WARM_POOL=0 runs without the warm pool (every restore on the request path).
+heavy-numpy imports numpy from its own virtualenv (`requirements:`): the first run builds it with pip
+from the package index, into state_dir/venvs, where later runs (and `aether up -c
+examples/aetherless.yaml`) find it. AETHER_BENCH_MODES=restore
 measures only (b) and (c) (a list of cold, restore, fork; all by default; AETHER_BENCH_MEMORY=0
 skips the memory table), and AETHER_BENCH_RAW=1 also prints every restore sample as
 `RAW <function> <time to first response ms> <criu restore ms>`.
@@ -45,19 +50,38 @@ SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 IDLE_S = float(os.environ.get("AETHER_BENCH_IDLE_S", "3"))
 IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
 BUDGET_MS = 15.0
+#: The warm pool of the timing run: places for every snapshot function (2 copies each) by default;
+#: AETHER_BENCH_WARM_POOL=0 puts every restore and fork on the request path.
+WARM_POOL = int(os.environ.get("AETHER_BENCH_WARM_POOL", "12"))
 
 BASELINE = os.environ.get("AETHER_BENCH_BASELINE")
 
 
 def examples(checkout: str) -> list[tuple[str, str, str]]:
-    return [
+    every = [
         ("hello-python", os.path.join(REPO, "examples", "hello-python", "handler.py"), "/?name=bench"),
         ("notes-api", os.path.join(REPO, "examples", "notes-api", "handler.py"), "/health"),
         ("hello-swift", os.path.join(checkout, ".build", "release", "hello-swift"), "/?name=bench"),
+        ("heavy-numpy", os.path.join(REPO, "examples", "heavy-numpy", "handler.py"), "/?x=1.5"),
     ]
+    chosen = os.environ.get("AETHER_BENCH_EXAMPLES")
+    return [e for e in every if e[0] in chosen.split(",")] if chosen else every
 
 
 EXAMPLES = examples(REPO)
+
+#: Settings an example needs beside its handler: heavy-numpy's virtualenv (`requirements:`, built by
+#: the first `up` from the package index into state_dir/venvs, reused after) and its environment,
+#: as in examples/aetherless.yaml.
+EXTRA = {
+    "heavy-numpy": [
+        f"    requirements: {os.path.join(REPO, 'examples', 'heavy-numpy', 'requirements.txt')}",
+        "    environment:",
+        '      OPENBLAS_NUM_THREADS: "1"',
+    ],
+}
+#: The first `up` may build virtualenvs with pip (numpy: a download of ~16 MB).
+START_TIMEOUT_S = 600
 
 
 def config(
@@ -74,7 +98,7 @@ def config(
         "  restore_timeout_ms: 100",
         # A warm pool with places for every snapshot function (2 copies each): the default pool
         # of 10 would leave the last ones restoring or forking on the request path.
-        "  warm_pool_size: 12",
+        f"  warm_pool_size: {WARM_POOL}",
         "  warm_pool_memory_mb: 4096",
         # The interpreter examples/aetherless.yaml uses (the one scripts/setup.sh installs).
         "  python: /usr/bin/python3",
@@ -95,6 +119,7 @@ def config(
                 "    min_warm: 0",
                 "    max_instances: 1",
                 "    idle_timeout_ms: 100",
+                *EXTRA.get(name, []),
             ]
             port += 1
     path = os.path.join(work, "bench.yaml")
@@ -174,7 +199,7 @@ class Side:
         self.idle_rows = {}
 
     def wait_serving(self):
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT_S
         while (
             aether("list", socket_path=self.socket_path, binary=self.binary).returncode != 0
             or "serving" not in open(self.log.name).read()
@@ -355,6 +380,7 @@ def memory_table():
                 f"  - id: {fid}", f"    trigger_port: {port}", f"    handler_path: {handler}",
                 f"    snapshot: {SNAPSHOT[mode]}", f"    min_warm: {MEMORY_INSTANCES}",
                 f"    max_instances: {MEMORY_INSTANCES}", "    idle_timeout_ms: 600000",
+                *EXTRA.get(name, []),
             ]
             port += 1
     path = os.path.join(work, "memory.yaml")
@@ -364,7 +390,7 @@ def memory_table():
     log = open(os.path.join(work, "aether.log"), "w")
     up = subprocess.Popen([AETHER, "up", "-c", path], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if up.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("memory run: aether up did not start:\n" + open(log.name).read())

@@ -265,6 +265,9 @@ public struct FunctionConfig: Sendable, Equatable {
     public var secrets: [SecretName]
     /// Invocation auth at the gateway; nil: anyone who reaches the port may call.
     public var auth: Auth?
+    /// Absolute path of a pip requirements file (`requirements:`, relative in the file to its
+    /// folder): the handler runs with a virtualenv built from it (Python sdk handlers only).
+    public var requirements: String?
 
     public init(
         id: FunctionID,
@@ -289,7 +292,8 @@ public struct FunctionConfig: Sendable, Equatable {
         maxPIDs: PidsLimit = .standard,
         cpuLimit: CPULimit? = nil,
         secrets: [SecretName] = [],
-        auth: Auth? = nil
+        auth: Auth? = nil,
+        requirements: String? = nil
     ) {
         self.id = id
         self.memoryLimit = memoryLimit
@@ -314,6 +318,7 @@ public struct FunctionConfig: Sendable, Equatable {
         self.cpuLimit = cpuLimit
         self.secrets = secrets
         self.auth = auth
+        self.requirements = requirements
     }
 
     /// Every secret the function needs stored: `secrets:` and the `auth:` token's, each once.

@@ -42,13 +42,13 @@ struct ConfigValidator {
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
             "max_instances", "concurrency", "max_queue", "max_body_bytes", "startup_timeout_ms", "snapshot",
             "min_warm", "idle_timeout_ms", "user", "network", "max_pids", "cpu_limit", "secrets", "auth", "asgi",
-            "wsgi",
+            "wsgi", "requirements",
         ]
         /// Keys that only mean something when the gateway terminates HTTP (`auth` included: a
         /// process handler's connections never pass through the gateway).
         static let sdkOnly = [
             "concurrency", "max_queue", "max_body_bytes", "snapshot", "min_warm", "idle_timeout_ms", "auth", "asgi",
-            "wsgi",
+            "wsgi", "requirements",
         ]
         static let auth = ["secret", "type"]
     }
@@ -304,6 +304,7 @@ struct ConfigValidator {
             let environment = readEnvironment(fields, path: path)
             let serving = readServing(fields, path: path, orchestrator: orchestrator)
             let confinement = readConfinement(fields, path: path)
+            let requirements = readRequirements(fields, path: path)
             if let id, let idNode = fields["id"]?.value {
                 let socket = UnixSocketPath.handlerSocket(function: id, controlSocket: orchestrator.controlSocket)
                 if socket.utf8.count > UnixSocketPath.maximumLength {
@@ -347,7 +348,14 @@ struct ConfigValidator {
                     found: "handler_path \(quoted(handler))")
                 continue
             }
-            if let id, let port, let handler, let environment, let serving, let confinement {
+            if let handler, !handler.hasSuffix(".py"), let entry = fields["requirements"] {
+                report(
+                    .invalidValue, at: entry.key, path: "\(path).requirements",
+                    expected: "a Python handler_path (a .py module; the virtualenv is its interpreter's)",
+                    found: "handler_path \(quoted(handler))")
+                continue
+            }
+            if let id, let port, let handler, let environment, let serving, let confinement, let requirements {
                 functions.append(
                     FunctionConfig(
                         id: id, memoryLimit: memory ?? Self.defaultMemoryLimit, triggerPort: port,
@@ -358,7 +366,7 @@ struct ConfigValidator {
                         snapshotMode: serving.snapshotMode, app: serving.app, minWarm: serving.minWarm,
                         idleTimeout: serving.idleTimeout, user: confinement.user, network: confinement.network,
                         maxPIDs: confinement.maxPIDs, cpuLimit: confinement.cpuLimit, secrets: confinement.secrets,
-                        auth: confinement.auth))
+                        auth: confinement.auth, requirements: requirements.path))
             }
         }
         return functions
@@ -699,6 +707,32 @@ struct ConfigValidator {
             return nil
         }
         return absolute
+    }
+
+    /// A function's `requirements:` setting, read.
+    private struct Requirements {
+        /// The file's absolute path; nil: the key is absent.
+        var path: String?
+    }
+
+    /// `requirements: PATH`, relative to the file's folder: an existing, readable regular file
+    /// (what pip reads at `up`); nil after reporting.
+    private mutating func readRequirements(_ fields: Fields, path: String) -> Requirements? {
+        guard let entry = fields["requirements"] else { return Requirements() }
+        let keyPath = "\(path).requirements"
+        guard let text = string(entry.value, path: keyPath) else { return nil }
+        guard !text.isEmpty else {
+            report(
+                .invalidValue, at: entry.value, path: keyPath,
+                expected: "a path to a pip requirements file (such as requirements.txt)", found: "\"\"")
+            return nil
+        }
+        let absolute = LexicalPath.normalized(text.hasPrefix("/") ? text : baseDirectory + "/" + text)
+        if let problem = RequirementsCheck.problem(with: absolute) {
+            report(.handlerUnusable, at: entry.value, path: keyPath, expected: problem.expected, found: problem.found)
+            return nil
+        }
+        return Requirements(path: absolute)
     }
 
     private mutating func readEnvironment(_ fields: Fields, path: String) -> [String: String]? {

@@ -57,6 +57,7 @@ public enum ConfigYAML {
                 key("snapshot", function.snapshot ? function.snapshotMode.rawValue : "false")
                 key("min_warm", String(function.minWarm.rawValue))
                 if let app = function.app { key(app.interface.rawValue, quoted(app.attribute)) }
+                if let requirements = function.requirements { key("requirements", quoted(requirements)) }
                 key("idle_timeout_ms", String(function.idleTimeout.milliseconds))
                 if let auth = function.auth {
                     key("auth", "{type: \(quoted(auth.kind.rawValue)), secret: \(quoted(auth.secret.rawValue))}")

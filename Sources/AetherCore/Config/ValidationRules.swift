@@ -104,6 +104,33 @@ enum HandlerCheck {
     }
 }
 
+/// What `requirements:` must name: a readable regular file of at most `maximumSize` bytes.
+enum RequirementsCheck {
+    /// A requirements file is a list of packages; anything bigger is not one.
+    static let maximumSize = 1 << 20
+
+    static func problem(with path: String) -> HandlerCheck.Problem? {
+        var status = stat()
+        do throws(SystemCallFailure) {
+            try systemCall("stat", on: path, failsWith: .minusOne) { stat(path, &status) }
+        } catch {
+            return .init(expected: "an existing pip requirements file", found: "\(path): \(error.reason)")
+        }
+        guard (status.st_mode & S_IFMT) == S_IFREG else {
+            return .init(expected: "a regular file", found: "\(path), which is not a regular file")
+        }
+        if access(path, R_OK) != 0 {
+            return .init(expected: "a readable requirements file", found: "\(path), which cannot be read")
+        }
+        if Int(status.st_size) > maximumSize {
+            return .init(
+                expected: "a requirements file of at most \(maximumSize) bytes",
+                found: "\(path), \(status.st_size) bytes")
+        }
+        return nil
+    }
+}
+
 /// "Did you mean ...?" for misspelt keys: the allowed key within edit distance 2, if any.
 enum KeySuggestion {
     static func closest(to word: String, among candidates: [String]) -> String? {

@@ -18,6 +18,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
     case orchestrator(OrchestratorError)
     case secrets(SecretStoreError)
     case confinement(ConfinementError)
+    case virtualenv(VirtualenvError)
 
     public var description: String {
         switch self {
@@ -30,6 +31,7 @@ public enum AetherError: Error, Sendable, CustomStringConvertible {
         case .orchestrator(let error): error.description
         case .secrets(let error): error.description
         case .confinement(let error): error.description
+        case .virtualenv(let error): error.description
         }
     }
 }

@@ -28,7 +28,9 @@ public struct DesiredState: Sendable, Equatable {
         /// When (UTC, ISO 8601).
         public var deployedAt: String
         public var handlerPath: String
-        /// SHA-256 of the handler file's bytes when it was deployed (nil: it could not be read).
+        /// SHA-256 of the handler file's bytes when it was deployed (nil: it could not be read);
+        /// with `requirements:`, of the handler's and the requirements file's digests
+        /// (`Orchestrator.handlerHash(of:)`).
         public var handlerSha256: String?
     }
 

@@ -32,6 +32,8 @@ public final class Orchestrator: Sendable {
     private let resumed: DesiredState?
     /// `up --takeover`: take over from the orchestrator running on the control socket.
     private let takesOver: Bool
+    /// The virtualenvs of functions with `requirements:` (`<state_dir>/venvs`).
+    let virtualenvs: VirtualenvCache
 
     struct State {
         /// The generation of each function that serves it now.
@@ -84,6 +86,7 @@ public final class Orchestrator: Sendable {
         store = DesiredStateStore(
             folder: config.orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory)
         resumed = resuming
+        virtualenvs = VirtualenvCache(folder: store.folder + "/venvs")
         self.logger = logger
         warmPool = WarmPoolManager(
             capacity: config.orchestrator.warmPoolSize.rawValue, memoryBudget: config.orchestrator.warmPoolMemory.bytes)
@@ -311,9 +314,52 @@ public final class Orchestrator: Sendable {
         return function
     }
 
-    /// SHA-256 of a function's handler file (nil if it cannot be read).
+    /// SHA-256 of a function's handler file (nil if it cannot be read). With `requirements:`,
+    /// SHA-256 of the handler's and the requirements file's digests: a deploy replaces a function
+    /// whose requirements changed as it does one whose handler did.
     static func handlerHash(of config: FunctionConfig) -> String? {
-        try? SHA256.hex(ofFile: config.handlerPath)
+        guard let handler = try? SHA256.hex(ofFile: config.handlerPath) else { return nil }
+        guard let requirements = config.requirements else { return handler }
+        guard let listed = try? SHA256.hex(ofFile: requirements) else { return nil }
+        return SHA256.hex(of: Array("\(handler) requirements \(listed)".utf8))
+    }
+
+    /// The virtualenv of a function with `requirements:`, from the cache or built now (on a
+    /// background thread: pip may run for minutes), pip's lines logged as they come.
+    private func virtualenv(
+        for config: FunctionConfig, requirements: String
+    ) async throws(VirtualenvError)
+        -> Virtualenv
+    {
+        let promise = group.next().makePromise(of: Virtualenv.self)
+        let python = VirtualenvCache.locate(python: settings.python, forOtherUsers: settings.confinement)
+        let (cache, logger, id) = (virtualenvs, logger, config.id)
+        BackgroundThread.start(name: "venv-\(id)") {
+            do throws(VirtualenvError) {
+                var announced = false
+                let (virtualenv, built) = try cache.prepare(function: id, requirements: requirements, python: python) {
+                    line in
+                    if !announced {
+                        announced = true
+                        logger.info("\(id): building its virtualenv from \(requirements)")
+                    }
+                    logger.info("\(id): \(line)")
+                }
+                logger.info(
+                    built ? "\(id): built its virtualenv" : "\(id): reusing its virtualenv",
+                    metadata: ["virtualenv": "\(virtualenv.folder)"])
+                promise.succeed(virtualenv)
+            } catch {
+                promise.fail(error)
+            }
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as VirtualenvError {
+            throw error
+        } catch {
+            throw .folderUnavailable(path: virtualenvs.folder, reason: "\(error)")
+        }
     }
 
     /// Takes a function's trigger port: the gateway's listener for an sdk function; for a
@@ -386,6 +432,15 @@ public final class Orchestrator: Sendable {
                         "the Python handler runtime (sdk/python) was not found next to the aether binary; set AETHER_PYTHON_SDK to its folder"
                 ))
         }
+        // The interpreter of this function's instances: its virtualenv's, with `requirements:`.
+        var functionSettings = settings
+        if let requirements = config.requirements {
+            do {
+                functionSettings.python = try await virtualenv(for: config, requirements: requirements).python
+            } catch {
+                throw .virtualenv(error)
+            }
+        }
         let handshake: HandshakeServer
         if let existing = state.withLock({ $0.handshakes[config.id] }) {
             handshake = existing
@@ -409,13 +464,15 @@ public final class Orchestrator: Sendable {
         }
         let sandbox: InstanceSandbox?
         do {
-            sandbox = try makeSandbox(for: config, generation: generation, handshake: handshake)
+            sandbox = try makeSandbox(
+                for: config, python: functionSettings.python, generation: generation, handshake: handshake)
         } catch {
             await closeHandshakeIfUnused(config.id)
             throw .confinement(error)
         }
         let function = DeployedFunction(
-            config: config, orchestrator: settings, pythonSDK: pythonSDK, generation: generation, memory: memory,
+            config: config, orchestrator: functionSettings, pythonSDK: pythonSDK, generation: generation,
+            memory: memory,
             sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
             reusesKeptImage: routing == .whileStarting, warmPool: warmPool)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
@@ -442,9 +499,10 @@ public final class Orchestrator: Sendable {
 
     /// The sandbox of `config`'s instances (nil with `confinement: false`). What its handler
     /// needs from the host is bound into its view: its own folder, the Python SDK's, and for a
-    /// process handler its AETHER_SOCKET, which only its identity may connect to.
+    /// process handler its AETHER_SOCKET, which only its identity may connect to. `python`: the
+    /// interpreter its instances run with (the `python` setting, or its virtualenv's).
     private func makeSandbox(
-        for config: FunctionConfig, generation: Int, handshake: HandshakeServer
+        for config: FunctionConfig, python: String, generation: Int, handshake: HandshakeServer
     ) throws(ConfinementError) -> InstanceSandbox? {
         guard let host = state.withLock({ $0.sandboxHost }) else {
             // /run/secrets is part of the sandbox's view: without one there is nowhere to put them.
@@ -457,12 +515,13 @@ public final class Orchestrator: Sendable {
         var binds = [handlerFolder.isEmpty ? "/" : handlerFolder]
         // The Python SDK, for any handler (an executable may use it too); ours and read-only.
         if let pythonSDK { binds.append(pythonSDK) }
-        // The `python` setting's folder (a wrapper's), when given as a path; a virtualenv's bin
-        // is bound with the whole virtualenv (its packages are in lib/, beside bin/).
-        if config.launcher == .python, settings.python.hasPrefix("/"),
-            let slash = settings.python.lastIndex(of: "/"), slash != settings.python.startIndex
+        // The interpreter's folder (a wrapper's), when given as a path; a virtualenv's bin is
+        // bound with the whole virtualenv (its packages are in lib/, beside bin/): the `python`
+        // setting's, or the function's own (`requirements:`, under state_dir, which is covered).
+        if config.launcher == .python, python.hasPrefix("/"),
+            let slash = python.lastIndex(of: "/"), slash != python.startIndex
         {
-            let folder = String(settings.python[..<slash])
+            let folder = String(python[..<slash])
             let parent = folder.lastIndex(of: "/").map { String(folder[..<$0]) } ?? ""
             let isVirtualenv = folder.hasSuffix("/bin") && !parent.isEmpty && access(parent + "/pyvenv.cfg", F_OK) == 0
             binds.append(isVirtualenv ? parent : folder)

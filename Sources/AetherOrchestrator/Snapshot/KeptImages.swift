@@ -212,6 +212,14 @@ enum ImageKey {
         if let program = resolved(launch.program, searchPath: launch.searchPath) {
             add("program file", program + " " + fileStamp(program))
         }
+        // A virtualenv aether built (`requirements:`): its marker names its key and build, so a
+        // virtualenv built again (unpinned packages resolve anew) gives another key.
+        if launch.program.hasSuffix("/bin/python"),
+            let marker = Posix.readFile(
+                String(launch.program.dropLast("/bin/python".count)) + "/" + VirtualenvCache.marker)
+        {
+            add("virtualenv", marker)
+        }
         add("handler", fileHash(config.handlerPath))
         for module in FunctionCode.files(of: config).dropFirst() {
             add("module " + module.split(separator: "/").last.map(String.init)!, fileHash(module))
