@@ -171,9 +171,10 @@ let package = Package(
             swiftSettings: strictSwift6,
             plugins: ["BPFCompiler"]
         ),
+        // Runs the built `aether` binary as a user would; `aether top`'s model as pure logic.
         .testTarget(
             name: "AetherCLITests",
-            dependencies: ["AetherCore"],
+            dependencies: ["AetherCore", "AetherOrchestrator", "aether"],
             swiftSettings: strictSwift6
         ),
     ]
