@@ -176,6 +176,29 @@ class MetricsTest(harness.AetherTestCase):
         over_socket = self.parse(self.aether_metrics())
         self.assertEqual({n: f["type"] for n, f in over_socket.items()}, {n: f["type"] for n, f in families.items()})
 
+    def test_a_removed_function_leaves_no_series_and_a_redeploy_keeps_them(self):
+        a = self.function("kept")
+        b = self.function("gone")
+        metrics_port = self.free_port()
+        config = self.write_config([a, b], orchestrator={"metrics_port": metrics_port})
+        self.start(config)
+        for fn in (a, b):
+            for _ in range(3):
+                self.assertStatus(self.get(fn["trigger_port"], "/json"), 200)
+
+        def functions_in(families: dict) -> set:
+            return {s[1].get("function") for f in families.values() for s in f["samples"]}
+
+        self.assertEqual(functions_in(self.parse(self.get(metrics_port, "/metrics").body.decode())), {a["id"], b["id"]})
+        self.aether("rm", b["id"])
+        # A forced redeploy of the other: a new generation, the same live series.
+        self.aether("deploy", "--force", self.write_config([a], name="a.yaml", orchestrator={"metrics_port": metrics_port}))
+        self.assertStatus(self.get(a["trigger_port"], "/json"), 200)
+        families = self.parse(self.get(metrics_port, "/metrics").body.decode())
+        self.assertEqual(functions_in(families), {a["id"]})
+        count = sum(s[2] for s in families["faas_invocations"]["samples"] if s[0] == "faas_invocations_total")
+        self.assertEqual(count, 4, "the counter went on across the redeploy")
+
     def aether_metrics(self) -> str:
         result = subprocess.run(
             ["curl", "-sS", "--unix-socket", self.control_socket, "http://aether/metrics"],

@@ -1,5 +1,6 @@
 import AetherCore
 import Prometheus
+import Synchronization
 
 /// One function's live metrics in the orchestrator's `PrometheusCollectorRegistry`: what is
 /// recorded as it happens (invocations by status class and their duration, queue waits, instance
@@ -16,6 +17,8 @@ final class FunctionMetrics: Sendable {
     private let durations: [DurationHistogram]
     private let queueWait: DurationHistogram
     private let crcErrors: Counter
+    /// Start and restore histograms by family name and kind, made at the first of that kind.
+    private let byKind = Mutex<[String: DurationHistogram]>([:])
 
     static let statusClasses = ["2xx", "3xx", "4xx", "5xx"]
 
@@ -52,19 +55,33 @@ final class FunctionMetrics: Sendable {
 
     /// An instance serves, `duration` after its launch (start to READY/ATTACHED).
     func started(_ kind: InstanceOrigin, duration: Duration) {
-        MetricFamily.startDuration.histogram(in: registry, [("function", function.rawValue), ("kind", kind.rawValue)])
-            .record(duration)
+        histogram(.startDuration, kind).record(duration)
     }
 
     /// criu restored (or the template forked) a copy in `duration`.
     func restored(_ kind: InstanceOrigin, duration: Duration) {
-        MetricFamily.restoreDuration.histogram(
-            in: registry, [("function", function.rawValue), ("kind", kind.rawValue)]
-        ).record(duration)
+        histogram(.restoreDuration, kind).record(duration)
     }
 
     /// A message on a response ring failed its CRC check.
     func crcError() {
         crcErrors.increment()
+    }
+
+    /// Takes every series of the function out of the registry (`aether rm`).
+    func unregister() {
+        for counter in invocations + [crcErrors] { registry.unregisterCounter(counter) }
+        for histogram in durations + [queueWait] { registry.unregisterDurationHistogram(histogram) }
+        for histogram in byKind.withLock({ Array($0.values) }) { registry.unregisterDurationHistogram(histogram) }
+    }
+
+    private func histogram(_ family: MetricFamily, _ kind: InstanceOrigin) -> DurationHistogram {
+        byKind.withLock { made in
+            let key = family.name + " " + kind.rawValue
+            if let histogram = made[key] { return histogram }
+            let histogram = family.histogram(in: registry, [("function", function.rawValue), ("kind", kind.rawValue)])
+            made[key] = histogram
+            return histogram
+        }
     }
 }

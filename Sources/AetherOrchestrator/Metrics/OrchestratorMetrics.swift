@@ -29,6 +29,11 @@ final class OrchestratorMetrics: Sendable {
         }
     }
 
+    /// A function removed for good (`aether rm`): its series go (a redeploy keeps them).
+    func remove(_ id: FunctionID) {
+        functions.withLock { $0.removeValue(forKey: id) }?.unregister()
+    }
+
     /// The text a scrape gets: the live families, then those read from `status`.
     func render(_ status: OrchestratorStatus) -> String {
         var buffer: [UInt8] = []
