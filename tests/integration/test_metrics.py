@@ -199,6 +199,34 @@ class MetricsTest(harness.AetherTestCase):
         count = sum(s[2] for s in families["faas_invocations"]["samples"] if s[0] == "faas_invocations_total")
         self.assertEqual(count, 4, "the counter went on across the redeploy")
 
+    def test_restores_and_forks_are_histograms_by_kind(self):
+        handler = "import aetherless\n\n@aetherless.handler\ndef handle(req):\n    return {'ok': True}\n"
+        self.write_file("snap.py", handler)
+        common = {"snapshot": True, "min_warm": 0, "max_instances": 2, "idle_timeout_ms": 60000}
+        restored = self.function("rst", "snap.py", **common)
+        forked = self.function("frk", "snap.py", **{**common, "snapshot": "fork"})
+        metrics_port = self.free_port()
+        self.start(self.write_config(
+            [restored, forked],
+            orchestrator={"metrics_port": metrics_port, "restore_timeout_ms": 100, "warm_pool_size": 0}))
+        for fn in (restored, forked):
+            self.assertStatus(self.get(fn["trigger_port"], "/"), 200)
+        families = self.parse(self.get(metrics_port, "/metrics").body.decode())
+        for fn, kind in ((restored, "restore"), (forked, "fork")):
+            stats = self.stats(fn["id"])["stats"]
+            self.assertGreaterEqual(stats["restores"], 1, stats)
+
+            def count(family):
+                return {s[1]["kind"]: s[2] for s in families[family]["samples"]
+                        if s[1]["function"] == fn["id"] and s[0].endswith("_count")}
+
+            self.assertEqual(count("aether_restore_duration_seconds"), {kind: stats["restores"]})
+            self.assertEqual(count("faas_start_duration_seconds"), {kind: stats["starts"][0]["count"]})
+            self.assertEqual([s["kind"] for s in stats["starts"]], [kind])
+            sums = [s[2] for s in families["aether_restore_duration_seconds"]["samples"]
+                    if s[1]["function"] == fn["id"] and s[0].endswith("_sum")]
+            self.assertTrue(0 < sums[0] < 0.1 * stats["restores"], sums)
+
     def aether_metrics(self) -> str:
         result = subprocess.run(
             ["curl", "-sS", "--unix-socket", self.control_socket, "http://aether/metrics"],
