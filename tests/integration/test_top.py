@@ -61,10 +61,14 @@ class TopPlainTest(harness.AetherTestCase):
         self.assertEqual(r.stdout, "")
 
 
-@unittest.skipUnless(shutil.which("tmux"), "needs tmux (scripts/setup.sh --deps-only installs it)")
+# Under scripts/test.sh (which names the test virtualenv and installs tmux) a missing tmux fails.
+@unittest.skipUnless(
+    shutil.which("tmux") or os.environ.get("AETHER_TEST_VENV_PYTHON"),
+    "needs tmux (scripts/setup.sh --deps-only installs it)")
 class TopTerminalTest(harness.AetherTestCase):
     def setUp(self):
         super().setUp()
+        self.assertIsNotNone(shutil.which("tmux"), "tmux is not installed (scripts/setup.sh --deps-only)")
         self.write_common_handler()
         self.session = f"aether-top-{os.getpid()}-{self.test_number}"
         # A private tmux server (its socket in this test's folder).
