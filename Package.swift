@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // POSIX plumbing every other module shares: SystemCallFailure, the one system call helper
@@ -84,6 +85,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSwift6
         ),
@@ -104,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "aether",
             dependencies: [
-                "AetherCore", "AetherOrchestrator", "AetherNet", "AetherSystem",
+                "AetherCore", "AetherOrchestrator", "AetherNet", "AetherSystem", "CAetherSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -169,9 +171,10 @@ let package = Package(
             swiftSettings: strictSwift6,
             plugins: ["BPFCompiler"]
         ),
+        // Runs the built `aether` binary as a user would; `aether top`'s model as pure logic.
         .testTarget(
             name: "AetherCLITests",
-            dependencies: ["AetherCore"],
+            dependencies: ["AetherCore", "AetherOrchestrator", "aether"],
             swiftSettings: strictSwift6
         ),
     ]

@@ -17,8 +17,9 @@ fi
 # Debian packages the project uses; installed only when missing. libbpf-dev (libbpf 1.1) and
 # pkg-config for the eBPF data plane (the BPF programs are compiled by the toolchain's clang);
 # iproute2 for the private network namespaces the tests run in; python3-venv for the Python SDK's
-# test virtualenvs (scripts/test-venv.sh, sdk/python/tests/test_package.py).
-packages=(python3 python3-venv procps curl util-linux libbpf-dev pkg-config iproute2)
+# test virtualenvs (scripts/test-venv.sh, sdk/python/tests/test_package.py); tmux for the terminal
+# test of `aether top` (tests/integration/test_top.py).
+packages=(python3 python3-venv procps curl util-linux libbpf-dev pkg-config iproute2 tmux)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Python SDK's test virtualenv: FastAPI, Starlette and Flask at the versions pinned in
+# The test virtualenv: FastAPI, Starlette, Flask (the Python SDK's framework tests) and prometheus-client
+# (the /metrics parser test) at the versions pinned in
 # sdk/python/tests/requirements-frameworks.txt, in .build-test/venv, made with the system python3.
 # Idempotent: a virtualenv made from the same pins and interpreter is kept as it is; other pins or
 # another interpreter make it anew. The SDK is not installed into it (tests put sdk/python on

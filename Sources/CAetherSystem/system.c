@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <termios.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <linux/perf_event.h>
@@ -294,3 +296,59 @@ int aether_refused_call_number(int index) { return refusedCalls[index].number; }
 const char *aether_refused_call_name(int index) { return refusedCalls[index].name; }
 
 int aether_clone_syscall_number(void) { return SYS_clone; }
+
+int aether_terminal_size(int fd, int *rows, int *columns) {
+    struct winsize size;
+    if (ioctl(fd, TIOCGWINSZ, &size) != 0) return -1;
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+    return 0;
+}
+
+static int termination_pipe_write = -1;
+
+static void termination_caught(int signal) {
+    int saved = errno;
+    unsigned char number = (unsigned char)signal;
+    (void)!write(termination_pipe_write, &number, 1);
+    errno = saved;
+}
+
+int aether_termination_pipe(void) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    termination_pipe_write = fds[1];
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = termination_caught;
+    sigemptyset(&action.sa_mask);
+    int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+    }
+    return fds[0];
+}
+
+int aether_terminal_keys_mode(int fd, void *saved, unsigned long saved_size) {
+    struct termios settings;
+    if (saved_size < sizeof settings) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (tcgetattr(fd, &settings) != 0) return -1;
+    memcpy(saved, &settings, sizeof settings);
+    settings.c_lflag &= ~(ICANON | ECHO);
+    settings.c_cc[VMIN] = 1;
+    settings.c_cc[VTIME] = 0;
+    return tcsetattr(fd, TCSANOW, &settings);
+}
+
+int aether_terminal_restore(int fd, const void *saved, unsigned long saved_size) {
+    struct termios settings;
+    if (saved_size < sizeof settings) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(&settings, saved, sizeof settings);
+    return tcsetattr(fd, TCSANOW, &settings);
+}

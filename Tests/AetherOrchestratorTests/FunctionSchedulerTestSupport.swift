@@ -82,6 +82,7 @@ enum Act: Equatable {
     case signal(Int, StopSignal)
     case wakeUp(at: Duration)
     case log(SchedulerLogEntry)
+    case observe(SchedulerObservation)
     case startFinished(HandlerError?)
     case drained
     case stopped
@@ -97,6 +98,7 @@ enum Act: Equatable {
         case .signal(let instance, let signal): self = .signal(instance.number, signal)
         case .wakeUp(let instant): self = .wakeUp(at: clock.offset(of: instant))
         case .log(let entry): self = .log(entry)
+        case .observe(let observation): self = .observe(observation)
         case .startFinished(let failure): self = .startFinished(failure)
         case .drained: self = .drained
         case .stopped: self = .stopped
@@ -106,11 +108,12 @@ enum Act: Equatable {
 
 /// Actions of one kind, out of what an event returned.
 extension [Act] {
-    /// Everything but log lines and wake-ups: what the shell does to processes and requests.
+    /// Everything but log lines, wake-ups and measurements: what the shell does to processes and
+    /// requests.
     var decisions: [Act] {
         filter {
             switch $0 {
-            case .log, .wakeUp: false
+            case .log, .wakeUp, .observe: false
             default: true
             }
         }
@@ -167,6 +170,14 @@ extension [Act] {
     }
 
     var logMessages: [String] { logs.map(\.message) }
+
+    /// The measurements for the metrics.
+    var observations: [SchedulerObservation] {
+        compactMap {
+            if case .observe(let observation) = $0 { return observation }
+            return nil
+        }
+    }
 
     var startResults: [HandlerError?] {
         compactMap {

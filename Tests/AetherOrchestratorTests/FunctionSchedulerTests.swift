@@ -448,6 +448,46 @@ import Testing
         #expect(h.answer(1).writes == [.write(request: 6, requestID: 3, instance: 0)])
     }
 
+    // MARK: Measurements for the metrics
+
+    @Test func queueWaitIsObservedOnceAtTheFirstDispatchEvenWhenTheRingWasFull() {
+        var h = SchedulerHarness(.test(maxInstances: 1, minWarm: 1, concurrency: 1, requestTimeout: .seconds(60)))
+        h.startServing()
+        // Straight to the instance: no wait.
+        #expect(h.submit(1).observations == [.queueWait(.zero)])
+        // r2 waits 30 ms for r1's answer.
+        #expect(h.submit(2).observations == [])
+        h.advance(by: .milliseconds(30))
+        #expect(h.answer(1).observations == [.queueWait(.milliseconds(30))])
+        // Its ring had no room: it is queued again and written again, but not counted twice.
+        let again = h.ringFull(2)
+        #expect(again.writes == [.write(request: 2, requestID: 3, instance: 0)])
+        #expect(again.observations == [])
+        #expect(h.submit(3).observations == [])
+        h.advance(by: .milliseconds(5))
+        #expect(h.answer(2).observations == [.queueWait(.milliseconds(5))])
+        #expect(h.stats.invocations == 2)
+    }
+
+    @Test func startsAndRestoresAreObservedByKind() {
+        var spawned = SchedulerHarness()
+        spawned.start()
+        spawned.advance(by: .milliseconds(40))
+        #expect(spawned.serve(0).observations == [.started(.spawn, .milliseconds(40))])
+        #expect(spawned.stats.summary().starts.map(\.kind) == ["spawn"])
+        #expect(spawned.stats.summary().starts.first?.p50Milliseconds == 40)
+
+        var restored = SchedulerHarness(.test(start: .restore))
+        restored.start()
+        restored.advance(by: .milliseconds(12))
+        let acts = restored.serve(0)
+        #expect(
+            acts.observations == [
+                .restored(.restore, .milliseconds(20)), .started(.restore, .milliseconds(12)),
+            ])
+        #expect(restored.stats.summary().starts.first?.count == 1)
+    }
+
     @Test func aRingFullReportAfterTheInstanceAnsweredEverythingDoesNotStrandIt() {
         // The shell writes outside the lock: the response to r1 can be handled before the report
         // that r2 did not fit. Nothing is left in flight to clear the ring-full mark then.

@@ -32,10 +32,15 @@ class ControlTest(harness.AetherTestCase):
                 name, value = line.rsplit(" ", 1)
                 samples[name] = float(value)
         label = f'{{function="{fn["id"]}"}}'
-        self.assertEqual(samples["faas_invocations_total" + label], 4)
+        by_class = f'{{function="{fn["id"]}",status_class="%s"}}'
+        self.assertEqual(samples["faas_invocations_total" + by_class % "2xx"], 3)
+        self.assertEqual(samples["faas_invocations_total" + by_class % "5xx"], 1)
+        self.assertEqual(samples["faas_invocations_total" + by_class % "4xx"], 0)
         self.assertEqual(samples["faas_errors_total" + label], 1)
         self.assertEqual(samples["faas_timeouts_total" + label], 0)
-        self.assertIn(f'faas_invoke_duration_seconds{{function="{fn["id"]}",quantile="0.5"}}', samples)
+        self.assertEqual(samples["faas_invoke_duration_seconds_count" + by_class % "2xx"], 3)
+        self.assertEqual(samples["faas_invoke_duration_seconds_count" + by_class % "5xx"], 1)
+        self.assertGreater(samples["faas_invoke_duration_seconds_sum" + by_class % "2xx"], 0)
         self.assertEqual(samples[f'aether_instances{{function="{fn["id"]}",phase="serving"}}'], 1)
         self.assertStatus(self.get(port, "/v1/status"), 404, "only /metrics on the metrics port")
 

@@ -55,6 +55,18 @@ public struct StatsSummary: Codable, Sendable, Equatable {
     /// Requests that waited for their instance to be started: by a new process, by a restore.
     public var spawnColdStarts: Int
     public var restoreColdStarts: Int
+    /// Instances that came to serve, by kind (spawn, restore, fork), and their start latency
+    /// (launch to serving) over the last 1024 of each kind.
+    public var starts: [StartStats]
+}
+
+/// How many instances of one kind started, and how fast.
+public struct StartStats: Codable, Sendable, Equatable {
+    /// spawn, restore or fork
+    public var kind: String
+    public var count: Int
+    public var p50Milliseconds: Double?
+    public var p99Milliseconds: Double?
 }
 
 public struct FunctionStatus: Codable, Sendable, Equatable {

@@ -2,6 +2,8 @@
 /// servers know only this.
 protocol ControlAPIBackend: Sendable {
     func status() -> OrchestratorStatus
+    /// The Prometheus text of `GET /metrics`.
+    func metricsText() -> String
     func functionStatus(_ id: String) -> FunctionStatus?
     func logs(of id: String, lines: Int) -> LogsDocument?
     func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult

@@ -167,8 +167,7 @@ enum ControlRouter {
             return encode(.ok, backend.status())
         case (.GET, 1, "metrics", nil):
             return ControlAnswer(
-                status: .ok, body: Data(PrometheusText.render(backend.status()).utf8),
-                contentType: PrometheusText.contentType)
+                status: .ok, body: Data(backend.metricsText().utf8), contentType: OrchestratorMetrics.contentType)
         case (.GET, 3, "v1", "functions"):
             let id = parts[2]
             guard let status = backend.functionStatus(id) else { return unknown(id) }

@@ -50,9 +50,9 @@ private final class MetricsHandler: ChannelInboundHandler {
             guard let head else { return }
             self.head = nil
             let found = head.method == .GET && head.uri.split(separator: "?").first == "/metrics"
-            let text = found ? PrometheusText.render(backend.status()) : "only GET /metrics is served here\n"
+            let text = found ? backend.metricsText() : "only GET /metrics is served here\n"
             var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: found ? PrometheusText.contentType : "text/plain")
+            headers.add(name: "content-type", value: found ? OrchestratorMetrics.contentType : "text/plain")
             headers.add(name: "content-length", value: String(text.utf8.count))
             if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
             context.write(

@@ -23,6 +23,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let config: FunctionConfig
     let generation: Int
     let logs: LogBuffer
+    /// Its live Prometheus metrics (shared by every generation of the function).
+    let metrics: FunctionMetrics
     private let scheduler: Mutex<Scheduler>
     /// The generation a deploy replaced this one with on the same port: a request the gateway
     /// routed here just before the routes swapped, arriving once this one drains, goes there
@@ -72,8 +74,10 @@ final class DeployedFunction: Sendable, InstanceEvents {
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
         memory: MemoryCgroup, sandbox: InstanceSandbox?, dataplane: EbpfDataplane?, handshake: HandshakeServer,
-        group: any EventLoopGroup, logger: Logger, reusesKeptImage: Bool = false, warmPool: WarmPoolManager? = nil
+        group: any EventLoopGroup, logger: Logger, metrics: FunctionMetrics, reusesKeptImage: Bool = false,
+        warmPool: WarmPoolManager? = nil
     ) {
+        self.metrics = metrics
         self.reusesKeptImage = reusesKeptImage
         let ringBytes = orchestrator.shmBufferSize.bytes
         poolShare = warmPool.map {
@@ -268,9 +272,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
         successor.withLock { $0 = fresh }
     }
 
-    /// The gateway answered a request 401 (no or a wrong bearer token): counted, never queued.
+    /// The gateway answered a request 401 (no or a wrong bearer token) as soon as its head
+    /// arrived: counted (with no duration), never queued.
     func unauthorized() {
         scheduler.withLock { $0.unauthorized() }
+        metrics.invoked(status: 401, duration: .zero)
     }
 
     /// The gateway would not send a response this instance gave (not valid HTTP).
@@ -325,6 +331,10 @@ final class DeployedFunction: Sendable, InstanceEvents {
         event { $0.malformedResponse(instance: instance, requestID: requestID, reason: reason, now: $1) }
     }
 
+    func responseCorrupted(instance: InstanceID) {
+        metrics.crcError()
+    }
+
     func responseRingFailed(instance: InstanceID, reason: String) {
         event { $0.responseRingFailed(instance: instance, reason: reason, now: $1) }
     }
@@ -361,6 +371,12 @@ final class DeployedFunction: Sendable, InstanceEvents {
                 wakeUps.schedule(at: instant) { [weak self] in self?.event { $0.wakeUp(now: $1) } }
             case .log(let entry):
                 log(entry)
+            case .observe(.queueWait(let duration)):
+                metrics.waited(duration)
+            case .observe(.started(let kind, let duration)):
+                metrics.started(kind, duration: duration)
+            case .observe(.restored(let kind, let duration)):
+                metrics.restored(kind, duration: duration)
             case .startFinished(let failure):
                 started.succeed(failure)
             case .drained:

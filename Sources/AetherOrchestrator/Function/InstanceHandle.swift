@@ -20,6 +20,8 @@ protocol InstanceEvents: AnyObject, Sendable {
     func responseArrived(instance: InstanceID, requestID: UInt64, response: HandlerResponse)
     func malformedResponse(instance: InstanceID, requestID: UInt64?, reason: String)
     func responseRingFailed(instance: InstanceID, reason: String)
+    /// A message on the response ring failed its CRC check (then `responseRingFailed`).
+    func responseCorrupted(instance: InstanceID)
 }
 
 /// The orchestrator's side of one instance (what the scheduler's `InstanceID` stands for): its

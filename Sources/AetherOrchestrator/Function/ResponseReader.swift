@@ -23,6 +23,7 @@ enum ResponseReader {
                 } catch .timedOut {
                     continue
                 } catch .corruptedData(let offset, let stored, let computed) {
+                    events.responseCorrupted(instance: id)
                     events.responseRingFailed(
                         instance: id,
                         reason:

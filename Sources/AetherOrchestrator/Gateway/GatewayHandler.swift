@@ -180,7 +180,8 @@ final class GatewayHandler: ChannelDuplexHandler {
             method: head.method, version: head.version,
             keepAlive: head.isKeepAlive && !head.headers.contains(name: "upgrade"), requestID: identity.requestID)
         let invocation = Invocation(
-            head: head, body: request.body, function: request.function, promise: context.eventLoop.makePromise())
+            head: head, body: request.body, function: request.function, promise: context.eventLoop.makePromise(),
+            arrived: .now)
         invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in
             write(response, answering: answered, context: context)
         }

@@ -12,6 +12,8 @@ struct Invocation: SchedulableRequest {
     let function: DeployedFunction
     /// Completed with the HTTP answer (the connection's event loop writes it).
     let promise: EventLoopPromise<GatewayResponse>
+    /// When the gateway had the whole request (for `faas_invoke_duration_seconds`).
+    let arrived: ContinuousClock.Instant
 
     var summary: String { "\(head.method) \(head.uri)" }
 
@@ -22,6 +24,7 @@ struct Invocation: SchedulableRequest {
         if let rejection {
             function.responseRejected(instance: rejection.instance, reason: rejection.reason, status: rejection.status)
         }
+        function.metrics.invoked(status: Int(response.status.code), duration: .now - arrived)
         promise.succeed(response)
     }
 

@@ -298,6 +298,7 @@ extension Orchestrator {
         // Its processes are gone: its uid may go to another function, and its kept image goes.
         state.withLock { $0.sandboxHost }?.identities.release(function.id)
         function.keptImages.remove(function: function.id)
+        metrics.remove(function.id)
         logger.info("removed function \(function.id)", metadata: ["port": "\(config.triggerPort)"])
         return RemoveResult(removed: id, port: Int(config.triggerPort.rawValue))
     }

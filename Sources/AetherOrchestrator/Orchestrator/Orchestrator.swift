@@ -25,6 +25,8 @@ public final class Orchestrator: Sendable {
     /// Copies of snapshot functions started ahead of demand (`warm_pool_size`).
     let warmPool: WarmPoolManager
     let gateway: Gateway
+    /// Prometheus metrics (`/metrics`), recorded by the functions as they serve.
+    let metrics = OrchestratorMetrics()
     private let startedAt = ContinuousClock.now
     /// Where the deployed state is kept (`state_dir`).
     let store: DesiredStateStore
@@ -474,7 +476,7 @@ public final class Orchestrator: Sendable {
             config: config, orchestrator: functionSettings, pythonSDK: pythonSDK, generation: generation,
             memory: memory,
             sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
-            reusesKeptImage: routing == .whileStarting, warmPool: warmPool)
+            metrics: metrics.function(config.id), reusesKeptImage: routing == .whileStarting, warmPool: warmPool)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         if takingPort {
@@ -648,6 +650,10 @@ extension Orchestrator: ControlAPIBackend {
             uptimeSeconds: Double((ContinuousClock.now - startedAt).milliseconds) / 1000,
             functions: running.map { withRefusals($0.status()) }.sorted { $0.id < $1.id },
             dataplane: settings.dataplane.rawValue, ebpf: dataplane?.status(), warmPool: warmPool.status)
+    }
+
+    func metricsText() -> String {
+        metrics.render(status())
     }
 
     func functionStatus(_ id: String) -> FunctionStatus? {

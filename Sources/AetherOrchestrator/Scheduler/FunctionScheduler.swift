@@ -325,6 +325,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         switch instances[index].phase {
         case .launching(let launching):
             stats.recordRestore(restoreDuration)
+            actions.append(.observe(.restored(instances[index].origin, restoreDuration)))
             instances[index].restore = restoreDuration
             actions.append(
                 .log(
@@ -349,6 +350,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             }
         case .stopping(var stopping) where stopping.pid == nil:
             stats.recordRestore(restoreDuration)
+            actions.append(.observe(.restored(instances[index].origin, restoreDuration)))
             stopping.pid = pid
             stopping.killAt = nil
             instances[index].phase = .stopping(stopping)
@@ -467,6 +469,8 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         hasServed = true
         let milliseconds = Self.startupMilliseconds(startup)
         stats.lastStartupMilliseconds = milliseconds
+        stats.recordStart(instances[index].origin, startup)
+        actions.append(.observe(.started(instances[index].origin, startup)))
         actions.append(
             .log(
                 SchedulerLogEntry(
@@ -746,7 +750,10 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
                 origin: instances[index].origin, milliseconds: Self.startupMilliseconds(startup),
                 restoreMilliseconds: instances[index].restore?.milliseconds)
         }
-        invocations.place(id, on: instances[index].id, requestID: requestID, coldStart: coldStart)
+        // Once per request: one put back in the queue (its ring was full) is not counted again.
+        if invocations.place(id, on: instances[index].id, requestID: requestID, coldStart: coldStart) {
+            actions.append(.observe(.queueWait(now - record.arrived)))
+        }
         actions.append(.writeRequest(record.request, requestID: requestID, instance: instances[index].id))
     }
 

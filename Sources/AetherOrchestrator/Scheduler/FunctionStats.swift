@@ -17,6 +17,8 @@ struct FunctionStats: Sendable {
     var restoreColdStarts = 0
     private var latencies = SlidingWindow(capacity: window)
     private var restoreTimes = SlidingWindow(capacity: restoreWindow)
+    /// Instances that came to serve, by how they started, and how long that took.
+    private var starts: [InstanceOrigin: (count: Int, times: SlidingWindow)] = [:]
 
     mutating func record(isError: Bool, latency: Duration) {
         invocations += 1
@@ -29,6 +31,11 @@ struct FunctionStats: Sendable {
         restoreTimes.append(duration.milliseconds)
     }
 
+    mutating func recordStart(_ origin: InstanceOrigin, _ duration: Duration) {
+        starts[origin, default: (0, SlidingWindow(capacity: Self.restoreWindow))].count += 1
+        starts[origin]?.times.append(duration.milliseconds)
+    }
+
     func summary() -> StatsSummary {
         StatsSummary(
             invocations: invocations, errors: errors, timeouts: timeouts, rejected: rejected,
@@ -38,7 +45,12 @@ struct FunctionStats: Sendable {
             lastStartupMilliseconds: lastStartupMilliseconds.map { ($0 * 10).rounded() / 10 },
             restores: restores, restoreFailures: restoreFailures, latencyViolations: latencyViolations,
             restoreP50Milliseconds: restoreTimes.percentile(0.5), restoreP99Milliseconds: restoreTimes.percentile(0.99),
-            spawnColdStarts: spawnColdStarts, restoreColdStarts: restoreColdStarts)
+            spawnColdStarts: spawnColdStarts, restoreColdStarts: restoreColdStarts,
+            starts: starts.sorted { $0.key.rawValue < $1.key.rawValue }.map { origin, figures in
+                StartStats(
+                    kind: origin.rawValue, count: figures.count, p50Milliseconds: figures.times.percentile(0.5),
+                    p99Milliseconds: figures.times.percentile(0.99))
+            })
     }
 }
 

@@ -10,6 +10,8 @@ struct InvocationTable<Request: Sendable>: Sendable {
         var coldStart: ColdStart?
         /// Where it is in flight: which instance, under which request id (nil: queued).
         var placement: (instance: InstanceID, requestID: UInt64)?
+        /// It has been placed before (its instance's ring had no room and it was queued again).
+        var wasPlaced = false
     }
 
     private var entries: [InvocationID: Entry] = [:]
@@ -65,9 +67,14 @@ struct InvocationTable<Request: Sendable>: Sendable {
         queue.removeAll().filter { queued.remove($0) != nil }
     }
 
-    mutating func place(_ id: InvocationID, on instance: InstanceID, requestID: UInt64, coldStart: ColdStart?) {
+    /// Puts a request in flight on an instance; true the first time for this request.
+    @discardableResult
+    mutating func place(_ id: InvocationID, on instance: InstanceID, requestID: UInt64, coldStart: ColdStart?) -> Bool {
+        let first = entries[id]?.wasPlaced == false
         entries[id]?.placement = (instance, requestID)
         entries[id]?.coldStart = coldStart
+        entries[id]?.wasPlaced = true
+        return first
     }
 
     mutating func unplace(_ id: InvocationID) {

@@ -120,6 +120,16 @@ struct SchedulerLogEntry: Sendable, Equatable {
     var metadata: [String: String] = [:]
 }
 
+/// A duration the scheduler measured, for the metrics (`SchedulerAction.observe`).
+enum SchedulerObservation: Sendable, Equatable {
+    /// A request waited this long from its arrival until it was handed to an instance.
+    case queueWait(Duration)
+    /// An instance serves, this long after its launch.
+    case started(InstanceOrigin, Duration)
+    /// criu restored (or the template forked) a copy in this long.
+    case restored(InstanceOrigin, Duration)
+}
+
 /// What the shell must do after an event. Performed in order, outside the scheduler's lock.
 enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable {
     /// Start a new instance: spawn a process, or restore a copy of the snapshot. The shell
@@ -138,6 +148,8 @@ enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable 
     /// Call `wakeUp` at this time (or earlier: an early wake-up is harmless).
     case wakeUp(at: SchedulerInstant)
     case log(SchedulerLogEntry)
+    /// Record a measurement in the function's metrics.
+    case observe(SchedulerObservation)
     /// The first instances are serving (nil), or one of them failed to start.
     case startFinished(HandlerError?)
     /// Draining: nothing is queued or in flight any more.

@@ -97,4 +97,19 @@ int aether_refused_call_number(int index);
 const char *aether_refused_call_name(int index);
 int aether_clone_syscall_number(void);
 
+/// The terminal's size (ioctl TIOCGWINSZ, variadic in C): 0, or -1 with errno.
+int aether_terminal_size(int fd, int *rows, int *columns);
+
+/// Catches SIGINT, SIGTERM and SIGHUP (on whichever thread they land) by writing the signal's
+/// number to a pipe; returns the pipe's read end (close-on-exec, non-blocking), or -1 with errno.
+/// `aether top` polls it beside stdin, so it can put the terminal back before it ends.
+int aether_termination_pipe(void);
+
+/// Turns off the terminal's line editing and echo (keys arrive one by one; Ctrl-C still signals),
+/// saving the settings to restore: 0, or -1 with errno.
+int aether_terminal_keys_mode(int fd, void *saved, unsigned long saved_size);
+
+/// Puts back settings saved by aether_terminal_keys_mode.
+int aether_terminal_restore(int fd, const void *saved, unsigned long saved_size);
+
 #endif
