@@ -52,7 +52,7 @@ IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
 BUDGET_MS = 15.0
 #: The warm pool of the timing run: places for every snapshot function (2 copies each) by default;
 #: AETHER_BENCH_WARM_POOL=0 puts every restore and fork on the request path.
-WARM_POOL = int(os.environ.get("AETHER_BENCH_WARM_POOL", "12"))
+WARM_POOL = os.environ.get("AETHER_BENCH_WARM_POOL")
 
 BASELINE = os.environ.get("AETHER_BENCH_BASELINE")
 
@@ -87,6 +87,8 @@ START_TIMEOUT_S = 600
 def config(
     work: str, images: str, first_port: int = 18700, checkout: str = REPO, confinement: bool = True
 ) -> tuple[str, dict]:
+    snapshot_modes = [m for m in MODES if m != "cold"]
+    warm_pool = int(WARM_POOL) if WARM_POOL is not None else max(1, 2 * len(examples(checkout)) * len(snapshot_modes))
     lines = [
         "orchestrator:",
         f"  confinement: {'true' if confinement else 'false'}",
@@ -98,7 +100,7 @@ def config(
         "  restore_timeout_ms: 100",
         # A warm pool with places for every snapshot function (2 copies each): the default pool
         # of 10 would leave the last ones restoring or forking on the request path.
-        f"  warm_pool_size: {WARM_POOL}",
+        f"  warm_pool_size: {warm_pool}",
         "  warm_pool_memory_mb: 4096",
         # The interpreter examples/aetherless.yaml uses (the one scripts/setup.sh installs).
         "  python: /usr/bin/python3",
