@@ -303,6 +303,8 @@ extension Aether {
         }
 
         static func render(_ line: LogBuffer.Line) -> String {
+            // The orchestrator's own lines about a request (an error it answered with).
+            if line.stream == "aether" { return "[aether] \(line.text)" }
             // Instance -1 is the snapshot template (its init output).
             let instance = line.instance < 0 ? "template" : String(line.instance)
             return "[\(instance) \(line.stream)] \(line.text)"

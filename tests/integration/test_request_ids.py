@@ -11,12 +11,16 @@ except ImportError:  # run from inside tests/integration
     import harness
 
 HANDLER = r'''
+import time
+
 import aetherless
 
 
 @aetherless.handler
 def handle(req):
     aetherless.log("serving", req.path)
+    if req.path == "/slow":
+        time.sleep(3)
     return {"request_id": req.request_id, "traceparent": req.traceparent}
 '''
 
@@ -52,6 +56,25 @@ class RequestIdTest(harness.AetherTestCase):
         self.assertEqual(len(out.strip().splitlines()), 1, out)
         self.assertIn(f"request_id={TRACE} serving /with-trace", out)
         self.assertNotIn("/without", out)
+
+    def test_the_orchestrators_lines_about_a_failed_request_carry_its_id(self):
+        # A request the orchestrator answers itself (504: past timeout_ms) is logged with its id,
+        # and `aether logs --request` shows that line beside what the handler logged for it.
+        fn = self.function("slow", self.write_file("slow.py", HANDLER), timeout_ms=300)
+        orch = self.start(self.write_config([fn]))
+        r = self.get(fn["trigger_port"], "/slow", headers={"traceparent": PARENT})
+        self.assertStatus(r, 504, "past timeout_ms")
+        self.assertEqual(r.headers.get("x-request-id"), TRACE)
+
+        def logged():
+            out = self.aether("logs", fn["id"], "--request", TRACE).stdout
+            return out if "[aether]" in out and "serving /slow" in out else None
+
+        out = harness.wait_until(logged, 5)
+        self.assertTrue(out, self.aether("logs", fn["id"]).stdout)
+        self.assertIn(f"[aether] request_id={TRACE} 504 GET /slow", out)
+        self.assertIn(f"request_id={TRACE}", orch.stderr())
+        self.assertRegex(orch.stderr(), rf"request_id={TRACE}.*request failed: GET /slow")
 
     def test_swift_sdk_sees_the_request_id(self):
         import os

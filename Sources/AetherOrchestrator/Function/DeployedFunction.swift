@@ -272,6 +272,22 @@ final class DeployedFunction: Sendable, InstanceEvents {
         successor.withLock { $0 = fresh }
     }
 
+    /// The orchestrator answered a request with an error of its own (a timeout, a crashed or
+    /// misbehaving instance, no instance that can start, a full queue): logged with the request's
+    /// id, and, but for a full queue (429s come in floods), kept with the function's output as an
+    /// `aether` line, so `aether logs ID --request RID` shows it beside the handler's lines.
+    func requestFailed(requestID: String?, summary: String, status: Int, reason: String) {
+        var metadata: Logger.Metadata = ["status": "\(status)"]
+        if let requestID { metadata["request_id"] = "\(requestID)" }
+        guard status != 429 else {
+            logger.debug("request refused: \(summary): \(reason)", metadata: metadata)
+            return
+        }
+        logger.warning("request failed: \(summary): \(reason)", metadata: metadata)
+        logs.append(
+            instance: -1, stream: "aether", text: "request_id=\(requestID ?? "-") \(status) \(summary): \(reason)")
+    }
+
     /// The gateway answered a request 401 (no or a wrong bearer token) as soon as its head
     /// arrived: counted (with no duration), never queued.
     func unauthorized() {

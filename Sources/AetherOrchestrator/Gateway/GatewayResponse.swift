@@ -18,6 +18,9 @@ struct GatewayResponse: Sendable {
     /// The Content-Length a handler declared, used only when it sent no body: a handler that
     /// leaves the body out of its answer to HEAD can still announce the length the GET would have.
     var declaredLength: Int? = nil
+    /// What went wrong, when the orchestrator answered itself with an error (not a handler's
+    /// answer): logged with the request's id.
+    var failure: String? = nil
 
     /// A response made by the orchestrator itself (errors), with a JSON body naming the problem.
     static func error(
@@ -29,7 +32,7 @@ struct GatewayResponse: Sendable {
         let text = "{\"error\":\(JSONText.quoted(message))}"
         var buffer = ByteBufferAllocator().buffer(capacity: text.utf8.count)
         buffer.writeString(text)
-        return GatewayResponse(status: status, headers: headers, body: buffer)
+        return GatewayResponse(status: status, headers: headers, body: buffer, failure: message)
     }
 
     /// A handler response the gateway will not send, and why (its instance is killed for it).

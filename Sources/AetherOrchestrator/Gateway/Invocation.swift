@@ -25,6 +25,12 @@ struct Invocation: SchedulableRequest {
             function.responseRejected(instance: rejection.instance, reason: rejection.reason, status: rejection.status)
         }
         function.metrics.invoked(status: Int(response.status.code), duration: .now - arrived)
+        if let failure = response.failure {
+            function.requestFailed(
+                requestID: head.headers.first(name: "x-request-id"), summary: summary,
+                status: Int(response.status.code),
+                reason: failure)
+        }
         promise.succeed(response)
     }
 
