@@ -162,10 +162,39 @@ def wait_for_zero(fid: str, socket_path: str):
         time.sleep(0.02)
 
 
+#: Every orchestrator of the run, for `wait_for_full_pools`.
+SIDES: list = []
+#: AETHER_BENCH_SETTLE=0: take each sample as soon as its function is at zero, even while another
+#: function's pool refill (a criu restore, or a fork and its cgroup moves) is running.
+SETTLE = os.environ.get("AETHER_BENCH_SETTLE", "1") != "0"
+
+
+def wait_for_full_pools(timeout: float = 3.0):
+    """Waits until every orchestrator's warm pool holds all its copies again. The samples of
+    different functions follow each other within milliseconds, so without this wait a sample
+    often lands on the refill the previous sample started (25 ms after its start), and measures
+    that CPU work too: fork samples, which follow restore samples, paid 2.5-3 ms for the restore
+    functions' criu refills (BENCHMARKS.md, "Start modes")."""
+    if not SETTLE:
+        return
+    deadline = time.monotonic() + timeout
+    for side in SIDES:
+        while time.monotonic() < deadline:
+            out = aether("stats", "--json", socket_path=side.socket_path, binary=side.binary)
+            pool = json.loads(out.stdout).get("warm_pool") if out.returncode == 0 else None
+            if not pool or pool["copies"] >= side.pool_target:
+                break
+            time.sleep(0.02)
+    # The `aether stats` processes just run (a Swift binary's start and exit) would otherwise
+    # share the CPUs with the request: 1-2 ms more for every mode, measured.
+    time.sleep(0.05)
+
+
 def first_request(fid: str, port: int, target: str, socket_path: str, idle_s: float = 0.0):
     """Times the first request after `fid` scaled to zero (and, with `idle_s`, after the machine
     idled that long); checks it was served by the start the function's mode promises."""
     wait_for_zero(fid, socket_path)
+    wait_for_full_pools()
     time.sleep(idle_s)
     elapsed, response, _ = timed_get(port, target)
     kind = response.getheader("x-aether-cold-start")
@@ -190,6 +219,10 @@ class Side:
         os.chmod(self.work, 0o755)  # the control socket's folder: confined handlers reach only theirs
         self.images = tempfile.mkdtemp(prefix="aether-coldstart-images-", dir="/dev/shm")
         self.path, self.ports = config(self.work, self.images, first_port, checkout, confinement)
+        # The copies its pool holds when no refill runs: 2 per snapshot function, as far as it has room.
+        snapshot_functions = len(examples(checkout)) * len([m for m in MODES if m != "cold"])
+        self.pool_target = min(
+            int(WARM_POOL) if WARM_POOL is not None else 2 * snapshot_functions, 2 * snapshot_functions)
         self.socket_path = f"{self.work}/aether.sock"
         self.log = open(os.path.join(self.work, "aether.log"), "w")
         environment = dict(os.environ)
@@ -310,6 +343,7 @@ def main():
             Side("confinement on (default)", AETHER, REPO, 18700),
             Side("confinement: false", AETHER, REPO, 18800, confinement=False),
         ]
+    SIDES.extend(sides)
     try:
         for side in sides:
             side.wait_serving()
