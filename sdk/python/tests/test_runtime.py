@@ -465,30 +465,10 @@ class TestApps(RuntimeCase):
         # The template's lifespan startup used a thread, yet it is single-threaded at CHECKPOINT;
         # two copies forked from it (docs/handler-protocol.md, snapshot: fork) serve side by side.
         self.start(FORK_APP, env={"AETHER_APP": "asgi:app", "AETHER_INSTANCE": "template"}, handshake=False)
-        self.accept()
-        self.assertEqual(self.line(), b"READY")
-        self.conn.sendall(b"CHECKPOINT\n")
-        self.assertEqual(self.line(), b"FROZEN")
+        self.freeze_template()
         copies = []
         for i in range(2):
-            mine, theirs = socket.socketpair()
-            self.addCleanup(mine.close)
-            mine.settimeout(10)
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            for fd in (out_r, err_r):
-                self.addCleanup(os.close, fd)
-            socket.send_fds(self.conn, [b"FORK\n"], [theirs.fileno(), out_w, err_w])
-            theirs.close()
-            os.close(out_w)
-            os.close(err_w)
-            self.assertEqual(mine.recv(64), b"FORKED\n")
-            name = f"{self.name}-copy{i}"
-            region = Region.create(name, CAPACITY)
-            self.addCleanup(unlink_shm, name, True)
-            self.addCleanup(region.close)
-            mine.sendall(f"ATTACH {name}\n".encode())
-            self.assertEqual(mine.recv(64), b"ATTACHED\n")
+            region = self.fork_and_attach(f"{self.name}-copy{i}")
             copies.append((region.ring(0), region.ring(1)))
         pids = set()
         for rid in range(1, 201):
@@ -507,10 +487,23 @@ class TestApps(RuntimeCase):
         # After ATTACHED a copy dispatches made-up requests through the SDK (runtime._warm_dispatch,
         # off the request path when it waits in the warm pool); the handler must not see them.
         self.start(COUNTING_HANDLER, handshake=False)
+        self.freeze_template()
+        region = self.fork_and_attach(f"{self.name}-copy")
+        for rid in (1, 2):
+            region.ring(0).write(encode_request(rid, "GET", "/?n=1"), timeout=5)
+            m = decode_response(region.ring(1).read(5))
+            self.assertEqual((m.request_id, m.status, json.loads(m.body)), (rid, 200, {"calls": rid}))
+
+    def freeze_template(self):
+        """READY, then CHECKPOINT answered with FROZEN: the template waits for FORK."""
         self.accept()
         self.assertEqual(self.line(), b"READY")
         self.conn.sendall(b"CHECKPOINT\n")
         self.assertEqual(self.line(), b"FROZEN")
+
+    def fork_and_attach(self, name: str) -> Region:
+        """FORK (a socketpair end and output pipes, as the orchestrator sends them), FORKED,
+        then ATTACH to a new region `name`, ATTACHED; returns the copy's region."""
         mine, theirs = socket.socketpair()
         self.addCleanup(mine.close)
         mine.settimeout(10)
@@ -523,16 +516,12 @@ class TestApps(RuntimeCase):
         os.close(out_w)
         os.close(err_w)
         self.assertEqual(mine.recv(64), b"FORKED\n")
-        name = f"{self.name}-copy"
         region = Region.create(name, CAPACITY)
         self.addCleanup(unlink_shm, name, True)
         self.addCleanup(region.close)
         mine.sendall(f"ATTACH {name}\n".encode())
         self.assertEqual(mine.recv(64), b"ATTACHED\n")
-        for rid in (1, 2):
-            region.ring(0).write(encode_request(rid, "GET", "/?n=1"), timeout=5)
-            m = decode_response(region.ring(1).read(5))
-            self.assertEqual((m.request_id, m.status, json.loads(m.body)), (rid, 200, {"calls": rid}))
+        return region
 
     def start_app(self, setting, env=None, **kw):
         self.start(ASGI_APP, env={"AETHER_APP": setting, **(env or {})}, **kw)
