@@ -26,25 +26,10 @@ extension Aether {
             name: .shortAndLong, help: "The configuration file.", completion: .file(extensions: ["yaml", "yml"]))
         var config: String
 
-        @Option(
-            help: ArgumentHelp(
-                "The deployed state's folder (default: the file's state_dir, else $\(OrchestratorConfig.stateDirectoryVariable), else \(OrchestratorConfig.defaultStateDirectory)).",
-                valueName: "path"))
-        var stateDir: String?
-
-        @Flag(name: .shortAndLong, help: "Log debug messages too.")
-        var verbose = false
-
-        @Option(
-            help: ArgumentHelp(
-                "Write this file (the orchestrator's PID) once every function serves; removed again when it stops.",
-                valueName: "path"))
-        var readyFile: String?
+        @OptionGroup var serving: ServingOptions
 
         func run() async throws {
-            try await Up.run(
-                config: config, stateDir: stateDir, verbose: verbose, readyFile: readyFile, takeover: false,
-                watching: true)
+            try await Up.run(config: config, serving: serving, takeover: false, watching: true)
         }
     }
 }

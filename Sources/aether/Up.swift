@@ -33,20 +33,7 @@ extension Aether {
             completion: .file(extensions: ["yaml", "yml"]))
         var config: String?
 
-        @Option(
-            help: ArgumentHelp(
-                "The deployed state's folder (default: the file's state_dir, else $\(OrchestratorConfig.stateDirectoryVariable), else \(OrchestratorConfig.defaultStateDirectory)).",
-                valueName: "path"))
-        var stateDir: String?
-
-        @Flag(name: .shortAndLong, help: "Log debug messages too.")
-        var verbose = false
-
-        @Option(
-            help: ArgumentHelp(
-                "Write this file (the orchestrator's PID) once every function serves; removed again when it stops.",
-                valueName: "path"))
-        var readyFile: String?
+        @OptionGroup var serving: ServingOptions
 
         @Flag(
             help: ArgumentHelp(
@@ -55,16 +42,15 @@ extension Aether {
         var takeover = false
 
         func run() async throws {
-            try await Self.run(
-                config: config, stateDir: stateDir, verbose: verbose, readyFile: readyFile, takeover: takeover)
+            try await Self.run(config: config, serving: serving, takeover: takeover)
         }
 
         /// `up`, and `dev` (`watching`: a configuration file whose changes are deployed as they
         /// are saved).
         static func run(
-            config: String?, stateDir: String?, verbose: Bool, readyFile: String?, takeover: Bool,
-            watching: Bool = false
+            config: String?, serving: ServingOptions, takeover: Bool, watching: Bool = false
         ) async throws {
+            let (stateDir, verbose, readyFile) = (serving.stateDir, serving.verbose, serving.readyFile)
             var loaded: AetherConfig
             let configFile: String
             var resumed: DesiredState?
@@ -139,6 +125,24 @@ extension Aether {
             }
         }
     }
+}
+
+/// The options `up` and `dev` share.
+struct ServingOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "The deployed state's folder (default: the file's state_dir, else $\(OrchestratorConfig.stateDirectoryVariable), else \(OrchestratorConfig.defaultStateDirectory)).",
+            valueName: "path"))
+    var stateDir: String?
+
+    @Flag(name: .shortAndLong, help: "Log debug messages too.")
+    var verbose = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Write this file (the orchestrator's PID) once every function serves; removed again when it stops.",
+            valueName: "path"))
+    var readyFile: String?
 }
 
 extension Aether.Up {
