@@ -4,6 +4,21 @@ import Testing
 @testable import AetherCore
 
 @Suite struct ConfigLoaderTests {
+    /// A function `a` on api.py with `settings` added is refused, with `message` among its problems.
+    private func expectRejected(
+        _ settings: String, _ message: String, in dir: TemporaryDirectory,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        let error = #expect(throws: ConfigError.self, sourceLocation: sourceLocation) {
+            try ConfigLoader.load(
+                path: dir.write(
+                    "bad.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: api.py, \(settings)}\n"))
+        }
+        #expect(
+            String(describing: error).contains(message), "\(settings): \(String(describing: error))",
+            sourceLocation: sourceLocation)
+    }
+
     @Test func loadsTheFullSchema() throws {
         let dir = TemporaryDirectory()
         dir.write("handler.py", "print('hi')\n")
@@ -115,14 +130,7 @@ import Testing
             ("asgi: \"app.\"", "functions[0].asgi: expected the name of the app object"),
             ("asgi: app, protocol: process", "no `asgi` for a `protocol: process` handler"),
         ]
-        for (settings, message) in cases {
-            let error = #expect(throws: ConfigError.self) {
-                try ConfigLoader.load(
-                    path: dir.write(
-                        "bad.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: api.py, \(settings)}\n"))
-            }
-            #expect(String(describing: error).contains(message), "\(settings): \(String(describing: error))")
-        }
+        for (settings, message) in cases { expectRejected(settings, message, in: dir) }
         let error = #expect(throws: ConfigError.self) {
             try ConfigLoader.load(
                 path: dir.write(
@@ -176,14 +184,7 @@ import Testing
         if geteuid() != 0 {
             cases.append(("requirements: unreadable.txt", "expected a readable requirements file"))
         }
-        for (settings, message) in cases {
-            let error = #expect(throws: ConfigError.self) {
-                try ConfigLoader.load(
-                    path: dir.write(
-                        "bad.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: api.py, \(settings)}\n"))
-            }
-            #expect(String(describing: error).contains(message), "\(settings): \(String(describing: error))")
-        }
+        for (settings, message) in cases { expectRejected(settings, message, in: dir) }
         let error = #expect(throws: ConfigError.self) {
             try ConfigLoader.load(
                 path: dir.write(
