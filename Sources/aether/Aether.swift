@@ -15,7 +15,8 @@ struct Aether: AsyncParsableCommand {
             """,
         version: AetherVersion.current,
         subcommands: [
-            Validate.self, Up.self, Dev.self, Wait.self, Deploy.self, Rm.self, List.self, Stats.self, Top.self,
+            Validate.self, Up.self, Dev.self, Wait.self, Deploy.self, Versions.self, Rollback.self, Rm.self, List.self,
+            Stats.self, Top.self,
             Logs.self, Restart.self, Down.self, Doctor.self, Secret.self,
         ]
     )

@@ -114,6 +114,78 @@ extension Aether {
         }
     }
 
+    struct Versions: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the kept versions of a function, oldest first.",
+            discussion: """
+                Every `up -c`, `deploy` (of a changed configuration or handler code) and `rollback` that \
+                changes a function makes a new numbered version: its configuration and a copy of its code \
+                (the handler, the Python modules beside it, the requirements file). The last \
+                `keep_versions` (default 10) are kept; the newest, marked *, is the one that runs. An \
+                unknown id is an error (exit 1).
+                """)
+
+        @Argument(help: "The function id.")
+        var id: String
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            if json {
+                printJSON(
+                    try controlRequest("versions") { () throws(OrchestratorError) in
+                        try control.client.raw("/v1/functions/\(id)/versions")
+                    })
+                return
+            }
+            let document = try controlRequest("versions") { () throws(OrchestratorError) in
+                try control.client.versions(id)
+            }
+            let rows = document.versions.map { version in
+                [
+                    (version.number == document.current ? "* " : "  ") + String(version.number),
+                    version.deployedAt, String(version.code.prefix(12)), version.change,
+                ]
+            }
+            print(TextTable(header: ["VERSION", "DEPLOYED", "CODE", "CHANGE"], rows: rows).rendered)
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run an earlier version of a function again.",
+            discussion: """
+                Deploys version N (by default the one before the version it runs) the way `deploy` \
+                replaces a function: the new generation starts beside the running one, the route swaps at \
+                once, requests in flight finish on the old one; if it cannot start, nothing changes. The \
+                rollback is itself a new version. It runs from the files it was deployed from when they \
+                still hold its code (and restores its kept snapshot image without running init again), \
+                else from the copy kept with the version. An unknown id or version is an error (exit 1).
+                """)
+
+        @Argument(help: "The function id.")
+        var id: String
+
+        @Option(help: "The version to run again (see `aether versions ID`).")
+        var to: Int?
+
+        @OptionGroup var control: ControlOptions
+
+        func run() async throws {
+            let result = try controlRequest("rollback") { () throws(OrchestratorError) in
+                try control.client.rollback(id, to: to)
+            }
+            if result.replaced {
+                print("rolled back \(result.function) to version \(result.to) (now version \(result.version))")
+            } else {
+                print("\(result.function) already runs version \(result.to)'s configuration and code: nothing to do")
+            }
+        }
+    }
+
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List the running functions and their instances.")

@@ -8,7 +8,8 @@ import Testing
         let help = try AetherBinary.run(["--help"])
         #expect(help.status == 0)
         for command in [
-            "validate", "up", "dev", "wait", "deploy", "rm", "list", "stats", "top", "logs", "restart", "down",
+            "validate", "up", "dev", "wait", "deploy", "versions", "rollback", "rm", "list", "stats", "top", "logs",
+            "restart", "down",
             "doctor",
             "secret",
         ] {

@@ -250,7 +250,7 @@ import Testing
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, warm_pool_memory_mb, snapshot_dir, control_socket, listen_address, "
                 + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, state_dir, "
-                + "confinement, uid_range, "
+                + "confinement, uid_range, keep_versions, "
                 + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description

@@ -73,7 +73,7 @@ private func function(_ id: String, port: UInt16, handler: String, timeout: Int 
         let next = initial.deploying(
             [changedB, try function("c", port: 3, handler: c), try function("a", port: 1, handler: a)],
             changed: [try FunctionID("b"), try FunctionID("c")], hashes: [try FunctionID("c"): "cc"], from: "/v2.yaml",
-            at: "T1")
+            change: "aether deploy /v2.yaml", at: "T1")
         #expect(next.config.functions.map(\.id.rawValue) == ["a", "b", "c"])
         #expect(next.config.functions[1] == changedB)
         #expect(next.records.map(\.source) == ["/up.yaml", "/v2.yaml", "/v2.yaml"])

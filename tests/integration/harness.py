@@ -353,7 +353,12 @@ def processes_with_marker(marker: str) -> list[int]:
 
 #: What aether itself keeps in a state_dir beside desired.yaml: the functions' uid allocations
 #: (confinement: "ID UID" lines, root's alone) and the secret store (`aether secret`, root's alone).
-STATE_DIR_COMPANIONS = {"identities": (stat.S_IFREG, 0o600), "secrets": (stat.S_IFDIR, 0o700)}
+STATE_DIR_COMPANIONS = {
+    "identities": (stat.S_IFREG, 0o600),
+    "secrets": (stat.S_IFDIR, 0o700),
+    # Every function's versions (`aether versions`): 0711, so a confined function reaches its code copy.
+    "versions": (stat.S_IFDIR, 0o711),
+}
 
 
 def state_dir_entries(folder: str) -> list[str]:

@@ -212,8 +212,22 @@ class SnapshotTest(harness.AetherTestCase):
         orch = self.start(config)
         self.assertNotIn("taken from the kept image", orch.stderr())
         self.assertNotEqual(self.get(fn["trigger_port"], "/").json()["token"], token, "a new init ran")
-        [new_key] = self.kept_images(fn)
-        self.assertNotEqual(new_key, key, "only the current image is kept")
+        # The old image stays kept beside the new one (for `aether rollback`, up to keep_versions).
+        [new_key] = [k for k in self.kept_images(fn) if k != key]
+        self.assertEqual(sorted(self.kept_images(fn)), sorted([key, new_key]))
+
+    def test_keep_versions_bounds_the_kept_images(self):
+        fn = self.snapshot_function(min_warm=0)
+        config = self.write_config([fn], orchestrator={"restore_timeout_ms": 100, "keep_versions": 1})
+        orch = self.start(config)
+        [key] = self.kept_images(fn)
+        self.write_file("snap.py", SNAPSHOT_HANDLER + "\n# edited\n")
+        self.aether("deploy", config, timeout=30)
+        self.assertStatus(self.get(fn["trigger_port"], "/"), 200, "after the deploy")
+        self.assertTrue(
+            harness.wait_until(lambda: len(self.kept_images(fn)) == 1 and key not in self.kept_images(fn), 10.0),
+            f"keep_versions: 1 keeps only the newest image: {self.kept_images(fn)}\n{orch.log()}",
+        )
 
     def test_a_corrupted_kept_image_is_rebuilt_not_restored(self):
         import os

@@ -65,6 +65,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var confinement: Bool
     /// The user and group ids handlers of functions without `user:` are given one of.
     public var uidRange: UIDRange
+    /// `orchestrator.keep_versions`: versions kept per function (`aether versions`, `rollback`).
+    public var keepVersions: KeptVersions
 
     public enum Dataplane: String, Sendable, Equatable, CaseIterable {
         /// An sk_lookup BPF program steers each trigger port to its socket (the gateway's, or a
@@ -98,7 +100,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
         python: String = Self.defaultPython,
         stateDirectory: String? = nil,
         confinement: Bool = true,
-        uidRange: UIDRange = .standard
+        uidRange: UIDRange = .standard,
+        keepVersions: KeptVersions = .standard
     ) {
         self.shmBufferSize = shmBufferSize
         self.warmPoolSize = warmPoolSize
@@ -117,6 +120,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.stateDirectory = stateDirectory
         self.confinement = confinement
         self.uidRange = uidRange
+        self.keepVersions = keepVersions
     }
 
     /// The largest message one ring carries (docs/shm-layout.md, the ring's `max_payload`).

@@ -36,7 +36,7 @@ struct ConfigValidator {
             "shm_buffer_size", "warm_pool_size", "warm_pool_memory_mb", "restore_timeout_ms", "snapshot_dir",
             "control_socket",
             "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
-            "xdp_mode", "python", "state_dir", "confinement", "uid_range",
+            "xdp_mode", "python", "state_dir", "confinement", "uid_range", "keep_versions",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -119,6 +119,9 @@ struct ConfigValidator {
         }
         if let value: WarmPoolSize = boundedInteger(fields, "warm_pool_size", in: path) {
             config.warmPoolSize = value
+        }
+        if let value: KeptVersions = boundedInteger(fields, "keep_versions", in: path) {
+            config.keepVersions = value
         }
         if let value: WarmPoolMemory = boundedInteger(fields, "warm_pool_memory_mb", in: path) {
             config.warmPoolMemory = value

@@ -31,6 +31,7 @@ public enum ConfigYAML {
         if let folder = settings.stateDirectory { setting("state_dir", quoted(folder)) }
         setting("confinement", settings.confinement ? "true" : "false")
         setting("uid_range", quoted(settings.uidRange.description))
+        setting("keep_versions", String(settings.keepVersions.rawValue))
 
         lines.append(config.functions.isEmpty ? "functions: []" : "functions:")
         for function in config.functions {

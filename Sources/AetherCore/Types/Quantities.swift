@@ -69,6 +69,16 @@ public struct WarmPoolSize: BoundedInteger {
     package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
 }
 
+/// How many versions of each function are kept (`keep_versions`), for `aether versions` and
+/// `aether rollback`: 1...1000, default 10. The running version is always among them.
+public struct KeptVersions: BoundedInteger {
+    package static let quantityName = "kept versions"
+    package static let allowedRange: ClosedRange<Int> = 1...1000
+    public static let standard = KeptVersions(uncheckedRawValue: 10)
+    public let rawValue: Int
+    package init(uncheckedRawValue: Int) { rawValue = uncheckedRawValue }
+}
+
 /// Memory the warm pool's waiting copies may take in all (each counted at its function's
 /// `memory_limit_mb`): 1 MiB ... 1 TiB, default 2048 MiB (the default pool of 10 copies at the
 /// default 128 MiB fits).

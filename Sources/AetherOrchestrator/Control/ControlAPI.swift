@@ -177,6 +177,53 @@ public struct RemoveResult: Codable, Sendable, Equatable {
     public var port: Int
 }
 
+/// The body of `POST /v1/functions/ID/rollback` (`aether rollback`).
+public struct RollbackRequest: Codable, Sendable {
+    /// The version to run again; nil: the one before the version it runs.
+    public var to: Int?
+
+    public init(to: Int?) { self.to = to }
+}
+
+/// The answer to a rollback.
+public struct RollbackResult: Codable, Sendable, Equatable {
+    public var function: String
+    /// The version it was rolled back to.
+    public var to: Int
+    /// The number of the version it runs now (a rollback is a new version, with `to`'s content).
+    public var version: Int
+    /// False when it already ran `to`'s configuration and code (nothing was started).
+    public var replaced: Bool
+}
+
+/// The answer to `GET /v1/functions/ID/versions` (`aether versions`).
+public struct VersionsDocument: Codable, Sendable, Equatable {
+    public var function: String
+    /// The version it runs: the newest kept.
+    public var current: Int?
+    /// `keep_versions`.
+    public var keep: Int
+    /// Oldest first.
+    public var versions: [VersionInfo]
+}
+
+public struct VersionInfo: Codable, Sendable, Equatable {
+    public var number: Int
+    /// UTC, ISO 8601.
+    public var deployedAt: String
+    /// What made it: `aether up -c FILE`, `aether deploy FILE`, `aether rollback ID --to N`.
+    public var change: String
+    /// The configuration file it came from.
+    public var source: String
+    /// Its handler file as it was deployed.
+    public var handler: String
+    /// SHA-256 over its code files' names and bytes (its code copy's name).
+    public var code: String
+    /// SHA-256 of its handler file (with `requirements:`, of the handler's and the requirements
+    /// file's digests).
+    public var handlerSha256: String?
+}
+
 public struct RestartRequest: Codable, Sendable {
     /// The `aether` binary the successor runs (the one `aether restart` was run with: an upgrade
     /// installs a new binary, then restarts).

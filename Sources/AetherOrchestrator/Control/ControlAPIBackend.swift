@@ -8,6 +8,8 @@ protocol ControlAPIBackend: Sendable {
     func logs(of id: String, lines: Int) -> LogsDocument?
     func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult
     func remove(_ id: String) async throws(DeploymentError) -> RemoveResult
+    func versions(of id: String) -> VersionsDocument?
+    func rollback(_ id: String, to number: Int?) async throws(DeploymentError) -> RollbackResult
     func requestShutdown()
     /// Starts a successor that takes over (`aether restart`).
     func restart(_ request: RestartRequest) throws(OrchestratorError) -> RestartResult

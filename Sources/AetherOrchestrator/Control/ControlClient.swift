@@ -53,6 +53,20 @@ public struct ControlClient: Sendable {
         try decode(RemoveResult.self, try send("DELETE", "/v1/functions/\(id)"))
     }
 
+    public func versions(_ id: String) throws(OrchestratorError) -> VersionsDocument {
+        try decode(VersionsDocument.self, try send("GET", "/v1/functions/\(id)/versions"))
+    }
+
+    public func rollback(_ id: String, to number: Int?) throws(OrchestratorError) -> RollbackResult {
+        let body: Data
+        do {
+            body = try ControlJSON.encoder().encode(RollbackRequest(to: number))
+        } catch {
+            throw .requestFailed(status: 0, message: "cannot encode the rollback request: \(error)")
+        }
+        return try decode(RollbackResult.self, try send("POST", "/v1/functions/\(id)/rollback", body: body))
+    }
+
     public func down() throws(OrchestratorError) {
         _ = try send("POST", "/v1/down")
     }

@@ -193,6 +193,21 @@ enum ControlRouter {
             } catch {
                 return failure(error)
             }
+        case (.GET, 4, "v1", "functions") where parts[3] == "versions":
+            guard let versions = backend.versions(of: parts[2]) else { return unknown(parts[2]) }
+            return encode(.ok, versions)
+        case (.POST, 4, "v1", "functions") where parts[3] == "rollback":
+            let request: RollbackRequest
+            do {
+                request = try ControlJSON.decoder().decode(RollbackRequest.self, from: Data(body.readableBytesView))
+            } catch {
+                return encode(.badRequest, ErrorDocument(error: "the rollback request is not valid JSON: \(error)"))
+            }
+            do {
+                return encode(.ok, try await backend.rollback(parts[2], to: request.to))
+            } catch {
+                return failure(error)
+            }
         case (.DELETE, 3, "v1", "functions"):
             do {
                 return encode(.ok, try await backend.remove(parts[2]))
@@ -226,7 +241,7 @@ enum ControlRouter {
         }
     }
 
-    /// A deploy or rm that changed nothing.
+    /// A deploy, rollback or rm that changed nothing.
     private static func failure(_ error: DeploymentError) -> ControlAnswer {
         switch error {
         case .refused(.config(.invalid(let file, let diagnostics))):
@@ -239,7 +254,13 @@ enum ControlRouter {
             return encode(.conflict, ErrorDocument(error: error.description))
         case .refused, .startFailed:
             return encode(.badGateway, ErrorDocument(error: error.description))
-        case .notStored:
+        case .notStored, .versionNotKept:
+            return encode(.internalServerError, ErrorDocument(error: error.description))
+        case .versionRefused(.unknownVersion):
+            return encode(.notFound, ErrorDocument(error: error.description))
+        case .versionRefused(.noEarlierVersion):
+            return encode(.conflict, ErrorDocument(error: error.description))
+        case .versionRefused:
             return encode(.internalServerError, ErrorDocument(error: error.description))
         case .unknownFunction(let id):
             return unknown(id)

@@ -99,7 +99,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
         criu = Criu(path: orchestrator.criuPath)
         snapshotDirectory = orchestrator.snapshotDirectory + "/\(getpid())-\(config.id)-g\(generation)"
         keptImages = KeptImages(
-            folder: (orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory) + "/images")
+            folder: (orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory) + "/images",
+            limit: orchestrator.keepVersions.rawValue)
         self.pythonSDK = pythonSDK
         restoreBudget = orchestrator.restoreTimeout.duration
         let logs = LogBuffer()

@@ -1,6 +1,6 @@
 import AetherCore
 
-/// Why `aether deploy` or `aether rm` changed nothing.
+/// Why `aether deploy`, `rollback` or `rm` changed nothing.
 enum DeploymentError: Error, Sendable, CustomStringConvertible {
     /// Refused before anything started: an invalid file, a port another function serves, the
     /// warm pool, another change in progress.
@@ -11,8 +11,13 @@ enum DeploymentError: Error, Sendable, CustomStringConvertible {
     case startFailed(function: FunctionID, cause: AetherError, undoProblems: [String])
     /// The new desired state could not be stored (then nothing was applied either).
     case notStored(DesiredStateError, undoProblems: [String])
-    /// `aether rm` of an id that is not deployed.
+    /// `aether rm` (or `versions`, `rollback`) of an id that is not deployed.
     case unknownFunction(String)
+    /// A rollback to a version that is not kept, or that cannot be read: nothing started.
+    case versionRefused(VersionError)
+    /// A new generation's version could not be recorded (its code copied, its file written):
+    /// nothing was applied.
+    case versionNotKept(VersionError, undoProblems: [String])
 
     var description: String {
         switch self {
@@ -25,6 +30,10 @@ enum DeploymentError: Error, Sendable, CustomStringConvertible {
             return "nothing was applied: \(error); " + Self.unchanged(problems)
         case .unknownFunction(let id):
             return "no function \(id) is deployed"
+        case .versionRefused(let error):
+            return error.description
+        case .versionNotKept(let error, let problems):
+            return "nothing was applied: \(error); " + Self.unchanged(problems)
         }
     }
 

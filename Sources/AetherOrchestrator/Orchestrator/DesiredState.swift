@@ -68,16 +68,17 @@ public struct DesiredState: Sendable, Equatable {
         return seen
     }
 
-    /// After `aether deploy file`: its functions replace those with the same id (in place) and
+    /// After `aether deploy file` (or a rollback to a version that came from `file`): its functions replace those with the same id (in place) and
     /// the others are added at the end; functions it does not name stay. Only `changed`
     /// functions (added or replaced) get a new record; the unchanged keep where they came from.
+    /// `change` says what made it (`aether deploy FILE`, `aether rollback ID --to N`).
     func deploying(
         _ functions: [FunctionConfig], changed: Set<FunctionID>, hashes: [FunctionID: String?], from file: String,
-        at time: String
+        change: String, at time: String
     ) -> DesiredState {
         var next = self
         next.savedAt = time
-        next.change = "aether deploy \(file)"
+        next.change = change
         for function in functions {
             let record =
                 changed.contains(function.id)
@@ -310,7 +311,7 @@ public struct DesiredStateStore: Sendable {
 
     /// At most `limit` bytes of a file (the whole of a configuration: up to ConfigLoader's limit
     /// and one byte more, so an oversized one is reported as such).
-    private static func readFile(
+    static func readFile(
         _ path: String, upTo limit: Int = ConfigLoader.maximumFileSize + 1
     ) throws(SystemCallFailure) -> [UInt8] {
         let file = try OwnedDescriptor.open(path, O_RDONLY | O_CLOEXEC)
@@ -326,14 +327,14 @@ public struct DesiredStateStore: Sendable {
         return bytes
     }
 
-    private static func encoder() -> JSONEncoder {
+    static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 
-    private static func decoder() -> JSONDecoder {
+    static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return decoder

@@ -42,6 +42,48 @@ extension Orchestrator {
         } catch {
             throw .refused(.config(error.withoutContents()))
         }
+        return try await apply(
+            config, force: request.force, replacing: Set(request.replacing.compactMap { try? FunctionID($0) }),
+            origin: .file(request.configFile)
+        ).result
+    }
+
+    /// Where the functions a deploy applies come from.
+    enum DeployOrigin {
+        /// `aether deploy FILE` (and `aether dev`).
+        case file(String)
+        /// `aether rollback ID --to N`: version N, which came from `source`.
+        case rollback(FunctionID, version: VersionStore.Record)
+
+        /// What the stored state and the new versions say made them.
+        var change: String {
+            switch self {
+            case .file(let file): "aether deploy \(file)"
+            case .rollback(let id, let version): "aether rollback \(id) --to \(version.number)"
+            }
+        }
+
+        /// A rollback restores the version's kept CRIU image (no init runs); a deploy builds
+        /// afresh (a forced redeploy of an unchanged handler asks for a new init).
+        var isRollback: Bool {
+            if case .rollback = self { return true }
+            return false
+        }
+
+        /// The configuration file the functions came from.
+        var source: String {
+            switch self {
+            case .file(let file): file
+            case .rollback(_, let version): version.source
+            }
+        }
+    }
+
+    /// `deploy` once the file is read (and a rollback): returns what changed and the number of
+    /// the version each added or replaced function now runs.
+    private func apply(
+        _ config: AetherConfig, force: Bool, replacing: Set<FunctionID>, origin: DeployOrigin
+    ) async throws(DeploymentError) -> (result: DeployResult, versions: [FunctionID: Int]) {
         // Every secret the file's functions name must be stored; the auth tokens are read now.
         let tokens = try Self.refusing { () throws(AetherError) in try loadSecrets(for: config.functions) }
         let running = state.withLock { $0.functions }
@@ -85,28 +127,50 @@ extension Orchestrator {
             running: running.mapValues {
                 DeployPlan.Running(config: $0.config, handlerHash: runningHashes[$0.id] ?? nil)
             },
-            force: request.force, replacing: Set(request.replacing.compactMap { try? FunctionID($0) }),
-            ebpf: dataplane != nil)
+            force: force, replacing: replacing, ebpf: dataplane != nil)
 
         // 1. Every new generation starts; the running ones serve meanwhile.
         var prepared: [Prepared] = []
         for step in plan.startOrder {
             do {
-                try await prepare(step, running: running, into: &prepared)
+                try await prepare(step, running: running, reusingKeptImage: origin.isRollback, into: &prepared)
             } catch {
                 let problems = await undo(prepared)
                 logger.warning(
-                    "deploy of \(request.configFile) not applied: function \(step.id) could not start",
+                    "`\(origin.change)` not applied: function \(step.id) could not start",
                     metadata: ["error": "\(error)"])
                 throw .startFailed(function: step.id, cause: error, undoProblems: problems)
             }
         }
-        // 2. The deploy is accepted once the new desired state is on disk.
+        // 2. Each new generation is the next version of its function (its code copied), and the
+        // deploy is accepted once the new desired state is on disk.
+        let time = DesiredState.now()
+        var recorded: [FunctionID: Int] = [:]
+        func forgetRecorded() { for (id, number) in recorded { versionStore.forget(number, of: id) } }
+        for step in plan.steps where step.action != .keep {
+            do {
+                var deployedAs: (handler: String, requirements: String?)?
+                if case .rollback(let id, let version) = origin, id == step.id {
+                    deployedAs = (version.handlerPath, version.requirements)
+                }
+                recorded[step.id] =
+                    try versionStore.record(
+                        step.config, hash: step.handlerHash, change: origin.change, source: origin.source, at: time,
+                        settings: settings, deployedAs: deployedAs
+                    ).number
+            } catch {
+                forgetRecorded()
+                let problems = await undo(prepared)
+                throw .versionNotKept(error, undoProblems: problems)
+            }
+        }
         let desired = currentDesired().deploying(
-            config.functions, changed: plan.changed, hashes: hashes, from: request.configFile, at: DesiredState.now())
+            config.functions, changed: plan.changed, hashes: hashes, from: origin.source, change: origin.change,
+            at: time)
         do {
             try store.save(desired)
         } catch {
+            forgetRecorded()
             let problems = await undo(prepared)
             throw .notStored(error, undoProblems: problems)
         }
@@ -116,17 +180,69 @@ extension Orchestrator {
         await commit(prepared)
         let result = plan.result
         logger.info(
-            "deployed \(request.configFile)",
+            "applied `\(origin.change)`",
             metadata: [
                 "added": "\(result.added)", "replaced": "\(result.replaced)", "unchanged": "\(result.unchanged)",
-                "handler_changed": "\(result.handlerChanged)",
+                "handler_changed": "\(result.handlerChanged)", "versions": "\(recorded)",
             ])
-        return result
+        return (result, recorded)
+    }
+
+    /// `aether rollback ID [--to N]`: deploys version N of a running function (by default the
+    /// version before the one it runs) the way `deploy` replaces it, all or nothing, beside the
+    /// running generation; the rollback is itself a new version (its content N's). It runs from
+    /// the files it was deployed from when they still hold its code (its kept CRIU image, if
+    /// any, is restored without running init again), else from its code copy.
+    func rollback(_ id: String, to number: Int?) async throws(DeploymentError) -> RollbackResult {
+        try beginChange()
+        defer { state.withLock { $0.changing = false } }
+        guard let function = state.withLock({ $0.functions.first { $0.key.rawValue == id }?.value }) else {
+            throw .unknownFunction(id)
+        }
+        let records = versionStore.records(of: function.id)
+        let current = records.last?.number
+        let target: Int
+        if let number {
+            target = number
+        } else {
+            guard let current, let earlier = records.last(where: { $0.number < current }) else {
+                throw .versionRefused(.noEarlierVersion(function: id, current: current))
+            }
+            target = earlier.number
+        }
+        let version: VersionStore.Version
+        do {
+            version = try versionStore.version(target, of: function.id)
+        } catch {
+            throw .versionRefused(error)
+        }
+        let config = AetherConfig(orchestrator: settings, functions: [version.runnable()])
+        let (result, made) = try await apply(
+            config, force: false, replacing: [], origin: .rollback(function.id, version: version.record))
+        return RollbackResult(
+            function: id, to: target, version: made[function.id] ?? current ?? target,
+            replaced: !result.replaced.isEmpty)
+    }
+
+    /// `aether versions ID`: the kept versions of a running function, oldest first.
+    func versions(of id: String) -> VersionsDocument? {
+        guard let function = state.withLock({ $0.functions.first { $0.key.rawValue == id }?.value }) else {
+            return nil
+        }
+        let records = versionStore.records(of: function.id)
+        return VersionsDocument(
+            function: id, current: records.last?.number, keep: versionStore.keep,
+            versions: records.map {
+                VersionInfo(
+                    number: $0.number, deployedAt: $0.deployedAt, change: $0.change, source: $0.source,
+                    handler: $0.handlerPath, code: $0.code, handlerSha256: $0.handlerSha256)
+            })
     }
 
     /// Starts a step's new generation (a stop-first replacement stops the old one before).
     private func prepare(
-        _ step: DeployPlan.Step, running: [FunctionID: DeployedFunction], into prepared: inout [Prepared]
+        _ step: DeployPlan.Step, running: [FunctionID: DeployedFunction], reusingKeptImage: Bool,
+        into prepared: inout [Prepared]
     ) async throws(AetherError) {
         let config = step.config
         let hash = step.handlerHash
@@ -143,7 +259,7 @@ extension Orchestrator {
             let fresh =
                 config.triggerPort != old.config.triggerPort
                 ? try await startFunction(config, handlerHash: .some(hash), installs: false)
-                : try await launch(config, routing: .atCommit)
+                : try await launch(config, routing: .atCommit, reusingKeptImage: reusingKeptImage)
             prepared.append(.beside(old: old, fresh: fresh, hash: hash))
         case .replaceStoppingFirst:
             guard let old = running[config.id] else { return }
@@ -298,6 +414,7 @@ extension Orchestrator {
         // Its processes are gone: its uid may go to another function, and its kept image goes.
         state.withLock { $0.sandboxHost }?.identities.release(function.id)
         function.keptImages.remove(function: function.id)
+        versionStore.remove(function.id)
         metrics.remove(function.id)
         logger.info("removed function \(function.id)", metadata: ["port": "\(config.triggerPort)"])
         return RemoveResult(removed: id, port: Int(config.triggerPort.rawValue))

@@ -36,6 +36,9 @@ public final class Orchestrator: Sendable {
     private let takesOver: Bool
     /// The virtualenvs of functions with `requirements:` (`<state_dir>/venvs`).
     let virtualenvs: VirtualenvCache
+    /// Every deployed version of each function (`<state_dir>/versions`): `aether versions`,
+    /// `aether rollback`.
+    let versionStore: VersionStore
 
     struct State {
         /// The generation of each function that serves it now.
@@ -89,6 +92,7 @@ public final class Orchestrator: Sendable {
             folder: config.orchestrator.stateDirectory ?? OrchestratorConfig.defaultStateDirectory)
         resumed = resuming
         virtualenvs = VirtualenvCache(folder: store.folder + "/venvs")
+        versionStore = VersionStore(folder: store.folder + "/versions", keep: config.orchestrator.keepVersions.rawValue)
         self.logger = logger
         warmPool = WarmPoolManager(
             capacity: config.orchestrator.warmPoolSize.rawValue, memoryBudget: config.orchestrator.warmPoolMemory.bytes)
@@ -248,6 +252,7 @@ public final class Orchestrator: Sendable {
                     ])
             }
             state.withLock { $0.desired = resumed }
+            recordStartedVersions(change: "aether up")
             return
         }
         let desired = DesiredState.initial(
@@ -262,6 +267,28 @@ public final class Orchestrator: Sendable {
         }
         state.withLock { $0.desired = desired }
         logger.info("stored the deployed state", metadata: ["state": "\(store.path)"])
+        recordStartedVersions(change: "aether up -c \(configFile)")
+    }
+
+    /// Each function `up` started is a version of it, unless its newest kept version is the
+    /// same configuration and code (an `up` that resumes what was deployed adds none). A version
+    /// that cannot be recorded is a warning: the function serves, `aether rollback` lacks it.
+    private func recordStartedVersions(change: String) {
+        let (hashes, desired) = state.withLock { ($0.handlerHashes, $0.desired) }
+        let time = DesiredState.now()
+        for function in initialFunctions {
+            let latest = versionStore.records(of: function.id).last.flatMap {
+                try? versionStore.version($0.number, of: function.id)
+            }
+            if let latest, latest.isSame(as: function) { continue }
+            do {
+                try versionStore.record(
+                    function, hash: hashes[function.id] ?? nil, change: change,
+                    source: desired?.record(of: function.id)?.source ?? configFile, at: time, settings: settings)
+            } catch {
+                logger.warning("function \(function.id) runs, but its version was not kept: \(error)")
+            }
+        }
     }
 
     /// `mkdir -p` with mode 0700; `purpose` names the setting in the error.
@@ -423,8 +450,11 @@ public final class Orchestrator: Sendable {
     /// its trigger port when it reports READY, whatever `routing` says.)
     /// `takingPort`: take the function's trigger port too (a function new on its port), once it
     /// is routed: a request that reaches the gateway on it then always finds its function.
+    /// `reusingKeptImage`: restore a kept CRIU image with the function's key instead of running
+    /// init (nil: when started by `up`, `.whileStarting`; a deploy's replacement builds afresh,
+    /// a rollback's reuses).
     func launch(
-        _ config: FunctionConfig, routing: Routing, takingPort: Bool = false
+        _ config: FunctionConfig, routing: Routing, takingPort: Bool = false, reusingKeptImage: Bool? = nil
     ) async throws(AetherError) -> DeployedFunction {
         if config.launcher == .python && config.handlerProtocol == .sdk && pythonSDK == nil {
             throw .handler(
@@ -476,7 +506,8 @@ public final class Orchestrator: Sendable {
             config: config, orchestrator: functionSettings, pythonSDK: pythonSDK, generation: generation,
             memory: memory,
             sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
-            metrics: metrics.function(config.id), reusesKeptImage: routing == .whileStarting, warmPool: warmPool)
+            metrics: metrics.function(config.id), reusesKeptImage: reusingKeptImage ?? (routing == .whileStarting),
+            warmPool: warmPool)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
         if routed { gateway.routes.set(function, port: config.triggerPort.rawValue) }
         if takingPort {

@@ -20,6 +20,9 @@ import Musl
 struct KeptImages: Sendable {
     /// `<state_dir>/images`.
     let folder: String
+    /// Images kept per function (`keep_versions`): the newest, so a rollback to a recent
+    /// version restores its image instead of running init again.
+    let limit: Int
 
     static let manifestName = "manifest"
     private static let format = "aetherless-image 1"
@@ -118,9 +121,18 @@ struct KeptImages: Sendable {
             RecursiveRemoval.remove(temporary)
             throw error
         }
-        // Only the current image of a function is kept.
-        for entry in Posix.entries(of: functionFolder) ?? [] where entry.name != key {
-            RecursiveRemoval.remove(functionFolder + "/" + entry.name)
+        // The newest `limit` images of a function are kept (by when they were kept).
+        let others = (Posix.entries(of: functionFolder) ?? []).filter { $0.name != key }.map { entry in
+            var status = stat()
+            let path = functionFolder + "/" + entry.name
+            let kept = stat(path + "/" + Self.manifestName, &status) == 0 && !entry.name.hasPrefix(".")
+            return (
+                path: path, kept: kept, time: kept ? status.st_mtim.tv_sec * 1_000_000_000 + status.st_mtim.tv_nsec : 0
+            )
+        }
+        let newest = others.filter(\.kept).sorted { $0.time > $1.time }.prefix(max(0, limit - 1)).map(\.path)
+        for other in others where !newest.contains(other.path) && !other.path.contains(".tmp-\(getpid())") {
+            RecursiveRemoval.remove(other.path)
         }
     }
 
