@@ -81,9 +81,27 @@ extension Aether {
             if config.functions.contains(where: { $0.requirements != nil }) {
                 client.timeoutSeconds = Self.virtualenvTimeoutSeconds
             }
-            let result = try controlRequest("deploy") { [client] () throws(OrchestratorError) in
-                try client.deploy(DeployRequest(configFile: absolute, force: force))
+            // While the orchestrator works (pip building a virtualenv takes minutes), its progress
+            // lines are polled on the side and printed to stderr as they come.
+            let name = (0..<4).map { _ in String(UInt32.random(in: 0...UInt32.max), radix: 16) }.joined()
+            let poller = Task.detached { [client] in
+                var after = 0
+                while true {
+                    let done = Task.isCancelled
+                    if let progress = try? client.progress(name, after: after) {
+                        for line in progress.lines { writeError("aether deploy: \(line)") }
+                        after = progress.next
+                    }
+                    if done { return }
+                    try? await Task.sleep(for: .milliseconds(250))
+                }
             }
+            let outcome = Result { () throws(OrchestratorError) in
+                try client.deploy(DeployRequest(configFile: absolute, force: force, progress: name))
+            }
+            poller.cancel()
+            await poller.value
+            let result = try controlRequest("deploy") { () throws(OrchestratorError) in try outcome.get() }
             let rows =
                 result.added.map { [$0, "added"] }
                 + result.replaced.map {

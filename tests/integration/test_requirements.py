@@ -118,6 +118,10 @@ class RequirementsTest(harness.AetherTestCase):
         self.assertIn("No matching distribution found for no-such-package-aetherless==9.9", output)
         self.assertIn("nothing was applied", output)
         self.assertIn(fn["id"], output)
+        # The build's progress reached the deploy client as it went, line by line on stderr.
+        self.assertIn(f"aether deploy: starting {fn['id']}", result.stderr)
+        self.assertIn(f"aether deploy: {fn['id']}: building its virtualenv from {self.tmp}/bad.txt", result.stderr)
+        self.assertIn(f"aether deploy: {fn['id']}: ", result.stderr.split("building its virtualenv")[1])
         r = self.get(fn["trigger_port"], "/")
         self.assertStatus(r, 200, "the running version after the failed deploy")
         self.assertEqual(r.json()["version"], "v1")

@@ -147,19 +147,33 @@ public struct DeployRequest: Codable, Sendable {
     /// (`aether dev`: a module beside the handler was edited).
     public var replacing: [String]
 
-    public init(configFile: String, force: Bool, replacing: [String] = []) {
+    /// A name the client made up to follow the deploy's progress (`GET /v1/progress/NAME`): the
+    /// virtualenvs' pip lines and each function's start, while it waits for the answer.
+    public var progress: String?
+
+    public init(configFile: String, force: Bool, replacing: [String] = [], progress: String? = nil) {
         self.configFile = configFile
         self.force = force
         self.replacing = replacing
+        self.progress = progress
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         configFile = try container.decode(String.self, forKey: .configFile)
         force = try container.decode(Bool.self, forKey: .force)
-        // Absent in requests of an aether from before `dev`.
+        // Absent in requests of an aether from before `dev` (and before progress).
         replacing = try container.decodeIfPresent([String].self, forKey: .replacing) ?? []
+        progress = try container.decodeIfPresent(String.self, forKey: .progress)
     }
+}
+
+/// The answer to `GET /v1/progress/NAME?after=N`: the lines of the deploy named NAME from line
+/// N on (none for a name no deploy in progress has).
+public struct ProgressDocument: Codable, Sendable, Equatable {
+    public var lines: [String]
+    /// The `after` of the next request.
+    public var next: Int
 }
 
 public struct DeployResult: Codable, Sendable, Equatable {

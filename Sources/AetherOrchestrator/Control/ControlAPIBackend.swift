@@ -9,6 +9,8 @@ protocol ControlAPIBackend: Sendable {
     func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult
     func remove(_ id: String) async throws(DeploymentError) -> RemoveResult
     func versions(of id: String) -> VersionsDocument?
+    /// The progress lines of the deploy the client named `name`, from line `after` on.
+    func progress(of name: String, after: Int) -> ProgressDocument
     func rollback(_ id: String, to number: Int?) async throws(DeploymentError) -> RollbackResult
     func requestShutdown()
     /// Starts a successor that takes over (`aether restart`).

@@ -53,6 +53,10 @@ public struct ControlClient: Sendable {
         try decode(RemoveResult.self, try send("DELETE", "/v1/functions/\(id)"))
     }
 
+    public func progress(_ name: String, after: Int) throws(OrchestratorError) -> ProgressDocument {
+        try decode(ProgressDocument.self, try send("GET", "/v1/progress/\(name)?after=\(after)"))
+    }
+
     public func versions(_ id: String) throws(OrchestratorError) -> VersionsDocument {
         try decode(VersionsDocument.self, try send("GET", "/v1/functions/\(id)/versions"))
     }

@@ -193,6 +193,13 @@ enum ControlRouter {
             } catch {
                 return failure(error)
             }
+        case (.GET, 3, "v1", "progress"):
+            let after =
+                query.split(separator: "&").compactMap { pair -> Int? in
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    return kv.count == 2 && kv[0] == "after" ? Int(kv[1]) : nil
+                }.first ?? 0
+            return encode(.ok, backend.progress(of: parts[2], after: max(0, after)))
         case (.GET, 4, "v1", "functions") where parts[3] == "versions":
             guard let versions = backend.versions(of: parts[2]) else { return unknown(parts[2]) }
             return encode(.ok, versions)

@@ -35,6 +35,8 @@ extension Orchestrator {
     func deploy(_ request: DeployRequest) async throws(DeploymentError) -> DeployResult {
         try beginChange()
         defer { state.withLock { $0.changing = false } }
+        // Kept until the next deploy, so the client's last poll after the answer gets the end.
+        deployProgress.withLock { $0 = (request.progress, []) }
 
         let config: AetherConfig
         do {
@@ -132,6 +134,7 @@ extension Orchestrator {
         // 1. Every new generation starts; the running ones serve meanwhile.
         var prepared: [Prepared] = []
         for step in plan.startOrder {
+            reportProgress("starting \(step.id)")
             do {
                 try await prepare(step, running: running, reusingKeptImage: origin.isRollback, into: &prepared)
             } catch {

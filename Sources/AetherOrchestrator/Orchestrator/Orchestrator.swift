@@ -73,6 +73,8 @@ public final class Orchestrator: Sendable {
     }
 
     let state = Mutex(State())
+    /// The progress lines of the deploy in progress, under the name its client gave.
+    let deployProgress = Mutex<(name: String?, lines: [String])>((nil, []))
     private let shutdownRequested: EventLoopPromise<Void>
     var dataplane: EbpfDataplane? { state.withLock { $0.dataplane } }
 
@@ -363,6 +365,7 @@ public final class Orchestrator: Sendable {
         let promise = group.next().makePromise(of: Virtualenv.self)
         let python = VirtualenvCache.locate(python: settings.python, forOtherUsers: settings.confinement)
         let (cache, logger, id) = (virtualenvs, logger, config.id)
+        let progress: @Sendable (String) -> Void = { [weak self] line in self?.reportProgress(line) }
         BackgroundThread.start(name: "venv-\(id)") {
             do throws(VirtualenvError) {
                 var announced = false
@@ -371,8 +374,10 @@ public final class Orchestrator: Sendable {
                     if !announced {
                         announced = true
                         logger.info("\(id): building its virtualenv from \(requirements)")
+                        progress("\(id): building its virtualenv from \(requirements)")
                     }
                     logger.info("\(id): \(line)")
+                    progress("\(id): \(line)")
                 }
                 logger.info(
                     built ? "\(id): built its virtualenv" : "\(id): reusing its virtualenv",
@@ -699,6 +704,21 @@ extension Orchestrator: ControlAPIBackend {
         var status = status
         status.confinement?.refusedSyscalls = refusals.counts(uid: UInt32(confinement.uid))
         return status
+    }
+
+    func progress(of name: String, after: Int) -> ProgressDocument {
+        deployProgress.withLock { progress in
+            guard progress.name == name else { return ProgressDocument(lines: [], next: after) }
+            return ProgressDocument(
+                lines: Array(progress.lines.dropFirst(after)), next: max(after, progress.lines.count))
+        }
+    }
+
+    /// A line for the client following the deploy in progress (`aether deploy` prints it).
+    func reportProgress(_ line: String) {
+        deployProgress.withLock { progress in
+            if progress.name != nil && progress.lines.count < 100_000 { progress.lines.append(line) }
+        }
     }
 
     func logs(of id: String, lines: Int) -> LogsDocument? {
