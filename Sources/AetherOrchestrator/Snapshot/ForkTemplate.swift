@@ -41,17 +41,17 @@ final class ForkTemplate: Sendable {
     private let memory: MemoryCgroup
     /// Moves a copy into cgroups of its own; their memory cgroup, or why not.
     private let confine: @Sendable (pid_t) -> Result<String, CgroupFailure>
-    /// Copies forked and confined, waiting for ATTACH; and whether a refill is running.
-    private let ready = Mutex<(copies: [WaitingCopy], refilling: Bool, stopped: Bool)>(([], false, false))
-    /// Its places in the warm pool (a start with no copy waiting forks on the request path,
-    /// 10-20 ms more: over the default budget, so such starts fail as latency violations).
-    private let pool: WarmPoolManager.Share?
+    /// Copies forked and confined, waiting in its places of the warm pool (nil: it has none; a
+    /// start with no copy waiting forks on the request path, 10-20 ms more: over the default
+    /// budget, so such starts fail as latency violations).
+    private let shelf: CopyShelf?
+    private let stopped = Mutex(false)
 
     private init(
         frozen: consuming FrozenTemplate, budget: Duration, pool: WarmPoolManager.Share?,
         confine: @escaping @Sendable (pid_t) -> Result<String, CgroupFailure>
     ) {
-        self.pool = pool
+        shelf = pool.map { CopyShelf(pool: $0, threadName: "fork-refill") }
         pid = frozen.pid
         launcherPID = frozen.launcherPID
         cgroup = frozen.cgroup
@@ -87,8 +87,8 @@ final class ForkTemplate: Sendable {
         do throws(CriuError) {
             let placed = pool?.reserve() ?? false
             let first = try template.forkWaitingCopy(release: placed ? pool?.release : nil)
-            if let pool, placed {
-                if pool.park(first) { template.ready.withLock { $0.copies.append(first) } }
+            if let shelf = template.shelf, placed {
+                shelf.shelve(first)
             } else {
                 first.kill()
             }
@@ -106,7 +106,7 @@ final class ForkTemplate: Sendable {
     func start(attach: (text: String, passing: [CInt])) throws(CriuError) -> FunctionSnapshot.Copy {
         let begun = ContinuousClock.now
         defer { refill(after: WarmPoolManager.refillDelay) }
-        guard !ready.withLock({ $0.stopped }) else {
+        guard !stopped.withLock({ $0 }) else {
             throw .forkFailed(template: pid, reason: "the template has ended")
         }
         guard let started = try forkWaitingCopy(release: nil).start(attach: attach, began: begun) else {
@@ -122,41 +122,17 @@ final class ForkTemplate: Sendable {
     /// A copy waiting in the warm pool, attached and stopped, for a start to take; nil when
     /// none waits. Not blocking (the request path calls it); a refill follows.
     func takeWaiting() -> WaitingCopy? {
-        guard let copy = ready.withLock({ $0.stopped || $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) else {
-            return nil
-        }
+        guard let copy = shelf?.take() else { return nil }
         refill(after: WarmPoolManager.refillDelay)
         return copy
     }
 
     /// Forks copies in the background while the warm pool gives this function places.
     private func refill(after delay: Duration = .zero) {
-        guard let pool else { return }
-        let start = ready.withLock { ready -> Bool in
-            guard !ready.refilling, !ready.stopped else { return false }
-            ready.refilling = true
-            return true
-        }
-        guard start else { return }
-        BackgroundThread.start(name: "fork-refill") { [self] in
-            if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
-            defer { ready.withLock { $0.refilling = false } }
-            while !ready.withLock({ $0.stopped }), pool.reserve() {
-                let copy: WaitingCopy
-                do throws(CriuError) {
-                    copy = try forkWaitingCopy(release: pool.release)
-                } catch {
-                    pool.release()
-                    return
-                }
-                guard pool.park(copy) else { return }
-                let keep = ready.withLock { ready -> Bool in
-                    guard !ready.stopped else { return false }
-                    ready.copies.append(copy)
-                    return true
-                }
-                if !keep { copy.kill() }
-            }
+        guard let shelf else { return }
+        shelf.refill(after: delay) { [self] _ in
+            guard !stopped.withLock({ $0 }) else { return nil }
+            return try? forkWaitingCopy(release: shelf.pool.release)
         }
     }
 
@@ -258,12 +234,8 @@ final class ForkTemplate: Sendable {
 
     /// Ends the template, and with it every copy forked from it.
     func stop() {
-        let waiting = ready.withLock { ready in
-            ready.stopped = true
-            defer { ready.copies = [] }
-            return ready.copies
-        }
-        waiting.forEach { $0.kill() }
+        stopped.withLock { $0 = true }
+        shelf?.close()
         _ = control.withLock { $0.take() }
         kill(-pid, SIGKILL)
         kill(launcherPID, SIGKILL)

@@ -34,10 +34,9 @@ final class FunctionSnapshot: Sendable {
     private let slots: RestoreSlots
     /// The image folder, open for criu swrk (see `RestoreSlot.Template`) until `remove`.
     private let imageFolder: Mutex<OwnedDescriptor?>
-    /// Its places in the orchestrator's warm pool.
-    private let pool: WarmPoolManager.Share?
-    /// Copies restored ahead of demand, waiting for ATTACH (stopped); whether a refill runs.
-    private let waiting = Mutex<(copies: [WaitingCopy], refilling: Bool, removed: Bool)>(([], false, false))
+    /// Copies restored ahead of demand, waiting in its places of the orchestrator's warm pool
+    /// (nil: it has none).
+    private let shelf: CopyShelf?
 
     private init(
         directory: String, imageFolder: consuming sending OwnedDescriptor, criu: Criu, budget: Duration,
@@ -45,7 +44,7 @@ final class FunctionSnapshot: Sendable {
         dumpDuration: Duration, pool: WarmPoolManager.Share?,
         prepareSlot: @escaping @Sendable (pid_t) -> String?, releaseSlot: @escaping @Sendable (String) -> Void
     ) {
-        self.pool = pool
+        shelf = pool.map { CopyShelf(pool: $0, threadName: "pool-restore") }
         self.directory = directory
         self.criu = criu
         self.budget = budget
@@ -188,48 +187,28 @@ final class FunctionSnapshot: Sendable {
     /// A copy restored ahead of demand, attached and stopped, for a start to take; nil when
     /// none waits. Not blocking (the request path calls it); a refill follows.
     func takeWaiting() -> WaitingCopy? {
-        guard let copy = waiting.withLock({ $0.copies.isEmpty ? nil : $0.copies.removeFirst() }) else { return nil }
+        guard let copy = shelf?.take() else { return nil }
         refillWaiting(after: WarmPoolManager.refillDelay)
         return copy
     }
 
     /// Restores copies in the background while the warm pool gives this function places.
     private func refillWaiting(after delay: Duration = .zero) {
-        guard let pool else { return }
-        let start = waiting.withLock { waiting -> Bool in
-            guard !waiting.refilling, !waiting.removed else { return false }
-            waiting.refilling = true
-            return true
-        }
-        guard start else { return }
-        BackgroundThread.start(name: "pool-restore") { [self] in
-            if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
-            defer { waiting.withLock { $0.refilling = false } }
-            var number = 0
-            while !waiting.withLock({ $0.removed }), pool.reserve() {
-                number += 1
-                let copy: Copy
-                do throws(CriuError) {
-                    let slot = try slots.take()
-                    // Off the request path: the budget is not this restore's to meet (the start
-                    // that takes the copy is timed instead).
-                    copy = try slot.restore(
-                        template: slots.template, logName: "pool-\(getpid())-\(number)", budget: .seconds(30),
-                        begun: .now)
-                } catch {
-                    pool.release()
-                    return
-                }
-                let waitingCopy = WaitingCopy(
+        guard let shelf else { return }
+        let pool = shelf.pool
+        shelf.refill(after: delay) { [self] number in
+            do throws(CriuError) {
+                let slot = try slots.take()
+                // Off the request path: the budget is not this restore's to meet (the start
+                // that takes the copy is timed instead).
+                let copy = try slot.restore(
+                    template: slots.template, logName: "pool-\(getpid())-\(number)", budget: .seconds(30),
+                    begun: .now)
+                return WaitingCopy(
                     pid: copy.pid, control: copy.control.take(), stdout: copy.stdout.take(), stderr: copy.stderr.take(),
                     cgroup: copy.cgroup, isChild: true, memory: pool.memory, release: pool.release)
-                guard pool.park(waitingCopy) else { return }
-                let kept = waiting.withLock { waiting -> Bool in
-                    guard !waiting.removed else { return false }
-                    waiting.copies.append(waitingCopy)
-                    return true
-                }
-                if !kept { waitingCopy.kill() }
+            } catch {
+                return nil
             }
         }
     }
@@ -258,12 +237,7 @@ final class FunctionSnapshot: Sendable {
     }
 
     func remove() {
-        let copies = waiting.withLock { waiting in
-            waiting.removed = true
-            defer { waiting.copies = [] }
-            return waiting.copies
-        }
-        copies.forEach { $0.kill() }
+        shelf?.close()
         slots.close()
         _ = imageFolder.withLock { $0.take() }
         RecursiveRemoval.remove(directory)
