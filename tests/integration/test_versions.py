@@ -103,6 +103,20 @@ class VersionsTest(harness.AetherTestCase):
         self.assertEqual(self.value(port), "v2")
         self.assertEqual(self.stats(fn["id"])["handler"], os.path.join(self.tmp, "app.py"))
 
+    def test_deploy_notices_a_changed_module_beside_an_unchanged_handler(self):
+        self.write_version("v1")
+        fn = self.function("ver", "app.py")
+        config = self.write_config([fn])
+        self.start(config)
+        self.assertEqual(self.get(fn["trigger_port"], "/").json()["helper"], "helper-1")
+        result = self.aether("deploy", config, timeout=30)
+        self.assertIn("unchanged", result.stdout)
+        self.write_file("helper.py", "NAME = 'helper-2'\n")
+        result = self.aether("deploy", config, timeout=30)
+        self.assertIn("replaced", result.stdout)
+        self.assertEqual(self.get(fn["trigger_port"], "/").json()["helper"], "helper-2")
+        self.assertEqual([v["number"] for v in self.versions(fn["id"])["versions"]], [1, 2])
+
     def test_unknown_versions_and_functions_are_errors_that_change_nothing(self):
         self.write_version("v1")
         fn = self.function("ver", "app.py")
@@ -182,8 +196,9 @@ class VersionsTest(harness.AetherTestCase):
         self.aether("rollback", fn["id"], timeout=30)
         self.assertEqual(
             orch.stderr().count("snapshot taken from the kept image (no init ran)"), kept + 1, orch.log())
-        self.assertEqual(
-            self.get(fn["trigger_port"], "/").json()["token"], token, "version 1's init state, from its image")
+        r = self.get(fn["trigger_port"], "/")
+        self.assertStatus(r, 200, "after the rollback")
+        self.assertEqual(r.json()["token"], token, "version 1's init state, from its image")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ extension Orchestrator {
 
     /// Applies a configuration file all or nothing. The file is validated; then every new
     /// generation (added and replaced functions; a function is replaced when its configuration
-    /// or its handler file's bytes changed, or with `force`) is started while the running ones
+    /// or its code's bytes changed, or with `force`) is started while the running ones
     /// keep serving. If one cannot start, all the new ones are stopped again and the running
     /// functions and the stored state stay as they were. Otherwise the new desired state is
     /// stored, all routes swap at once, and the old generations drain and stop. Functions the
@@ -123,6 +123,16 @@ extension Orchestrator {
         }
         var hashes: [FunctionID: String?] = [:]
         for function in config.functions { hashes[function.id] = Self.handlerHash(of: function) }
+        // A Python module beside an unchanged handler file is code too: a function whose code
+        // (`FunctionCode.files`) differs from its running version's is replaced.
+        var replacing = replacing
+        for function in config.functions where running[function.id] != nil {
+            guard let latest = versionStore.records(of: function.id).last,
+                let files = try? VersionStore.codeFiles(of: function),
+                VersionStore.codeDigest(of: files) != latest.code
+            else { continue }
+            replacing.insert(function.id)
+        }
         let runningHashes = state.withLock { $0.handlerHashes }
         let plan = DeployPlan(
             file: config.functions, hashes: hashes,
