@@ -111,7 +111,9 @@ import Testing
             let answer = Self.get(uri, method: method)
             #expect(answer.status == .notFound, "\(method) \(uri)")
             #expect(answer.contentType == "text/plain")
-            #expect(String(decoding: answer.body, as: UTF8.self) == "only GET /, /status.json and /metrics are served here\n")
+            #expect(
+                String(decoding: answer.body, as: UTF8.self)
+                    == "only GET /, /status.json and /metrics are served here\n")
         }
     }
 }
