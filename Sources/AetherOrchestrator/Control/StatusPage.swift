@@ -30,8 +30,8 @@ enum StatusPage {
         th, td { padding: 5px 12px; text-align: right; border-bottom: 1px solid #ddd; white-space: nowrap; }
         td { font-size: 19px; }
         th { font-size: 14px; color: #333; background: #f2f2f2; }
-        th:first-child, td.id, td.lifecycle, td.starts { text-align: left; }
-        td.id { font-size: 22px; font-weight: bold; }
+        th.left, td.id, td.lifecycle, td.starts { text-align: left; }
+        td.id { font-size: 19px; }
         td.starts { font-size: 15px; }
         td.rate, td.invocations { font-weight: bold; }
         </style>
@@ -49,9 +49,10 @@ enum StatusPage {
         </div>
         <div id="legend"></div>
         <table>
-        <thead><tr><th>function</th><th>lifecycle</th><th>busy</th><th>idle</th><th>starting</th><th>req/s</th>
+        <thead><tr><th class="left">function</th><th class="left">lifecycle</th><th>busy</th><th>idle</th>
+        <th>starting</th><th>req/s</th>
         <th>requests</th><th>p50 ms</th><th>p99 ms</th><th>queue</th><th>errors</th><th>timeouts</th>
-        <th>starts (kind n p50/p99 ms)</th><th>steered</th><th>packets</th><th>dropped</th></tr></thead>
+        <th class="left">starts (kind n p50/p99 ms)</th><th>steered</th><th>packets</th><th>dropped</th></tr></thead>
         <tbody id="functions"></tbody>
         </table>
         <script>
