@@ -18,8 +18,11 @@ fi
 # pkg-config for the eBPF data plane (the BPF programs are compiled by the toolchain's clang);
 # iproute2 for the private network namespaces the tests run in; python3-venv for the Python SDK's
 # test virtualenvs (scripts/test-venv.sh, sdk/python/tests/test_package.py); tmux for the terminal
-# test of `aether top` (tests/integration/test_top.py).
-packages=(python3 python3-venv procps curl util-linux libbpf-dev pkg-config iproute2 tmux)
+# test of `aether top` (tests/integration/test_top.py); chromium (headless), tesseract-ocr and a
+# font (fonts-dejavu-core) to load the metrics port's live page, screenshot it and read the
+# screenshot back (tests/integration/test_web_page.py).
+packages=(python3 python3-venv procps curl util-linux libbpf-dev pkg-config iproute2 tmux
+    chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -52,8 +52,10 @@ echo "== integration tests (aether up with real handlers, in a private network n
 # test_python_apps.py serves FastAPI and Flask apps with the test virtualenv's python.
 # test_requirements.py builds functions' virtualenvs without network, from the wheel folder
 # scripts/test-wheels.sh fills (here, outside the namespace); a missing wheel is an error, not a skip.
+# test_web_page.py loads the metrics port's page in headless Chromium and reads its screenshot with
+# tesseract (both from setup.sh); a missing one is an error, not a skip.
 wheels=$(scripts/test-wheels.sh)
-AETHER_TEST_VENV_PYTHON="$venv_python" AETHER_TEST_WHEELS="$wheels" AETHER_REQUIRE_WHEELS=1 \
+AETHER_TEST_VENV_PYTHON="$venv_python" AETHER_TEST_WHEELS="$wheels" AETHER_REQUIRE_WHEELS=1 AETHER_REQUIRE_BROWSER=1 \
     AETHER_BIN="$(pwd)/.build/debug/aether" \
     in_private_network python3 -m unittest discover -s tests/integration -t .
 

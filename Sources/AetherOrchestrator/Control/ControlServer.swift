@@ -278,7 +278,8 @@ enum ControlRouter {
         encode(.notFound, ErrorDocument(error: "no function \(id) is deployed"))
     }
 
-    private static func encode<T: Encodable>(_ status: HTTPResponseStatus, _ value: T) -> ControlAnswer {
+    /// `value` as the control API's JSON (also `GET /status.json` on the metrics port).
+    static func encode<T: Encodable>(_ status: HTTPResponseStatus, _ value: T) -> ControlAnswer {
         do {
             return ControlAnswer(status: status, body: try ControlJSON.encoder().encode(value))
         } catch {

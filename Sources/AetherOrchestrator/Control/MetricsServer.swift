@@ -1,10 +1,12 @@
 import AetherCore
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// `metrics_port`: `GET /metrics` on 127.0.0.1 for a Prometheus scraper, and nothing else (the
-/// control API stays on its 0600 Unix socket).
+/// `metrics_port`, on 127.0.0.1: `GET /metrics` for a Prometheus scraper, `GET /` the live page
+/// (`StatusPage`) and `GET /status.json` the status document it polls, and nothing else (the
+/// control API, which changes things, stays on its 0600 Unix socket).
 final class MetricsServer: Sendable {
     private let channel: any Channel
 
@@ -33,6 +35,46 @@ final class MetricsServer: Sendable {
     }
 }
 
+/// The metrics port's endpoints: one request in, one answer out.
+///
+/// | method | path | answer |
+/// |---|---|---|
+/// | GET | /metrics | the Prometheus text (`ControlAPIBackend.metricsText`) |
+/// | GET | / | the live page (`StatusPage.html`): one HTML document, its CSS and script inline |
+/// | GET | /status.json | `OrchestratorStatus`, the document of the control API's `GET /v1/status` |
+///
+/// Anything else (another path, another method, HEAD included) is 404 with a line naming these.
+enum MetricsRouter {
+    struct Answer: Sendable {
+        var status: HTTPResponseStatus
+        var contentType: String
+        var body: [UInt8]
+        /// `cache-control: no-store` (the page and its document change with every request).
+        var noStore: Bool
+    }
+
+    static let notFoundText = "only GET /, /status.json and /metrics are served here\n"
+
+    static func route(method: HTTPMethod, uri: String, backend: any ControlAPIBackend) -> Answer {
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        switch (method, path) {
+        case (.GET, "/metrics"):
+            return Answer(
+                status: .ok, contentType: OrchestratorMetrics.contentType, body: Array(backend.metricsText().utf8),
+                noStore: false)
+        case (.GET, "/"):
+            return Answer(
+                status: .ok, contentType: "text/html; charset=utf-8", body: Array(StatusPage.html.utf8), noStore: true)
+        case (.GET, "/status.json"):
+            let answer = ControlRouter.encode(.ok, backend.status())
+            return Answer(
+                status: answer.status, contentType: answer.contentType, body: Array(answer.body), noStore: true)
+        default:
+            return Answer(status: .notFound, contentType: "text/plain", body: Array(notFoundText.utf8), noStore: false)
+        }
+    }
+}
+
 private final class MetricsHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -49,17 +91,19 @@ private final class MetricsHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let found = head.method == .GET && head.uri.split(separator: "?").first == "/metrics"
-            let text = found ? backend.metricsText() : "only GET /metrics is served here\n"
+            let answer = MetricsRouter.route(method: head.method, uri: head.uri, backend: backend)
             var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: found ? OrchestratorMetrics.contentType : "text/plain")
-            headers.add(name: "content-length", value: String(text.utf8.count))
+            headers.add(name: "content-type", value: answer.contentType)
+            headers.add(name: "content-length", value: String(answer.body.count))
+            if answer.noStore { headers.add(name: "cache-control", value: "no-store") }
             if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
             context.write(
                 wrapOutboundOut(
-                    .head(HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers))),
+                    .head(HTTPResponseHead(version: head.version, status: answer.status, headers: headers))),
                 promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+            var buffer = context.channel.allocator.buffer(capacity: answer.body.count)
+            buffer.writeBytes(answer.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let done = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
             if !head.isKeepAlive {
