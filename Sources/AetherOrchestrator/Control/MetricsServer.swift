@@ -41,7 +41,7 @@ final class MetricsServer: Sendable {
 /// |---|---|---|
 /// | GET | /metrics | the Prometheus text (`ControlAPIBackend.metricsText`) |
 /// | GET | / | the live page (`StatusPage.html`): one HTML document, its CSS and script inline |
-/// | GET | /status.json | `OrchestratorStatus`, the document of the control API's `GET /v1/status` |
+/// | GET | /status.json | `OrchestratorStatus` of the control API's `GET /v1/status`, without paths and PIDs (`published`) |
 ///
 /// Anything else (another path, another method, HEAD included) is 404 with a line naming these.
 enum MetricsRouter {
@@ -66,12 +66,46 @@ enum MetricsRouter {
             return Answer(
                 status: .ok, contentType: "text/html; charset=utf-8", body: Array(StatusPage.html.utf8), noStore: true)
         case (.GET, "/status.json"):
-            let answer = ControlRouter.encode(.ok, backend.status())
+            let answer = ControlRouter.encode(.ok, published(backend.status()))
             return Answer(
                 status: answer.status, contentType: answer.contentType, body: Array(answer.body), noStore: true)
         default:
             return Answer(status: .notFound, contentType: "text/plain", body: Array(notFoundText.utf8), noStore: false)
         }
+    }
+
+    /// The status document as the metrics port shows it: anything that reaches 127.0.0.1 can
+    /// read it (a function on the host network too), so it carries the numbers and names the
+    /// page shows, and no paths, PIDs, uids or shared-memory names (`aether list --json`, on the
+    /// 0600 control socket, has them).
+    static func published(_ status: OrchestratorStatus) -> OrchestratorStatus {
+        var status = status
+        status.pid = 0
+        status.configFile = ""
+        status.stateFile = ""
+        status.controlSocket = ""
+        status.functions = status.functions.map { function in
+            var function = function
+            function.handler = ""
+            function.snapshot?.image = ""
+            function.confinement = nil
+            function.instances = function.instances.map { instance in
+                var instance = instance
+                instance.pid = 0
+                instance.region = nil
+                return instance
+            }
+            return function
+        }
+        if var ebpf = status.ebpf {
+            ebpf.ports = ebpf.ports.map { port in
+                var port = port
+                port.pid = 0
+                return port
+            }
+            status.ebpf = ebpf
+        }
+        return status
     }
 }
 
