@@ -35,7 +35,8 @@ struct ConfigValidator {
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "warm_pool_memory_mb", "restore_timeout_ms", "snapshot_dir",
             "control_socket",
-            "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
+            "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "otlp_endpoint", "dataplane",
+            "xdp_interface",
             "xdp_mode", "python", "state_dir", "confinement", "uid_range",
         ]
         static let function = [
@@ -131,6 +132,15 @@ struct ConfigValidator {
         }
         if let value: Port = boundedInteger(fields, "metrics_port", in: path) {
             config.metricsPort = value
+        }
+        if let entry = fields["otlp_endpoint"], let text = string(entry.value, path: "\(path).otlp_endpoint") {
+            do {
+                config.otlpEndpoint = try OTLPEndpoint(text: text)
+            } catch {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).otlp_endpoint", expected: error.expected,
+                    found: quoted(text))
+            }
         }
         if let entry = fields["criu_path"], let text = string(entry.value, path: "\(path).criu_path") {
             if text.hasPrefix("/") {
