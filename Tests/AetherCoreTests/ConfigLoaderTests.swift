@@ -249,8 +249,8 @@ import Testing
             diagnostics[2].description
                 == "\(file):4:3: orchestrator.restore_timout_ms: expected `restore_timeout_ms` or another of the keys "
                 + "shm_buffer_size, warm_pool_size, warm_pool_memory_mb, snapshot_dir, control_socket, listen_address, "
-                + "client_timeout_ms, criu_path, metrics_port, dataplane, xdp_interface, xdp_mode, python, state_dir, "
-                + "confinement, uid_range, keep_versions, "
+                + "client_timeout_ms, criu_path, metrics_port, otlp_endpoint, dataplane, xdp_interface, xdp_mode, "
+                + "python, state_dir, confinement, uid_range, keep_versions, "
                 + "found unknown key `restore_timout_ms`")
         #expect(
             diagnostics[5].description
@@ -382,6 +382,44 @@ import Testing
         dir.write("sub/h.py", "")
         let file = dir.write("c.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: ./sub/../sub/h.py}\n")
         #expect(try ConfigLoader.load(path: file).functions[0].handlerPath == "\(dir.path)/sub/h.py")
+    }
+
+    /// `otlp_endpoint`: the base URL of an OTLP/HTTP receiver; traces go to its `v1/traces`.
+    /// Anything else is refused naming the key and the value.
+    @Test func otlpEndpoint() throws {
+        let dir = TemporaryDirectory()
+        dir.write("h.py", "")
+        let accepted = [
+            "http://127.0.0.1:4318": "http://127.0.0.1:4318/v1/traces",
+            "https://collector.example.com": "https://collector.example.com/v1/traces",
+            "HTTP://[::1]:4318/otlp/": "http://[::1]:4318/otlp/v1/traces",
+            "http://localhost:4318/base": "http://localhost:4318/base/v1/traces",
+        ]
+        for (text, traces) in accepted {
+            let file = dir.write(
+                "c.yaml",
+                "orchestrator:\n  otlp_endpoint: \"\(text)\"\nfunctions:\n  - {id: a, trigger_port: 80, handler_path: h.py}\n"
+            )
+            #expect(try ConfigLoader.load(path: file).orchestrator.otlpEndpoint?.tracesURL == traces, "\(text)")
+        }
+        let refused = [
+            "127.0.0.1:4318", "grpc://127.0.0.1:4317", "http://", "http://:4318", "http://host:0", "http://host:65536",
+            "http://host:43a", "http://user@host:4318", "http://host:4318/v1?x=1", "http://host:4318/#top",
+            "http://ho st:4318", "http://[::1:4318", "http://[::1]x",
+        ]
+        for text in refused {
+            let file = dir.write(
+                "bad.yaml",
+                "orchestrator:\n  otlp_endpoint: \"\(text)\"\nfunctions:\n  - {id: a, trigger_port: 80, handler_path: h.py}\n"
+            )
+            let error = #expect(throws: ConfigError.self, "\(text)") { try ConfigLoader.load(path: file) }
+            let message = String(describing: error)
+            #expect(
+                message.contains("orchestrator.otlp_endpoint: expected an http:// or https:// URL")
+                    && message.contains("found \"\(text)\""), "\(message)")
+        }
+        let untraced = dir.write("c.yaml", "functions:\n  - {id: a, trigger_port: 80, handler_path: h.py}\n")
+        #expect(try ConfigLoader.load(path: untraced).orchestrator.otlpEndpoint == nil, "off by default")
     }
 
     @Test func environmentMayBeEmpty() throws {

@@ -24,6 +24,7 @@ import Testing
                 restoreTimeout: try RestoreTimeout(40), snapshotDirectory: "/dev/shm/custom images",
                 controlSocket: "/run/aether test/aether.sock", listenAddress: "0.0.0.0",
                 clientTimeout: try ClientTimeout(1234), criuPath: "/opt/criu/bin/criu", metricsPort: try Port(9464),
+                otlpEndpoint: try OTLPEndpoint(text: "http://[::1]:4318/otlp"),
                 dataplane: .ebpf, xdpInterface: "veth-a", xdpMode: .native, python: "python3",
                 stateDirectory: "/var/lib/aether state"),
             functions: [

@@ -46,6 +46,8 @@ public struct OrchestratorConfig: Sendable, Equatable {
     public var criuPath: String
     /// Serve Prometheus metrics on 127.0.0.1 at this port (nil: only on the control socket).
     public var metricsPort: Port?
+    /// Export traces of every request over OTLP/HTTP to this collector (nil: no tracing at all).
+    public var otlpEndpoint: OTLPEndpoint?
     /// How connections to trigger ports reach their function.
     public var dataplane: Dataplane
     /// The interface the XDP counter program attaches to (nil: no XDP program). Only with
@@ -94,6 +96,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         clientTimeout: ClientTimeout = .standard,
         criuPath: String = Self.defaultCriuPath,
         metricsPort: Port? = nil,
+        otlpEndpoint: OTLPEndpoint? = nil,
         dataplane: Dataplane = .ebpf,
         xdpInterface: String? = nil,
         xdpMode: XDPMode = .generic,
@@ -113,6 +116,7 @@ public struct OrchestratorConfig: Sendable, Equatable {
         self.clientTimeout = clientTimeout
         self.criuPath = criuPath
         self.metricsPort = metricsPort
+        self.otlpEndpoint = otlpEndpoint
         self.dataplane = dataplane
         self.xdpInterface = xdpInterface
         self.xdpMode = xdpMode

@@ -35,8 +35,8 @@ struct ConfigValidator {
         static let orchestrator = [
             "shm_buffer_size", "warm_pool_size", "warm_pool_memory_mb", "restore_timeout_ms", "snapshot_dir",
             "control_socket",
-            "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "dataplane", "xdp_interface",
-            "xdp_mode", "python", "state_dir", "confinement", "uid_range", "keep_versions",
+            "listen_address", "client_timeout_ms", "criu_path", "metrics_port", "otlp_endpoint", "dataplane",
+            "xdp_interface", "xdp_mode", "python", "state_dir", "confinement", "uid_range", "keep_versions",
         ]
         static let function = [
             "id", "memory_limit_mb", "trigger_port", "handler_path", "timeout_ms", "environment", "protocol",
@@ -134,6 +134,15 @@ struct ConfigValidator {
         }
         if let value: Port = boundedInteger(fields, "metrics_port", in: path) {
             config.metricsPort = value
+        }
+        if let entry = fields["otlp_endpoint"], let text = string(entry.value, path: "\(path).otlp_endpoint") {
+            do {
+                config.otlpEndpoint = try OTLPEndpoint(text: text)
+            } catch {
+                report(
+                    .invalidValue, at: entry.value, path: "\(path).otlp_endpoint", expected: error.expected,
+                    found: quoted(text))
+            }
         }
         if let entry = fields["criu_path"], let text = string(entry.value, path: "\(path).criu_path") {
             if text.hasPrefix("/") {

@@ -20,6 +20,7 @@ public enum ConfigYAML {
         setting("criu_path", quoted(settings.criuPath))
         setting("python", quoted(settings.python))
         if let port = settings.metricsPort { setting("metrics_port", String(port.rawValue)) }
+        if let endpoint = settings.otlpEndpoint { setting("otlp_endpoint", quoted(endpoint.url)) }
         setting("control_socket", quoted(settings.controlSocket))
         setting("listen_address", quoted(settings.listenAddress))
         setting("dataplane", quoted(settings.dataplane.rawValue))

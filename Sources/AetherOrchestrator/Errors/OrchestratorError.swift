@@ -16,6 +16,8 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
     case folderUnavailable(purpose: String, path: String, reason: String)
     /// The orchestrator could not become the reaper of the snapshot copies criu restores.
     case subreaperUnavailable(reason: String)
+    /// The trace exporter for `otlp_endpoint` could not be made.
+    case tracingUnavailable(endpoint: String, reason: String)
 
     public var description: String {
         switch self {
@@ -35,6 +37,8 @@ public enum OrchestratorError: Error, Sendable, Equatable, CustomStringConvertib
             "cannot create \(path) for \(purpose): \(reason)"
         case .subreaperUnavailable(let reason):
             "cannot become the child subreaper that reaps restored instances: \(reason)"
+        case .tracingUnavailable(let endpoint, let reason):
+            "cannot export traces to otlp_endpoint \(endpoint): \(reason)"
         }
     }
 }

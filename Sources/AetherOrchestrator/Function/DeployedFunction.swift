@@ -465,6 +465,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
             // Gone since the decision: its exit answers the request.
             return
         }
+        // Before the write: once the request is in the ring its response may be read at once.
+        invocation.trace?.dispatched(to: instance)
         switch handle.write(invocation, requestID: requestID) {
         case .written:
             break

@@ -19,6 +19,12 @@ final class GatewayRoutes: Sendable {
     let handingOver = Atomic<Bool>(false)
     /// The bearer tokens of the functions with `auth:`.
     let tokens = BearerTokens()
+    /// Traces requests (`otlp_endpoint`); nil: no tracing.
+    let tracing: RequestTracing?
+
+    init(tracing: RequestTracing? = nil) {
+        self.tracing = tracing
+    }
 
     func function(port: UInt16) -> DeployedFunction? { routes.withLock { $0[port] } }
     func set(_ function: DeployedFunction?, port: UInt16) { routes.withLock { $0[port] = function } }
@@ -29,13 +35,14 @@ final class GatewayRoutes: Sendable {
 /// listener is bound to its trigger port; with the eBPF data plane it is bound to a free port
 /// and the kernel steers the trigger port to it.
 final class Gateway: Sendable {
-    let routes = GatewayRoutes()
+    let routes: GatewayRoutes
     private let group: any EventLoopGroup
     private let address: String
     private let clientTimeout: TimeAmount
     private let listeners = Mutex<[UInt16: any Channel]>([:])
 
-    init(group: any EventLoopGroup, address: String, clientTimeout: ClientTimeout) {
+    init(group: any EventLoopGroup, address: String, clientTimeout: ClientTimeout, tracing: RequestTracing? = nil) {
+        routes = GatewayRoutes(tracing: tracing)
         self.group = group
         self.address = address
         self.clientTimeout = .milliseconds(Int64(clientTimeout.milliseconds))

@@ -171,7 +171,18 @@ final class GatewayHandler: ChannelDuplexHandler {
         var head = request.head
         // Every request has an id: its W3C trace's, or a new trace's. The handler sees both
         // headers (`request.request_id`, `request.traceparent`); the answer carries the id.
-        let identity = RequestIdentity(incoming: head.headers.first(name: "traceparent"))
+        // Traced, the handler's traceparent names the request's server span.
+        let incoming = head.headers.first(name: "traceparent")
+        let identity: RequestIdentity
+        let trace: RequestTrace?
+        if let tracing = routes.tracing {
+            (identity, trace) = tracing.begin(
+                incoming: incoming, tracestate: head.headers.first(name: "tracestate"),
+                method: head.method.rawValue, target: head.uri, function: request.function.id, port: port)
+        } else {
+            identity = RequestIdentity(incoming: incoming)
+            trace = nil
+        }
         head.headers.replaceOrAdd(name: "traceparent", value: identity.traceparent)
         head.headers.replaceOrAdd(name: "x-request-id", value: identity.requestID)
         // After a request asking to upgrade (Upgrade with Connection: upgrade), NIO's decoder
@@ -181,9 +192,10 @@ final class GatewayHandler: ChannelDuplexHandler {
             keepAlive: head.isKeepAlive && !head.headers.contains(name: "upgrade"), requestID: identity.requestID)
         let invocation = Invocation(
             head: head, body: request.body, function: request.function, promise: context.eventLoop.makePromise(),
-            arrived: .now)
+            arrived: .now, trace: trace)
         invocation.promise.futureResult.assumeIsolated().whenSuccess { [self] response in
             write(response, answering: answered, context: context)
+            trace?.responded(status: Int(response.status.code))
         }
         request.function.submit(invocation)
     }

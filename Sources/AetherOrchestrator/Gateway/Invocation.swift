@@ -14,12 +14,15 @@ struct Invocation: SchedulableRequest {
     let promise: EventLoopPromise<GatewayResponse>
     /// When the gateway had the whole request (for `faas_invoke_duration_seconds`).
     let arrived: ContinuousClock.Instant
+    /// Its spans, when the orchestrator traces (`otlp_endpoint`); nil otherwise.
+    let trace: RequestTrace?
 
     var summary: String { "\(head.method) \(head.uri)" }
 
     /// Turns the outcome into the HTTP answer here, on the thread that produced it (for a response,
     /// the instance's ring reader), so the connection's event loop only writes it.
     func complete(_ outcome: InvocationOutcome<HandlerResponse>) {
+        trace?.answered(outcome)
         let (response, rejection) = GatewayResponse.answering(outcome, function: function.id)
         if let rejection {
             function.responseRejected(instance: rejection.instance, reason: rejection.reason, status: rejection.status)

@@ -21,6 +21,20 @@ struct RequestIdentity: Sendable, Equatable {
         }
     }
 
+    /// An identity made elsewhere (a tracer's server span): `traceparent` carries `traceID`.
+    init(traceID: String, traceparent: String) {
+        self.traceID = traceID
+        self.traceparent = traceparent
+    }
+
+    /// A valid `traceparent` as version 00 (a later version's first four fields, lowercased),
+    /// which is what a W3C propagator reads; nil if it is not valid.
+    static func normalized(_ value: String) -> String? {
+        guard traceID(ofValid: value) != nil else { return nil }
+        let fields = value.trimmingPrefix(while: { $0 == " " }).split(separator: "-", omittingEmptySubsequences: false)
+        return "00-\(fields[1])-\(fields[2])-\(fields[3])".lowercased()
+    }
+
     /// The trace id of a `traceparent` of version 00 (or a later version's first four fields),
     /// or nil if it is not one: lowercase hex fields of 2-32-16-2 digits, neither id all zeros.
     static func traceID(ofValid value: String) -> String? {

@@ -39,6 +39,10 @@ public final class Orchestrator: Sendable {
     /// Every deployed version of each function (`<state_dir>/versions`): `aether versions`,
     /// `aether rollback`.
     let versionStore: VersionStore
+    /// Exports request traces (`otlp_endpoint`); nil without one, or when its exporter could not
+    /// be made (`tracingFailure`, which `start()` reports).
+    let tracing: RequestTracing?
+    private let tracingFailure: OrchestratorError?
 
     struct State {
         /// The generation of each function that serves it now.
@@ -100,8 +104,20 @@ public final class Orchestrator: Sendable {
             capacity: config.orchestrator.warmPoolSize.rawValue, memoryBudget: config.orchestrator.warmPoolMemory.bytes)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         pythonSDK = PythonSDKLocator.locate()
+        var tracing: RequestTracing?
+        var tracingFailure: OrchestratorError?
+        if let endpoint = config.orchestrator.otlpEndpoint {
+            do {
+                tracing = try RequestTracing(endpoint: endpoint, logger: logger)
+            } catch {
+                tracingFailure = .tracingUnavailable(endpoint: endpoint.url, reason: "\(error)")
+            }
+        }
+        self.tracing = tracing
+        self.tracingFailure = tracingFailure
         gateway = Gateway(
-            group: group, address: config.orchestrator.listenAddress, clientTimeout: config.orchestrator.clientTimeout)
+            group: group, address: config.orchestrator.listenAddress, clientTimeout: config.orchestrator.clientTimeout,
+            tracing: tracing)
         shutdownRequested = group.next().makePromise()
     }
 
@@ -119,6 +135,7 @@ public final class Orchestrator: Sendable {
             state.withLock { $0.predecessor = predecessor }
             logger.info("taking over from the orchestrator with pid \(predecessor.pid)")
         }
+        if let tracingFailure { throw .orchestrator(tracingFailure) }
         DescriptorLimit.raiseSoftToHard(logger: logger)
         let folder = String(socket[..<(socket.lastIndex(of: "/") ?? socket.startIndex)])
         if !folder.isEmpty { try Self.makeFolder(folder, for: "the control socket (control_socket)") }
@@ -202,6 +219,11 @@ public final class Orchestrator: Sendable {
             }
         }
 
+        // Stopped by shutdown(), which a failure from here on calls.
+        if let tracing {
+            tracing.run()
+            logger.info("exporting traces over OTLP/HTTP", metadata: ["otlp_endpoint": "\(tracing.endpoint.tracesURL)"])
+        }
         do {
             // A successor answers beside its predecessor until the hand-over, then moves its
             // socket onto the path.
@@ -668,6 +690,8 @@ public final class Orchestrator: Sendable {
         await control?.close()
         memory?.removeRoot()
         SecretFiles.removeAll()
+        // The spans of the last requests are exported before the process ends.
+        await tracing?.shutdown()
         logger.info("stopped")
         requestShutdown()
     }
