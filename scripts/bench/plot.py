@@ -215,7 +215,7 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)
         plot_coldstart(os.path.join(args.dir, "samples.csv"), out)
     else:
-        out = args.out or os.path.dirname(os.path.abspath(args.csv))
+        out = args.out or os.path.dirname(args.csv) or "."
         os.makedirs(out, exist_ok=True)
         name = args.name or os.path.splitext(os.path.basename(args.csv))[0]
         plot_wrk(args.csv, out, name, args.title or name)
