@@ -46,7 +46,7 @@ venv_python=$(scripts/test-venv.sh)
 AETHER_REQUIRE_FRAMEWORKS=1 PYTHONPATH=sdk/python "$venv_python" -m unittest discover -s sdk/python/tests -p test_frameworks.py
 
 # The bench scripts' plotting (scripts/bench/plot.py) on tiny CSV files, with matplotlib from its
-# pinned virtualenv (made once, ~200 MB of wheels, reused while its pins hold); a missing
+# pinned virtualenv (made once from wheels, ~200 MB installed, reused while its pins hold); a missing
 # matplotlib is an error here, not a skip.
 echo "== bench plots (scripts/bench/plot-venv.sh)"
 plot_python=$(scripts/bench/plot-venv.sh)
