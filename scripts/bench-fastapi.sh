@@ -14,7 +14,9 @@
 # are installed), given to aether as `python:`. Each target answers GET /items/7?q=hi at 1, 16 and
 # 64 connections and POST /items (a JSON body FastAPI validates with pydantic) at 16, twice: the
 # targets alternate, round 2 in the reverse order. Printed: each round, the mean of the two, and
-# aether / uvicorn.
+# aether / uvicorn. Into AETHER_BENCH_OUT (default bench-results/fastapi): the printed tables
+# (tables.md), every measurement as CSV (fastapi.csv, the columns of bench-gateway.sh's
+# gateway.csv) and their plots, fastapi-rps.png and fastapi-p50.png (scripts/bench/plot.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -49,7 +51,17 @@ if ! venv_ready; then
 fi
 # A confined handler runs as its function's own uid: the virtualenv must be readable by it.
 chmod -R a+rX "$venv" .build-bench
+# matplotlib for the plots at the end (made once; found without network after that).
+plot_python=$(scripts/bench/plot-venv.sh)
 [[ "$prepare_only" == yes ]] && exit 0
+
+out="${AETHER_BENCH_OUT:-bench-results/fastapi}"
+mkdir -p "$out"
+rm -f "$out"/fastapi.csv "$out"/fastapi-*.png
+csv="$out/fastapi.csv"
+echo "round,target,request,connections,rps,p50_us,p99_us,errors" >"$csv"
+# Everything printed from here on goes to tables.md too.
+exec > >(tee "$out/tables.md")
 
 work=$(mktemp -d /tmp/aether-bench-fastapi-XXXXXX)
 chmod 755 "$work"
@@ -139,8 +151,10 @@ for round in $(seq "$rounds"); do
         for column in "${columns[@]}"; do
             if [[ "$column" == post ]]; then
                 read -r r a b e <<<"$(run "$url/items" 16 -s "$work/post.lua")"
+                echo "$round,\"$name\",POST,16,$r,$a,$b,$e" >>"$csv"
             else
                 read -r r a b e <<<"$(run "$url/items/7?q=hi" "$column")"
+                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e" >>"$csv"
             fi
             add rps "$name|$column" "$r"
             add p50 "$name|$column" "$a"
@@ -174,3 +188,6 @@ for column in "${columns[@]}"; do
     echo "  ${column}: req/s $(ratio "${rps[aether fastapi|$column]}" "${rps[uvicorn fastapi|$column]}")," \
         "p50 $(ratio "${p50[aether fastapi|$column]}" "${p50[uvicorn fastapi|$column]}")"
 done
+echo
+echo "CSV: $csv; plots:"
+"$plot_python" scripts/bench/plot.py wrk "$csv" --title "FastAPI app"

@@ -36,6 +36,12 @@
 # wrk saw non-2xx answers or socket errors), then the ratios issue 15's
 # "Done when" asks for (aether / the better of uvicorn and granian, Swift SDK / Hummingbird).
 #
+# Into AETHER_BENCH_OUT (default bench-results/gateway): the printed tables (tables.md), every
+# measurement as CSV (gateway.csv: round,target,request,connections,rps,p50_us,p99_us,errors, one
+# row per target, request kind GET or POST, connection count and round) and their plots
+# (scripts/bench/plot.py, with matplotlib from scripts/bench/plot-venv.sh, which --prepare makes):
+# gateway-rps.png (req/s vs connections per target) and gateway-p50.png (p50 vs connections).
+#
 # The aether sdk targets also run on a second orchestrator for an A/B: with
 # `confinement: false` ("unconfined", the cost of confinement, SECURITY.md), or with
 # AETHER_BENCH_BASELINE=DIR another build (a checkout with its own release build, e.g. a
@@ -83,7 +89,17 @@ if ! venv_ready; then
         exit 1
     }
 fi
+# matplotlib for the plots at the end (made once; found without network after that).
+plot_python=$(scripts/bench/plot-venv.sh)
 [[ "$prepare_only" == yes ]] && exit 0
+
+out="${AETHER_BENCH_OUT:-bench-results/gateway}"
+mkdir -p "$out"
+rm -f "$out"/gateway.csv "$out"/gateway-*.png
+csv="$out/gateway.csv"
+echo "round,target,request,connections,rps,p50_us,p99_us,errors" >"$csv"
+# Everything printed from here on goes to tables.md too.
+exec > >(tee "$out/tables.md")
 
 work=$(mktemp -d /tmp/aether-bench-XXXXXX)
 # Confined handlers run as their function's own uid: their folder must be readable by it.
@@ -350,8 +366,10 @@ for round in $(seq "$rounds"); do
                     continue
                 fi
                 read -r r a b e <<<"$(run "$url" "$post_connections" -s "$work/post.lua")"
+                echo "$round,\"$name\",POST,$post_connections,$r,$a,$b,$e" >>"$csv"
             else
                 read -r r a b e <<<"$(run "$url" "$column")"
+                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e" >>"$csv"
             fi
             add rps "$name|$column" "$r"
             add p50 "$name|$column" "$a"
@@ -412,3 +430,6 @@ echo "c=1 p50: aether sdk python / nginx->python = $(ratio "${p50[aether sdk pyt
     "aether sdk python / python http.server = $(ratio "${p50[aether sdk python|1]}" "${p50[python http.server|1]}")"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 .build/release/aether stats --socket "$work/aether.sock"
+echo
+echo "CSV: $csv; plots:"
+"$plot_python" scripts/bench/plot.py wrk "$csv" --title "aether and its peers"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, a warning-free build, the Swift tests, the Python SDK tests (also
-# with FastAPI, Starlette and Flask in a pinned virtualenv, and pip-installed as a package) and the
-# integration tests (the real `aether` binary with real handlers and HTTP clients).
+# with FastAPI, Starlette and Flask in a pinned virtualenv, and pip-installed as a package), the bench
+# scripts' plotting and the integration tests (the real `aether` binary with real handlers and HTTP clients).
 # Installs what it needs first (scripts/setup.sh --deps-only), so it runs on a bare machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,13 @@ python3 -m unittest discover -s sdk/python/tests
 echo "== python sdk with FastAPI, Starlette and Flask (scripts/test-venv.sh)"
 venv_python=$(scripts/test-venv.sh)
 AETHER_REQUIRE_FRAMEWORKS=1 PYTHONPATH=sdk/python "$venv_python" -m unittest discover -s sdk/python/tests -p test_frameworks.py
+
+# The bench scripts' plotting (scripts/bench/plot.py) on tiny CSV files, with matplotlib from its
+# pinned virtualenv (made once from wheels, ~200 MB installed, reused while its pins hold); a missing
+# matplotlib is an error here, not a skip.
+echo "== bench plots (scripts/bench/plot-venv.sh)"
+plot_python=$(scripts/bench/plot-venv.sh)
+AETHER_REQUIRE_PLOT=1 "$plot_python" -m unittest discover -s tests/bench -t .
 
 echo "== python sdk as a package (pip install ./sdk/python in a fresh virtualenv)"
 AETHER_TEST_PACKAGE=1 python3 -m unittest discover -s sdk/python/tests -p test_package.py

@@ -20,12 +20,19 @@ measures only (b) and (c) (a list of cold, restore, fork; all by default; AETHER
 skips the memory table), and AETHER_BENCH_RAW=1 also prints every restore sample as
 `RAW <function> <time to first response ms> <criu restore ms>`.
 
+Every sample also goes into CSV files in AETHER_BENCH_OUT (default bench-results/coldstart), which
+scripts/bench-coldstart.sh then plots (scripts/bench/plot.py): samples.csv (side, example, mode,
+ms: one row per client-side sample; mode cold, restore, fork, warm or restore-after-idle),
+orchestrator.csv (the same columns for the orchestrator's x-aether-restore-ms: criu-restore, fork,
+criu-restore-after-idle) and memory.csv (the memory table's rows).
+
 (b) is measured right after the function scaled to zero. A second table repeats (b) after the
 machine has idled AETHER_BENCH_IDLE_S seconds first (default 3; 0 skips it),
 AETHER_BENCH_IDLE_SAMPLES times per function (default 8): requests to a scaled-to-zero
 function rarely come right after it scaled down (BENCHMARKS.md, "Restores after a second of idle").
 """
 
+import csv
 import http.client
 import json
 import os
@@ -55,6 +62,8 @@ BUDGET_MS = 15.0
 WARM_POOL = os.environ.get("AETHER_BENCH_WARM_POOL")
 
 BASELINE = os.environ.get("AETHER_BENCH_BASELINE")
+#: Where the CSV files go.
+OUT = os.environ.get("AETHER_BENCH_OUT") or os.path.join(REPO, "bench-results", "coldstart")
 
 
 def examples(checkout: str) -> list[tuple[str, str, str]]:
@@ -314,6 +323,32 @@ def print_tables(side: Side):
             )
 
 
+def write_csv(name: str, header: list[str], rows) -> str:
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, name)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_samples(sides: list) -> list[str]:
+    """samples.csv and orchestrator.csv: every sample of every side, as measured (ms, 3 decimals)."""
+    client, orchestrator = [], []
+    for side in sides:
+        for name, (cold, restored, warm, restore_ms, forked, fork_ms) in side.rows.items():
+            for mode, values in (("cold", cold), ("restore", restored), ("fork", forked), ("warm", warm)):
+                client += [(side.label, name, mode, f"{v:.3f}") for v in values]
+            for mode, values in (("criu-restore", restore_ms), ("fork", fork_ms)):
+                orchestrator += [(side.label, name, mode, f"{v:.3f}") for v in values]
+        for name, (restored, restore_ms) in side.idle_rows.items():
+            client += [(side.label, name, "restore-after-idle", f"{v:.3f}") for v in restored]
+            orchestrator += [(side.label, name, "criu-restore-after-idle", f"{v:.3f}") for v in restore_ms]
+    header = ["side", "example", "mode", "ms"]
+    return [write_csv("samples.csv", header, client), write_csv("orchestrator.csv", header, orchestrator)]
+
+
 def print_ratios(current: Side, baseline: Side):
     print()
     print(f"A/B, p50 ratio {current.label} / {baseline.label} (below 1: this build is faster), same run, samples alternated")
@@ -329,7 +364,7 @@ def print_ratios(current: Side, baseline: Side):
 
 def main():
     if os.environ.get("AETHER_BENCH_ONLY_MEMORY"):
-        memory_table()
+        print("CSV: " + os.path.relpath(memory_table()))
         return
     if BASELINE:
         baseline = os.path.abspath(BASELINE)
@@ -366,6 +401,7 @@ def main():
             for name, (_, restored, _, restore_ms, _, _) in side.rows.items():
                 for elapsed, criu in zip(restored, restore_ms):
                     print(f"RAW {side.label} {name} {elapsed:.3f} {criu:.3f}")
+    written = write_samples(sides)
     print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; {SAMPLES} samples per cell")
     for side in sides:
         print()
@@ -374,7 +410,9 @@ def main():
         print_ratios(sides[0], sides[1])
     if MEMORY:
         print()
-        memory_table()
+        written.append(memory_table())
+    print()
+    print("CSV: " + " ".join(os.path.relpath(p) for p in written))
 
 
 def memory_of(pid: int) -> tuple[int, int]:
@@ -450,6 +488,7 @@ def memory_table():
         print("| function | mode | PSS of one instance | PSS sum | USS sum | PSS sum / PSS of one |")
         print("|---|---|---|---|---|---|")
         one = {}
+        rows = []
         for name, mode, fid in sorted(functions, key=lambda f: f[1] != "cold"):
             out = aether("stats", fid, "--json", socket_path=socket_path)
             pids = [i["pid"] for i in json.loads(out.stdout)["instances"]]
@@ -460,6 +499,9 @@ def memory_table():
             uss = [u for _, u in measured]
             one.setdefault(name, statistics.median(pss[:MEMORY_INSTANCES]))
             print(f"| {name} | {mode} | {one[name]:.0f} | {sum(pss)} | {sum(uss)} | {sum(pss) / one[name]:.1f} |")
+            rows.append((name, mode, len(pids), f"{one[name]:.0f}", sum(pss), sum(uss)))
+        return write_csv("memory.csv", ["example", "mode", "processes", "pss_one_kib", "pss_sum_kib", "uss_sum_kib"],
+                         rows)
     finally:
         aether("down", socket_path=socket_path)
         try:
