@@ -1871,7 +1871,21 @@ def _disk(s: Scenario, disk: str):
     partial = [name for name in os.listdir(s.snapshot_dir) if os.path.join(s.snapshot_dir, name) != image]
     s.expect(not partial, "snapshot_dir", f"failed snapshot builds left folders on the full disk: {partial}")
     leftovers = [name for name in os.listdir(s.state_dir)
-                 if name not in ("desired.yaml", "identities", "secrets", "images")]
+                 if name not in ("desired.yaml", "identities", "secrets", "images", "versions")]
+    # Versions (versions/<function>/<N>.yaml, code/<digest>/) are written through temporary
+    # files and folders, removed when the disk is full, and a code copy no version uses is
+    # removed with them: none may be left.
+    versions = os.path.join(s.state_dir, "versions")
+    for function in os.listdir(versions) if os.path.isdir(versions) else []:
+        folder = os.path.join(versions, function)
+        numbers = [name for name in os.listdir(folder) if name.endswith(".yaml")]
+        leftovers += [f"versions/{function}/{name}" for name in os.listdir(folder) if ".tmp" in name]
+        code = os.path.join(folder, "code")
+        used = set()
+        for name in numbers:
+            with open(os.path.join(folder, name)) as f:
+                used.update(part.split("/")[0] for part in f.read().split("/code/")[1:])
+        leftovers += [f"versions/{function}/code/{name}" for name in os.listdir(code) if name not in used]
     # Kept images (images/<function>/<key>) are written through a temporary folder, removed when
     # the disk is full: none may be left.
     images = os.path.join(s.state_dir, "images")

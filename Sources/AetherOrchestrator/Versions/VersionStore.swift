@@ -183,6 +183,8 @@ struct VersionStore: Sendable {
             try DurableFile.replace(
                 path, with: Array(text.utf8), temporary: "\(folder)/.\(record.number).tmp-\(getpid())")
         } catch {
+            // A copy made for this version alone is not kept without it.
+            removeUnusedCode(of: id)
             throw .fileFailed(path: path, reason: error.description)
         }
         prune(id)
