@@ -11,21 +11,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-requirements=sdk/python/tests/requirements-frameworks.txt
-venv=.build-test/venv
-# Debian's python3 (the interpreter handlers run with), not whichever python3 PATH finds first.
-python=/usr/bin/python3
-[[ -x "$python" ]] || python=$(command -v python3)
-
-stamp="$("$python" -c 'import sys; print(sys.version)' | head -1) $(sha256sum "$requirements" | cut -d' ' -f1)"
-if [[ -x "$venv/bin/python" && -f "$venv/.pins" && "$(cat "$venv/.pins")" == "$stamp" ]]; then
-    echo "test-venv: $venv has the pinned packages" >&2
-else
-    echo "test-venv: making $venv with $python ($requirements)" >&2
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-virtualenv -r "$requirements" >&2
-    "$venv/bin/python" -m pip check >&2
-    echo "$stamp" >"$venv/.pins"
-fi
-echo "$(pwd)/$venv/bin/python"
+exec scripts/pinned-venv.sh test-venv sdk/python/tests/requirements-frameworks.txt .build-test/venv

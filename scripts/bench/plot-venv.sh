@@ -10,25 +10,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-requirements=scripts/bench/plot-requirements.txt
-venv=.build-bench/plot-venv
-python=/usr/bin/python3
-[[ -x "$python" ]] || python=$(command -v python3)
-
-stamp="$("$python" -c 'import sys; print(sys.version)' | head -1) $(sha256sum "$requirements" | cut -d' ' -f1)"
-if [[ -x "$venv/bin/python" && -f "$venv/.pins" && "$(cat "$venv/.pins")" == "$stamp" ]]; then
-    echo "plot-venv: $venv has the pinned packages" >&2
-else
-    echo "plot-venv: making $venv with $python ($requirements)" >&2
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-virtualenv --only-binary=:all: \
-        -r "$requirements" >&2 || {
-        echo "plot-venv: cannot install $requirements into $venv (no way to PyPI? run it outside a network namespace first)" >&2
-        rm -rf "$venv"
-        exit 1
-    }
-    "$venv/bin/python" -m pip check >&2
-    echo "$stamp" >"$venv/.pins"
-fi
-echo "$(pwd)/$venv/bin/python"
+exec scripts/pinned-venv.sh plot-venv scripts/bench/plot-requirements.txt .build-bench/plot-venv --only-binary=:all:
