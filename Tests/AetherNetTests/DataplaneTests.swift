@@ -68,6 +68,34 @@ struct DataplaneTests {
         }
     }
 
+    /// The gateway's listeners: one per event loop in a SO_REUSEPORT group, the port steered to
+    /// one of them. sk_lookup leaves the choice among the group to the kernel, so connections
+    /// reach every member (each is accepted on the loop that serves it).
+    @Test func aSteeredReusePortGroupSpreadsConnectionsOverEveryMember() throws {
+        let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
+        defer { dataplane.close() }
+        let group = try ListeningSocket.openGroup(address: "127.0.0.1", count: 2)
+        defer { group.forEach { close($0) } }
+        #expect(group.count == 2)
+        #expect(Set(group.map { ListeningSocket.localPort(of: $0) }).count == 1)
+        let trigger = try ListeningSocket.freePort(address: "127.0.0.1")
+        try dataplane.steer(port: trigger, function: "f", socket: group[0], owner: getpid(), kind: .gateway)
+        var clients: [CInt] = []
+        defer { clients.forEach { close($0) } }
+        for _ in 0..<64 { clients.append(try TCP.connect("127.0.0.1", trigger).take()) }
+        // Every connection completed its handshake: each waits in one member's accept queue.
+        var accepted = [0, 0]
+        for (index, listener) in group.enumerated() {
+            while let connection = try? TCP.accept(listener, timeoutMilliseconds: 100) {
+                #expect(ListeningSocket.localPort(of: connection.rawValue) == trigger)
+                accepted[index] += 1
+            }
+        }
+        #expect(accepted[0] + accepted[1] == 64)
+        // By a hash of 64 different client ports: all on one member would be a 2^-63 chance.
+        #expect(accepted[0] > 0 && accepted[1] > 0)
+    }
+
     @Test func closingTheLastDescriptorOfTheSocketEmptiesTheMapEntry() throws {
         let dataplane = try EbpfDataplane(listenAddress: "127.0.0.1", xdp: nil)
         defer { dataplane.close() }

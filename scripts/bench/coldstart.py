@@ -30,6 +30,10 @@ criu-restore-after-idle) and memory.csv (the memory table's rows).
 machine has idled AETHER_BENCH_IDLE_S seconds first (default 3; 0 skips it),
 AETHER_BENCH_IDLE_SAMPLES times per function (default 8): requests to a scaled-to-zero
 function rarely come right after it scaled down (BENCHMARKS.md, "Restores after a second of idle").
+
+Before the counted samples, AETHER_BENCH_WARMUP rounds (default 1) of every cell are taken and
+dropped, as benchmark tools do (hyperfine's --warmup): a run's very first request pays once for
+the client's and the orchestrator's first-time work.
 """
 
 import csv
@@ -56,6 +60,8 @@ MEMORY_INSTANCES = 10
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 15
 IDLE_S = float(os.environ.get("AETHER_BENCH_IDLE_S", "3"))
 IDLE_SAMPLES = int(os.environ.get("AETHER_BENCH_IDLE_SAMPLES", "8"))
+#: Rounds of every cell taken first and not counted (AETHER_BENCH_WARMUP, default 1).
+WARMUP = int(os.environ.get("AETHER_BENCH_WARMUP", "1"))
 BUDGET_MS = 15.0
 #: The warm pool of the timing run: places for every snapshot function (2 copies each) by default;
 #: AETHER_BENCH_WARM_POOL=0 puts every restore and fork on the request path.
@@ -268,6 +274,12 @@ class Side:
                 if response.getheader("x-aether-cold-start") == "no":
                     warm.append(elapsed)
 
+    def warm_up(self, name: str, target: str):
+        for mode in MODES:
+            fid = f"{name}-{mode}"
+            first_request(fid, self.ports[fid], target, self.socket_path)
+            timed_get(self.ports[fid], target)
+
     def idle_sample(self, name: str, target: str):
         fid = f"{name}-restore"
         elapsed, response = first_request(fid, self.ports[fid], target, self.socket_path, IDLE_S)
@@ -382,6 +394,13 @@ def main():
     try:
         for side in sides:
             side.wait_serving()
+        # Rounds that are not counted: the first request of a run also pays for first-time work
+        # in the client (http.client's first response) and the orchestrator (its first
+        # connection on each loop), 10-20 ms once, which is not a start.
+        for _ in range(WARMUP):
+            for name, _, target in EXAMPLES:
+                for side in sides:
+                    side.warm_up(name, target)
         for name, _, target in EXAMPLES:
             for index in range(SAMPLES):
                 # Alternate which build goes first, so neither always follows the other.

@@ -13,10 +13,57 @@ public enum ListeningSocket {
     /// a free port) and listening. The caller owns the descriptor: the gateway hands it to
     /// SwiftNIO, which closes it with the channel.
     public static func open(address: String, port: UInt16, backlog: Int32 = 1024) throws(SystemCallFailure) -> CInt {
-        let socket = try boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true)
-        try systemCall("listen", on: display(address: address, port: port), failsWith: .minusOne) {
-            listen(socket.rawValue, backlog)
+        try listening(
+            boundSocket(address: address, port: port, nonBlocking: true, reuseAddress: true), backlog,
+            subject: display(address: address, port: port))
+    }
+
+    /// `count` sockets as `open` makes them, in one SO_REUSEPORT group on one free port of
+    /// `address`: the kernel hands each new connection to one of them (by a hash of its
+    /// addresses), also when sk_lookup steers the connection to any member (its program does not
+    /// ask for BPF_SK_LOOKUP_F_NO_REUSEPORT). The gateway gives each event loop its own, so a
+    /// connection is accepted and served on one thread. Only sockets of the same effective uid
+    /// can join a group: confined handlers cannot.
+    public static func openGroup(
+        address: String, count: Int, backlog: Int32 = 1024
+    ) throws(SystemCallFailure)
+        -> [CInt]
+    {
+        var sockets: [CInt] = []
+        do throws(SystemCallFailure) {
+            // The first is bound without SO_REUSEPORT, so the port the kernel picks is one no
+            // other group holds (a port 0 bind may share a port with a reuseport socket of the
+            // same uid); the option is set before listen, which is where the group forms.
+            let first = try boundSocket(address: address, port: 0, nonBlocking: true, reuseAddress: true)
+            guard let port = localPort(of: first.rawValue) else {
+                throw SystemCallFailure(call: "getsockname", subject: address, errno: errno)
+            }
+            let subject = display(address: address, port: port)
+            try reusePort(first.rawValue, subject: subject)
+            sockets.append(try listening(first, backlog, subject: subject))
+            for _ in 1..<max(1, count) {
+                let socket = try boundSocket(
+                    address: address, port: port, nonBlocking: true, reuseAddress: true, reusePort: true)
+                sockets.append(try listening(socket, backlog, subject: subject))
+            }
+        } catch {
+            for socket in sockets { Glibc.close(socket) }
+            throw error
         }
+        return sockets
+    }
+
+    private static func reusePort(_ descriptor: CInt, subject: String) throws(SystemCallFailure) {
+        var one: Int32 = 1
+        try systemCall("setsockopt(SO_REUSEPORT)", on: subject, failsWith: .minusOne) {
+            setsockopt(descriptor, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    private static func listening(
+        _ socket: consuming OwnedDescriptor, _ backlog: Int32, subject: String
+    ) throws(SystemCallFailure) -> CInt {
+        try systemCall("listen", on: subject, failsWith: .minusOne) { listen(socket.rawValue, backlog) }
         return socket.take()
     }
 
@@ -106,7 +153,7 @@ public enum ListeningSocket {
 
     /// A close-on-exec TCP socket bound to `address`:`port` (closed again if the bind fails).
     private static func boundSocket(
-        address: String, port: UInt16, nonBlocking: Bool, reuseAddress: Bool
+        address: String, port: UInt16, nonBlocking: Bool, reuseAddress: Bool, reusePort: Bool = false
     ) throws(SystemCallFailure) -> OwnedDescriptor {
         let subject = display(address: address, port: port)
         let ipv6 = address.contains(":")
@@ -117,6 +164,7 @@ public enum ListeningSocket {
             var one: Int32 = 1
             setsockopt(socket.rawValue, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         }
+        if reusePort { try Self.reusePort(socket.rawValue, subject: subject) }
         // The address in the family's own sockaddr, passed to bind as a generic one.
         func bind<Address>(_ descriptor: CInt, _ socketAddress: Address) throws(SystemCallFailure) {
             try systemCall("bind", on: subject, failsWith: .minusOne) {

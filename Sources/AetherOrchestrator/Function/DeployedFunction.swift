@@ -366,41 +366,46 @@ final class DeployedFunction: Sendable, InstanceEvents {
     }
 
     private func perform(_ actions: [Scheduler.Action]) {
-        for action in actions {
-            switch action {
-            case .launch(let instance, let origin):
-                launch(instance, origin: origin)
-            case .attach(let instance):
-                guard let handle = handle(instance) else { continue }
-                if let failure = handle.attach() {
-                    // It never becomes ready: its startup deadline replaces it.
-                    logger.warning("cannot send ATTACH", metadata: ["instance": "\(instance)", "reason": "\(failure)"])
-                }
-            case .steer(let instance):
-                steerWhenListening(instance)
-            case .writeRequest(let invocation, let requestID, let instance):
-                write(invocation, requestID: requestID, to: instance)
-            case .complete(let invocation, let outcome):
-                invocation.complete(outcome)
-            case .signal(let instance, let signal):
-                handle(instance)?.signal(signal)
-            case .wakeUp(let instant):
-                wakeUps.schedule(at: instant) { [weak self] in self?.event { $0.wakeUp(now: $1) } }
-            case .log(let entry):
-                log(entry)
-            case .observe(.queueWait(let duration)):
-                metrics.waited(duration)
-            case .observe(.started(let kind, let duration)):
-                metrics.started(kind, duration: duration)
-            case .observe(.restored(let kind, let duration)):
-                metrics.restored(kind, duration: duration)
-            case .startFinished(let failure):
-                started.succeed(failure)
-            case .drained:
-                drained.succeed()
-            case .stopped:
-                stopped.succeed()
+        // What only reports (log lines, metrics) goes last: a start's "instance ready" line was
+        // written to stderr before its first request, on the request path.
+        for action in actions where !action.onlyReports { perform(action) }
+        for action in actions where action.onlyReports { perform(action) }
+    }
+
+    private func perform(_ action: Scheduler.Action) {
+        switch action {
+        case .launch(let instance, let origin):
+            launch(instance, origin: origin)
+        case .attach(let instance):
+            guard let handle = handle(instance) else { return }
+            if let failure = handle.attach() {
+                // It never becomes ready: its startup deadline replaces it.
+                logger.warning("cannot send ATTACH", metadata: ["instance": "\(instance)", "reason": "\(failure)"])
             }
+        case .steer(let instance):
+            steerWhenListening(instance)
+        case .writeRequest(let invocation, let requestID, let instance):
+            write(invocation, requestID: requestID, to: instance)
+        case .complete(let invocation, let outcome):
+            invocation.complete(outcome)
+        case .signal(let instance, let signal):
+            handle(instance)?.signal(signal)
+        case .wakeUp(let instant):
+            wakeUps.schedule(at: instant) { [weak self] in self?.event { $0.wakeUp(now: $1) } }
+        case .log(let entry):
+            log(entry)
+        case .observe(.queueWait(let duration)):
+            metrics.waited(duration)
+        case .observe(.started(let kind, let duration)):
+            metrics.started(kind, duration: duration)
+        case .observe(.restored(let kind, let duration)):
+            metrics.restored(kind, duration: duration)
+        case .startFinished(let failure):
+            started.succeed(failure)
+        case .drained:
+            drained.succeed()
+        case .stopped:
+            stopped.succeed()
         }
     }
 

@@ -32,14 +32,17 @@ final class GatewayRoutes: Sendable {
 
 /// HTTP/1.1 listeners for the sdk functions' trigger ports (SwiftNIO), turning each request into
 /// an `Invocation` for the port's current `DeployedFunction`. With `dataplane: sockets` each
-/// listener is bound to its trigger port; with the eBPF data plane it is bound to a free port
-/// and the kernel steers the trigger port to it.
+/// listener is bound to its trigger port; with the eBPF data plane each port has one listener
+/// per event loop, in one SO_REUSEPORT group on a free port, and the kernel steers the trigger
+/// port to the group: a connection is accepted on the loop that serves it, instead of being
+/// handed to another loop's thread (a wake-up of 0.1-0.3 ms on the first request of every new
+/// connection on these VMs).
 final class Gateway: Sendable {
     let routes: GatewayRoutes
     private let group: any EventLoopGroup
     private let address: String
     private let clientTimeout: TimeAmount
-    private let listeners = Mutex<[UInt16: any Channel]>([:])
+    private let listeners = Mutex<[UInt16: [any Channel]]>([:])
 
     init(group: any EventLoopGroup, address: String, clientTimeout: ClientTimeout, tracing: RequestTracing? = nil) {
         routes = GatewayRoutes(tracing: tracing)
@@ -62,24 +65,27 @@ final class Gateway: Sendable {
         }
         let routes = routes
         let clientTimeout = clientTimeout
-        let bootstrap = ServerBootstrap.http(group: group) {
-            GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout)
+        // A listener on `group` accepts on one loop and serves each connection on the next.
+        let bootstrap = { @Sendable (group: any EventLoopGroup) in
+            ServerBootstrap.http(group: group) {
+                GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout)
+            }
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
         }
-        .serverChannelOption(.backlog, value: 1024)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        .childChannelOption(.maxMessagesPerRead, value: 16)
         let what = "trigger port \(port) of function \(function)"
         let display = ListeningSocket.display(address: address, port: port.rawValue)
         guard let dataplane else {
             do {
                 let channel =
                     if let adopting {
-                        try await bootstrap.withBoundSocket(adopting).get()
+                        try await bootstrap(group).withBoundSocket(adopting).get()
                     } else {
-                        try await bootstrap.bind(host: address, port: Int(port.rawValue)).get()
+                        try await bootstrap(group).bind(host: address, port: Int(port.rawValue)).get()
                     }
-                listeners.withLock { $0[port.rawValue] = channel }
+                listeners.withLock { $0[port.rawValue] = [channel] }
             } catch {
                 throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
             }
@@ -87,31 +93,38 @@ final class Gateway: Sendable {
         }
         // The trigger port is held like a bind would hold it (the steering must not shadow
         // anyone else's socket); the listener itself is bound to a free port.
-        var channel: (any Channel)?
+        var channels: [any Channel] = []
+        var unbound: ArraySlice<CInt> = []
         do {
             if let adopting {
                 try dataplane.reserve(port: port.rawValue, adopting: OwnedDescriptor(owning: adopting))
             } else {
                 try dataplane.reserve(port: port.rawValue)
             }
-            let socket = try ListeningSocket.open(address: address, port: 0)
-            channel = try await bootstrap.withBoundSocket(socket).get()
+            let loops = Array(group.makeIterator())
+            let sockets = try ListeningSocket.openGroup(address: address, count: loops.count)
+            unbound = sockets[...]
+            for loop in loops {
+                let socket = unbound.removeFirst()
+                channels.append(try await bootstrap(loop).withBoundSocket(socket).get())
+            }
             try dataplane.steer(
-                port: port.rawValue, function: function.rawValue, socket: socket, owner: getpid(), kind: .gateway)
+                port: port.rawValue, function: function.rawValue, socket: sockets[0], owner: getpid(), kind: .gateway)
         } catch {
             try? dataplane.release(port: port.rawValue)
-            try? await channel?.close()
+            for socket in unbound { Glibc.close(socket) }
+            for channel in channels { try? await channel.close() }
             throw .bindFailed(what: what, address: display, reason: SystemErrorText.describe(error))
         }
-        listeners.withLock { $0[port.rawValue] = channel }
+        listeners.withLock { $0[port.rawValue] = channels }
     }
 
     /// Stops accepting on a port (its function was removed or moved); open connections finish.
     func close(port: UInt16, dataplane: EbpfDataplane?) async {
-        let channel = listeners.withLock { $0.removeValue(forKey: port) }
-        guard let channel else { return }
+        let channels = listeners.withLock { $0.removeValue(forKey: port) }
+        guard let channels else { return }
         try? dataplane?.release(port: port)
-        try? await channel.close()
+        for channel in channels { try? await channel.close() }
     }
 
     /// Handing over to a successor: responses close their connections from now on, and with
@@ -122,7 +135,7 @@ final class Gateway: Sendable {
         guard dataplane == nil else { return }
         let channels = listeners.withLock { listeners in
             defer { listeners = [:] }
-            return Array(listeners.values)
+            return listeners.values.flatMap { $0 }
         }
         for channel in channels { try? await channel.close() }
     }

@@ -130,7 +130,8 @@ enum SchedulerObservation: Sendable, Equatable {
     case restored(InstanceOrigin, Duration)
 }
 
-/// What the shell must do after an event. Performed in order, outside the scheduler's lock.
+/// What the shell must do after an event. Performed in order, outside the scheduler's lock,
+/// except that what `onlyReports` comes after the rest.
 enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable {
     /// Start a new instance: spawn a process, or restore a copy of the snapshot. The shell
     /// answers with `launched` / `restored` or `launchFailed`, and later `exited`.
@@ -156,4 +157,13 @@ enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable 
     case drained
     /// Stopped: every instance has exited.
     case stopped
+
+    /// A log line or a measurement: changes nothing that another action depends on, so the
+    /// shell may perform it after the others (after a request is written, not before it).
+    var onlyReports: Bool {
+        switch self {
+        case .log, .observe: true
+        default: false
+        }
+    }
 }

@@ -1,4 +1,6 @@
 import AetherSystem
+import NIOCore
+import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
@@ -58,6 +60,19 @@ final class CopyShelf: Sendable {
             return true
         }
         guard start else { return }
+        // On an event loop (a start on the request path), the delay is a timer of that loop:
+        // making the refill's thread now would put a thread's creation, and its first run, before
+        // the start's first request is written.
+        if delay > .zero, let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+            loop.scheduleTask(in: TimeAmount(delay)) { [self] in
+                runRefill(after: .zero, make: make)
+            }
+            return
+        }
+        runRefill(after: delay, make: make)
+    }
+
+    private func runRefill(after delay: Duration, make: @escaping @Sendable (_ number: Int) -> WaitingCopy?) {
         BackgroundThread.start(name: threadName) { [self] in
             if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
             defer { state.withLock { $0.refilling = false } }

@@ -76,8 +76,11 @@ final class WaitingCopy: @unchecked Sendable {
 
     /// Lets it run (and, when it did not attach in the pool, writes `attach` first), and hands
     /// over its PID, connection, output and cgroup; nil (and it is killed) if it ended while it
-    /// waited.
-    func start(attach: (text: String, passing: [CInt])?, began: ContinuousClock.Instant) -> FunctionSnapshot.Copy? {
+    /// waited. `resume` false: still stopped, the caller sends SIGCONT (after writing its first
+    /// request: the copy then takes it in the wake-up SIGCONT gives it, not in a second one).
+    func start(
+        attach: (text: String, passing: [CInt])?, began: ContinuousClock.Instant, resume: Bool = true
+    ) -> FunctionSnapshot.Copy? {
         if region == nil, let attach {
             do {
                 try ControlLine.write(control, attach.text, passing: attach.passing)
@@ -95,7 +98,7 @@ final class WaitingCopy: @unchecked Sendable {
                 return nil
             }
         }
-        Glibc.kill(pid, SIGCONT)
+        if resume { Glibc.kill(pid, SIGCONT) }
         handedOver = true
         release()
         return FunctionSnapshot.Copy(
