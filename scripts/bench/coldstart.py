@@ -38,6 +38,7 @@ the client's and the orchestrator's first-time work.
 
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -252,8 +253,10 @@ def first_request(fid: str, port: int, target: str, socket_path: str, idle_s: fl
 
 
 def percentile(values, p):
+    """Nearest rank: the smallest sample with at least `p` of them at or below it (with 20
+    samples p99 is the largest; with 100 the 99th)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(p * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered) - 1e-9) - 1))]
 
 
 class Side:
