@@ -74,7 +74,8 @@ final class CopyShelf: Sendable {
 
     private func runRefill(after delay: Duration, make: @escaping @Sendable (_ number: Int) -> WaitingCopy?) {
         BackgroundThread.start(name: threadName) { [self] in
-            if delay > .zero { usleep(UInt32(delay.components.attoseconds / 1_000_000_000_000)) }
+            // The whole delay (seconds too), in microseconds.
+            if delay > .zero { usleep(UInt32(delay / .microseconds(1))) }
             defer { state.withLock { $0.refilling = false } }
             var number = 0
             while !isClosed, pool.reserve() {
