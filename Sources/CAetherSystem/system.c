@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
@@ -260,6 +261,8 @@ long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity,
 }
 
 int aether_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+long aether_getrandom(void *bytes, unsigned long length) { return getrandom(bytes, length, 0); }
 
 // MARK: the sandbox's syscall filter
 

@@ -267,6 +267,32 @@ class GatewayFaultsTest(harness.AetherTestCase):
         # Everyone else is still served.
         self.assertStatus(self.get(port, "/json"), 200, "after slow clients")
 
+    def test_client_timeout_restarts_after_every_response(self):
+        # The idle time is counted from the last response, not the first: a keep-alive
+        # connection that asks every 200 ms lives on for as long as it asks (the gateway moves
+        # its deadline lazily; a stale timer must not cut it off), and is closed once it stops.
+        fn = self.function("steady")
+        self.start(self.write_config([fn], orchestrator={"client_timeout_ms": 500}))
+        port = fn["trigger_port"]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            began = time.monotonic()
+            answered = 0
+            while time.monotonic() - began < 2.0:
+                connection.request("GET", "/json")
+                response = connection.getresponse()
+                response.read()
+                self.assertEqual(response.status, 200, f"request {answered + 1} on one connection")
+                answered += 1
+                time.sleep(0.2)
+            self.assertGreaterEqual(answered, 5)
+            # Idle now: the connection is closed within the timeout (and a little).
+            idle = time.monotonic()
+            self.assertEqual(connection.sock.recv(1), b"", "the idle connection was not closed")
+            self.assertLess(time.monotonic() - idle, 2.0)
+        finally:
+            connection.close()
+
     def test_unmapped_port_refused(self):
         fn = self.start_one()
         unused = self.free_port()

@@ -38,7 +38,13 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// The last response has been written with `connection: close`: whatever else arrives is
     /// ignored (after an error, its bytes cannot be trusted to line up with a next request).
     private var closing = false
-    private var deadline: Scheduled<Void>?
+    /// When the client's time runs out (nil: not waiting for the client). The timer below is
+    /// armed lazily: moving the deadline later (after every response) leaves the scheduled task
+    /// alone, and when it fires early it is scheduled again for the deadline as it is then, so
+    /// a keep-alive request costs no timer scheduling and cancelling (measured: 2.6% of the
+    /// event loops' time at 16 connections).
+    private var deadline: NIODeadline?
+    private var clientTimer: Scheduled<Void>?
     /// Set once the connection is closing after an error answer (`closeLingering`).
     private var lingerTimer: Scheduled<Void>?
     /// A complete request waiting for the connection to become writable again.
@@ -66,9 +72,20 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     private func armClientTimer(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: clientTimeout) { [self] in
-            deadline = nil
+        let due = NIODeadline.now() + clientTimeout
+        deadline = due
+        if clientTimer == nil { scheduleClientTimer(at: due, context: context) }
+    }
+
+    private func scheduleClientTimer(at due: NIODeadline, context: ChannelHandlerContext) {
+        clientTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { [self] in
+            clientTimer = nil
+            guard let deadline else { return }
+            if deadline > .now() {
+                scheduleClientTimer(at: deadline, context: context)
+                return
+            }
+            self.deadline = nil
             if head != nil {
                 refuse(
                     .requestTimeout,
@@ -100,7 +117,6 @@ final class GatewayHandler: ChannelDuplexHandler {
                 body!.writeBuffer(&chunk)
             }
         case .end:
-            deadline?.cancel()
             deadline = nil
             guard let head, let function else { return }
             let request = Request(head: head, body: body, function: function)
@@ -211,7 +227,6 @@ final class GatewayHandler: ChannelDuplexHandler {
             method: head?.method ?? .GET, version: head?.version ?? .http1_1, keepAlive: false)
         head = nil
         body = nil
-        deadline?.cancel()
         deadline = nil
         write(response, answering: answered, context: context)
     }
@@ -264,8 +279,9 @@ final class GatewayHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         routes.connections.wrappingSubtract(1, ordering: .relaxed)
-        deadline?.cancel()
         deadline = nil
+        clientTimer?.cancel()
+        clientTimer = nil
         lingerTimer?.cancel()
         waiting = nil
         context.fireChannelInactive()

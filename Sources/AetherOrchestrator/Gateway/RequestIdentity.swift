@@ -1,3 +1,5 @@
+import CAetherSystem
+
 /// A request's id and W3C trace context (https://www.w3.org/TR/trace-context/): a request that
 /// came with a valid `traceparent` keeps its trace (the id is its trace id); any other starts a
 /// new trace, sampled. The id is the 32-hex-digit trace id: the same string in the handler
@@ -13,11 +15,7 @@ struct RequestIdentity: Sendable, Equatable {
             self.traceID = traceID
             traceparent = incoming.lowercased()
         } else {
-            // Three 64-bit draws (each one read of the kernel's generator), not one per byte:
-            // this runs for every request.
-            var generator = SystemRandomNumberGenerator()
-            traceID = Self.hex(generator.next()) + Self.hex(generator.next())
-            traceparent = "00-\(traceID)-\(Self.hex(generator.next()))-01"
+            (traceID, traceparent) = Self.fresh()
         }
     }
 
@@ -47,9 +45,44 @@ struct RequestIdentity: Sendable, Equatable {
         return fields[1].lowercased()
     }
 
-    /// 16 lowercase hex digits.
-    private static func hex(_ word: UInt64) -> String {
-        let digits = String(word, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+    /// A new trace: a random trace id and parent id, sampled. This runs for every request that
+    /// did not bring a trace: one read of the kernel's generator (24 bytes), and both strings
+    /// written digit by digit into their final storage (no interpolation, no radix conversion).
+    private static func fresh() -> (traceID: String, traceparent: String) {
+        var random: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let read = withUnsafeMutableBytes(of: &random) { aether_getrandom($0.baseAddress, UInt($0.count)) }
+        if read != 24 {
+            // Not expected (24 bytes never come short once the pool is ready): the stdlib's way.
+            var generator = SystemRandomNumberGenerator()
+            random = (generator.next(), generator.next(), generator.next())
+        }
+        let traceID = String(unsafeUninitializedCapacity: 32) { buffer in
+            writeHex(random.0, into: buffer, at: 0)
+            writeHex(random.1, into: buffer, at: 16)
+            return 32
+        }
+        // "00-" trace id "-" parent id "-01"
+        let traceparent = String(unsafeUninitializedCapacity: 55) { buffer in
+            buffer[0] = UInt8(ascii: "0")
+            buffer[1] = UInt8(ascii: "0")
+            buffer[2] = UInt8(ascii: "-")
+            writeHex(random.0, into: buffer, at: 3)
+            writeHex(random.1, into: buffer, at: 19)
+            buffer[35] = UInt8(ascii: "-")
+            writeHex(random.2, into: buffer, at: 36)
+            buffer[52] = UInt8(ascii: "-")
+            buffer[53] = UInt8(ascii: "0")
+            buffer[54] = UInt8(ascii: "1")
+            return 55
+        }
+        return (traceID, traceparent)
+    }
+
+    /// Writes `word` as 16 lowercase hex digits, most significant first, at `offset`.
+    private static func writeHex(_ word: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+        for index in 0..<16 {
+            let nibble = UInt8(truncatingIfNeeded: word >> (60 - 4 * UInt64(index))) & 0xF
+            buffer[offset + index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
+        }
     }
 }

@@ -70,10 +70,12 @@ struct InvocationTable<Request: Sendable>: Sendable {
     /// Puts a request in flight on an instance; true the first time for this request.
     @discardableResult
     mutating func place(_ id: InvocationID, on instance: InstanceID, requestID: UInt64, coldStart: ColdStart?) -> Bool {
-        let first = entries[id]?.wasPlaced == false
-        entries[id]?.placement = (instance, requestID)
-        entries[id]?.coldStart = coldStart
-        entries[id]?.wasPlaced = true
+        // One lookup, the entry changed where it is stored (this runs for every request).
+        guard let index = entries.index(forKey: id) else { return false }
+        let first = !entries.values[index].wasPlaced
+        entries.values[index].placement = (instance, requestID)
+        entries.values[index].coldStart = coldStart
+        entries.values[index].wasPlaced = true
         return first
     }
 

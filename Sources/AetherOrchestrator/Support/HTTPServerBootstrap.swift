@@ -14,8 +14,14 @@ extension ServerBootstrap {
     /// codec: the gateway, the control API and the metrics port.
     /// Its listener pauses accepting for a moment when accepting fails for want of resources
     /// (`AcceptRetry`).
+    ///
+    /// `validatesHeaders`: NIO checks every response header before it is written (the default).
+    /// The gateway turns it off: every header it writes is either its own or a handler's that
+    /// `GatewayResponse.checking` has already validated (HeaderSyntax), and the second check
+    /// cost a pipeline step on every response.
     static func http(
-        group: any EventLoopGroup, handler makeHandler: @escaping @Sendable () -> any ChannelHandler
+        group: any EventLoopGroup, validatesHeaders: Bool = true,
+        handler makeHandler: @escaping @Sendable () -> any ChannelHandler
     ) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
@@ -25,7 +31,8 @@ extension ServerBootstrap {
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withErrorHandling: false, withOutboundHeaderValidation: validatesHeaders)
                     try channel.pipeline.syncOperations.addHandler(MalformedRequestAnswer())
                     try channel.pipeline.syncOperations.addHandler(makeHandler())
                 }

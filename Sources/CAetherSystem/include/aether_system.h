@@ -89,6 +89,10 @@ long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity,
 /// memfd_create(name, MFD_CLOEXEC): an anonymous shared-memory file. -1 with errno.
 int aether_memfd_create(const char *name);
 
+/// getrandom(bytes, length, 0): `length` bytes from the kernel's generator in one call (Glibc's
+/// Swift module does not export it). The bytes read, or -1 with errno.
+long aether_getrandom(void *bytes, unsigned long length);
+
 /// The system calls the sandbox's filter refuses with EPERM (SECURITY.md): how many, and each
 /// one's number and name. (clone is refused only with namespace flags; see
 /// aether_clone_syscall_number.)
