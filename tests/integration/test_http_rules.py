@@ -25,6 +25,7 @@ except ImportError:  # run from inside tests/integration
 RULES_HANDLER = r'''
 import json
 import os
+import time
 
 import aetherless
 ''' + harness.IDENTITY_CODE + r'''
@@ -46,6 +47,9 @@ def handle(req):
         return aetherless.Response(200, [("X-Odd", "a" + chr(int(req.query["byte"])) + "b")], "x")
     if path == "/echo":
         return req.body
+    if path == "/sleep":
+        time.sleep(int(req.query["ms"]) / 1000)
+        return "slept"
     raise aetherless.HTTPError(404, "no route " + path)
 '''
 
@@ -214,6 +218,52 @@ class HTTPRulesTest(harness.AetherTestCase):
         reply = harness.raw_exchange(
             port, request("POST", "/echo", "Content-Length: 5000\r\nExpect: 100-continue\r\n"), timeout=10)
         self.assertTrue(reply.startswith(b"HTTP/1.1 413"), reply)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        # Requests sent without waiting are answered in the order they came, the gateway's own
+        # refusals and a request it cannot parse in their turn, after a slow answer before them.
+        orch, port, _, fid = self.start_pair(max_body_bytes=1000)
+        before = self.token(port)
+        reply = harness.raw_exchange(
+            port,
+            request("GET", "/sleep?ms=300") + request("GET", "/pid")
+            + request("POST", "/echo", "Content-Length: 5\r\n") + b"hello"
+            + request("POST", "/echo", "Content-Length: 5000\r\n"),
+            timeout=20)
+        slept, pid, echo, refused = parse_responses(reply, ["GET", "GET", "POST", "POST"])
+        self.assertEqual((slept[0], slept[2]), (200, b"slept"), reply)
+        self.assertEqual((pid[0], json.loads(pid[2])["token"]), (200, before), reply)
+        self.assertEqual((echo[0], echo[2]), (200, b"hello"), reply)
+        self.assertEqual(refused[0], 413, reply)
+        self.assertEqual(refused[1]["connection"], ["close"], reply)
+        # Garbage behind a slow request: its answer first, then 400, then the connection closes.
+        reply = harness.raw_exchange(port, request("GET", "/sleep?ms=300") + b"NOT HTTP AT ALL\r\n\r\n", timeout=20)
+        slept, malformed = parse_responses(reply, ["GET", "GET"])
+        self.assertEqual((slept[0], slept[2]), (200, b"slept"), reply)
+        self.assertEqual(malformed[0], 400, reply)
+        self.assertIsInstance(json.loads(malformed[2])["error"], str)
+        # A 100 Continue is sent only when its request is next: after the answer before it.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                request("GET", "/sleep?ms=300")
+                + request("POST", "/echo", "Content-Length: 5\r\nExpect: 100-continue\r\n"))
+            received = b""
+            while b"100 Continue\r\n\r\n" not in received:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, received)
+                received += chunk
+            first, interim = parse_responses(received, ["GET", "GET"])
+            self.assertEqual((first[0], first[2], interim[0]), (200, b"slept", 100), received)
+            s.sendall(b"hello")
+            reply = b""
+            while not reply.endswith(b"hello"):
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, reply)
+                reply += chunk
+        [(status, _, body)] = parse_responses(reply, ["POST"])
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertEqual(self.stats(fid)["stats"]["errors"], 0)
+        self.assertTrue(orch.alive(), orch.log())
 
     def test_connect_is_refused_by_the_gateway(self):
         orch, port, _, fid = self.start_pair()

@@ -67,7 +67,7 @@ final class Gateway: Sendable {
         let clientTimeout = clientTimeout
         // A listener on `group` accepts on one loop and serves each connection on the next.
         let bootstrap = { @Sendable (group: any EventLoopGroup) in
-            ServerBootstrap.http(group: group, validatesHeaders: false) {
+            ServerBootstrap.http(group: group, ordersResponses: true) {
                 GatewayHandler(port: port.rawValue, routes: routes, clientTimeout: clientTimeout)
             }
             .serverChannelOption(.backlog, value: 1024)
