@@ -12,7 +12,9 @@ import Musl
 protocol InstanceEvents: AnyObject, Sendable {
     func launched(_ instance: InstanceID, pid: pid_t)
     /// A copy started; `attached`: it attached in the warm pool (its ATTACHED is not to come).
-    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration, attached: Bool)
+    /// `resume` lets a copy still stopped run: called once its first request is written, before
+    /// what can wait (`SchedulerAction.canWaitForAStart`).
+    func restored(_ instance: InstanceID, pid: pid_t, duration: Duration, attached: Bool, resume: () -> Void)
     func launchFailed(_ instance: InstanceID, error: HandlerError)
     func exited(_ instance: InstanceID, status: ExitStatus, outOfMemory: Bool)
     func controlLine(_ line: String, instance: InstanceID)

@@ -3,6 +3,7 @@ import AetherIPC
 import AetherNet
 import AetherSystem
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -247,15 +248,19 @@ struct InstanceLauncher: Sendable {
                     reason: "cannot enforce memory_limit_mb: no cgroup for the copy"))
             return
         }
-        // First, so that a copy attached in the pool gets its first request now; its output, exit
-        // watch, connection and response reader are set up while it works on it (0.1-0.4 ms of
-        // this thread before, measured). Its output waits in the pipes meanwhile, lines in the
-        // connection, an exit in its pidfd (the watch sees an exit that happened before it).
-        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached)
-        resume()
-        let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr)
+        // First, so that a copy attached in the pool gets its first request now (`restored`
+        // resumes it once the request is written); its response reader starts next, and its
+        // output, exit watch and connection are set up while it works on the request (0.1-0.4 ms
+        // of this thread before, measured). Its output waits in the pipes meanwhile, lines in
+        // the connection, an exit in its pidfd (the watch sees an exit that happened before it).
+        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
+        ResponseReader.start(for: handle)
+        // On the event loop running this (a pooled start runs on the gateway's), if any: handing
+        // the channels to another loop would wake its thread while the copy needs a CPU.
+        let here = MultiThreadedEventLoopGroup.currentEventLoop
+        let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr, on: here)
         watch(handle, pid: pid, isChild: isChild, outputClosed: outputClosed)
-        ControlConnection.wrap(connectedSocket: copy.control.take(), group: group).whenComplete { result in
+        ControlConnection.wrap(connectedSocket: copy.control.take(), group: here ?? group).whenComplete { result in
             switch result {
             case .success(let connection): connection.bind(to: handle)
             case .failure:
@@ -264,7 +269,6 @@ struct InstanceLauncher: Sendable {
                 kill(-pid, SIGKILL)
             }
         }
-        ResponseReader.start(for: handle)
     }
 
     /// Undoes `makeHandle` when no process came of it.
@@ -274,14 +278,15 @@ struct InstanceLauncher: Sendable {
 
     /// Hands the output pipes to the event loops, which close them at end-of-file.
     private func captureOutput(
-        of handle: InstanceHandle, stdout: consuming OwnedDescriptor, stderr: consuming OwnedDescriptor
+        of handle: InstanceHandle, stdout: consuming OwnedDescriptor, stderr: consuming OwnedDescriptor,
+        on loop: (any EventLoop)? = nil
     ) -> EventLoopFuture<Void> {
         let number = handle.id.number
         let closed = [
-            output.start(descriptor: stdout.take(), stream: "stdout", instance: number),
-            output.start(descriptor: stderr.take(), stream: "stderr", instance: number),
+            output.start(descriptor: stdout.take(), stream: "stdout", instance: number, on: loop),
+            output.start(descriptor: stderr.take(), stream: "stderr", instance: number, on: loop),
         ]
-        return EventLoopFuture.andAllComplete(closed, on: group.next())
+        return EventLoopFuture.andAllComplete(closed, on: loop ?? group.next())
     }
 
     /// Has the reaper tell the instance's events when the process ends, once its output is read

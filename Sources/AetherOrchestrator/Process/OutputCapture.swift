@@ -9,10 +9,13 @@ struct OutputCapture: Sendable {
 
     /// Takes ownership of `descriptor` (the read end of the child's pipe). The future completes
     /// when the pipe reaches end-of-file (every writer is gone) or could not be watched.
+    /// `on`: the loop to read it on (default: the next of `group`).
     @discardableResult
-    func start(descriptor: CInt, stream: String, instance: Int) -> EventLoopFuture<Void> {
+    func start(
+        descriptor: CInt, stream: String, instance: Int, on loop: (any EventLoop)? = nil
+    ) -> EventLoopFuture<Void> {
         let logs = logs
-        let channel = NIOPipeBootstrap(group: group)
+        let channel = NIOPipeBootstrap(group: loop ?? group.next())
             .channelOption(.maxMessagesPerRead, value: 4)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

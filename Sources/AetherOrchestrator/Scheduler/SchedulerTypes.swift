@@ -166,4 +166,13 @@ enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable 
         default: false
         }
     }
+
+    /// What may wait until a started copy runs: reports, and the timer for deadlines (arming
+    /// it wakes another event loop's thread, which would compete with the copy for a CPU).
+    var canWaitForAStart: Bool {
+        switch self {
+        case .log, .observe, .wakeUp: true
+        default: false
+        }
+    }
 }
