@@ -89,6 +89,17 @@ def parse_responses(data: bytes, methods: list[str]) -> list[tuple[int, dict, by
     return responses
 
 
+def receive_until(sock: socket.socket, done) -> bytes:
+    """Reads from `sock` until `done(received)` holds; fails if the server closes first."""
+    received = b""
+    while not done(received):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"the connection closed after {received!r}")
+        received += chunk
+    return received
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -200,18 +211,10 @@ class HTTPRulesTest(harness.AetherTestCase):
         _, port, _, _ = self.start_pair(max_body_bytes=1000)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(request("POST", "/echo", "Content-Length: 5\r\nExpect: 100-continue\r\n"))
-            interim = b""
-            while b"\r\n\r\n" not in interim:
-                chunk = s.recv(4096)
-                self.assertTrue(chunk, interim)
-                interim += chunk
+            interim = receive_until(s, lambda received: b"\r\n\r\n" in received)
             self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
             s.sendall(b"hello")
-            reply = b""
-            while not reply.endswith(b"hello"):
-                chunk = s.recv(4096)
-                self.assertTrue(chunk, reply)
-                reply += chunk
+            reply = receive_until(s, lambda received: received.endswith(b"hello"))
         [(status, _, body)] = parse_responses(reply, ["POST"])
         self.assertEqual((status, body), (200, b"hello"))
         # Over max_body_bytes: the final answer at once, no 100.
@@ -247,19 +250,11 @@ class HTTPRulesTest(harness.AetherTestCase):
             s.sendall(
                 request("GET", "/sleep?ms=300")
                 + request("POST", "/echo", "Content-Length: 5\r\nExpect: 100-continue\r\n"))
-            received = b""
-            while b"100 Continue\r\n\r\n" not in received:
-                chunk = s.recv(4096)
-                self.assertTrue(chunk, received)
-                received += chunk
+            received = receive_until(s, lambda received: b"100 Continue\r\n\r\n" in received)
             first, interim = parse_responses(received, ["GET", "GET"])
             self.assertEqual((first[0], first[2], interim[0]), (200, b"slept", 100), received)
             s.sendall(b"hello")
-            reply = b""
-            while not reply.endswith(b"hello"):
-                chunk = s.recv(4096)
-                self.assertTrue(chunk, reply)
-                reply += chunk
+            reply = receive_until(s, lambda received: received.endswith(b"hello"))
         [(status, _, body)] = parse_responses(reply, ["POST"])
         self.assertEqual((status, body), (200, b"hello"))
         self.assertEqual(self.stats(fid)["stats"]["errors"], 0)

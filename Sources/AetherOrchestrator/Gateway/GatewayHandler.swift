@@ -345,16 +345,15 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? HTTPParserError {
+        if error is HTTPParserError || error is ByteToMessageDecoderError {
             // A request NIO cannot parse: 400 (431 over the parser's own limits), after the
             // answers owed before it, then the connection closes. Later reads are reported as
             // `dataReceivedInErrorState` and dropped; the client may still be sending.
             guard !closing else { return }
-            let (status, message) = MalformedRequestAnswer.answer(to: error)
+            let (status, message) =
+                (error as? HTTPParserError).map(MalformedRequestAnswer.answer(to:))
+                ?? (.badRequest, "malformed HTTP request")
             refuse(status, message, context: context)
-        } else if error is ByteToMessageDecoderError {
-            guard !closing else { return }
-            refuse(.badRequest, "malformed HTTP request", context: context)
         } else {
             context.close(promise: nil)
         }

@@ -46,8 +46,9 @@ struct RequestIdentity: Sendable, Equatable {
     }
 
     /// A new trace: a random trace id and parent id, sampled. This runs for every request that
-    /// did not bring a trace: one read of the kernel's generator (24 bytes), and both strings
-    /// written digit by digit into their final storage (no interpolation, no radix conversion).
+    /// did not bring a trace: one read of the kernel's generator (24 bytes), the traceparent
+    /// written digit by digit into its final storage (no interpolation, no radix conversion),
+    /// and the trace id taken from it.
     private static func fresh() -> (traceID: String, traceparent: String) {
         var random: (UInt64, UInt64, UInt64) = (0, 0, 0)
         let read = withUnsafeMutableBytes(of: &random) { aether_getrandom($0.baseAddress, UInt($0.count)) }
@@ -55,11 +56,6 @@ struct RequestIdentity: Sendable, Equatable {
             // Not expected (24 bytes never come short once the pool is ready): the stdlib's way.
             var generator = SystemRandomNumberGenerator()
             random = (generator.next(), generator.next(), generator.next())
-        }
-        let traceID = String(unsafeUninitializedCapacity: 32) { buffer in
-            writeHex(random.0, into: buffer, at: 0)
-            writeHex(random.1, into: buffer, at: 16)
-            return 32
         }
         // "00-" trace id "-" parent id "-01"
         let traceparent = String(unsafeUninitializedCapacity: 55) { buffer in
@@ -75,7 +71,7 @@ struct RequestIdentity: Sendable, Equatable {
             buffer[54] = UInt8(ascii: "1")
             return 55
         }
-        return (traceID, traceparent)
+        return (String(decoding: traceparent.utf8.dropFirst(3).prefix(32), as: UTF8.self), traceparent)
     }
 
     /// Writes `word` as 16 lowercase hex digits, most significant first, at `offset`.

@@ -91,11 +91,11 @@ final class AcceptRetry: ChannelInboundHandler {
 
 /// Answers a request NIO's decoder cannot parse on the control API and metrics ports, in place
 /// of NIO's `HTTPServerProtocolErrorHandler` (which sends an empty 400): like every answer the
-/// orchestrator makes itself, a JSON `{"error": ...}` naming the cause. A head over the decoder's own limits (80 KiB per field or in
-/// all, or too many fields) is a 431, as one over the gateway's smaller limit is; anything else
-/// a 400 (`answer(to:)`, which the gateway's GatewayHandler uses for its own answer). Nothing
-/// is written while a response is still unfinished on the connection (the error then only
-/// closes it).
+/// orchestrator makes itself, a JSON `{"error": ...}` naming the cause. A head over the
+/// decoder's own limits (80 KiB per field or in all, or too many fields) is a 431, as one over
+/// the gateway's smaller limit is; anything else a 400 (`answer(to:)`, which the gateway's
+/// GatewayHandler uses for its own answer). Nothing is written while a response is still
+/// unfinished on the connection (the error then only closes it).
 ///
 /// Unlike NIO's handler it does not trap on an out-of-order response part: a precondition here
 /// would take the whole orchestrator down for one connection.
