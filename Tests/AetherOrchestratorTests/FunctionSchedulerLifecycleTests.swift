@@ -329,7 +329,7 @@ import Testing
         let violation = h.line(line, from: 0)
         #expect(violation.decisions == [.signal(0, .kill)])
         #expect(violation.logMessages == ["stopping instance: protocol violation: \(detail)"])
-        #expect(h.submit(2).decisions == [.launch(1, .spawn)])
+        #expect(h.submit(2).decisions == [.launch(1, .spawn, forRequest: true)])
         let cause = "\(ExitStatus.signalled(9)) (protocol violation: \(detail))"
         let exit = h.exited(0, .signalled(9))
         #expect(exit.decisions == [.complete(request: 1, .instanceFailed(instance: 0, cause: cause))])

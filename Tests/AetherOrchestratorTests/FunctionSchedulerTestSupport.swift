@@ -74,7 +74,8 @@ enum Outcome: Equatable {
 /// A `SchedulerAction`, comparable: instances and requests as numbers, wake-ups as offsets from
 /// the test clock's base.
 enum Act: Equatable {
-    case launch(Int, InstanceOrigin)
+    /// `forRequest`: a request waits for the start (`SchedulerAction.launch`).
+    case launch(Int, InstanceOrigin, forRequest: Bool = false)
     case attach(Int)
     case steer(Int)
     case write(request: Int, requestID: UInt64, instance: Int)
@@ -89,7 +90,8 @@ enum Act: Equatable {
 
     init(_ action: TestScheduler.Action, clock: TestClock) {
         switch action {
-        case .launch(let instance, let origin): self = .launch(instance.number, origin)
+        case .launch(let instance, let origin, let forRequest):
+            self = .launch(instance.number, origin, forRequest: forRequest)
         case .attach(let instance): self = .attach(instance.number)
         case .steer(let instance): self = .steer(instance.number)
         case .writeRequest(let request, let requestID, let instance):
@@ -103,6 +105,13 @@ enum Act: Equatable {
         case .drained: self = .drained
         case .stopped: self = .stopped
         }
+    }
+}
+
+extension Act {
+    var isLaunch: Bool {
+        if case .launch = self { return true }
+        return false
     }
 }
 
@@ -122,7 +131,7 @@ extension [Act] {
     /// Instance numbers launched.
     var launches: [Int] {
         compactMap {
-            if case .launch(let instance, _) = $0 { return instance }
+            if case .launch(let instance, _, _) = $0 { return instance }
             return nil
         }
     }

@@ -344,12 +344,40 @@ import Testing
 
     // MARK: Scaling
 
+    /// Only a start a request waits for is held to the restore budget: `min_warm` at start and
+    /// a replacement when nothing is queued are made ahead of demand.
+    @Test func onlyStartsThatARequestWaitsForAreForARequest() {
+        var h = SchedulerHarness(.test(maxInstances: 1, minWarm: 1, start: .restore))
+        #expect(h.start().decisions == [.launch(0, .restore, forRequest: false)])
+        h.restored(0)
+        h.line("ATTACHED", from: 0)
+        // Idle: its replacement after a crash (once the back-off is over) is ahead of demand too.
+        #expect(h.exited(0, .signalled(9)).launches == [])
+        #expect(h.advance(by: .milliseconds(100)).decisions == [.launch(1, .restore, forRequest: false)])
+        h.restored(1)
+        h.line("ATTACHED", from: 1)
+        // A crash while a request waits: the replacement is for the request.
+        h.submit(1)
+        h.submit(2)
+        let crash = h.exited(1, .signalled(9)).decisions + h.advance(by: .milliseconds(200)).decisions
+        #expect(crash.filter { $0.isLaunch } == [.launch(2, .restore, forRequest: true)])
+
+        // Scaled to zero, a request's start is for it.
+        var zero = SchedulerHarness(.test(minWarm: 0, start: .restore))
+        zero.startServing()
+        #expect(zero.submit(1).decisions == [.launch(0, .restore, forRequest: true)])
+    }
+
     @Test func queuedRequestsStartOneInstancePerRequestUpToMaxInstances() {
         var h = SchedulerHarness(.test(maxQueue: 10, maxInstances: 3, minWarm: 0, start: .restore))
         h.startServing()
         #expect(h.lifecycle == .warmSnapshot)
         let burst = h.submit(1, 2, 3, 4, 5)
-        #expect(burst.decisions == [.launch(0, .restore), .launch(1, .restore), .launch(2, .restore)])
+        #expect(
+            burst.decisions == [
+                .launch(0, .restore, forRequest: true), .launch(1, .restore, forRequest: true),
+                .launch(2, .restore, forRequest: true),
+            ])
         #expect(h.scheduler.queueDepth == 5)
 
         h.advance(to: .milliseconds(30))
@@ -420,7 +448,7 @@ import Testing
         #expect(h.lifecycle == .suspended)
 
         h.advance(to: .seconds(20))
-        #expect(h.submit(1).decisions == [.launch(1, .spawn)])
+        #expect(h.submit(1).decisions == [.launch(1, .spawn, forRequest: true)])
         h.advance(to: .milliseconds(20_100))
         h.serve(1)
         let coldStart = ColdStart(origin: .spawn, milliseconds: 100, restoreMilliseconds: nil)

@@ -175,19 +175,20 @@ struct InstanceLauncher: Sendable {
     }
 
     /// Restores a copy of the snapshot on a thread of its own (criu takes milliseconds);
-    /// reports `restored` or `launchFailed`.
-    func restore(_ handle: InstanceHandle, from snapshot: FunctionSnapshot) {
+    /// reports `restored` or `launchFailed`. `forRequest`: held to `restore_timeout_ms`.
+    func restore(_ handle: InstanceHandle, from snapshot: FunctionSnapshot, forRequest: Bool) {
         startCopy(handle, name: "restore", isChild: true) { () throws(CriuError) in
             // The copy's ATTACH goes with the restore (see FunctionSnapshot.restore).
-            try snapshot.start(logName: "restore-g\(generation)-\(handle.id)", attach: Self.attach(handle))
+            try snapshot.start(
+                logName: "restore-g\(generation)-\(handle.id)", attach: Self.attach(handle), forRequest: forRequest)
         }
     }
 
     /// Forks a copy of the live template (`snapshot: fork`) on a thread of its own (it waits
     /// for the copy's first message); reports `restored` or `launchFailed`, as for a restored copy.
-    func fork(_ handle: InstanceHandle, from template: ForkTemplate) {
+    func fork(_ handle: InstanceHandle, from template: ForkTemplate, forRequest: Bool) {
         startCopy(handle, name: "fork", isChild: false) { () throws(CriuError) in
-            try template.start(attach: Self.attach(handle))
+            try template.start(attach: Self.attach(handle), forRequest: forRequest)
         }
     }
 

@@ -112,7 +112,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     mutating func start(now: SchedulerInstant) -> [Action] {
         var actions: [Action] = []
         let first = settings.start.isCopy ? settings.minWarm : max(1, settings.minWarm)
-        for _ in 0..<first { firstInstances.insert(launch(now: now, &actions)) }
+        for _ in 0..<first { firstInstances.insert(launch(forRequest: false, now: now, &actions)) }
         reportStartIfDone(&actions)
         return actions
     }
@@ -772,7 +772,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         let live = liveInstanceCount
         let starting = instances.count { $0.phase.isStarting }
         let wanted = min(settings.maxInstances, live - starting + invocations.queuedCount)
-        for _ in 0..<max(0, wanted - live) { _ = launch(now: now, &actions) }
+        for _ in 0..<max(0, wanted - live) { _ = launch(forRequest: true, now: now, &actions) }
     }
 
     /// Keeps `min_warm` instances (and one per waiting request, up to `max_instances`) running;
@@ -786,7 +786,7 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             : (invocations.queuedCount == 0 ? 0 : 1)
         guard live < wanted else { return }
         if consecutiveFailures == 0 || afterBackOff {
-            _ = launch(now: now, &actions)
+            _ = launch(forRequest: invocations.queuedCount > 0, now: now, &actions)
             return
         }
         let delay = Self.backOff(afterFailures: consecutiveFailures)
@@ -801,14 +801,14 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         arm(now + delay, &actions)
     }
 
-    private mutating func launch(now: SchedulerInstant, _ actions: inout [Action]) -> InstanceID {
+    private mutating func launch(forRequest: Bool, now: SchedulerInstant, _ actions: inout [Action]) -> InstanceID {
         let id = InstanceID(nextInstance)
         nextInstance += 1
         let deadline = now + settings.startupTimeout
         instances.append(
             InstanceRecord(
                 id: id, origin: settings.start, launchedAt: now, phase: .launching(.init(deadline: deadline))))
-        actions.append(.launch(id, settings.start))
+        actions.append(.launch(id, settings.start, forRequest: forRequest))
         arm(deadline, &actions)
         return id
     }

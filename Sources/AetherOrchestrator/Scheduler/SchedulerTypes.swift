@@ -135,7 +135,11 @@ enum SchedulerObservation: Sendable, Equatable {
 enum SchedulerAction<Request: SchedulableRequest, Response: Sendable>: Sendable {
     /// Start a new instance: spawn a process, or restore a copy of the snapshot. The shell
     /// answers with `launched` / `restored` or `launchFailed`, and later `exited`.
-    case launch(InstanceID, InstanceOrigin)
+    /// `forRequest`: a request waits for it (it was queued when the start was decided), so a
+    /// copy's start is held to `restore_timeout_ms`; otherwise it is a start ahead of demand
+    /// (`min_warm` at start, or keeping it after an exit), made off the request path like the
+    /// warm pool's copies and not held to the request budget.
+    case launch(InstanceID, InstanceOrigin, forRequest: Bool)
     /// Write `ATTACH <region>` on the instance's control connection.
     case attach(InstanceID)
     /// Steer the trigger port to the instance's listening socket; answer with `steered`.

@@ -102,8 +102,9 @@ final class ForkTemplate: Sendable {
     }
 
     /// Starts one instance forked now, ATTACH written to it: the way when no copy waits in the
-    /// pool (`takeWaiting`). Blocking. Over `budget`: `latencyViolation`, the copy killed.
-    func start(attach: (text: String, passing: [CInt])) throws(CriuError) -> FunctionSnapshot.Copy {
+    /// pool (`takeWaiting`). Blocking. `forRequest` (a request waits for it): over `budget`,
+    /// `latencyViolation`, the copy killed; ahead of demand it is not held to the request budget.
+    func start(attach: (text: String, passing: [CInt]), forRequest: Bool) throws(CriuError) -> FunctionSnapshot.Copy {
         let begun = ContinuousClock.now
         defer { refill(after: WarmPoolManager.refillDelay) }
         guard !stopped.withLock({ $0 }) else {
@@ -112,7 +113,7 @@ final class ForkTemplate: Sendable {
         guard let started = try forkWaitingCopy(release: nil).start(attach: attach, began: begun) else {
             throw .forkFailed(template: pid, reason: "the copy ended before its ATTACH")
         }
-        guard started.duration <= budget else {
+        guard !forRequest || started.duration <= budget else {
             kill(-started.pid, SIGKILL)
             throw .latencyViolation(actual: started.duration, limit: budget)
         }

@@ -178,10 +178,12 @@ final class FunctionSnapshot: Sendable {
     }
 
     /// Starts one instance restored now, its ATTACH written with the restore: the way when no
-    /// copy waits in the pool (`takeWaiting`). Blocking.
-    func start(logName: String, attach: (text: String, passing: [CInt])) throws(CriuError) -> Copy {
+    /// copy waits in the pool (`takeWaiting`). Blocking. `forRequest` (a request waits for it):
+    /// over `budget`, `latencyViolation`, the copy killed; ahead of demand only a hung criu fails.
+    func start(logName: String, attach: (text: String, passing: [CInt]), forRequest: Bool) throws(CriuError) -> Copy {
         defer { refillWaiting(after: WarmPoolManager.refillDelay) }
-        return try restore(logName: logName, firstLine: attach)
+        return try restore(
+            logName: logName, firstLine: attach, budget: forRequest ? budget : WarmPoolManager.aheadOfDemandLimit)
     }
 
     /// A copy restored ahead of demand, attached and stopped, for a start to take; nil when
@@ -202,7 +204,8 @@ final class FunctionSnapshot: Sendable {
                 // Off the request path: the budget is not this restore's to meet (the start
                 // that takes the copy is timed instead).
                 let copy = try slot.restore(
-                    template: slots.template, logName: "pool-\(getpid())-\(number)", budget: .seconds(30),
+                    template: slots.template, logName: "pool-\(getpid())-\(number)",
+                    budget: WarmPoolManager.aheadOfDemandLimit,
                     begun: .now)
                 return WaitingCopy(
                     pid: copy.pid, control: copy.control.take(), stdout: copy.stdout.take(), stderr: copy.stderr.take(),
@@ -219,7 +222,7 @@ final class FunctionSnapshot: Sendable {
     /// before criu starts: the restored copy, blocked reading its next line, finds it at once and
     /// attaches while we are still taking criu's answer, instead of waiting a round trip for it.
     private func restore(
-        logName: String, firstLine: (text: String, passing: [CInt])? = nil
+        logName: String, firstLine: (text: String, passing: [CInt])? = nil, budget: Duration
     ) throws(CriuError)
         -> Copy
     {

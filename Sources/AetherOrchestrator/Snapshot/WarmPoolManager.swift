@@ -24,6 +24,10 @@ final class WarmPoolManager: Sendable {
     /// move) is milliseconds of CPU, which on a small machine would otherwise compete with the
     /// new instance's first response.
     static let refillDelay = Duration.milliseconds(25)
+    /// The limit of a copy started off the request path (the pool's, and `min_warm` starts that
+    /// no request waits for): not `restore_timeout_ms`, which is a request's budget, only a
+    /// bound on a criu (or fork) that hangs.
+    static let aheadOfDemandLimit = Duration.seconds(30)
 
     private let state = Mutex<(copies: [FunctionID: Int], bytes: Int)>(([:], 0))
 
