@@ -481,11 +481,12 @@ def memory_of(pid: int) -> tuple[int, int]:
 
 
 def memory_table():
-    """PSS and USS of MEMORY_INSTANCES live instances of each example, cold-started and forked,
-    with confinement on; for fork, the template's too (it lives as long as its copies), not the
-    two copies it keeps forked ahead of demand. (Not criu: ten restores at once from `min_warm`
-    take 130-200 ms each here, over the largest restore_timeout_ms, so `up` refuses them.)"""
-    modes = [mode for mode in MODES if mode != "restore"]
+    """PSS and USS of MEMORY_INSTANCES live instances of each example per start mode (cold-started,
+    restored, forked), with confinement on; for fork, the template's too (it lives as long as its
+    copies), not the copies the warm pool keeps ahead of demand. The restores at `up` are
+    `min_warm` starts no request waits for, so they are not held to restore_timeout_ms (ten at
+    once take 130-200 ms each here)."""
+    modes = list(MODES)
     work = tempfile.mkdtemp(prefix="aether-memory-")
     os.chmod(work, 0o755)
     images = tempfile.mkdtemp(prefix="aether-memory-images-", dir="/dev/shm")

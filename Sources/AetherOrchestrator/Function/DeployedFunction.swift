@@ -4,6 +4,7 @@ import AetherNet
 import AetherSystem
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
@@ -318,7 +319,15 @@ final class DeployedFunction: Sendable, InstanceEvents {
         // woke another thread).
         for action in actions where !action.canWaitForAStart { perform(action) }
         resume()
-        perform(actions.filter(\.canWaitForAStart))
+        let reports = actions.filter(\.onlyReports)
+        for action in actions where action.canWaitForAStart && !action.onlyReports { perform(action) }
+        if attached, let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+            // A pooled start on the request path's loop: its log lines and measurements once its
+            // first response has had time to come back (see `InstanceLauncher.takeOn`).
+            loop.scheduleTask(in: InstanceLauncher.setUpAfterStart) { self.perform(reports) }
+        } else {
+            perform(reports)
+        }
         if duration > restoreBudget {
             // Only a start no request waited for gets here (one that a request waits for fails
             // over the budget): kept, but the operator learns that restores are this slow.

@@ -199,7 +199,7 @@ struct InstanceLauncher: Sendable {
     func startWaiting(_ handle: InstanceHandle, copy waiting: WaitingCopy, isChild: Bool) -> Bool {
         guard let copy = waiting.start(attach: nil, began: .now, resume: false) else { return false }
         let pid = copy.pid
-        takeOn(handle, copy: copy, isChild: isChild, attached: true) { kill(pid, SIGCONT) }
+        takeOn(handle, copy: copy, isChild: isChild, attached: true, reader: waiting.reader) { kill(pid, SIGCONT) }
         return true
     }
 
@@ -227,10 +227,11 @@ struct InstanceLauncher: Sendable {
 
     /// A started copy becomes the instance: its output, exit watch, cgroup and control
     /// connection. Not blocking.
-    /// `resume`: lets a copy still stopped run, once its first request is written.
+    /// `reader`: its response reader, started in the pool. `resume`: lets a copy still stopped
+    /// run, once its first request is written.
     private func takeOn(
         _ handle: InstanceHandle, copy: consuming FunctionSnapshot.Copy, isChild: Bool, attached: Bool,
-        resume: () -> Void = {}
+        reader: ResponseReader? = nil, resume: () -> Void = {}
     ) {
         let events = handle.events
         let pid = copy.pid
@@ -250,27 +251,43 @@ struct InstanceLauncher: Sendable {
             return
         }
         // First, so that a copy attached in the pool gets its first request now (`restored`
-        // resumes it once the request is written); its response reader starts next, and its
-        // output, exit watch and connection are set up while it works on the request (0.1-0.4 ms
-        // of this thread before, measured). Its output waits in the pipes meanwhile, lines in
-        // the connection, an exit in its pidfd (the watch sees an exit that happened before it).
+        // resumes it once the request is written); a pooled copy's response reader already
+        // waits (bound before the request is written), another's starts next. Its output, exit
+        // watch and connection wait meanwhile: its output in the pipes, lines in the connection,
+        // an exit in its pidfd (the watch sees an exit that happened before it).
+        reader?.bind(to: handle)
         events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
-        ResponseReader.start(for: handle)
+        if reader == nil { ResponseReader.start(for: handle) }
         // On the event loop running this (a pooled start runs on the gateway's), if any: handing
-        // the channels to another loop would wake its thread while the copy needs a CPU.
+        // the channels to another loop would wake its thread while the copy needs a CPU. There,
+        // they are set up once the first response has had time to come back: on 2 vCPUs this
+        // work (0.2-0.4 ms) otherwise ran while the copy answered, and the loop that would
+        // write its answer was busy with it.
         let here = MultiThreadedEventLoopGroup.currentEventLoop
-        let outputClosed = captureOutput(of: handle, stdout: copy.stdout, stderr: copy.stderr, on: here)
-        watch(handle, pid: pid, isChild: isChild, outputClosed: outputClosed)
-        ControlConnection.wrap(connectedSocket: copy.control.take(), group: here ?? group).whenComplete { result in
-            switch result {
-            case .success(let connection): connection.bind(to: handle)
-            case .failure:
-                // Without its connection it never becomes ready: gone now (its exit is reported),
-                // not at its deadline.
-                kill(-pid, SIGKILL)
+        let (stdout, stderr, control) = (copy.stdout.take(), copy.stderr.take(), copy.control.take())
+        let setUp: @Sendable () -> Void = { [self] in
+            let outputClosed = captureOutput(
+                of: handle, stdout: OwnedDescriptor(owning: stdout), stderr: OwnedDescriptor(owning: stderr), on: here)
+            watch(handle, pid: pid, isChild: isChild, outputClosed: outputClosed)
+            ControlConnection.wrap(connectedSocket: control, group: here ?? group).whenComplete { result in
+                switch result {
+                case .success(let connection): connection.bind(to: handle)
+                case .failure:
+                    // Without its connection it never becomes ready: gone now (its exit is
+                    // reported), not at its deadline.
+                    kill(-pid, SIGKILL)
+                }
             }
         }
+        if let here, attached {
+            here.scheduleTask(in: Self.setUpAfterStart) { setUp() }
+        } else {
+            setUp()
+        }
     }
+
+    /// How long after a pooled start its output, exit watch and connection are set up (above).
+    static let setUpAfterStart = TimeAmount.milliseconds(2)
 
     /// Undoes `makeHandle` when no process came of it.
     private func release(_ handle: InstanceHandle) {
@@ -325,8 +342,11 @@ struct InstanceLauncher: Sendable {
             try ChildReaper.shared.watch(
                 pid, isChild: isChild, willReap: { _ = handle.markGone() }, reaped: reported)
         } catch {
-            // Cannot happen for a child we just started; if it does, nobody would reap it.
+            // A child of ours is a zombie at worst (pidfd_open works on it), so this is a forked
+            // copy its template has already reaped: it has ended, its status is the template's.
+            // Anything else: nobody would reap it.
             kill(-pid, SIGKILL)
+            guard isChild else { return reported(.unknown) }
             var status: CInt = 0
             waitpid(pid, &status, 0)
             reported(ExitStatus(waitStatus: status))

@@ -1,8 +1,10 @@
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// The one timer of a function generation: its scheduler asks to be woken at a time
-/// (`SchedulerAction.wakeUp`), and this keeps the earliest time asked for. Actions are
+/// (`SchedulerAction.wakeUp`), and this keeps the earliest time asked for, on whichever event
+/// loop asked (its own loop when asked from another thread). Actions are
 /// performed outside the scheduler's lock and may arrive out of order, so a later request never
 /// replaces an earlier one; a wake-up that finds nothing due is harmless.
 final class WakeUpTimer: Sendable {
@@ -30,7 +32,10 @@ final class WakeUpTimer: Sendable {
             let delay = ContinuousClock.now.duration(to: instant)
             let nanoseconds = max(
                 0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
-            let task = eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+            // On the loop asking, if it is one: arming a timer of another loop wakes its thread
+            // (on the request path, a start's first request competed with it for a CPU).
+            let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? eventLoop
+            let task = loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
                 let current = pending.withLock { state -> Bool in
                     guard state.timer?.serial == serial else { return false }
                     state.timer = nil

@@ -21,6 +21,9 @@ final class WaitingCopy: @unchecked Sendable {
     let cgroup: String?
     /// The region it attached in the pool (`park`); the instance that takes the copy takes it.
     private(set) var region: SharedMemoryRegion?
+    /// The reader of that region's response ring, started in the pool (`park`); the instance
+    /// that takes the copy binds it.
+    private(set) var reader: ResponseReader?
     /// Our child (a restored copy) to reap when killed; a forked copy is its template's.
     private let isChild: Bool
     private let memory: MemoryCgroup
@@ -54,6 +57,7 @@ final class WaitingCopy: @unchecked Sendable {
             return error.description
         }
         self.region = region
+        reader = ResponseReader.waiting(on: region)
         // Stopped once it is idle (every thread asleep: the runtime waiting for its first
         // request), not in the middle of what follows ATTACHED, which would then run on the
         // request path.
@@ -118,6 +122,8 @@ final class WaitingCopy: @unchecked Sendable {
         Glibc.close(stdout)
         Glibc.close(stderr)
         if let cgroup { memory.remove(cgroup) }
+        reader?.stop()
+        reader = nil
         region = nil
         release()
     }
