@@ -200,18 +200,13 @@ public struct DesiredStateStore: Sendable {
             if error.errno == ENOENT { return nil }
             throw .failed(path, error)
         }
-        let lines = bytes.split(separator: UInt8(ascii: "\n"), maxSplits: 8, omittingEmptySubsequences: false)
-        guard let first = lines.first, String(decoding: first, as: UTF8.self).hasPrefix(Self.marker) else {
-            throw .notOurs(path: path)
-        }
-        let prefix = Array(Self.recordPrefix.utf8)
-        guard let line = lines.first(where: { $0.starts(with: prefix) }) else {
-            throw .damagedRecord(path: path, reason: "no \"\(Self.recordPrefix.dropLast(2))\" line")
-        }
         let record: Record
-        do {
-            record = try Self.decoder().decode(Record.self, from: Data(line.dropFirst(prefix.count)))
-        } catch {
+        switch RecordLine.read(Record.self, in: bytes, marker: Self.marker, prefix: Self.recordPrefix, lines: 8) {
+        case .success(let read): record = read
+        case .failure(.notOurs): throw .notOurs(path: path)
+        case .failure(.missing):
+            throw .damagedRecord(path: path, reason: "no \"\(Self.recordPrefix.dropLast(2))\" line")
+        case .failure(.invalid(let error)):
             throw .damagedRecord(path: path, reason: "its record line is not valid: \(error)")
         }
         guard record.format <= Self.format else {

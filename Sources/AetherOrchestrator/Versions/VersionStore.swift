@@ -131,18 +131,11 @@ struct VersionStore: Sendable {
         } catch {
             throw .fileFailed(path: path, reason: error.description)
         }
-        let lines = bytes.split(separator: UInt8(ascii: "\n"), maxSplits: 4, omittingEmptySubsequences: false)
-        guard let first = lines.first, first.starts(with: Array(Self.marker.utf8)) else {
-            throw .damaged(path: path, reason: "it lacks the \"\(Self.marker)\" first line")
-        }
-        let prefix = Array(Self.recordPrefix.utf8)
-        guard let line = lines.first(where: { $0.starts(with: prefix) }) else {
-            throw .damaged(path: path, reason: "it has no record line")
-        }
-        do {
-            return try DesiredStateStore.decoder().decode(Record.self, from: Data(line.dropFirst(prefix.count)))
-        } catch {
-            throw .damaged(path: path, reason: "its record line is not valid: \(error)")
+        switch RecordLine.read(Record.self, in: bytes, marker: Self.marker, prefix: Self.recordPrefix, lines: 4) {
+        case .success(let record): return record
+        case .failure(.notOurs): throw .damaged(path: path, reason: "it lacks the \"\(Self.marker)\" first line")
+        case .failure(.missing): throw .damaged(path: path, reason: "it has no record line")
+        case .failure(.invalid(let error)): throw .damaged(path: path, reason: "its record line is not valid: \(error)")
         }
     }
 
