@@ -215,6 +215,9 @@ public enum AetherHandler {
                 if pid < 0 { throw StartupError(description: "fork: \(String(cString: strerror(errno)))") }
                 return nil
             }
+            if let flag = getenv("AETHER_COPY_PID_NAMESPACE"), String(cString: flag) == "1" {
+                enterPIDNamespace(control: passed[0])
+            }
             signal(SIGCHLD, SIG_DFL)
             setsid()
             dup2(passed[1], 1)
@@ -224,6 +227,24 @@ public enum AetherHandler {
             close(control)
             try send(passed[0], "FORKED\n")
             return passed[0]
+        }
+
+        /// In a fork template's child, confined: makes the copy PID 1 of a PID namespace of its
+        /// own (the template's user namespace lets it: `aether-sandbox --fork-template`). This
+        /// child forks the copy into it and exits; the copy, the template's child again (it is
+        /// PID 1 of its namespace), drops every capability before anything else runs. A copy
+        /// that cannot have its namespace says why on its connection and ends: never a copy
+        /// sharing its siblings' namespace.
+        private static func enterPIDNamespace(control: CInt) {
+            func refuse(_ what: String) -> Never {
+                try? send(control, "ERROR \(what): \(String(cString: strerror(errno)))\n")
+                _exit(1)
+            }
+            if aether_unshare_pid_namespace() != 0 { refuse("unshare(CLONE_NEWPID) for the copy") }
+            let copy = fork()
+            if copy < 0 { refuse("fork into the copy's PID namespace") }
+            if copy > 0 { _exit(0) }
+            if aether_drop_all_capabilities() != 0 { refuse("dropping the copy's capabilities") }
         }
 
         private static func connect(_ path: String) throws -> CInt {

@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <linux/capability.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
@@ -39,6 +40,16 @@ int aether_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
 int aether_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
 int aether_make_not_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
+int aether_unshare_pid_namespace(void) { return unshare(CLONE_NEWPID); }
+
+int aether_drop_all_capabilities(void) {
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return -1;
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    return (int)syscall(SYS_capset, &header, data);
+}
 
 int aether_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 

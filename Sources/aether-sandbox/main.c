@@ -40,6 +40,13 @@
 //   --cwd DIR           working folder (default /)
 //   --network-none      bring lo up (clone gave a new network namespace)
 //   --init              fork PROGRAM and stay as its init
+//   --fork-template     PROGRAM is a `snapshot: fork` template: it runs in a user namespace of
+//                       its own (mapping only its uid and gid) holding CAP_SYS_ADMIN there and
+//                       nothing else, and the filter lets it call unshare(CLONE_NEWPID), so that
+//                       each copy it forks is PID 1 of a PID namespace of its own (the SDKs drop
+//                       every capability in the copy before handler code runs). Every other
+//                       namespace stays owned by the host's user namespace: the capability
+//                       reaches none of them (no mount, no hostname, no network change).
 //   --search-path       look PROGRAM up in PATH
 //
 // Any failure prints "aether-sandbox: WHAT: REASON" on stderr and exits with status 111.
@@ -101,7 +108,7 @@ struct Options {
     int coverCount;
     long uid, gid;
     const char *cwd;
-    int networkNone, init, searchPath;
+    int networkNone, init, searchPath, forkTemplate;
     char **program;
 };
 
@@ -128,6 +135,7 @@ static void parse(int argc, char **argv, int first, struct Options *options) {
         }
         if (strcmp(option, "--network-none") == 0) { options->networkNone = 1; continue; }
         if (strcmp(option, "--init") == 0) { options->init = 1; continue; }
+        if (strcmp(option, "--fork-template") == 0) { options->forkTemplate = 1; continue; }
         if (strcmp(option, "--search-path") == 0) { options->searchPath = 1; continue; }
         if (!value) fail(option, "needs a value");
         index++;
@@ -373,21 +381,67 @@ static void loopbackUp(void) {
 
 // MARK: identity
 
+// A fork template's user namespace (--fork-template): made here, its uid and gid maps written
+// by a helper still in the host's user namespace (a process may not map ids other than its own
+// into a namespace it has entered). We are PID 1 of the instance's PID namespace, whose /proc
+// the view mounted: the helper finds us at /proc/1.
+static void enterUserNamespace(const struct Options *options) {
+    int ready[2], done[2];
+    if (pipe(ready) != 0 || pipe(done) != 0) fail("pipe", NULL);
+    pid_t helper = fork();
+    if (helper < 0) fail("fork", NULL);
+    if (helper == 0) {
+        char byte;
+        if (read(ready[0], &byte, 1) != 1) _exit(FAILED);
+        char map[64];
+        const char *files[] = {"/proc/1/uid_map", "/proc/1/gid_map"};
+        long ids[] = {options->uid, options->gid};
+        for (int index = 0; index < 2; index++) {
+            int fd = open(files[index], O_WRONLY | O_CLOEXEC);
+            int length = snprintf(map, sizeof map, "%ld %ld 1\n", ids[index], ids[index]);
+            if (fd < 0 || write(fd, map, (size_t)length) != length) _exit(FAILED);
+            close(fd);
+        }
+        _exit(write(done[1], "x", 1) == 1 ? 0 : FAILED);
+    }
+    if (unshare(CLONE_NEWUSER) != 0) fail("unshare(CLONE_NEWUSER)", NULL);
+    char byte = 'x';
+    if (write(ready[1], &byte, 1) != 1 || read(done[0], &byte, 1) != 1) fail("user namespace", "its id maps were not written");
+    int status = 0;
+    waitpid(helper, &status, 0);
+    close(ready[0]);
+    close(ready[1]);
+    close(done[0]);
+    close(done[1]);
+}
+
 static void dropPrivileges(const struct Options *options) {
     if (options->uid <= 0 || options->gid <= 0) fail("--uid/--gid", "an unprivileged uid and gid are required");
+    if (options->forkTemplate) enterUserNamespace(options);
     // No capability comes back through exec (file capabilities, setuid binaries): the bounding
-    // set empty, no ambient ones, no_new_privs.
+    // set empty, no ambient ones, no_new_privs. A fork template keeps CAP_SYS_ADMIN (in its own
+    // user namespace only) for unshare(CLONE_NEWPID).
     for (int capability = 0; capability <= 63; capability++) {
+        if (options->forkTemplate && capability == CAP_SYS_ADMIN) continue;
         if (prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP", NULL);
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) fail("PR_CAP_AMBIENT_CLEAR_ALL", NULL);
     if (setgroups(0, NULL) != 0) fail("setgroups", NULL);
     if (setresgid((gid_t)options->gid, (gid_t)options->gid, (gid_t)options->gid) != 0) fail("setresgid", NULL);
+    if (options->forkTemplate && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail("PR_SET_KEEPCAPS", NULL);
     // From uid 0 to a uid with no 0 left, the kernel clears the permitted and effective sets.
     if (setresuid((uid_t)options->uid, (uid_t)options->uid, (uid_t)options->uid) != 0) fail("setresuid", NULL);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("PR_SET_NO_NEW_PRIVS", NULL);
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
+    if (options->forkTemplate) {
+        // CAP_SYS_ADMIN alone, kept through exec as an ambient capability.
+        memset(data, 0, sizeof data);
+        data[0].effective = data[0].permitted = data[0].inheritable = 1u << CAP_SYS_ADMIN;
+        if (syscall(SYS_capset, &header, data) != 0) fail("capset", NULL);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0) != 0) fail("PR_CAP_AMBIENT_RAISE", NULL);
+        return;
+    }
     if (syscall(SYS_capget, &header, data) != 0) fail("capget", NULL);
     for (int index = 0; index < 2; index++) {
         if (data[index].permitted || data[index].effective || data[index].inheritable) {
@@ -416,10 +470,10 @@ static void dropPrivileges(const struct Options *options) {
 static const unsigned long refusedCloneFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                               CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
 
-static void installFilter(void) {
+static void installFilter(const struct Options *options) {
     enum { CAPACITY = 256 };
     int count = aether_refused_call_count();
-    if (2 * count + 24 > CAPACITY) fail("seccomp", "too many refused calls for the filter");
+    if (2 * count + 30 > CAPACITY) fail("seccomp", "too many refused calls for the filter");
     struct sock_filter program[CAPACITY];
     int length = 0;
 #define ADD(statement) program[length++] = (struct sock_filter)statement
@@ -427,6 +481,14 @@ static void installFilter(void) {
     ADD(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0));
     ADD(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
     ADD(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+    if (options->forkTemplate) {
+        // unshare(CLONE_NEWPID) and nothing else (before the refused calls, which list unshare).
+        ADD(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 4));
+        ADD(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
+        ADD(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, CLONE_NEWPID, 0, 1));
+        ADD(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+        ADD(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+    }
 #if defined(__x86_64__)
     // x32 numbers reach the same kernel entry points under other numbers.
     ADD(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1));
@@ -530,7 +592,7 @@ static int run(struct Options *options) {
     standardInput();
     if (options->networkNone) loopbackUp();
     dropPrivileges(options);
-    installFilter();
+    installFilter(options);
     if (options->init) runAsInit(options);
     execProgram(options);
     return FAILED;

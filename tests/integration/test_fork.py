@@ -35,7 +35,16 @@ def handle(req):
             return {"peek": "read"}
         except OSError as e:
             return {"peek": type(e).__name__}
-    return {"token": TOKEN, "random": random.getrandbits(64), "pid": os.getpid()}
+    if req.path == "/signal":
+        # Another process, by its number in /proc (the template's PID namespace).
+        try:
+            os.kill(int(req.query["pid"]), 0)
+            return {"signal": "sent"}
+        except OSError as e:
+            return {"signal": type(e).__name__}
+    # Its PID in its own namespace, and in the template's (the /proc it sees is the template's).
+    return {"token": TOKEN, "random": random.getrandbits(64), "pid": os.getpid(),
+            "template_pid": int(os.readlink("/proc/self"))}
 '''
 
 THREAD_AT_IMPORT = r'''
@@ -89,19 +98,31 @@ class ForkTest(harness.AetherTestCase):
         self.assertEqual({r.json()["token"] for r in results}, {first.json()["token"]}, "the template's init state")
         self.assertGreaterEqual(len({r.headers.get("x-aether-instance") for r in results}), 2, "several copies ran")
         self.assertEqual(len({r.json()["random"] for r in results}), 20, "copies reseeded their random state")
-        # Each copy is a child of the template (PID 1 of their namespace), alone in its own cgroups.
-        pids = {r.json()["pid"] for r in results}
+        # Each copy is a child of the template (PID 1 of the template's namespace) and PID 1 of a
+        # PID namespace of its own, alone in its own cgroups.
+        self.assertEqual({r.json()["pid"] for r in results}, {1}, "each copy has a PID namespace of its own")
+        pids = {r.json()["template_pid"] for r in results}
         self.assertNotIn(1, pids)
+        self.assertGreaterEqual(len(pids), 2)
         for instance in self.instances(fn["id"]):
             with open(f"/proc/{instance['pid']}/cgroup") as f:
                 cgroups = f.read()
             self.assertIn(f"{fn['id']}-g1-template-f", cgroups, cgroups)
+            with open(f"/proc/{instance['pid']}/status") as f:
+                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+            self.assertEqual(int(status["CapEff"], 16), 0, "a copy holds no capability")
+            self.assertEqual(int(status["CapPrm"], 16), 0, "a copy holds no capability")
+            self.assertEqual(int(status["CapAmb"], 16), 0, "a copy holds no capability")
         self.assertIn("instance forked", orch.stderr())
         # Copies are not dumpable: neither a sibling's memory nor the template's can be read.
         sibling = max(pids)
         for pid in (1, sibling):
             r = self.get(fn["trigger_port"], f"/peek?pid={pid}")
             self.assertEqual(r.json()["peek"], "PermissionError", f"/proc/{pid}/mem of a copy")
+        # Nor can a copy signal another one: the numbers /proc shows are not in its namespace.
+        for pid in sorted(pids):
+            r = self.get(fn["trigger_port"], f"/signal?pid={pid}")
+            self.assertEqual(r.json()["signal"], "ProcessLookupError", f"kill({pid}, 0) from a copy")
 
     def test_a_hundred_concurrent_requests_against_zero_instances(self):
         fn = self.fork_function(max_instances=64, max_queue=256)

@@ -46,14 +46,17 @@ struct InstanceSandbox: Sendable {
 
     /// `aether-sandbox run ...`: confines and execs `program`. `asInit`: the helper stays as the
     /// namespace's PID 1 and the program runs as its child (process handlers, whose SIGTERM must
-    /// not be ignored the way PID 1's is).
+    /// not be ignored the way PID 1's is). `forkTemplate`: a `snapshot: fork` template, in a user
+    /// namespace of its own with CAP_SYS_ADMIN there, so each copy gets a PID namespace of its own.
     func runArguments(
-        cgroups: [String], program: String, arguments: [String], searchPath: Bool, asInit: Bool
+        cgroups: [String], program: String, arguments: [String], searchPath: Bool, asInit: Bool,
+        forkTemplate: Bool = false
     ) -> [String] {
         var command = ["run"] + commonOptions(cgroups: cgroups)
         command += ["--uid", String(identity.uid), "--gid", String(identity.gid), "--cwd", workingDirectory]
         if networkNone { command.append("--network-none") }
         if asInit { command.append("--init") }
+        if forkTemplate { command.append("--fork-template") }
         if searchPath { command.append("--search-path") }
         return command + ["--"] + [program] + arguments
     }

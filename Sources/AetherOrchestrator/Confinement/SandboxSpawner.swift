@@ -14,12 +14,14 @@ import Musl
 enum SandboxSpawner {
     static func spawn(
         _ sandbox: InstanceSandbox, cgroups: [String], program: String, arguments: [String],
-        environment: [String: String], searchPath: Bool, asInit: Bool, inheriting: [CInt] = []
+        environment: [String: String], searchPath: Bool, asInit: Bool, inheriting: [CInt] = [],
+        forkTemplate: Bool = false
     ) throws(SpawnError) -> SpawnedProcess {
         let stdout = try DescriptorPair.outputPipe("stdout", of: program)
         let stderr = try DescriptorPair.outputPipe("stderr", of: program)
         let helperArguments = sandbox.runArguments(
-            cgroups: cgroups, program: program, arguments: arguments, searchPath: searchPath, asInit: asInit)
+            cgroups: cgroups, program: program, arguments: arguments, searchPath: searchPath, asInit: asInit,
+            forkTemplate: forkTemplate)
         // Descriptor 0 is a placeholder: the helper opens the view's own /dev/null there.
         let descriptors = [stdout.theirs.rawValue, stdout.theirs.rawValue, stderr.theirs.rawValue] + inheriting
         let argv = ([sandbox.helper] + helperArguments).map { strdup($0) } + [nil]

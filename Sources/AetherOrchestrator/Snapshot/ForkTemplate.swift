@@ -72,7 +72,7 @@ final class ForkTemplate: Sendable {
     ) throws(FunctionSnapshot.BuildFailure) -> ForkTemplate {
         let frozen = try FrozenTemplate.start(
             function: function, launch: launch, memory: memory, limits: limits, sandbox: sandbox,
-            cgroupName: cgroupName, output: output)
+            cgroupName: cgroupName, output: output, forkTemplate: true)
         let launcherPID = frozen.launcherPID
         let template = ForkTemplate(frozen: frozen, budget: budget, pool: pool, confine: confine)
         do {

@@ -32,7 +32,7 @@ struct FrozenTemplate: ~Copyable {
     /// Starts the template and brings it to FROZEN. Blocking: call it off the event loops.
     static func start(
         function: FunctionConfig, launch: HandlerLaunch, memory: MemoryCgroup, limits: MemoryCgroup.Limits,
-        sandbox: InstanceSandbox?, cgroupName: String, output: OutputCapture
+        sandbox: InstanceSandbox?, cgroupName: String, output: OutputCapture, forkTemplate: Bool = false
     ) throws(FunctionSnapshot.BuildFailure) -> FrozenTemplate {
         let id = function.id
         func fail(_ detail: String) -> FunctionSnapshot.BuildFailure {
@@ -49,6 +49,9 @@ struct FrozenTemplate: ~Copyable {
         var environment = launch.environment(instance: -1)
         environment["AETHER_CONTROL_FD"] = "3"
         environment["AETHER_INSTANCE"] = "template"
+        // Confined, a fork template forks each copy into a PID namespace of its own (the SDKs
+        // do it when this says so, and fail rather than fork without it).
+        if forkTemplate && sandbox != nil { environment["AETHER_COPY_PID_NAMESPACE"] = "1" }
         // Confined, the template's cgroups exist first and it joins them itself.
         var cgroups: [String] = []
         if sandbox != nil {
@@ -61,7 +64,8 @@ struct FrozenTemplate: ~Copyable {
         do {
             template = try SnapshotTemplate.start(
                 program: launch.program, arguments: launch.arguments, environment: environment,
-                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue], sandbox: sandbox, cgroups: cgroups)
+                searchPath: launch.searchPath, inheriting: [pair.theirs.rawValue], sandbox: sandbox, cgroups: cgroups,
+                forkTemplate: forkTemplate)
         } catch {
             if let cgroup = cgroups.first { memory.remove(cgroup) }
             throw FunctionSnapshot.BuildFailure(

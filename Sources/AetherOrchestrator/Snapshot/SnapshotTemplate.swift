@@ -23,12 +23,12 @@ struct SnapshotTemplate: ~Copyable {
     static func start(
         program: String, arguments: [String], environment: [String: String], searchPath: Bool,
         inheriting: [CInt] = [], sandbox: InstanceSandbox? = nil, cgroups: [String] = [],
-        timeout: Duration = .seconds(5)
+        forkTemplate: Bool = false, timeout: Duration = .seconds(5)
     ) throws(SpawnError) -> SnapshotTemplate {
         if let sandbox {
             let process = try SandboxSpawner.spawn(
                 sandbox, cgroups: cgroups, program: program, arguments: arguments, environment: environment,
-                searchPath: searchPath, asInit: false, inheriting: inheriting)
+                searchPath: searchPath, asInit: false, inheriting: inheriting, forkTemplate: forkTemplate)
             let pid = process.pid
             return SnapshotTemplate(launcher: process, pid: pid)
         }

@@ -22,6 +22,14 @@ int aether_become_child_subreaper(void);
 /// are closed to processes of the same uid. -1 with errno.
 int aether_make_not_dumpable(void);
 
+/// unshare(CLONE_NEWPID): the caller's next child is PID 1 of a new PID namespace (a fork
+/// template's copies). 0 or -1 with errno.
+int aether_unshare_pid_namespace(void);
+
+/// Clears every capability of the calling thread (ambient, effective, permitted, inheritable):
+/// a fork template's copy before it runs handler code. 0 or -1 with errno.
+int aether_drop_all_capabilities(void);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void aether_set_thread_name(const char *name);
 

@@ -406,6 +406,8 @@ def _fork_copy(sock: _socket.socket, passed: list):
         for fd in passed:
             os.close(fd)
         return None
+    if os.environ.get("AETHER_COPY_PID_NAMESPACE") == "1":
+        _enter_pid_namespace(control)
     # The child: a session and process group of its own, its own output and connection.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     os.setsid()
@@ -419,6 +421,44 @@ def _fork_copy(sock: _socket.socket, passed: list):
     child = _socket.socket(fileno=control)
     child.sendall(b"FORKED\n")
     return child
+
+
+def _enter_pid_namespace(control: int) -> None:
+    """In a fork template's child, confined: make the copy PID 1 of a PID namespace of its own.
+
+    The template's user namespace lets it (``aether-sandbox --fork-template``): this child
+    forks the copy into a new PID namespace and exits; the copy (the template's child again: the
+    template is PID 1 of its namespace) drops every capability before anything else runs. A copy
+    that cannot have its namespace says why on its connection and ends: never a copy sharing its
+    siblings' namespace."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def refuse(what: str) -> None:
+        text = f"ERROR {what}: {os.strerror(ctypes.get_errno())}\n".encode()
+        try:
+            os.write(control, text)
+        finally:
+            os._exit(EXIT_FAILURE)
+
+    CLONE_NEWPID = 0x20000000
+    if libc.unshare(CLONE_NEWPID) != 0:
+        refuse("unshare(CLONE_NEWPID) for the copy")
+    if os.fork() != 0:
+        os._exit(0)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        refuse("clearing the copy's ambient capabilities")
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
+        refuse("dropping the copy's capabilities")
 
 
 def _watch_control(sock: _socket.socket) -> None:
