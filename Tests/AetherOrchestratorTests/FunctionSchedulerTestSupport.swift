@@ -26,13 +26,13 @@ extension FunctionScheduler.Settings {
         maxQueue: Int = 4, maxInstances: Int = 3, minWarm: Int = 1, concurrency: Int = 1,
         requestTimeout: Duration = .seconds(1), startupTimeout: Duration = .seconds(2),
         idleTimeout: Duration = .seconds(10), start: InstanceOrigin = .spawn, handshake: HandshakeKind = .attach,
-        memoryLimitMegabytes: Int = 128, prefetch: Int = 0
+        memoryLimitMegabytes: Int = 128, prefetch: Int = 0, restoreBudget: Duration = .milliseconds(50)
     ) -> Self {
         Self(
             function: function, maxQueue: maxQueue, maxInstances: maxInstances, minWarm: minWarm,
             concurrency: concurrency, requestTimeout: requestTimeout, startupTimeout: startupTimeout,
             idleTimeout: idleTimeout, start: start, handshake: handshake, memoryLimitMegabytes: memoryLimitMegabytes,
-            prefetch: prefetch)
+            prefetch: prefetch, restoreBudget: restoreBudget)
     }
 }
 

@@ -349,7 +349,13 @@ import Testing
     @Test func onlyStartsThatARequestWaitsForAreForARequest() {
         var h = SchedulerHarness(.test(maxInstances: 1, minWarm: 1, start: .restore))
         #expect(h.start().decisions == [.launch(0, .restore, forRequest: false)])
-        h.restored(0)
+        // Slower than the budget: kept (no request waited), counted, and said.
+        let slow = h.restored(0, restore: .milliseconds(80))
+        #expect(h.stats.latencyViolations == 1)
+        #expect(
+            slow.logMessages.contains(
+                "restore took 80 ms, over the 50 ms restore budget (restore_timeout_ms), for a start no request waited for: kept (a request waiting for a start this slow gets 503)"
+            ))
         h.line("ATTACHED", from: 0)
         // Idle: its replacement after a crash (once the back-off is over) is ahead of demand too.
         #expect(h.exited(0, .signalled(9)).launches == [])

@@ -147,23 +147,25 @@ class SnapshotTest(harness.AetherTestCase):
     def test_a_start_no_request_waits_for_is_not_held_to_the_request_budget(self):
         # min_warm at `up` (and its replacements while idle) are started ahead of demand, like the
         # warm pool's copies: a restore slower than restore_timeout_ms must not fail `up`; it is
-        # kept and logged. A 1 ms budget no restore meets.
+        # kept, counted as a latency violation and logged. A 1 ms budget no restore meets.
         fn = self.snapshot_function(max_instances=1, min_warm=1)
         orch = self.start(self.write_config([fn], orchestrator={"restore_timeout_ms": 1, "warm_pool_size": 1}))
         r = self.get(fn["trigger_port"], "/")
         self.assertStatus(r, 200, "served by the instance restored at up")
         self.assertEqual(r.headers.get("x-aether-cold-start"), "no", "it was started before the request")
         stats = self.stats(fn["id"])
-        self.assertEqual(stats["stats"]["latency_violations"], 0)
+        self.assertEqual(stats["stats"]["latency_violations"], 1, "counted, for the operator")
         self.assertEqual(stats["stats"]["restores"], 1)
         self.assertEqual([i["origin"] for i in stats["instances"]], ["restore"])
-        self.assertIn("over the 1 ms restore budget (restore_timeout_ms): kept, as no request waited for it",
+        self.assertIn("over the 1 ms restore budget (restore_timeout_ms), for a start no request waited for: kept",
                       orch.stderr())
         # Its replacement after a crash, with nothing queued, is ahead of demand too.
         first = stats["instances"][0]["pid"]
         os.kill(first, signal.SIGKILL)
         self.wait_serving(fn["id"], timeout=10, exclude_pids={first})
-        self.assertEqual(self.stats(fn["id"])["stats"]["latency_violations"], 0)
+        # (A restore now, over the budget, or the copy the pool restored meanwhile: never a
+        # failed start.)
+        self.assertEqual(self.stats(fn["id"])["stats"]["restore_failures"], 0)
         self.assertStatus(self.get(fn["trigger_port"], "/"), 200, "served by the replacement")
 
     def test_swift_sdk_function_restores(self):

@@ -123,7 +123,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
                     start: config.snapshot ? (config.snapshotMode == .fork ? .fork : .restore) : .spawn,
                     handshake: handshakeKind,
                     memoryLimitMegabytes: config.memoryLimit.megabytes,
-                    prefetch: config.handlerProtocol == .sdk ? Self.prefetch : 0)))
+                    prefetch: config.handlerProtocol == .sdk ? Self.prefetch : 0,
+                    restoreBudget: orchestrator.restoreTimeout.duration)))
         launcher = InstanceLauncher(
             config: config, generation: generation,
             launch: HandlerLaunch(
@@ -327,13 +328,6 @@ final class DeployedFunction: Sendable, InstanceEvents {
             loop.scheduleTask(in: InstanceLauncher.setUpAfterStart) { self.perform(reports) }
         } else {
             perform(reports)
-        }
-        if duration > restoreBudget {
-            // Only a start no request waited for gets here (one that a request waits for fails
-            // over the budget): kept, but the operator learns that restores are this slow.
-            logger.warning(
-                "a copy started ahead of demand took \(Scheduler.startupMilliseconds(duration)) ms, over the \(Int(restoreBudget.milliseconds)) ms restore budget (restore_timeout_ms): kept, as no request waited for it; a request that waits for a start this slow gets 503",
-                metadata: ["instance": "\(instance)"])
         }
     }
 

@@ -42,6 +42,9 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         /// a round trip. It still executes `concurrency` at a time; if it ends, the ones it never
         /// read go back to the queue (`exited(unread:)`).
         var prefetch: Int = 0
+        /// `restore_timeout_ms`. A start a request waits for fails over it (`launchFailed`); one
+        /// made ahead of demand that took longer is kept, and counted as a latency violation.
+        var restoreBudget: Duration = .milliseconds(15)
 
         var requestTimeoutMilliseconds: Int { Int(requestTimeout.milliseconds) }
     }
@@ -338,6 +341,19 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
                             instances[index].origin == .fork
                                 ? "fork_ms" : "restore_ms": "\(restoreDuration.milliseconds)",
                         ])))
+            if restoreDuration > settings.restoreBudget {
+                // Only a start no request waits for gets here over the budget (one a request
+                // waits for fails instead): the operator learns it, the copy is kept.
+                stats.latencyViolations += 1
+                let violation = CriuError.latencyViolation(actual: restoreDuration, limit: settings.restoreBudget)
+                actions.append(
+                    .log(
+                        SchedulerLogEntry(
+                            level: .warning,
+                            message:
+                                "\(violation), for a start no request waited for: kept (a request waiting for a start this slow gets 503)",
+                            instance: instance)))
+            }
             if attached {
                 becomeServing(at: index, pid: pid, now: now, &actions)
                 for line in launching.earlyLines { handleControlLine(line, at: index, now: now, &actions) }
