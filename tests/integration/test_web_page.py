@@ -122,8 +122,11 @@ class LiveBrowser:
                 return answer["result"]
 
     def dom(self) -> str:
-        return self.call("Runtime.evaluate", self.session, expression="document.documentElement.outerHTML",
-                         returnByValue=True)["result"]["value"]
+        """The page's HTML now; empty while there is none to read (evaluated during a load, the
+        answer can carry an exception and no value: the caller polls again)."""
+        answer = self.call("Runtime.evaluate", self.session, expression="document.documentElement.outerHTML",
+                           returnByValue=True)
+        return answer.get("result", {}).get("value") or ""
 
     def close(self):
         try:
