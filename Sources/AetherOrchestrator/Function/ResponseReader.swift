@@ -58,6 +58,10 @@ final class ResponseReader: Sendable {
                     try responses.read(timeout: .milliseconds(100)) { bytes in
                         // Nothing is delivered before `bind`: a parked copy was sent no request.
                         guard let handle = owner.withLock({ $0 }) else { return }
+                        // One answer per request; a handler answering more cannot drive it below zero.
+                        if handle.requestsInFlight.wrappingSubtract(1, ordering: .relaxed).newValue < 0 {
+                            handle.requestsInFlight.wrappingAdd(1, ordering: .relaxed)
+                        }
                         let (events, id) = (handle.events, handle.id)
                         do throws(InvocationFormatError) {
                             let view = try InvocationResponseView(bytes)
