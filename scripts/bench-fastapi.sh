@@ -59,7 +59,7 @@ out="${AETHER_BENCH_OUT:-bench-results/fastapi}"
 mkdir -p "$out"
 rm -f "$out"/fastapi.csv "$out"/fastapi-*.png
 csv="$out/fastapi.csv"
-echo "round,target,request,connections,rps,p50_us,p99_us,errors" >"$csv"
+echo "round,target,request,connections,rps,p50_us,p99_us,errors,cpu_us" >"$csv"
 # Everything printed from here on goes to tables.md too.
 exec > >(tee "$out/tables.md")
 
@@ -150,11 +150,11 @@ for round in $(seq "$rounds"); do
         errors=no
         for column in "${columns[@]}"; do
             if [[ "$column" == post ]]; then
-                read -r r a b e <<<"$(run "$url/items" 16 -s "$work/post.lua")"
-                echo "$round,\"$name\",POST,16,$r,$a,$b,$e" >>"$csv"
+                read -r r a b e u <<<"$(run "$url/items" 16 -s "$work/post.lua")"
+                echo "$round,\"$name\",POST,16,$r,$a,$b,$e,$u" >>"$csv"
             else
-                read -r r a b e <<<"$(run "$url/items/7?q=hi" "$column")"
-                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e" >>"$csv"
+                read -r r a b e u <<<"$(run "$url/items/7?q=hi" "$column")"
+                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e,$u" >>"$csv"
             fi
             add rps "$name|$column" "$r"
             add p50 "$name|$column" "$a"

@@ -36,9 +36,13 @@
 # wrk saw non-2xx answers or socket errors), then the ratios issue 15's
 # "Done when" asks for (aether / the better of uvicorn and granian, Swift SDK / Hummingbird).
 #
+# It also prints the CPU each target cost per request (cpu_us: the machine's CPU time on everything
+# but wrk during the run, per answered request; scripts/bench/wrk.sh), which does not depend on
+# whether a run saturated the CPUs and moves far less between runs than req/s on a shared VM.
+#
 # Into AETHER_BENCH_OUT (default bench-results/gateway): the printed tables (tables.md), every
-# measurement as CSV (gateway.csv: round,target,request,connections,rps,p50_us,p99_us,errors, one
-# row per target, request kind GET or POST, connection count and round) and their plots
+# measurement as CSV (gateway.csv: round,target,request,connections,rps,p50_us,p99_us,errors,cpu_us,
+# one row per target, request kind GET or POST, connection count and round) and their plots
 # (scripts/bench/plot.py, with matplotlib from scripts/bench/plot-venv.sh, which --prepare makes):
 # gateway-rps.png (req/s vs connections per target) and gateway-p50.png (p50 vs connections).
 #
@@ -97,7 +101,7 @@ out="${AETHER_BENCH_OUT:-bench-results/gateway}"
 mkdir -p "$out"
 rm -f "$out"/gateway.csv "$out"/gateway-*.png
 csv="$out/gateway.csv"
-echo "round,target,request,connections,rps,p50_us,p99_us,errors" >"$csv"
+echo "round,target,request,connections,rps,p50_us,p99_us,errors,cpu_us" >"$csv"
 # Everything printed from here on goes to tables.md too.
 exec > >(tee "$out/tables.md")
 
@@ -338,7 +342,7 @@ header() {
     printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n" "------------------------" "-----------" "---------------" \
         "-----------" "---------------" "-----------" "---------------" "-----------" "---------------" "--------"
 }
-declare -A rps p50 p99 failed
+declare -A rps p50 p99 cpu failed
 add() { # array-name key value
     local -n sums=$1
     sums["$2"]=$(awk -v s="${sums[$2]:-0}" -v v="$3" 'BEGIN { print s + v }')
@@ -365,15 +369,16 @@ for round in $(seq "$rounds"); do
                     cells+=("-" "-")
                     continue
                 fi
-                read -r r a b e <<<"$(run "$url" "$post_connections" -s "$work/post.lua")"
-                echo "$round,\"$name\",POST,$post_connections,$r,$a,$b,$e" >>"$csv"
+                read -r r a b e u <<<"$(run "$url" "$post_connections" -s "$work/post.lua")"
+                echo "$round,\"$name\",POST,$post_connections,$r,$a,$b,$e,$u" >>"$csv"
             else
-                read -r r a b e <<<"$(run "$url" "$column")"
-                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e" >>"$csv"
+                read -r r a b e u <<<"$(run "$url" "$column")"
+                echo "$round,\"$name\",GET,$column,$r,$a,$b,$e,$u" >>"$csv"
             fi
             add rps "$name|$column" "$r"
             add p50 "$name|$column" "$a"
             add p99 "$name|$column" "$b"
+            add cpu "$name|$column" "$u"
             if [[ "$e" != "0" ]]; then
                 errors=$([[ "$errors" == no ]] && echo "$column" || echo "$errors,$column")
                 failed["$name"]=$([[ -z "${failed[$name]:-}" ]] && echo "$column" || echo "${failed[$name]},$column")
@@ -402,6 +407,21 @@ for entry in "${targets[@]}"; do
 done
 
 echo
+echo "CPU per request, microseconds: the machine's CPU time on everything but wrk during a run, divided"
+echo "by the requests answered (scripts/bench/wrk.sh); mean of the $rounds rounds"
+cpu_format="| %-22s | %7s | %7s | %7s | %7s |\n"
+printf "$cpu_format" target "c=1" "c=16" "c=64" "POST"
+printf "|%s|%s|%s|%s|%s|\n" "------------------------" "---------" "---------" "---------" "---------"
+for entry in "${targets[@]}"; do
+    IFS='|' read -r name url echoes <<<"$entry"
+    cells=()
+    for column in "${columns[@]}"; do
+        cells+=("$([[ -n "${cpu[$name|$column]:-}" ]] && awk -v s="${cpu[$name|$column]}" -v n="$rounds" 'BEGIN { printf "%.1f", s / n }' || echo -)")
+    done
+    printf "$cpu_format" "$name" "${cells[@]}"
+done
+
+echo
 # a/b of the sums over the rounds; `better` picks the larger of two throughputs (the smaller p50).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 better() { awk -v a="$1" -v b="$2" -v m="$3" 'BEGIN { print (m == "min" ? (a < b ? a : b) : (a > b ? a : b)) }'; }
@@ -417,6 +437,9 @@ echo "  max_instances 2 vs 2 workers: c=16 req/s $(ratio "${rps[aether sdk pytho
     "c=64 req/s $(ratio "${rps[aether sdk python x2|64]}" "$(peer 64 2w max rps)") (goal >= 1.5)"
 echo "  64 KiB POST echo req/s: max_instances 1 vs 1 worker $(ratio "${rps[aether sdk python|post]}" "$(peer post 1w max rps)")," \
     "max_instances 2 vs 2 workers $(ratio "${rps[aether sdk python x2|post]}" "$(peer post 2w max rps)") (goal >= 1.0)"
+echo "  CPU per request, aether / the better of uvicorn and granian: max_instances 1 vs 1 worker c=16" \
+    "$(ratio "${cpu[aether sdk python|16]}" "$(peer 16 1w min cpu)"), c=64 $(ratio "${cpu[aether sdk python|64]}" "$(peer 64 1w min cpu)")" \
+    "(1.5x their req/s on the same CPUs needs <= 0.67)"
 echo "  Swift SDK / hummingbird: c=16 req/s $(ratio "${rps[aether sdk swift|16]}" "${rps[hummingbird|16]}") (goal >= 0.7)," \
     "c=64 req/s $(ratio "${rps[aether sdk swift|64]}" "${rps[hummingbird|64]}")"
 for language in python swift; do
