@@ -1,4 +1,3 @@
-import Atomics
 import Foundation
 import Testing
 
@@ -197,11 +196,8 @@ import Testing
         let consumer = test.region.consumer(ring: 0)
         let waker = test.region.consumer(ring: 0)
         consumer.waitPolicy = .sleepAtOnce
-        func word(_ offset: Int) -> UnsafeAtomic<UInt32> {
-            UnsafeAtomic(at: (test.ringBase(0) + offset).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
-        }
-        let sleeping = word(RingLayout.consumerSleepingOffset)
-        let sequence = word(RingLayout.dataSequenceOffset)
+        let bell = RingMemory(region: test.region, base: test.ringBase(0), capacity: test.region.ringCapacity).dataBell
+        let (sleeping, sequence) = (bell.sleeping, bell.sequence)
         let received = LockedMessage()
         // Plain threads and sleeps, not tasks: a test run's busy cooperative pool must not
         // stretch the waits past the reader's timeout.
