@@ -41,6 +41,17 @@ import Testing
         #expect(h.scheduler.instances.isEmpty)
     }
 
+    /// A request that came while the snapshot was being built (the function not started yet)
+    /// gets a copy as soon as it starts, not a 504 at its timeout (seen with `aether up` on an
+    /// empty state folder).
+    @Test func aRequestQueuedBeforeTheStartIsServedByIt() {
+        var h = SchedulerHarness(.test(minWarm: 0, start: .restore))
+        #expect(h.submit(1).decisions.isEmpty)
+        #expect(h.start().decisions == [.startFinished(nil), .launch(0, .restore, forRequest: true)])
+        let served = h.serve(0)
+        #expect(served.contains { if case .write(request: 1, _, instance: 0) = $0 { true } else { false } })
+    }
+
     @Test func aFirstInstanceThatExitsReportsWhatItWrote() {
         var h = SchedulerHarness()
         h.start()

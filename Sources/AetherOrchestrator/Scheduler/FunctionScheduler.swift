@@ -117,6 +117,10 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         let first = settings.start.isCopy ? settings.minWarm : max(1, settings.minWarm)
         for _ in 0..<first { firstInstances.insert(launch(forRequest: false, now: now, &actions)) }
         reportStartIfDone(&actions)
+        // Requests that came while the function was being readied (its snapshot being built)
+        // were queued with no launch (`scaleUp` waits for `.running`): with no first instance to
+        // serve them, they get instances now instead of waiting out their timeout.
+        scaleUp(now: now, &actions)
         return actions
     }
 
