@@ -16,12 +16,13 @@ fi
 
 # Debian packages the project uses; installed only when missing. libbpf-dev (libbpf 1.1) and
 # pkg-config for the eBPF data plane (the BPF programs are compiled by the toolchain's clang);
-# iproute2 for the private network namespaces the tests run in; python3-venv for the Python SDK's
+# iproute2 for the private network namespaces the tests run in; python3-dev for the C half of the
+# Python SDK's ring (scripts/build-python-ext.sh); python3-venv for the Python SDK's
 # test virtualenvs (scripts/test-venv.sh, sdk/python/tests/test_package.py); tmux for the terminal
 # test of `aether top` (tests/integration/test_top.py); chromium (headless), tesseract-ocr and a
 # font (fonts-dejavu-core) to load the metrics port's live page, screenshot it and read the
 # screenshot back (tests/integration/test_web_page.py).
-packages=(python3 python3-venv procps curl util-linux libbpf-dev pkg-config iproute2 tmux
+packages=(python3 python3-venv python3-dev procps curl util-linux libbpf-dev pkg-config iproute2 tmux
     chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core)
 missing=()
 for package in "${packages[@]}"; do
@@ -43,6 +44,8 @@ bash scripts/install-criu.sh
 # PYTHONDONTWRITEBYTECODE, and where it is set every cold start and every snapshot template
 # would compile the SDK again (~10 ms, and the compiler's garbage lands in the snapshot image).
 /usr/bin/python3 -m compileall -q sdk/python/aetherless >/dev/null
+# The C half of the Python SDK's ring (_aetherless_cring), for that interpreter.
+bash scripts/build-python-ext.sh /usr/bin/python3
 
 if [[ "${1:-}" == "--deps-only" ]]; then
     exit 0

@@ -178,6 +178,24 @@ class ServingTest(harness.AetherTestCase):
         self.assertStatus(r, 200, "python: /usr/bin/python3")
         self.assertEqual(r.json()["executable"], "/usr/bin/python3")
 
+    def test_handlers_read_the_ring_in_c_and_ring_py_still_serves(self):
+        # scripts/build-python-ext.sh built the ring's C half beside the SDK: a handler started
+        # from a snapshot (criu restores the mapped module) and a cold one both use it, and a
+        # function that asks for ring.py by its environment is served the same.
+        self.write_file("ring.py", "import aetherless\nimport aetherless.ring\n\n\n@aetherless.handler\n"
+                        "def handle(req):\n    return {'ring': aetherless.ring.IMPLEMENTATION, 'echo': req.query}\n")
+        restored = self.function("ringsnap", "ring.py", snapshot=True)
+        cold = self.function("ringcold", "ring.py", snapshot=False)
+        pure = self.function("ringpure", "ring.py", snapshot=True, environment={"AETHERLESS_RING": "python"})
+        self.start(self.write_config([restored, cold, pure], orchestrator={"restore_timeout_ms": 100}))
+        for fn, expected in [(restored, "c"), (cold, "c"), (pure, "python")]:
+            for i in range(3):
+                r = self.get(fn["trigger_port"], f"/?i={i}")
+                self.assertStatus(r, 200, fn["id"])
+                self.assertEqual(r.json(), {"ring": expected, "echo": {"i": str(i)}}, fn["id"])
+        logs = self.aether("logs", restored["id"]).stdout
+        self.assertNotIn("the ring runs in pure Python", logs)
+
     def test_process_protocol_function(self):
         shutil.copy(from_repo, os.path.join(self.tmp, "process.py"))
         fn = self.function("proc", "process.py", protocol="process")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -24,6 +26,7 @@ PEER = os.path.join(SDK, "tools", "ring_peer.py")
 sys.path.insert(0, SDK)
 
 from aetherless.ring import (  # noqa: E402
+    IMPLEMENTATION,
     LAYOUT_VERSION,
     MAGIC,
     WRAP_MARKER,
@@ -886,14 +889,64 @@ class TestStreamGenerator(unittest.TestCase):
 # --------------------------------------------------------------------------- real processes
 
 
+# The peer process uses the other implementation than this one (AETHERLESS_RING), so every
+# two-process test is also a test that the C half and ring.py agree on the bytes.
+OTHER_IMPLEMENTATION = "python" if IMPLEMENTATION == "c" else "c"
+PEER_ENV = {**os.environ, "AETHERLESS_RING": OTHER_IMPLEMENTATION}
+
+
 def run_peer(*args, timeout=None, **kw):
     return subprocess.run([sys.executable, PEER, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+                          timeout=timeout, env=PEER_ENV, **kw)
 
 
 def spawn_peer(*args):
     return subprocess.Popen([sys.executable, PEER, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=PEER_ENV)
+
+
+def import_ring(setting: str | None, sdk: str = SDK) -> subprocess.CompletedProcess:
+    """Import aetherless.ring from ``sdk`` in a fresh interpreter with AETHERLESS_RING=setting."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AETHERLESS_RING", "PYTHONPATH")}
+    if setting is not None:
+        env["AETHERLESS_RING"] = setting
+    code = "import aetherless.ring as r; print(r.IMPLEMENTATION); print(r.C_RING_UNAVAILABLE)"
+    return subprocess.run([sys.executable, "-c", code], cwd=sdk, env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+class TestImplementationChoice(unittest.TestCase):
+    """AETHERLESS_RING picks the C half or ring.py; nothing falls back without saying why."""
+
+    def test_the_c_half_is_built_and_chosen_by_default(self):
+        r = import_ring(None)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines(), ["c", ""])
+
+    def test_python_on_request(self):
+        r = import_ring("python")
+        self.assertEqual(r.stdout.splitlines(), ["python", "AETHERLESS_RING=python"])
+
+    def test_unknown_setting_is_an_import_error_naming_it(self):
+        r = import_ring("fast")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("AETHERLESS_RING='fast': expected 'c' or 'python'", r.stderr)
+
+    def test_without_the_built_module(self):
+        # A copy of the package alone, as a pip-installed wheel has it.
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copytree(os.path.join(SDK, "aetherless"), os.path.join(folder, "aetherless"),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            r = import_ring(None, folder)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            implementation, why = r.stdout.splitlines()
+            self.assertEqual(implementation, "python")
+            self.assertIn("_aetherless_cring cannot be imported", why)
+            self.assertIn("scripts/build-python-ext.sh", why)
+            # Asked for by name, its absence is an error.
+            r = import_ring("c", folder)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("AETHERLESS_RING=c but _aetherless_cring cannot be imported", r.stderr)
 
 
 class TestTwoProcesses(unittest.TestCase):
