@@ -101,16 +101,6 @@ public final class RingConsumer: @unchecked Sendable {
         try read(timeout: timeout) { Array($0) }
     }
 
-    /// Wakes the thread sleeping in `read` on this ring, if one is, without publishing anything:
-    /// it polls again by `waitPolicy` before sleeping. For another thread that knows a record is
-    /// coming soon (the orchestrator, when it writes a lone request: its answer's reader then
-    /// polls for it instead of being woken by the handler). Safe beside the producer's own rings:
-    /// a waiter checks the position again after announcing itself, so a bump of the sequence
-    /// word that coincides with the producer's cannot lose a wake-up (docs/shm-layout.md).
-    public func wakeWaiter() {
-        ring.dataBell.ring()
-    }
-
     private func advance(to position: UInt64) {
         tail = position
         ring.tail.store(position, ordering: .releasing)

@@ -24,6 +24,9 @@ public struct WaitPolicy: Sendable, Equatable {
     /// Poll for 50 µs, then sleep: round trips stay in the polling window under load, an idle
     /// side costs nothing.
     public static let standard = WaitPolicy(pollFor: .microseconds(50))
+    /// Poll for 5 µs, then sleep: a handler waiting for its next request, which the gateway
+    /// cannot send while the handler holds the CPU it needs (a 2-vCPU host).
+    public static let briefly = WaitPolicy(pollFor: .microseconds(5))
     /// Never poll: every wait is a futex sleep.
     public static let sleepAtOnce = WaitPolicy(pollFor: .zero)
     /// Poll without ever sleeping (burns a core; for measurement).

@@ -187,39 +187,6 @@ import Testing
         }
     }
 
-    /// `wakeWaiter` (another consumer object over the same ring, as the orchestrator's handle is
-    /// beside its reader's) wakes a consumer asleep in `read`: the sequence word moves once per
-    /// call while it sleeps, and it goes back to waiting until a record comes, which it returns.
-    @Test func aWokenWaiterWaitsOnForTheNextRecord() throws {
-        let test = try TestRegion()
-        let producer = test.region.producer(ring: 0)
-        let consumer = test.region.consumer(ring: 0)
-        let waker = test.region.consumer(ring: 0)
-        consumer.waitPolicy = .sleepAtOnce
-        let bell = RingMemory(region: test.region, base: test.ringBase(0), capacity: test.region.ringCapacity).dataBell
-        let (sleeping, sequence) = (bell.sleeping, bell.sequence)
-        let received = LockedMessage()
-        // Plain threads and sleeps, not tasks: a test run's busy cooperative pool must not
-        // stretch the waits past the reader's timeout.
-        let reader = Thread { received.set(try! consumer.read(timeout: .seconds(120))) }
-        reader.start()
-        var wakes = 0
-        for _ in 0..<20 {
-            while sleeping.load(ordering: .acquiring) == 0 { usleep(500) }
-            let before = sequence.load(ordering: .acquiring)
-            waker.wakeWaiter()
-            if sequence.load(ordering: .acquiring) != before { wakes += 1 }
-            usleep(2000)
-            #expect(received.get() == nil)
-        }
-        #expect(wakes == 20)
-        #expect(!reader.isFinished)
-        let message = payload(300, seed: 7)
-        try producer.write(message)
-        while !reader.isFinished { usleep(1000) }
-        #expect(received.get() == message)
-    }
-
     /// A sleeping consumer is woken by the doorbell, and a producer sleeping on a full ring is
     /// woken by reads; every message arrives, with every wait going through the futex.
     @Test func doorbellWakesSleepersBothWays() async throws {
@@ -243,13 +210,4 @@ import Testing
         while !reader.isFinished { try await Task.sleep(for: .milliseconds(5)) }
         #expect(try consumer.tryRead() == nil)
     }
-}
-
-/// The message a reader thread got, read from the test's task.
-private final class LockedMessage: @unchecked Sendable {
-    private let lock = NSLock()
-    private var message: [UInt8]?
-
-    func set(_ value: [UInt8]) { lock.withLock { message = value } }
-    func get() -> [UInt8]? { lock.withLock { message } }
 }

@@ -51,9 +51,6 @@ final class InstanceHandle: Sendable, ControlLineSink {
     let responses: RingConsumer?
     /// Set once the process has ended: the reader thread stops.
     let readerShouldStop = Atomic<Bool>(false)
-    /// Requests written (or being written) to the ring whose response the reader has not read
-    /// yet: `write` decides from it whether to wake the reader.
-    let requestsInFlight = Atomic<Int>(0)
 
     private struct State {
         var pid: pid_t?
@@ -145,9 +142,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
 
     /// Writes a request into the request ring.
     func write(_ invocation: Invocation, requestID: UInt64) -> WriteResult {
-        // Counted before the request is published: its answer may be read at once.
-        let alone = requestsInFlight.wrappingAdd(1, ordering: .relaxed).oldValue == 0
-        let result = requests.withLock { requests -> WriteResult in
+        requests.withLock { requests -> WriteResult in
             guard let producer = requests.producer else { return .failed("the instance has no request ring") }
             do {
                 guard try invocation.write(requestID: requestID, to: producer) else { return .full }
@@ -161,16 +156,6 @@ final class InstanceHandle: Sendable, ControlLineSink {
             requests.written.append((requestID, producer.position))
             return .written
         }
-        guard case .written = result else {
-            requestsInFlight.wrappingSubtract(1, ordering: .relaxed)
-            return result
-        }
-        // A lone request: the reader has likely slept since the last answer; woken now (outside
-        // the lock: it may be a futex call), it polls for this one's answer, which then costs the
-        // handler no futex wake-up and the reader no wake-up latency (c=1 p50, BENCHMARKS.md).
-        // With more in flight it is awake or will be woken by the answers before this one.
-        if alone { responses?.wakeWaiter() }
-        return result
     }
 
     /// The requests written to the ring that the handler never took (once it has ended): they

@@ -76,10 +76,6 @@ _OFF_PRODUCER_SLEEPING = 196
 
 _ZERO_PAD = bytes(8)
 
-# Bounded spin before sleeping on the futex (each step is one sched_yield
-# plus a re-check).  Short on purpose: the host may have only 2 cores.
-DEFAULT_SPIN = 64
-
 
 # --------------------------------------------------------------------------- errors
 
@@ -175,6 +171,14 @@ if _RING_SETTING != "python":
         _cring.bind_errors(CorruptedData, RingPoisoned, RingTimeout, MessageTooLarge)
 #: Which implementation a Ring reads and writes with: "c" or "python".
 IMPLEMENTATION = "python" if _cring is None else "c"
+
+# Bounded spin before sleeping on the futex: each step is one sched_yield plus a re-check.
+# Short on purpose, the host may have only 2 vCPUs: a spinning handler takes CPU from the
+# gateway that would hand it the next request. A C step costs ~0.4 us, a ring.py step (a whole
+# try_read) ~1.5 us. Measured with the C half (wrk against one function, c=16 and c=64, A/B in
+# one `aether up`, BENCHMARKS.md): 64 steps cost the handler 19 us per answer and gave 30k req/s
+# at c=64; 2, 4 and 8 steps all 10-12 us and 36-38k; 0 steps moved the cost into the gateway.
+DEFAULT_SPIN = 64 if _cring is None else 4
 
 
 # --------------------------------------------------------------------------- helpers

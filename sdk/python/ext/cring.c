@@ -72,8 +72,8 @@ static int positions_hold(Core *c, uint64_t head, uint64_t tail) {
     return !(tail > head || head - tail > c->cap || ((head | tail) & 7) || head > c->max_head);
 }
 
-// Bumps a sequence word and wakes its sleeper. An atomic add: the orchestrator may bump the same
-// data_seq word from the consumer side to wake its own reader (docs/shm-layout.md).
+// Bumps a sequence word and wakes its sleeper (only this side bumps it; an atomic add all the same,
+// it costs nothing beside the futex call).
 static int ring_bell(Core *c, int seq_offset) {
     uint32_t *seq = word32(c, seq_offset);
     __atomic_fetch_add(seq, 1, __ATOMIC_SEQ_CST);
