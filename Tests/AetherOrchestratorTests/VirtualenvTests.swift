@@ -92,6 +92,36 @@ private let python = "/usr/bin/python3"
     }
 }
 
+/// A kept image maps the Python SDK's C ring module: building it again, or for the first time,
+/// gives another image key (criu cannot restore a mapping of a file that changed).
+@Suite struct SDKModuleImageKeyTests {
+    @Test func theImageKeyFollowsTheRingsCModule() throws {
+        let folder = CacheFolder()
+        let handler = folder.write("handler.py", "import aetherless\n")
+        let sdk = folder.path + "/sdk"
+        try FileManager.default.createDirectory(atPath: sdk + "/aetherless", withIntermediateDirectories: true)
+        folder.write("sdk/aetherless/ring.py", "# ring\n")
+        let config = FunctionConfig(
+            id: try FunctionID("f"), memoryLimit: try MemoryLimit(128), triggerPort: try Port(8080),
+            handlerPath: handler, timeout: try FunctionTimeout(1000), snapshot: true)
+        func key() -> String {
+            ImageKey.make(
+                config: config,
+                launch: HandlerLaunch(
+                    function: config, socketPath: "/run/x.sock", pythonSDK: sdk, python: "/usr/bin/python3"),
+                sandbox: nil, criuVersion: "4.1.1", pythonSDK: sdk)
+        }
+        let pure = key()
+        #expect(key() == pure)
+        let module = "sdk/_aetherless_cring.cpython-311-x86_64-linux-gnu.so"
+        folder.write(module, "build 1")
+        let built = key()
+        #expect(built != pure, "the module built for the first time gives another key")
+        folder.write(module, "build 2")
+        #expect(key() != built, "the module built again gives another key")
+    }
+}
+
 /// The cache against a real interpreter, without network: what pip can do from nothing.
 @Suite(.serialized) struct VirtualenvCacheTests {
     @Test func anInterpreterThatCannotMakeVirtualenvsIsNamed() throws {

@@ -242,6 +242,12 @@ enum ImageKey {
             where entry.name.hasSuffix(".py") {
                 add("sdk " + entry.name, fileHash(package + "/" + entry.name))
             }
+            // The ring's C half beside the package (scripts/build-python-ext.sh): the image maps
+            // it, so one built again (or removed, or built for the first time) gives another key.
+            for entry in (Posix.entries(of: pythonSDK) ?? []).sorted(by: { $0.name < $1.name })
+            where entry.name.hasPrefix("_aetherless_cring") && entry.name.hasSuffix(".so") {
+                add("sdk " + entry.name, fileHash(pythonSDK + "/" + entry.name))
+            }
         }
         if let sandbox {
             add("identity", sandbox.identity.description)
