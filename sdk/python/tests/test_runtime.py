@@ -210,6 +210,20 @@ class RuntimeCase(unittest.TestCase):
 
 
 class TestServing(RuntimeCase):
+    def test_a_runtime_without_the_rings_c_half_says_so_and_serves(self):
+        # The package alone (as a pip-installed wheel has it): ring.py serves, and stderr says why.
+        package = os.path.join(self.tmp, "package-only")
+        shutil.copytree(os.path.join(SDK, "aetherless"), os.path.join(package, "aetherless"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        self.start(env={"PYTHONPATH": package}, drop_env=("AETHERLESS_RING",))
+        self.assertJSON(self.call(1, "/json"), 200, {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"})
+        self.assertIn("the ring runs in pure Python (about 7 us more per request): _aetherless_cring cannot be imported", self.stderr())
+
+    def test_a_runtime_with_the_rings_c_half_says_nothing_about_it(self):
+        self.start(drop_env=("AETHERLESS_RING",))
+        self.assertJSON(self.call(1, "/json"), 200, {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"})
+        self.assertNotIn("pure Python", self.stderr())
+
     def test_results(self):
         self.start()
         m = self.call(1, "/json?name=x%20y", headers=[("User-Agent", "pytest/1")])
