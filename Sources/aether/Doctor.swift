@@ -44,6 +44,11 @@ extension Aether {
             let sdk = PythonSDKLocator.locate()
             rows.append(["python sdk", sdk != nil ? "ok" : "MISSING", sdk ?? "not found; set AETHER_PYTHON_SDK"])
             fatal = fatal || sdk == nil
+            // The ring in pure Python still serves: reported, not fatal.
+            if let sdk {
+                let ring = HostChecks.pythonRing(sdk: sdk)
+                rows.append(["python ring", ring.ok ? "ok" : "MISSING", ring.detail])
+            }
 
             // Confinement is on by default: a host that cannot confine cannot run `aether up`
             // without `confinement: false`.

@@ -80,6 +80,34 @@ public enum HostChecks {
         return rows
     }
 
+    /// Whether `python3` runs the Python SDK's ring in C (`_aetherless_cring`, which
+    /// scripts/build-python-ext.sh builds beside the SDK) or in pure Python, and why.
+    public static func pythonRing(sdk: String) -> Result {
+        var environment = HandlerLaunch.inheritedEnvironment()
+        environment["PYTHONPATH"] = sdk
+        environment["AETHERLESS_RING"] = nil
+        let code = "import aetherless.ring as r; print(r.IMPLEMENTATION); print(r.C_RING_UNAVAILABLE)"
+        guard
+            let process = try? ProcessSpawner.spawn(
+                program: "python3", arguments: ["-c", code], environment: environment, searchPath: true)
+        else { return Result(ok: false, detail: "python3 is not on PATH") }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(process.stdout.rawValue, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            output += buffer.prefix(count)
+        }
+        var status: CInt = 0
+        waitpid(process.pid, &status, 0)
+        let lines = String(decoding: output, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        guard ExitStatus(waitStatus: status) == .exited(0), lines.count >= 2 else {
+            return Result(ok: false, detail: "python3 could not import aetherless.ring from \(sdk)")
+        }
+        if lines[0] == "c" { return Result(ok: true, detail: "in C (_aetherless_cring in \(sdk))") }
+        return Result(ok: false, detail: "in pure Python, about 7 µs more per request: \(lines[1])")
+    }
+
     public static func python() -> Result {
         let launch = HandlerLaunch.inheritedEnvironment()
         guard
