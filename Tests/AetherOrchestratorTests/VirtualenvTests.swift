@@ -120,6 +120,13 @@ private let python = "/usr/bin/python3"
         folder.write(module, "build 2")
         #expect(key() != built, "the module built again gives another key")
     }
+
+    /// An image is not restored on a CPU with another instruction set (code in it chose its
+    /// variants by CPUID when the template started): the key covers /proc/cpuinfo's flags.
+    @Test func theImageKeyNamesTheCPUsInstructionSet() {
+        #expect(ImageKey.cpuFeatures.hasPrefix("flags"))
+        #expect(ImageKey.cpuFeatures.contains(" sse2"))
+    }
 }
 
 /// The cache against a real interpreter, without network: what pip can do from nothing.

@@ -217,6 +217,9 @@ enum ImageKey {
         add("format", "1")
         add("aether", AetherVersion.current)
         add("criu", criuVersion)
+        // What the image's code chose at start-up by CPUID (glibc's memcpy variants, the CRC
+        // kernels of the SDKs): restored on a CPU without those instructions it would crash.
+        add("cpu", cpuFeatures)
         add("program", launch.program)
         add("arguments", launch.arguments.joined(separator: "\u{0}"))
         for (name, value) in launch.environment.sorted(by: { $0.key < $1.key }) { add("env " + name, value) }
@@ -261,6 +264,12 @@ enum ImageKey {
         }
         return hash.finalize().hex
     }
+
+    /// The first `flags` line of /proc/cpuinfo: the instruction set the host offers.
+    static let cpuFeatures: String = {
+        guard let text = Posix.readFile("/proc/cpuinfo") else { return "unknown" }
+        return text.split(separator: "\n").first { $0.hasPrefix("flags") }.map(String.init) ?? "unknown"
+    }()
 
     private static func fileHash(_ path: String) -> String {
         (try? SHA256.hex(ofFile: path)) ?? "unreadable"

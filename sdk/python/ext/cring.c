@@ -43,6 +43,9 @@ typedef struct {
     PyObject_HEAD
     Py_buffer view;  // an export of the region's mmap, held while open (as ctypes from_buffer does)
     int open;
+    // Calls in progress that may release the GIL (read, write): close() refuses while any runs,
+    // or another thread could unmap the ring under a futex wait.
+    int busy;
     unsigned char *header;
     unsigned char *data;
     uint64_t cap, max_payload, max_record, max_head;
@@ -261,9 +264,18 @@ usage:
     return -1;
 }
 
+static PyObject *core_read_impl(Core *c, PyObject *timeout);
+
 static PyObject *core_read(Core *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *timeout;
     if (timeout_argument("read", args, nargs, kwnames, 0, &timeout) < 0) return NULL;
+    c->busy++;
+    PyObject *result = core_read_impl(c, timeout);
+    c->busy--;
+    return result;
+}
+
+static PyObject *core_read_impl(Core *c, PyObject *timeout) {
     PyObject *data = core_try_read_impl(c);
     if (data != Py_None) return data;
     Py_DECREF(data);
@@ -415,7 +427,9 @@ static PyObject *core_write(Core *c, PyObject *const *args, Py_ssize_t nargs, Py
     if (timeout_argument("write", args, nargs, kwnames, 1, &timeout) < 0) return NULL;
     Py_buffer payload;
     if (PyObject_GetBuffer(args[0], &payload, PyBUF_SIMPLE) < 0) return NULL;
+    c->busy++;
     PyObject *result = core_write_impl(c, &payload, timeout);
+    c->busy--;
     PyBuffer_Release(&payload);
     return result;
 }
@@ -423,6 +437,10 @@ static PyObject *core_write(Core *c, PyObject *const *args, Py_ssize_t nargs, Py
 // ---------------------------------------------------------------------------------- lifecycle
 
 static PyObject *core_close(Core *c, PyObject *Py_UNUSED(ignored)) {
+    if (c->busy) {
+        PyErr_SetString(PyExc_BufferError, "the ring is being read or written by another thread");
+        return NULL;
+    }
     if (c->open) {
         c->open = 0;
         PyBuffer_Release(&c->view);

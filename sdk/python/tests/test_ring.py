@@ -755,6 +755,23 @@ class TestDoorbell(RegionCase):
         self.assertEqual(r._consumer_sleeping.value, 0)
         self.assertGreaterEqual(r._data_seq.value, 1)
 
+    @unittest.skipUnless(IMPLEMENTATION == "c", "the C half releases the GIL while it waits")
+    def test_a_ring_waited_on_by_another_thread_is_not_closed(self):
+        # Closing would let the mapping go while the other thread sleeps on a word in it.
+        reader = self.region.ring(1)
+        result = {}
+        th = threading.Thread(target=lambda: result.setdefault("msg", reader.read(timeout=10)))
+        th.start()
+        deadline = time.monotonic() + 5
+        while reader._consumer_sleeping.value == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self.assertRaisesRegex(BufferError, "being read or written by another thread"):
+            reader.close()
+        self.region.ring(1).try_write(b"done")
+        th.join(5)
+        self.assertEqual(result["msg"], b"done")
+        reader.close()  # idle now
+
     def test_producer_woken(self):
         r = self.ring
         big = bytes(r.max_payload)
