@@ -64,6 +64,17 @@ private let python = "/usr/bin/python3"
     }
 }
 
+/// The image key of a snapshot function `f` running `handler` with `python`, unconfined.
+private func imageKey(handler: String, requirements: String?, python: String, sdk: String?) throws -> String {
+    let config = FunctionConfig(
+        id: try FunctionID("f"), memoryLimit: try MemoryLimit(128), triggerPort: try Port(8080),
+        handlerPath: handler, timeout: try FunctionTimeout(1000), snapshot: true, requirements: requirements)
+    return ImageKey.make(
+        config: config,
+        launch: HandlerLaunch(function: config, socketPath: "/run/x.sock", pythonSDK: sdk, python: python),
+        sandbox: nil, criuVersion: "4.1.1", pythonSDK: sdk)
+}
+
 /// A kept CRIU image is never restored over another virtualenv: the image key covers the
 /// virtualenv's marker (its key and its build).
 @Suite struct VirtualenvImageKeyTests {
@@ -74,21 +85,14 @@ private let python = "/usr/bin/python3"
         try FileManager.default.createDirectory(atPath: venv + "/bin", withIntermediateDirectories: true)
         folder.write("state/venvs/abc/bin/python", "#!/bin/sh\n", mode: 0o755)
         folder.write("state/venvs/abc/" + VirtualenvCache.marker, "aether virtualenv\nkey abc\nbuilt 1\n")
-        let config = FunctionConfig(
-            id: try FunctionID("f"), memoryLimit: try MemoryLimit(128), triggerPort: try Port(8080),
-            handlerPath: handler, timeout: try FunctionTimeout(1000), snapshot: true,
-            requirements: folder.write("requirements.txt", "idna\n"))
-        func key() -> String {
-            ImageKey.make(
-                config: config,
-                launch: HandlerLaunch(
-                    function: config, socketPath: "/run/x.sock", pythonSDK: nil, python: venv + "/bin/python"),
-                sandbox: nil, criuVersion: "4.1.1", pythonSDK: nil)
+        let requirements = folder.write("requirements.txt", "idna\n")
+        func key() throws -> String {
+            try imageKey(handler: handler, requirements: requirements, python: venv + "/bin/python", sdk: nil)
         }
-        let first = key()
-        #expect(key() == first)
+        let first = try key()
+        #expect(try key() == first)
         folder.write("state/venvs/abc/" + VirtualenvCache.marker, "aether virtualenv\nkey abc\nbuilt 2\n")
-        #expect(key() != first, "a virtualenv built again gives another image key")
+        #expect(try key() != first, "a virtualenv built again gives another image key")
     }
 }
 
@@ -101,24 +105,17 @@ private let python = "/usr/bin/python3"
         let sdk = folder.path + "/sdk"
         try FileManager.default.createDirectory(atPath: sdk + "/aetherless", withIntermediateDirectories: true)
         folder.write("sdk/aetherless/ring.py", "# ring\n")
-        let config = FunctionConfig(
-            id: try FunctionID("f"), memoryLimit: try MemoryLimit(128), triggerPort: try Port(8080),
-            handlerPath: handler, timeout: try FunctionTimeout(1000), snapshot: true)
-        func key() -> String {
-            ImageKey.make(
-                config: config,
-                launch: HandlerLaunch(
-                    function: config, socketPath: "/run/x.sock", pythonSDK: sdk, python: "/usr/bin/python3"),
-                sandbox: nil, criuVersion: "4.1.1", pythonSDK: sdk)
+        func key() throws -> String {
+            try imageKey(handler: handler, requirements: nil, python: "/usr/bin/python3", sdk: sdk)
         }
-        let pure = key()
-        #expect(key() == pure)
+        let pure = try key()
+        #expect(try key() == pure)
         let module = "sdk/_aetherless_cring.cpython-311-x86_64-linux-gnu.so"
         folder.write(module, "build 1")
-        let built = key()
+        let built = try key()
         #expect(built != pure, "the module built for the first time gives another key")
         folder.write(module, "build 2")
-        #expect(key() != built, "the module built again gives another key")
+        #expect(try key() != built, "the module built again gives another key")
     }
 
     /// An image is not restored on a CPU with another instruction set (code in it chose its

@@ -142,7 +142,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
 
     /// Writes a request into the request ring.
     func write(_ invocation: Invocation, requestID: UInt64) -> WriteResult {
-        requests.withLock { requests -> WriteResult in
+        requests.withLock { requests in
             guard let producer = requests.producer else { return .failed("the instance has no request ring") }
             do {
                 guard try invocation.write(requestID: requestID, to: producer) else { return .full }

@@ -87,10 +87,30 @@ public enum HostChecks {
         environment["PYTHONPATH"] = sdk
         environment["AETHERLESS_RING"] = nil
         let code = "import aetherless.ring as r; print(r.IMPLEMENTATION); print(r.C_RING_UNAVAILABLE)"
+        guard let (status, output) = runPython3(["-c", code], environment: environment) else {
+            return Result(ok: false, detail: "python3 is not on PATH")
+        }
+        let lines = output.split(separator: "\n", omittingEmptySubsequences: false)
+        guard status == .exited(0), lines.count >= 2 else {
+            return Result(ok: false, detail: "python3 could not import aetherless.ring from \(sdk)")
+        }
+        if lines[0] == "c" { return Result(ok: true, detail: "in C (_aetherless_cring in \(sdk))") }
+        return Result(ok: false, detail: "in pure Python, about 7 µs more per request: \(lines[1])")
+    }
+
+    public static func python() -> Result {
+        guard let (status, output) = runPython3(["--version"], environment: HandlerLaunch.inheritedEnvironment())
+        else { return Result(ok: false, detail: "python3 is not on PATH") }
+        return Result(ok: status == .exited(0), detail: output.trimmingCharacters(in: " \n"))
+    }
+
+    /// Runs `python3` from PATH to its end; how it ended and all it printed on stdout, or nil if
+    /// it cannot start.
+    private static func runPython3(_ arguments: [String], environment: [String: String]) -> (ExitStatus, String)? {
         guard
             let process = try? ProcessSpawner.spawn(
-                program: "python3", arguments: ["-c", code], environment: environment, searchPath: true)
-        else { return Result(ok: false, detail: "python3 is not on PATH") }
+                program: "python3", arguments: arguments, environment: environment, searchPath: true)
+        else { return nil }
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1024)
         while true {
@@ -100,25 +120,6 @@ public enum HostChecks {
         }
         var status: CInt = 0
         waitpid(process.pid, &status, 0)
-        let lines = String(decoding: output, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-        guard ExitStatus(waitStatus: status) == .exited(0), lines.count >= 2 else {
-            return Result(ok: false, detail: "python3 could not import aetherless.ring from \(sdk)")
-        }
-        if lines[0] == "c" { return Result(ok: true, detail: "in C (_aetherless_cring in \(sdk))") }
-        return Result(ok: false, detail: "in pure Python, about 7 µs more per request: \(lines[1])")
-    }
-
-    public static func python() -> Result {
-        let launch = HandlerLaunch.inheritedEnvironment()
-        guard
-            let process = try? ProcessSpawner.spawn(
-                program: "python3", arguments: ["--version"], environment: launch, searchPath: true)
-        else { return Result(ok: false, detail: "python3 is not on PATH") }
-        var status: CInt = 0
-        waitpid(process.pid, &status, 0)
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let count = buffer.withUnsafeMutableBytes { read(process.stdout.rawValue, $0.baseAddress, $0.count) }
-        let text = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: " \n")
-        return Result(ok: ExitStatus(waitStatus: status) == .exited(0), detail: text)
+        return (ExitStatus(waitStatus: status), String(decoding: output, as: UTF8.self))
     }
 }

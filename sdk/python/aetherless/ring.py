@@ -144,20 +144,21 @@ class RingTimeout(RingError, TimeoutError):
 
 # _aetherless_cring (sdk/python/ext/cring.c, built beside this package by scripts/
 # build-python-ext.sh) does what Ring.try_read / read / try_write / write do, in C: ~7 us of
-# interpreter per message gone. This file stays the
-# reference and the fallback for interpreters it was not built for. AETHERLESS_RING picks:
-# unset = C when built, "c" = C or an ImportError, "python" = this file.
-_RING_SETTING = os.environ.get("AETHERLESS_RING", "")
-if _RING_SETTING not in ("", "c", "python"):
-    raise ImportError(f"AETHERLESS_RING={_RING_SETTING!r}: expected 'c' or 'python' (or unset: C when built)")
+# interpreter per message gone. This file stays the reference and the fallback for interpreters
+# it was not built for. AETHERLESS_RING picks: unset = C when built, "c" = C or an ImportError,
+# "python" = this file.
+#: AETHERLESS_RING as set ("" when unset).
+RING_SETTING = os.environ.get("AETHERLESS_RING", "")
+if RING_SETTING not in ("", "c", "python"):
+    raise ImportError(f"AETHERLESS_RING={RING_SETTING!r}: expected 'c' or 'python' (or unset: C when built)")
 _cring = None
 #: Why the C half is not used ("" when it is).
-C_RING_UNAVAILABLE = "AETHERLESS_RING=python" if _RING_SETTING == "python" else ""
-if _RING_SETTING != "python":
+C_RING_UNAVAILABLE = "AETHERLESS_RING=python" if RING_SETTING == "python" else ""
+if RING_SETTING != "python":
     try:
         import _aetherless_cring as _cring
     except ImportError as e:
-        if _RING_SETTING == "c":
+        if RING_SETTING == "c":
             raise ImportError(
                 f"AETHERLESS_RING=c but _aetherless_cring cannot be imported ({e}); build it with "
                 f"scripts/build-python-ext.sh {sys.executable}"

@@ -552,7 +552,7 @@ def main(argv: list | None = None, environ=None) -> int:
         _log(str(e))
         return e.code
 
-    if _ring.IMPLEMENTATION == "python" and not _ring.C_RING_UNAVAILABLE.startswith("AETHERLESS_RING"):
+    if _ring.IMPLEMENTATION == "python" and _ring.RING_SETTING != "python":
         # Not an error (a virtualenv's other Python version still serves), but never silent.
         _log(f"the ring runs in pure Python (about 7 us more per request): {_ring.C_RING_UNAVAILABLE}")
 
