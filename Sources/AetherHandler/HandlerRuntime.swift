@@ -51,11 +51,13 @@ public enum AetherHandler {
         let requests: RingConsumer
         let responses: RingProducer
 
-        private init(control: CInt, region: SharedMemoryRegion) {
+        private init(control: CInt, region: SharedMemoryRegion, bell: EventBell) {
             self.control = control
             self.region = region
             requests = region.consumer(ring: 0)
-            responses = region.producer(ring: 1)
+            // The orchestrator reads responses on its event loops: it waits for this eventfd in
+            // epoll, not on the futex (docs/shm-layout.md, "Bell").
+            responses = region.producer(ring: 1, bell: bell)
             // A short poll for the next request: on two vCPUs a handler polling 50 µs takes the
             // CPU the gateway needs to send it (BENCHMARKS.md, 2026-12-02: c=16 +26% req/s).
             requests.waitPolicy = .briefly
@@ -100,21 +102,26 @@ public enum AetherHandler {
                 throw StartupError(description: "expected ATTACH from the orchestrator, got \(line)")
             }
             let name = String(line.dropFirst("ATTACH ".count))
-            // The region comes as a descriptor with ATTACH (confined handlers see no shared
-            // /dev/shm); anything else passed is not ours to keep.
-            let regionDescriptor = passed.popLast()
-            passed.forEach { close($0) }
+            // ATTACH carries the response bell and the region (confined handlers see no shared
+            // /dev/shm), the region last.
+            guard passed.count == 2 else {
+                passed.forEach { close($0) }
+                let text =
+                    "ATTACH carried \(passed.count) descriptor\(passed.count == 1 ? "" : "s"); expected 2 (the response bell and the region)"
+                try? send(fd, "ERROR \(text)\n")
+                throw StartupError(description: text)
+            }
+            let (bell, regionDescriptor) = (EventBell(owning: passed[0]), passed[1])
             let region: SharedMemoryRegion
             do {
-                region =
-                    try regionDescriptor.map { try SharedMemoryRegion.open(descriptor: $0, name: name) }
-                    ?? SharedMemoryRegion.open(name: name)
+                region = try SharedMemoryRegion.open(descriptor: regionDescriptor, name: name)
             } catch {
                 try? send(fd, "ERROR \(error)\n")
                 throw error
             }
-            try send(fd, "ATTACHED\n")
-            return Session(control: fd, region: region)
+            // "bell": it rings the bell (docs/handler-protocol.md).
+            try send(fd, "ATTACHED bell\n")
+            return Session(control: fd, region: region, bell: bell)
         }
 
         func serve(_ handler: @escaping Handler) -> Never {

@@ -18,6 +18,9 @@ struct Doorbell {
     let sleeping: UnsafeAtomic<UInt32>
     /// The same word as `sequence`, as the futex system call takes it.
     let word: UnsafeMutablePointer<UInt32>
+    /// When set, a wake-up is a write to this eventfd instead of the futex: the consumer waits
+    /// for it in epoll (docs/shm-layout.md, "Bell").
+    var event: EventBell? = nil
 
     /// Wakes the other side if it announced it is going to sleep.
     ///
@@ -27,8 +30,12 @@ struct Doorbell {
     func ring() {
         atomicFence()
         if sleeping.load(ordering: .relaxed) != 0 {
-            sequence.wrappingIncrement(ordering: .releasing)
-            _ = aether_futex_wake(word, 1)
+            if let event {
+                event.ring()
+            } else {
+                sequence.wrappingIncrement(ordering: .releasing)
+                _ = aether_futex_wake(word, 1)
+            }
         }
     }
 

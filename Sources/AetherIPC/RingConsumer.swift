@@ -101,6 +101,27 @@ public final class RingConsumer: @unchecked Sendable {
         try read(timeout: timeout) { Array($0) }
     }
 
+    /// For a consumer whose producer rings an eventfd (`EventBell`), waited for in epoll rather
+    /// than on the futex: announces that it is going to sleep, so the producer rings for the
+    /// next record. False when a record arrived meanwhile (or the ring is poisoned, which the
+    /// next read reports): the caller reads on, and announces again once the ring is empty.
+    ///
+    /// Store, full fence, load, pairing with the producer's publish-fence-load (`Doorbell.ring`):
+    /// a record published after this returned true is always rung.
+    public func announceSleep() -> Bool {
+        let bell = ring.dataBell
+        bell.sleeping.store(1, ordering: .relaxed)
+        atomicFence()
+        if poison == nil, ring.head.load(ordering: .acquiring) == tail { return true }
+        bell.sleeping.store(0, ordering: .relaxed)
+        return false
+    }
+
+    /// The bell rang: the producer need not ring it while this reads the ring.
+    public func wokeUp() {
+        ring.dataBell.sleeping.store(0, ordering: .relaxed)
+    }
+
     private func advance(to position: UInt64) {
         tail = position
         ring.tail.store(position, ordering: .releasing)

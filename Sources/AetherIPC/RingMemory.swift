@@ -22,7 +22,8 @@ struct RingMemory {
     /// than its record are left, so a marker with this much or more room after it is corruption.
     var maximumRecord: UInt64 { UInt64(RingLayout.recordSize(payload: maximumPayload)) }
 
-    init(region: SharedMemoryRegion, base: UnsafeMutableRawPointer, capacity: Int) {
+    /// `dataEvent`: the eventfd the data bell rings instead of the futex (a producer handed one).
+    init(region: SharedMemoryRegion, base: UnsafeMutableRawPointer, capacity: Int, dataEvent: EventBell? = nil) {
         func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
             UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
         }
@@ -37,7 +38,7 @@ struct RingMemory {
         poisoned = atomic32(RingLayout.poisonedOffset)
         dataBell = Doorbell(
             sequence: atomic32(RingLayout.dataSequenceOffset), sleeping: atomic32(RingLayout.consumerSleepingOffset),
-            word: (base + RingLayout.dataSequenceOffset).assumingMemoryBound(to: UInt32.self))
+            word: (base + RingLayout.dataSequenceOffset).assumingMemoryBound(to: UInt32.self), event: dataEvent)
         spaceBell = Doorbell(
             sequence: atomic32(RingLayout.spaceSequenceOffset), sleeping: atomic32(RingLayout.producerSleepingOffset),
             word: (base + RingLayout.spaceSequenceOffset).assumingMemoryBound(to: UInt32.self))

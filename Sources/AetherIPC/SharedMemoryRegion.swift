@@ -167,8 +167,11 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     }
 
     /// The producing side of ring `index` (ring 0 carries requests, ring 1 responses).
-    public func producer(ring index: Int) -> RingProducer {
-        RingProducer(ring: ring(index))
+    ///
+    /// With `bell`, it wakes its consumer by writing that eventfd instead of the futex (the
+    /// consumer waits in epoll: a handler's response ring, the bell handed over with ATTACH).
+    public func producer(ring index: Int, bell: EventBell? = nil) -> RingProducer {
+        RingProducer(ring: ring(index, dataEvent: bell))
     }
 
     /// The consuming side of ring `index`.
@@ -176,10 +179,11 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         RingConsumer(ring: ring(index))
     }
 
-    private func ring(_ index: Int) -> RingMemory {
+    private func ring(_ index: Int, dataEvent: EventBell? = nil) -> RingMemory {
         precondition((0..<ringCount).contains(index), "ring \(index) of a region with \(ringCount) rings")
         return RingMemory(
-            region: self, base: base + RegionLayout.ringOffset(index, capacity: ringCapacity), capacity: ringCapacity)
+            region: self, base: base + RegionLayout.ringOffset(index, capacity: ringCapacity), capacity: ringCapacity,
+            dataEvent: dataEvent)
     }
 
     /// Unlinks regions under `/dev/shm` whose creator is no longer alive, left by an orchestrator

@@ -34,12 +34,12 @@ class InstancesTest(harness.AetherTestCase):
         self.assertEqual(orch.wait_exit(15), 0, orch.log())
         return threads
 
-    def test_eight_instances_cost_at_most_eight_threads_more_than_one(self):
-        # Reaping (one pidfd/epoll thread) and handler output (read on the event loops) cost no
-        # thread per instance; an sdk instance's response-ring reader is its only one.
+    def test_eight_instances_cost_no_more_threads_than_one(self):
+        # Reaping (one pidfd/epoll thread), handler output and response rings (read on the event
+        # loops) cost no thread per instance. (One more is allowed for a short-lived start.)
         one = self.serving_threads(1)
         eight = self.serving_threads(8)
-        self.assertLessEqual(eight - one, 8, f"1 instance: {one} threads, 8 instances: {eight}")
+        self.assertLessEqual(eight - one, 1, f"1 instance: {one} threads, 8 instances: {eight}")
 
     def test_spawned_function_scaled_to_zero_is_suspended(self):
         fn = self.function("susp", min_warm=0, idle_timeout_ms=300)

@@ -52,6 +52,43 @@ server.serve_forever()
 """
 
 
+# A handler runtime from before the response bell: it takes ATTACH's last descriptor as its
+# region, closes the others, answers plain ATTACHED and wakes the orchestrator through ring 1's
+# futex (a Ring without a bell). It must be served unchanged (docs/handler-protocol.md).
+FUTEX_HANDLER = f"""#!{harness.PYTHON}
+import os
+import socket
+import sys
+
+sys.path.insert(0, {harness.SDK_DIR!r})
+from aetherless import protocol, ring
+
+if os.environ.get("AETHER_CONTROL_FD"):
+    s = socket.socket(fileno=int(os.environ["AETHER_CONTROL_FD"]))
+else:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.environ["AETHER_SOCKET"])
+s.sendall(b"READY\\n")
+buf, passed = b"", []
+while b"\\n" not in buf:
+    chunk, fds, _, _ = socket.recv_fds(s, 4096, 4)
+    passed += fds
+    if not chunk:
+        sys.exit(2)
+    buf += chunk
+line = buf.split(b"\\n", 1)[0].decode()
+region = ring.Region(line[len("ATTACH "):], fd=passed.pop())
+for fd in passed:
+    os.close(fd)
+s.sendall(b"ATTACHED\\n")
+requests, responses = region.ring(0), region.ring(1)
+while True:
+    request = protocol.decode_request(requests.read())
+    body = b"futex " + request.target
+    responses.write(protocol.encode_response(request.request_id, 200, [(b"content-type", b"text/plain")], body))
+"""
+
+
 class ServingTest(harness.AetherTestCase):
     def setUp(self):
         super().setUp()
@@ -195,6 +232,29 @@ class ServingTest(harness.AetherTestCase):
                 self.assertEqual(r.json(), {"ring": expected, "echo": {"i": str(i)}}, fn["id"])
         logs = self.aether("logs", restored["id"]).stdout
         self.assertNotIn("the ring runs in pure Python", logs)
+
+    def test_a_runtime_from_before_the_bell_still_serves(self):
+        # Its instances are read by a thread asleep on the futex instead of the event loop.
+        self.write_file("futex-handler", FUTEX_HANDLER, executable=True)
+        fn = self.function("futex", "futex-handler", max_instances=2)
+        self.start(self.write_config([fn]))
+        for i in range(20):
+            r = self.get(fn["trigger_port"], f"/n{i}")
+            self.assertStatus(r, 200, "futex handler")
+            self.assertEqual(r.body, f"futex /n{i}".encode())
+        results = {}
+
+        def fetch(i):
+            results[i] = self.get(fn["trigger_port"], f"/c{i}")
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for i in range(16):
+            self.assertStatus(results[i], 200, f"concurrent request {i}")
+            self.assertEqual(results[i].body, f"futex /c{i}".encode())
 
     def test_process_protocol_function(self):
         shutil.copy(from_repo, os.path.join(self.tmp, "process.py"))

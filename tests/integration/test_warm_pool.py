@@ -40,13 +40,13 @@ def stopped_processes(uid: int) -> list[int]:
     return found
 
 
-def threads_named(pid: int, name: str) -> int:
-    """How many threads of `pid` are called `name`."""
+def eventfds(pid: int) -> int:
+    """How many eventfds `pid` holds: each response reader holds two (its bell, and the event
+    loop's copy of it), beside the event loops' own."""
     count = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                count += f.read().strip() == name
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventfd]"
         except OSError:
             continue
     return count
@@ -87,29 +87,27 @@ class WarmPoolTest(harness.AetherTestCase):
         self.assertIn("Warm pool: 3 of 3 copies waiting", self.aether("stats").stdout)
 
     def test_a_waiting_copys_response_reader_ends_with_it(self):
-        # Each waiting copy has its response reader already (so a start makes no thread); one
-        # whose copy is dropped must end, or every refill would leave a thread behind.
+        # Each waiting copy has its response reader (its bell watched) already, so a start makes
+        # none; one whose copy is dropped must end, or every refill would leave descriptors behind.
         criu = self.function("readers-criu", "snap.py", snapshot="criu", min_warm=0, idle_timeout_ms=300)
         fork = self.function("readers-fork", "snap.py", snapshot="fork", min_warm=0, idle_timeout_ms=300)
         orch = self.start(self.write_config([criu, fork], orchestrator={"warm_pool_size": 4, "restore_timeout_ms": 100}))
         self.assertTrue(harness.wait_until(lambda: self.pool()["copies"] == 4, 15), self.pool())
-        self.assertTrue(harness.wait_until(lambda: threads_named(orch.pid, "ring-pool") == 4, 5),
-                        threads_named(orch.pid, "ring-pool"))
+        full = eventfds(orch.pid)
         # Starts take two copies: their readers serve the instances; two refills add two more.
         for fn in (criu, fork):
             for _ in range(3):
                 self.assertStatus(self.get(fn["trigger_port"], "/"), 200, fn["id"])
         self.assertTrue(harness.wait_until(lambda: self.pool()["copies"] == 4, 15), self.pool())
+        self.assertTrue(harness.wait_until(lambda: eventfds(orch.pid) == full + 4, 5), (eventfds(orch.pid), full))
         # Once both instances stopped idle, their readers ended with them.
         self.assertTrue(harness.wait_until(
             lambda: all(self.instances(fn["id"]) == [] for fn in (criu, fork)), 10))
-        self.assertTrue(harness.wait_until(lambda: threads_named(orch.pid, "ring-pool") == 4, 5),
-                        threads_named(orch.pid, "ring-pool"))
+        self.assertTrue(harness.wait_until(lambda: eventfds(orch.pid) == full, 5), (eventfds(orch.pid), full))
         # Removing a function drops its waiting copies, and their readers.
         self.aether("rm", fork["id"])
         self.assertTrue(harness.wait_until(lambda: self.pool()["functions"].get(fork["id"], 0) == 0, 10))
-        self.assertTrue(harness.wait_until(lambda: threads_named(orch.pid, "ring-pool") == 2, 5),
-                        threads_named(orch.pid, "ring-pool"))
+        self.assertTrue(harness.wait_until(lambda: eventfds(orch.pid) == full - 4, 5), (eventfds(orch.pid), full))
 
     def test_the_memory_budget_bounds_the_pool(self):
         fn = self.function("budget", "snap.py", snapshot="criu", min_warm=0, memory_limit_mb=100)

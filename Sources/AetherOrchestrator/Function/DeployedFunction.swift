@@ -59,8 +59,10 @@ final class DeployedFunction: Sendable, InstanceEvents {
     let imageRepair = Mutex<(failures: Int, rebuilding: Bool, rebuilds: Int)>((0, false, 0))
     /// Requests an sdk instance may hold in its request ring beyond its `concurrency` once the
     /// function runs `max_instances` (FunctionScheduler.Settings.prefetch): enough that a
-    /// handler finishing one finds the next already there (BENCHMARKS.md).
-    static let prefetch = 4
+    /// handler finishing one finds the next already there while the event loop that reads its
+    /// answers serves connections (4 left it idle with the bell: BENCHMARKS.md, "Responses read
+    /// on the event loops").
+    static let prefetch = 8
 
     /// After this many failed restores in a row the image is built again from the handler.
     static let restoreFailuresBeforeRebuild = 3
@@ -84,12 +86,12 @@ final class DeployedFunction: Sendable, InstanceEvents {
         poolShare = warmPool.map {
             WarmPoolManager.Share(
                 pool: $0, function: config.id, bytes: config.memoryLimit.bytes, memory: memory,
-                makeRegion: { pid in
-                    try? SharedMemoryRegion.create(
+                makeRings: { pid in
+                    try? InstanceRings.make(
                         name: SharedMemoryRegion.name(
                             function: "\(config.id)-p\(getpid())-g\(generation)-pool", instance: Int(pid)),
-                        ringCapacity: ringBytes, anonymous: true)
-                })
+                        ringCapacity: ringBytes)
+                }, group: group)
         }
         self.config = config
         self.generation = generation
@@ -348,6 +350,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
     }
 
     func controlLine(_ line: String, instance: InstanceID) {
+        // Before the scheduler makes it serving: its first request is read as it will be rung.
+        if line == InstanceRings.attached { handle(instance)?.reader?.handlerUsesFutex() }
         event { $0.controlLine(line, instance: instance, now: $1) }
     }
 
@@ -470,8 +474,8 @@ final class DeployedFunction: Sendable, InstanceEvents {
                 ? forkTemplate.withLock({ $0 })?.takeWaiting() : snapshot.withLock({ $0 })?.takeWaiting()
         }
         while let waiting = next() {
-            guard let region = waiting.region,
-                case .success(let handle) = launcher.makeHandle(instance, origin: origin, events: self, region: region)
+            guard let rings = waiting.rings,
+                case .success(let handle) = launcher.makeHandle(instance, origin: origin, events: self, rings: rings)
             else {
                 waiting.kill()
                 continue

@@ -40,6 +40,8 @@ final class InstanceHandle: Sendable, ControlLineSink {
     let origin: InstanceOrigin
     /// sdk handlers: the request ring (ring 0) and response ring (ring 1).
     let region: SharedMemoryRegion?
+    /// sdk handlers: reads the response ring on an event loop.
+    let reader: ResponseReader?
     /// process handlers: the port the handler binds (AETHER_LISTEN_PORT).
     let listenPort: UInt16?
     let events: any InstanceEvents
@@ -47,10 +49,6 @@ final class InstanceHandle: Sendable, ControlLineSink {
     /// ids written and where each record ends, oldest first, until the handler has taken them:
     /// when it ends, those it never took can go to another instance (`unreadRequests`).
     private let requests: Mutex<(producer: RingProducer?, written: [(requestID: UInt64, end: UInt64)])>
-    /// Read only by the instance's reader thread.
-    let responses: RingConsumer?
-    /// Set once the process has ended: the reader thread stops.
-    let readerShouldStop = Atomic<Bool>(false)
 
     private struct State {
         var pid: pid_t?
@@ -67,16 +65,16 @@ final class InstanceHandle: Sendable, ControlLineSink {
     private let attachSocket = Mutex<CInt>(-1)
 
     init(
-        id: InstanceID, origin: InstanceOrigin, region: SharedMemoryRegion?, listenPort: UInt16?,
+        id: InstanceID, origin: InstanceOrigin, rings: InstanceRings?, listenPort: UInt16?,
         events: any InstanceEvents
     ) {
         self.id = id
         self.origin = origin
-        self.region = region
+        region = rings?.region
+        reader = rings?.reader
         self.listenPort = listenPort
         self.events = events
-        requests = Mutex((region?.producer(ring: 0), []))
-        responses = region?.consumer(ring: 1)
+        requests = Mutex((rings?.region.producer(ring: 0), []))
     }
 
     deinit {
@@ -89,9 +87,10 @@ final class InstanceHandle: Sendable, ControlLineSink {
         attachSocket.withLock { $0 = fd }
     }
 
-    /// Sends `ATTACH <region>` with the region's descriptor (once); why not, if it could not.
+    /// Sends `ATTACH <region>` with the region's descriptor and the reader's bell (once); why
+    /// not, if it could not.
     func attach() -> String? {
-        guard let region else { return "the instance has no region" }
+        guard let region, let reader else { return "the instance has no region" }
         let fd = attachSocket.withLock { fd in
             defer { fd = -1 }
             return fd
@@ -99,7 +98,8 @@ final class InstanceHandle: Sendable, ControlLineSink {
         guard fd >= 0 else { return "the instance has no control connection to send ATTACH on" }
         defer { close(fd) }
         do {
-            try ControlLine.write(fd, "ATTACH \(region.name)\n", passing: [region.descriptor])
+            let attach = InstanceRings(region: region, reader: reader).attach
+            try ControlLine.write(fd, attach.text, passing: attach.passing)
             return nil
         } catch {
             return error.description

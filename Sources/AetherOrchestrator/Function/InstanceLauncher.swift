@@ -47,16 +47,15 @@ struct InstanceLauncher: Sendable {
     /// A copy from the warm pool brings the `region` it attached there.
     func makeHandle(
         _ instance: InstanceID, origin: InstanceOrigin, events: any InstanceEvents,
-        region attached: SharedMemoryRegion? = nil
+        rings attached: InstanceRings? = nil
     ) -> Result<InstanceHandle, HandlerError> {
-        var region = attached
-        if config.handlerProtocol == .sdk, region == nil {
+        var rings = attached
+        if config.handlerProtocol == .sdk, rings == nil {
             // The orchestrator's pid too: two orchestrators (or one and its successor during a restart)
             // may run the same function at once.
             let name = SharedMemoryRegion.name(function: "\(id)-p\(getpid())-g\(generation)", instance: instance.number)
             do {
-                // A memfd, handed over with ATTACH: nobody else can open it by name.
-                region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity, anonymous: true)
+                rings = try InstanceRings.make(name: name, ringCapacity: ringCapacity)
             } catch {
                 return .failure(
                     .spawnFailed(
@@ -77,7 +76,7 @@ struct InstanceLauncher: Sendable {
             }
         }
         return .success(
-            InstanceHandle(id: instance, origin: origin, region: region, listenPort: listenPort, events: events))
+            InstanceHandle(id: instance, origin: origin, rings: rings, listenPort: listenPort, events: events))
     }
 
     /// Spawns the handler process; reports `launched` (or `launchFailed`) before returning.
@@ -170,7 +169,7 @@ struct InstanceLauncher: Sendable {
         } else {
             handshake.expect(pid: pid, sink: handle)
         }
-        ResponseReader.start(for: handle)
+        handle.reader?.start(on: group.next(), for: handle)
         events.launched(handle.id, pid: pid)
     }
 
@@ -199,13 +198,14 @@ struct InstanceLauncher: Sendable {
     func startWaiting(_ handle: InstanceHandle, copy waiting: WaitingCopy, isChild: Bool) -> Bool {
         guard let copy = waiting.start(attach: nil, began: .now, resume: false) else { return false }
         let pid = copy.pid
-        takeOn(handle, copy: copy, isChild: isChild, attached: true, reader: waiting.reader) { kill(pid, SIGCONT) }
+        takeOn(handle, copy: copy, isChild: isChild, attached: true) { kill(pid, SIGCONT) }
         return true
     }
 
-    /// The instance's ATTACH line and the region descriptor it carries.
+    /// The instance's ATTACH line and the descriptors it carries (the region, the bell).
     private static func attach(_ handle: InstanceHandle) -> (text: String, passing: [CInt]) {
-        handle.region.map { ("ATTACH \($0.name)\n", [$0.descriptor]) } ?? ("", [])
+        guard let region = handle.region, let reader = handle.reader else { return ("", []) }
+        return InstanceRings(region: region, reader: reader).attach
     }
 
     /// Makes a copy of the template (`make`, on a thread of its own) and takes it on as the
@@ -231,7 +231,7 @@ struct InstanceLauncher: Sendable {
     /// run, once its first request is written.
     private func takeOn(
         _ handle: InstanceHandle, copy: consuming FunctionSnapshot.Copy, isChild: Bool, attached: Bool,
-        reader: ResponseReader? = nil, resume: () -> Void = {}
+        resume: () -> Void = {}
     ) {
         let events = handle.events
         let pid = copy.pid
@@ -255,15 +255,17 @@ struct InstanceLauncher: Sendable {
         // waits (bound before the request is written), another's starts next. Its output, exit
         // watch and connection wait meanwhile: its output in the pipes, lines in the connection,
         // an exit in its pidfd (the watch sees an exit that happened before it).
-        reader?.bind(to: handle)
-        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
-        if reader == nil { ResponseReader.start(for: handle) }
         // On the event loop running this (a pooled start runs on the gateway's), if any: handing
-        // the channels to another loop would wake its thread while the copy needs a CPU. There,
-        // they are set up once the first response has had time to come back: on 2 vCPUs this
+        // work to another loop would wake its thread while the copy needs a CPU.
+        let here = MultiThreadedEventLoopGroup.currentEventLoop
+        if attached {
+            handle.reader?.bind(to: handle)
+        }
+        events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
+        if !attached { handle.reader?.start(on: here ?? group.next(), for: handle) }
+        // Its channels on the same loop. There, they are set up once the first response has had time to come back: on 2 vCPUs this
         // work (0.2-0.4 ms) otherwise ran while the copy answered, and the loop that would
         // write its answer was busy with it.
-        let here = MultiThreadedEventLoopGroup.currentEventLoop
         let (stdout, stderr, control) = (copy.stdout.take(), copy.stderr.take(), copy.control.take())
         let setUp: @Sendable () -> Void = { [self] in
             let outputClosed = captureOutput(
@@ -315,8 +317,8 @@ struct InstanceLauncher: Sendable {
     ) {
         let (memory, handshake, group) = (memory, handshake, group)
         let reported: @Sendable (ExitStatus) -> Void = { status in
-            handle.readerShouldStop.store(true, ordering: .releasing)
-            // The name goes now; the reader thread keeps its mapping until it notices the flag.
+            // The reader reads what was published, then lets go of the bell.
+            handle.reader?.stop()
             try? handle.region?.unlink()
             handshake.forget(pid: pid)
             let (control, cgroup) = handle.markGone()

@@ -1,43 +1,100 @@
 import AetherIPC
 import AetherSystem
+import NIOCore
+import NIOPosix
 import Synchronization
 
-/// The one thread of an sdk instance: it waits on the response ring (poll, then futex) and
-/// hands each decoded response to the instance's function, until the instance has ended.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Reads an sdk instance's response ring on an event loop, not on a thread of its own: the
+/// handler rings the instance's bell, an eventfd handed over with ATTACH (docs/shm-layout.md,
+/// "Bell"), which the loop's epoll watches. Each response then goes from the handler's write to
+/// the loop that answers it with one wake-up, where a reader thread took two (its futex, then
+/// the hop to the loop) and a context switch more on two vCPUs.
 ///
-/// A copy in the warm pool gets its reader there (`waiting(on:)`), before it has an instance:
-/// a start then only binds it (`bind`), so no thread is made on the request path, where making
-/// one (and its first run) competed with the copy and the event loop for the CPUs while the
-/// first response was on its way (about 0.2 ms of a 2-vCPU start, measured).
+/// A copy in the warm pool gets its reader there (`start(on:for: nil)`), before it has an
+/// instance: a start then only binds it (`bind`).
+///
+/// A handler that answers plain `ATTACHED` (a runtime from before the bell, e.g. a Swift
+/// handler built against an older AetherHandler) wakes the ring's futex instead: for it the
+/// reader becomes a thread asleep on that futex (`handlerUsesFutex`), as every reader was before.
 final class ResponseReader: Sendable {
+    /// Handed to the handler with ATTACH, with the region.
+    let bell: EventBell
+    /// Used only on `loop`.
     private let responses: RingConsumer
-    /// The instance whose responses these are; nil while the copy waits in the pool (stopped:
-    /// it has no request to answer, so nothing arrives before `bind`).
+    /// The instance whose responses these are; nil while the copy waits in the pool (it has no
+    /// request to answer, so nothing arrives before `bind`).
     private let owner = Mutex<InstanceHandle?>(nil)
-    /// Set when a pooled copy is dropped before it had an instance.
-    private let stopped = Atomic<Bool>(false)
+    private struct Watch {
+        var loop: (any EventLoop)?
+        var channel: (any Channel)?
+        var recheck: RepeatedTask?
+        var stopped = false
+        /// The ring is poisoned: never read again.
+        var ringFailed = false
+        /// Read by a thread asleep on the futex, not on the loop.
+        var futex = false
+    }
+    private let watch = Mutex(Watch())
 
-    private init(responses: RingConsumer, owner: InstanceHandle?) {
-        self.responses = responses
-        // Sleep at once, never poll: on two vCPUs a polling reader takes the CPU the event loops
-        // and the handler need. Measured against the 50 µs poll (BENCHMARKS.md, 2026-12-02): c=1
-        // p50 86-100 -> 78-82 µs and CPU per answer 135 -> 85 µs, c=16 +15% req/s, c=64 equal.
-        responses.waitPolicy = .sleepAtOnce
-        self.owner.withLock { $0 = owner }
+    /// The most responses read in one go before the loop runs its other work.
+    static let batch = 64
+    /// How often the ring is read without a bell: the handler's process writes the words that
+    /// decide whether it rings (a hostile or broken one can clear `consumer_sleeping`), so a
+    /// missed ring costs at most this, as the futex reader's 100 ms timeout did.
+    static let recheck = TimeAmount.milliseconds(100)
+
+    init(region: SharedMemoryRegion) throws(SharedMemoryError) {
+        bell = try EventBell()
+        responses = region.consumer(ring: 1)
     }
 
-    /// Starts the reader of `handle`'s response ring.
-    static func start(for handle: InstanceHandle) {
-        guard let responses = handle.responses else { return }
-        ResponseReader(responses: responses, owner: handle).run(name: "ring-\(handle.id)")
-    }
-
-    /// Starts a reader of `region`'s response ring for a copy waiting in the pool; its instance
-    /// comes with `bind`.
-    static func waiting(on region: SharedMemoryRegion) -> ResponseReader {
-        let reader = ResponseReader(responses: region.consumer(ring: 1), owner: nil)
-        reader.run(name: "ring-pool")
-        return reader
+    /// Watches the bell on `loop`; `handle` is the instance (nil: a copy parked in the pool).
+    func start(on loop: any EventLoop, for handle: InstanceHandle?) {
+        if let handle { bind(to: handle) }
+        watch.withLock { $0.loop = loop }
+        // NIO closes its descriptor with the channel; ours stays for ATTACH and for draining.
+        let copy = dup(bell.descriptor)
+        guard copy >= 0 else {
+            failed("cannot watch its response bell: dup: \(String(cString: strerror(errno)))")
+            return
+        }
+        NIOPipeBootstrap(group: loop)
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture(withResultOf: {
+                    try channel.pipeline.syncOperations.addHandler(BellHandler(reader: self))
+                })
+            }
+            .takingOwnershipOfDescriptor(input: copy)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    let stopped = watch.withLock { watch in
+                        watch.channel = channel
+                        return watch.stopped || watch.futex
+                    }
+                    if stopped {
+                        channel.close(promise: nil)
+                    } else {
+                        let recheck = loop.scheduleRepeatedTask(initialDelay: Self.recheck, delay: Self.recheck) {
+                            [self] _ in read()
+                        }
+                        watch.withLock { $0.recheck = recheck }
+                        // What arrived before the channel was registered: the handler does not
+                        // ring until the first `announceSleep`.
+                        read()
+                    }
+                case .failure(let error):
+                    close(copy)
+                    failed("cannot watch its response bell: \(error)")
+                }
+            }
     }
 
     /// The instance the copy became; before its first request is written.
@@ -45,32 +102,94 @@ final class ResponseReader: Sendable {
         owner.withLock { $0 = handle }
     }
 
-    /// The copy was dropped in the pool: the thread ends (within its 100 ms wait).
+    /// The handler answered plain `ATTACHED`: it wakes the futex, not the bell. Before its first
+    /// request is written.
+    func handlerUsesFutex() {
+        let loop = watch.withLock { watch in
+            watch.futex = true
+            return watch.loop
+        }
+        let run: @Sendable () -> Void = { [self] in
+            // The loop no longer reads the ring (on the loop: no read of its is under way).
+            unwatch()
+            readOnThread()
+        }
+        if let loop { loop.execute(run) } else { run() }
+    }
+
+    /// The instance ended (or the parked copy was dropped): what it published is read, then
+    /// the bell is no longer watched and the instance let go.
     func stop() {
-        stopped.store(true, ordering: .releasing)
+        let (loop, futex) = watch.withLock { watch in
+            watch.stopped = true
+            return (watch.loop, watch.futex)
+        }
+        // The thread reads on until it sees `stopped` (within its 100 ms wait).
+        guard let loop, !futex else { return }
+        loop.execute { [self] in
+            read()
+            unwatch()
+            owner.withLock { $0 = nil }
+        }
     }
 
-    private var shouldStop: Bool {
-        stopped.load(ordering: .acquiring)
-            || owner.withLock { $0 }?.readerShouldStop.load(ordering: .acquiring) == true
+    /// Stops watching the bell and re-reading the ring. On the loop.
+    private func unwatch() {
+        let (channel, recheck) = watch.withLock { watch in
+            defer { (watch.channel, watch.recheck) = (nil, nil) }
+            return (watch.channel, watch.recheck)
+        }
+        recheck?.cancel()
+        channel?.close(promise: nil)
     }
 
-    private func run(name: String) {
-        BackgroundThread.start(name: name) { [self] in
-            while !shouldStop {
-                do throws(SharedMemoryError) {
-                    try responses.read(timeout: .milliseconds(100)) { bytes in
-                        // Nothing is delivered before `bind`: a parked copy was sent no request.
-                        guard let handle = owner.withLock({ $0 }) else { return }
-                        let (events, id) = (handle.events, handle.id)
-                        do throws(InvocationFormatError) {
-                            let view = try InvocationResponseView(bytes)
-                            events.responseArrived(
-                                instance: id, requestID: view.id, response: HandlerResponse(view))
-                        } catch {
-                            events.malformedResponse(instance: id, requestID: error.requestID, reason: error.reason)
-                        }
+    /// Reads what the ring holds, then asks the handler to ring for the next response. On the
+    /// loop.
+    fileprivate func read() {
+        guard !watch.withLock({ $0.ringFailed || $0.futex }) else { return }
+        responses.wokeUp()
+        var read = 0
+        while true {
+            do throws(SharedMemoryError) {
+                while try responses.tryRead({ deliver($0) }) != nil {
+                    read += 1
+                    if read == Self.batch {
+                        // A handler answering without pause must not keep the loop from its
+                        // connections: the rest is read in a task of its own.
+                        watch.withLock { $0.loop }?.execute { [self] in self.read() }
+                        return
                     }
+                }
+            } catch {
+                guard let handle = owner.withLock({ $0 }) else { return }
+                if case .corruptedData(let offset, let stored, let computed) = error {
+                    handle.events.responseCorrupted(instance: handle.id)
+                    handle.events.responseRingFailed(
+                        instance: handle.id,
+                        reason:
+                            "its response ring carried a corrupted message (offset \(offset), crc stored \(stored), computed \(computed))"
+                    )
+                    continue
+                }
+                // The ring is poisoned: it is not read again.
+                watch.withLock { $0.ringFailed = true }
+                unwatch()
+                handle.events.responseRingFailed(instance: handle.id, reason: "its response ring failed: \(error)")
+                return
+            }
+            if responses.announceSleep() { return }
+        }
+    }
+
+    /// The reader of a handler that wakes the futex: a thread that sleeps on it (at once, never
+    /// polling: on two vCPUs a polling reader takes the CPU the event loops and the handler
+    /// need) until the instance has ended.
+    private func readOnThread() {
+        responses.waitPolicy = .sleepAtOnce
+        BackgroundThread.start(name: "ring-futex") { [self] in
+            while !watch.withLock({ $0.stopped }) {
+                do throws(SharedMemoryError) {
+                    try responses.read(timeout: .milliseconds(100)) { deliver($0) }
                 } catch .timedOut {
                     continue
                 } catch {
@@ -88,6 +207,64 @@ final class ResponseReader: Sendable {
                     return
                 }
             }
+            owner.withLock { $0 = nil }
         }
     }
+
+    private func deliver(_ bytes: UnsafeRawBufferPointer) {
+        // Nothing is delivered before `bind`: a parked copy was sent no request.
+        guard let handle = owner.withLock({ $0 }) else { return }
+        let (events, id) = (handle.events, handle.id)
+        do throws(InvocationFormatError) {
+            let view = try InvocationResponseView(bytes)
+            events.responseArrived(instance: id, requestID: view.id, response: HandlerResponse(view))
+        } catch {
+            events.malformedResponse(instance: id, requestID: error.requestID, reason: error.reason)
+        }
+    }
+
+    private func failed(_ reason: String) {
+        guard let handle = owner.withLock({ $0 }) else { return }
+        handle.events.responseRingFailed(instance: handle.id, reason: reason)
+    }
+}
+
+/// The bell's channel: each readable event of the eventfd is a wake-up.
+private final class BellHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let reader: ResponseReader
+
+    init(reader: ResponseReader) {
+        self.reader = reader
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // NIO read the counter back to zero; its value does not matter.
+        reader.read()
+    }
+}
+
+/// An sdk instance's rings and the reader of its responses, made before ATTACH, which carries
+/// the region and the reader's bell.
+struct InstanceRings: Sendable {
+    let region: SharedMemoryRegion
+    let reader: ResponseReader
+
+    /// A new anonymous region (a memfd: nobody else can open it by name) and its reader.
+    static func make(name: String, ringCapacity: Int) throws(SharedMemoryError) -> InstanceRings {
+        let region = try SharedMemoryRegion.create(name: name, ringCapacity: ringCapacity, anonymous: true)
+        return InstanceRings(region: region, reader: try ResponseReader(region: region))
+    }
+
+    /// The ATTACH line and the descriptors it carries, in this order: the bell, the region. The
+    /// region comes last, where runtimes from before the bell take it.
+    var attach: (text: String, passing: [CInt]) {
+        ("ATTACH \(region.name)\n", [reader.bell.descriptor, region.descriptor])
+    }
+
+    /// What a handler answers ATTACH with: `ATTACHED bell` once it rings the bell, plain
+    /// `ATTACHED` when it wakes the futex (a runtime from before the bell).
+    static let attachedWithBell = "ATTACHED bell"
+    static let attached = "ATTACHED"
 }

@@ -453,7 +453,10 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
             case .ready:
                 becomeServing(at: index, pid: handshake.pid, now: now, &actions)
             }
-        case .handshaking(let handshake) where line == "ATTACHED" && handshake.step == .awaitingAttached:
+        // "ATTACHED bell": it rings the response ring's eventfd; "ATTACHED": the futex (a runtime
+        // from before the bell; the shell's reader adapts, ResponseReader).
+        case .handshaking(let handshake)
+        where (line == "ATTACHED" || line == "ATTACHED bell") && handshake.step == .awaitingAttached:
             becomeServing(at: index, pid: handshake.pid, now: now, &actions)
         case .stopping:
             break

@@ -1,5 +1,6 @@
 import AetherIPC
 import AetherSystem
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -19,11 +20,9 @@ final class WaitingCopy: @unchecked Sendable {
     let stdout: CInt
     let stderr: CInt
     let cgroup: String?
-    /// The region it attached in the pool (`park`); the instance that takes the copy takes it.
-    private(set) var region: SharedMemoryRegion?
-    /// The reader of that region's response ring, started in the pool (`park`); the instance
-    /// that takes the copy binds it.
-    private(set) var reader: ResponseReader?
+    /// The region it attached in the pool (`park`) and the reader of its responses, started
+    /// there; the instance that takes the copy takes both.
+    private(set) var rings: InstanceRings?
     /// Our child (a restored copy) to reap when killed; a forked copy is its template's.
     private let isChild: Bool
     private let memory: MemoryCgroup
@@ -45,19 +44,26 @@ final class WaitingCopy: @unchecked Sendable {
         self.release = release
     }
 
-    /// Into the warm pool: ATTACH with `region` (a region of its own), its ATTACHED awaited,
-    /// then stopped. Off the request path (a pool refill). Why not, if it did not attach (then
-    /// kill it).
-    func park(attaching region: SharedMemoryRegion, within limit: Duration = .seconds(5)) -> String? {
+    /// Into the warm pool: ATTACH with `rings` (its own), its ATTACHED awaited, its response
+    /// reader started on `loop`, then stopped. Off the request path (a pool refill). Why not, if
+    /// it did not attach (then kill it).
+    func park(
+        attaching rings: InstanceRings, readingOn loop: any EventLoop, within limit: Duration = .seconds(5)
+    ) -> String? {
+        let usesFutex: Bool
         do throws(ControlLine.Failure) {
-            try ControlLine.write(control, "ATTACH \(region.name)\n", passing: [region.descriptor])
+            try ControlLine.write(control, rings.attach.text, passing: rings.attach.passing)
             let answer = try ControlLine.read(control, timeout: limit)
-            guard answer == "ATTACHED" else { return "it answered ATTACH with \(answer.prefix(200).debugDescription)" }
+            guard answer == InstanceRings.attachedWithBell || answer == InstanceRings.attached else {
+                return "it answered ATTACH with \(answer.prefix(200).debugDescription)"
+            }
+            usesFutex = answer == InstanceRings.attached
         } catch {
             return error.description
         }
-        self.region = region
-        reader = ResponseReader.waiting(on: region)
+        self.rings = rings
+        rings.reader.start(on: loop, for: nil)
+        if usesFutex { rings.reader.handlerUsesFutex() }
         // Stopped once it is idle (every thread asleep: the runtime waiting for its first
         // request), not in the middle of what follows ATTACHED, which would then run on the
         // request path.
@@ -85,7 +91,7 @@ final class WaitingCopy: @unchecked Sendable {
     func start(
         attach: (text: String, passing: [CInt])?, began: ContinuousClock.Instant, resume: Bool = true
     ) -> FunctionSnapshot.Copy? {
-        if region == nil, let attach {
+        if rings == nil, let attach {
             do {
                 try ControlLine.write(control, attach.text, passing: attach.passing)
             } catch {
@@ -95,7 +101,7 @@ final class WaitingCopy: @unchecked Sendable {
         }
         // A parked copy has nothing to say: its connection readable means it ended (or broke
         // the protocol) while it waited.
-        if region != nil {
+        if rings != nil {
             var poller = pollfd(fd: control, events: Int16(POLLIN), revents: 0)
             if poll(&poller, 1, 0) != 0 {
                 kill()
@@ -122,9 +128,8 @@ final class WaitingCopy: @unchecked Sendable {
         Glibc.close(stdout)
         Glibc.close(stderr)
         if let cgroup { memory.remove(cgroup) }
-        reader?.stop()
-        reader = nil
-        region = nil
+        rings?.reader.stop()
+        rings = nil
         release()
     }
 

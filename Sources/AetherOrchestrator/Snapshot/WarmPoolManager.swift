@@ -1,5 +1,6 @@
 import AetherCore
 import AetherIPC
+import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -67,8 +68,10 @@ final class WarmPoolManager: Sendable {
         let bytes: Int
         /// For removing a dropped copy's cgroup.
         let memory: MemoryCgroup
-        /// A region (rings) for the copy of this PID to attach in the pool.
-        let makeRegion: @Sendable (pid_t) -> SharedMemoryRegion?
+        /// Rings for the copy of this PID to attach in the pool.
+        let makeRings: @Sendable (pid_t) -> InstanceRings?
+        /// Where the responses of parked copies are read.
+        let group: any EventLoopGroup
 
         func reserve() -> Bool { pool.reserve(function, bytes: bytes) }
         @Sendable func release() { pool.release(function, bytes: bytes) }
@@ -76,7 +79,8 @@ final class WarmPoolManager: Sendable {
         /// Attaches `copy` ahead of demand and stops it (`WaitingCopy.park`); false when it did
         /// not attach (it is killed, its place given back).
         func park(_ copy: WaitingCopy) -> Bool {
-            guard let region = makeRegion(copy.pid), copy.park(attaching: region) == nil else {
+            guard let rings = makeRings(copy.pid), copy.park(attaching: rings, readingOn: group.next()) == nil
+            else {
                 copy.kill()
                 return false
             }

@@ -17,6 +17,18 @@ int aether_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 /// futex(FUTEX_WAKE): wakes up to `count` waiters. Returns the number woken or -errno.
 int aether_futex_wake(uint32_t *word, int count);
 
+/// An eventfd (close-on-exec, non-blocking) for a ring's bell: a producer that was handed one
+/// wakes its consumer by writing it, so the consumer can wait in epoll (docs/shm-layout.md,
+/// "Bell"). Returns the descriptor or -errno.
+int aether_eventfd_create(void);
+
+/// Adds 1 to the eventfd's counter. Returns 0, or -errno (a saturated counter is 0: a wake-up is
+/// pending already).
+int aether_eventfd_ring(int fd);
+
+/// Reads the eventfd's counter back to 0. Returns 0 (also when it was 0 already), or -errno.
+int aether_eventfd_drain(int fd);
+
 /// CRC-32/ISO-HDLC (zlib's crc32) continuing from `crc` (0 to start), portable slicing-by-8.
 uint32_t aether_crc32_slice8(uint32_t crc, const void *data, size_t length);
 

@@ -3,6 +3,13 @@
 Standard library only.  Linux / x86-64 only: the doorbell is a futex and the
 memory-ordering argument below relies on x86-64 TSO.
 
+A ring can be given a bell (``Region.ring(i, bell=fd)``), an eventfd: its producer then
+wakes a sleeping consumer by writing 1 to the eventfd instead of bumping ``data_seq`` and
+FUTEX_WAKE (same condition: ``consumer_sleeping == 1`` after the full fence).  The
+orchestrator reads responses on its event loop, which watches that eventfd in epoll: the
+runtime's response ring (ring 1) has the bell ATTACH hands over.  The space direction
+(a producer waiting for room) stays a futex.
+
 Memory ordering
 ---------------
 Head, tail and the flag words are accessed through ``ctypes.c_uint64`` /
@@ -147,6 +154,10 @@ class RingTimeout(RingError, TimeoutError):
 # interpreter per message gone. This file stays the reference and the fallback for interpreters
 # it was not built for. AETHERLESS_RING picks: unset = C when built, "c" = C or an ImportError,
 # "python" = this file.
+#: The C half's interface this file calls (its module's ABI): a module built from an older
+#: cring.c (one that may still sit beside the package on a machine that did not rebuild) is
+#: not used. 2: Core takes the ring's bell.
+CRING_ABI = 2
 #: AETHERLESS_RING as set ("" when unset).
 RING_SETTING = os.environ.get("AETHERLESS_RING", "")
 if RING_SETTING not in ("", "c", "python"):
@@ -169,7 +180,21 @@ if RING_SETTING != "python":
             f"builds it into sdk/python"
         )
     else:
-        _cring.bind_errors(CorruptedData, RingPoisoned, RingTimeout, MessageTooLarge)
+        # An old module would take a Core without its bell and futex-wake a consumer that
+        # waits on the bell: never used, whatever AETHERLESS_RING says.
+        _found_abi = getattr(_cring, "ABI", 1)
+        if _found_abi != CRING_ABI:
+            _stale = (
+                f"{getattr(_cring, '__file__', '_aetherless_cring')} was built from an older "
+                f"sdk/python/ext/cring.c (ABI {_found_abi}, this ring.py needs {CRING_ABI}): rebuild "
+                f"it with scripts/build-python-ext.sh {sys.executable}"
+            )
+            _cring = None
+            if RING_SETTING == "c":
+                raise ImportError(f"AETHERLESS_RING=c but {_stale}")
+            C_RING_UNAVAILABLE = _stale
+        else:
+            _cring.bind_errors(CorruptedData, RingPoisoned, RingTimeout, MessageTooLarge)
 #: Which implementation a Ring reads and writes with: "c" or "python".
 IMPLEMENTATION = "python" if _cring is None else "c"
 
@@ -311,6 +336,20 @@ def _futex_wake(addr: int, n: int = 1) -> None:
         raise OSError(e, "futex(FUTEX_WAKE): " + os.strerror(e))
 
 
+# An eventfd adds the native-endian u64 written to its counter (little-endian: checked at the end).
+_BELL_ONE = b"\x01\0\0\0\0\0\0\0"
+
+
+def _ring_bell(fd: int) -> None:
+    """Add 1 to the eventfd ``fd``.  os.write retries EINTR itself (PEP 475)."""
+    try:
+        os.write(fd, _BELL_ONE)
+    except BlockingIOError:
+        # A saturated counter (the descriptor may be non-blocking: the orchestrator's NIO sets
+        # O_NONBLOCK on the file description it shares with us): a wake-up is pending already.
+        pass
+
+
 # --------------------------------------------------------------------------- region
 
 
@@ -397,12 +436,13 @@ class Region:
         os.close(fd)
         return cls(name, ring_count=ring_count, ring_capacity=ring_capacity)
 
-    def ring(self, index: int, spin: int = DEFAULT_SPIN) -> "Ring":
+    def ring(self, index: int, spin: int = DEFAULT_SPIN, bell: int | None = None) -> "Ring":
+        """Ring ``index``; ``bell``: see Ring."""
         if not 0 <= index < self.ring_count:
             raise IndexError(f"ring index {index} out of range (ring_count {self.ring_count})")
         if self._mm is None:
             raise ValueError("region is closed")
-        r = Ring(self, index, spin=spin)
+        r = Ring(self, index, spin=spin, bell=bell)
         self._rings.append(r)
         return r
 
@@ -441,9 +481,15 @@ class Region:
 class Ring:
     """One SPSC ring of a Region.  The same class serves the producer side
     (``try_write``/``write``) and the consumer side (``try_read``/``read``);
-    each process must use only its side."""
+    each process must use only its side.
 
-    def __init__(self, region: Region, index: int, spin: int = DEFAULT_SPIN):
+    ``bell``: an eventfd its consumer waits on (the orchestrator's event loop, for the
+    response ring), or None.  With one, the producer wakes a sleeping consumer by writing
+    the eventfd, never through ``data_seq``; the Ring does not own it (never closes it)."""
+
+    def __init__(self, region: Region, index: int, spin: int = DEFAULT_SPIN, bell: int | None = None):
+        if bell is not None and (type(bell) is not int or bell < 0):
+            raise ValueError(f"bell must be a descriptor (an int >= 0) or None, not {bell!r}")
         mm = region.mmap
         self._region = region  # keeps the mapping (and Region.__del__) alive while in use
         self.index = index
@@ -460,6 +506,7 @@ class Ring:
         # Region.close() could no longer close the mmap.
         self._sticky_poison: tuple[int, str] | None = None
         self.spin = spin
+        self.bell = bell
         base = REGION_HEADER_SIZE + index * region.ring_stride
         self._base = base
         self._data = base + RING_HEADER_SIZE
@@ -479,7 +526,8 @@ class Ring:
         self._core = None
         if _cring is not None:
             # The C methods shadow this class's own on the instance: no Python frame per call.
-            self._core = core = _cring.Core(mm, base, cap, self.max_payload, index, spin)
+            self._core = core = _cring.Core(mm, base, cap, self.max_payload, index, spin,
+                                            -1 if bell is None else bell)
             self.try_read, self.read = core.try_read, core.read
             self.try_write, self.write = core.try_write, core.write
 
@@ -568,6 +616,10 @@ class Ring:
         return True
 
     def _wake_consumer(self) -> None:
+        if self.bell is not None:
+            # The consumer waits on the bell (in epoll), not on data_seq: leave data_seq alone.
+            _ring_bell(self.bell)
+            return
         # Only the producer writes data_seq, so a plain increment is atomic enough.
         self._data_seq.value = (self._data_seq.value + 1) & 0xFFFFFFFF
         _futex_wake(self._data_seq_addr, 1)

@@ -13,10 +13,16 @@ Follows docs/handler-protocol.md:
    registered handler is left unused.  Errors in steps 1-2: a message on
    stderr and exit status 2 (an exception raised by the handler's own init
    code, or a failed lifespan startup: its traceback and exit status 1).
-3. Connects to AETHER_SOCKET, sends ``READY``, reads ``ATTACH <region>``,
-   opens the region (2 rings, magic and layout_version checked) and answers
-   ``ATTACHED`` -- or ``ERROR <text>`` and exit status 1.
-4. Serves: requests from ring 0, responses on ring 1.  With concurrency 1 the
+3. Connects to AETHER_SOCKET, sends ``READY``, reads ``ATTACH <region>`` with
+   its two descriptors (SCM_RIGHTS, in this order: the response bell, an
+   eventfd, and the region's memfd), opens the region (2 rings, magic and
+   layout_version checked) and answers ``ATTACHED bell`` (it rings the bell)
+   -- or ``ERROR <text>`` (also when ATTACH does not carry exactly two
+   descriptors) and exit status 1.
+4. Serves: requests from ring 0, responses on ring 1.  The orchestrator reads
+   responses on its event loop, which watches the bell: a response wakes it
+   by writing the bell, not through ring 1's futex (ring.py, Ring's ``bell``);
+   the bell stays open for the life of the instance.  With concurrency 1 the
    handler runs inline on the reading thread; with N > 1 on N worker
    threads, the ring producer guarded by a lock (the rings are SPSC).
    End-of-file on the control socket (the orchestrator is gone) ends the
@@ -48,8 +54,11 @@ from . import protocol as _proto
 from . import ring as _ring
 from .ring import CorruptedData, Region, RingError
 
-# Descriptors one control line may carry (ATTACH carries one: its region).
+# Descriptors one control line may carry (ATTACH carries two: the response bell and its region;
+# FORK three).
 _MAX_PASSED_FDS = 4
+# What ATTACH carries, by position.
+_ATTACH_FDS = 2
 
 __all__ = [
     "main",
@@ -270,10 +279,13 @@ def _warm_dispatch() -> None:
 # --------------------------------------------------------------------------- serving
 
 
-def serve(fn, region: Region, concurrency: int = 1, log=_log) -> None:
-    """Serve requests from ring 0 of ``region`` until a fatal ring error (raised)."""
+def serve(fn, region: Region, concurrency: int = 1, log=_log, bell: int | None = None) -> None:
+    """Serve requests from ring 0 of ``region`` until a fatal ring error (raised).
+
+    ``bell``: the response bell ATTACH passed (an eventfd, not closed here): ring 1 wakes the
+    orchestrator's reader by writing it. None: by ring 1's futex."""
     req_ring = region.ring(0)
-    resp_ring = region.ring(1)
+    resp_ring = region.ring(1, bell=bell)
     dispatch = make_dispatcher(fn, resp_ring.max_payload, log)
     read = req_ring.read
     write = resp_ring.write
@@ -327,7 +339,8 @@ def serve(fn, region: Region, concurrency: int = 1, log=_log) -> None:
 def _read_line(sock: _socket.socket, buf: bytearray, fds: list | None = None) -> bytes | None:
     """One line without its newline; None on end-of-file.  ValueError if over MAX_LINE.
 
-    With ``fds``, descriptors passed along (SCM_RIGHTS: ATTACH's region) are appended to it.
+    With ``fds``, descriptors passed along (SCM_RIGHTS: ATTACH's region and bell, FORK's
+    three) are appended to it.
     """
     while True:
         i = buf.find(b"\n")
@@ -581,6 +594,11 @@ def main(argv: list | None = None, environ=None) -> int:
         # orchestrator dumps us (snapshot: criu) or forks us (snapshot: fork) while we wait for
         # the next line. Each copy reads it from its own fresh connection, so everything below
         # runs once per copy.
+        # Descriptors belong to the line they came with (ATTACH's are taken by position): none
+        # comes with CHECKPOINT, and whatever did is not carried into the copies.
+        for fd in passed:
+            os.close(fd)
+        passed.clear()
         threads = _thread_count()
         if threads != 1:
             text = (
@@ -620,10 +638,24 @@ def main(argv: list | None = None, environ=None) -> int:
         _send_error(sock, text)
         return EXIT_FAILURE
     name = line[7:].decode("utf-8", "replace")
-    # The region comes as a descriptor with ATTACH; anything else passed is not ours to keep.
-    region_fd = passed.pop() if passed else None
-    for extra in passed:
-        os.close(extra)
+    # ATTACH carries, in this order, the response bell (an eventfd the orchestrator's event loop
+    # watches) and the region (a memfd; last, where runtimes from before the bell took it). A
+    # copy (criu restored or forked) gets both with its own ATTACH: nothing from before the
+    # snapshot.
+    if len(passed) != _ATTACH_FDS:
+        for fd in passed:
+            os.close(fd)
+        text = (
+            f"ATTACH carried {len(passed)} descriptor{'' if len(passed) == 1 else 's'}; expected "
+            f"{_ATTACH_FDS} (the response bell and the region)"
+        )
+        _log(f"control socket: {text}")
+        _send_error(sock, text)
+        return EXIT_FAILURE
+    bell, region_fd = passed
+    passed.clear()
+    # Kept for the life of the instance; not handed to programs the handler executes.
+    os.set_inheritable(bell, False)
     try:
         region = Region(name, ring_count=2, fd=region_fd)
     except Exception as e:
@@ -632,7 +664,8 @@ def main(argv: list | None = None, environ=None) -> int:
         _send_error(sock, text)
         return EXIT_FAILURE
     try:
-        sock.sendall(b"ATTACHED\n")
+        # "bell": the orchestrator reads our responses when the bell rings, not the futex.
+        sock.sendall(b"ATTACHED bell\n")
     except OSError as e:
         _log(f"control socket: {e}")
         return EXIT_FAILURE
@@ -643,7 +676,7 @@ def main(argv: list | None = None, environ=None) -> int:
         _warm_dispatch()
 
     try:
-        serve(fn, region, concurrency)
+        serve(fn, region, concurrency, bell=bell)
     except RingError as e:
         _log(f"{e}; exiting")
         # At once, as at end-of-file: a normal exit would wait for the handler's non-daemon

@@ -7,6 +7,11 @@
 // access, struct packing, a ctypes call per fence); here it is a few hundred ns. Waiting is
 // cheaper too: a spin step is sched_yield + two loads, not a whole try_read.
 //
+// A ring given a bell (an eventfd, Core's last argument) wakes its sleeping consumer by writing
+// it instead of through data_seq, as ring.py's Ring does: the orchestrator reads responses on its
+// event loop, which watches the bell in epoll. ABI (the module's constant) says which Core this
+// is: ring.py uses the module only when it is the one it expects.
+//
 // The CRC and futex calls are the ones the Swift side links (Sources/CAetherIPC), compiled in
 // by scripts/build-python-ext.sh, so both sides checksum with one implementation. The module
 // lives beside the package (sdk/python/), not in it: the pure-Python wheel of the package
@@ -20,8 +25,12 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "aether_ipc.h"
+
+// 1: Core(mmap, ring_offset, capacity, max_payload, index, spin); 2: and bell.
+#define CRING_ABI 2
 
 #define RING_HEADER_SIZE 256
 #define OFF_HEAD 0
@@ -50,6 +59,7 @@ typedef struct {
     unsigned char *data;
     uint64_t cap, max_payload, max_record, max_head;
     int index, spin;
+    int bell;  // the consumer's eventfd, -1 for none (not ours: never closed)
     // Set once this side poisoned the ring over impossible positions: raised again by every
     // later call, whatever the peer writes into the words afterwards.
     int sticky;
@@ -77,7 +87,7 @@ static int positions_hold(Core *c, uint64_t head, uint64_t tail) {
 
 // Bumps a sequence word and wakes its sleeper (only this side bumps it; an atomic add all the same,
 // it costs nothing beside the futex call).
-static int ring_bell(Core *c, int seq_offset) {
+static int bump_and_wake(Core *c, int seq_offset) {
     uint32_t *seq = word32(c, seq_offset);
     __atomic_fetch_add(seq, 1, __ATOMIC_SEQ_CST);
     int r = aether_futex_wake(seq, 1);
@@ -87,6 +97,22 @@ static int ring_bell(Core *c, int seq_offset) {
         return -1;
     }
     return 0;
+}
+
+// ring.py's _wake_consumer: the bell if the ring has one (data_seq left alone: the consumer waits
+// on the bell, in epoll), else data_seq and its futex.
+static int wake_consumer(Core *c) {
+    if (c->bell < 0) return bump_and_wake(c, OFF_DATA_SEQ);
+    const uint64_t one = 1;  // an eventfd adds the native-endian u64 written to its counter
+    for (;;) {
+        if (write(c->bell, &one, sizeof one) >= 0) return 0;
+        if (errno == EINTR) continue;
+        // A saturated counter (the descriptor may be non-blocking: the orchestrator's NIO sets
+        // O_NONBLOCK on the file description it shares with us): a wake-up is pending already.
+        if (errno == EAGAIN) return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
 }
 
 static PyObject *raise_poisoned_with(uint64_t offset, uint64_t length, PyObject *reason) {
@@ -129,8 +155,8 @@ static PyObject *poison_positions(Core *c, uint64_t off, uint64_t head, uint64_t
     store32(c, OFF_POISONED, 1);
     fence();
     // Whichever side sleeps on this ring must look again and learn.
-    if (load32(c, OFF_CONSUMER_SLEEPING) && ring_bell(c, OFF_DATA_SEQ) < 0) return NULL;
-    if (load32(c, OFF_PRODUCER_SLEEPING) && ring_bell(c, OFF_SPACE_SEQ) < 0) return NULL;
+    if (load32(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return NULL;
+    if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
     return raise_poisoned_with(off, 0, reason);
 }
 
@@ -154,7 +180,7 @@ static PyObject *core_try_read_impl(Core *c) {
         if (tail == head) {
             if (tail != start_tail) {  // consumed only wrap markers: still freed space
                 fence();
-                if (load32(c, OFF_PRODUCER_SLEEPING) && ring_bell(c, OFF_SPACE_SEQ) < 0) return NULL;
+                if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
             }
             Py_RETURN_NONE;
         }
@@ -178,7 +204,7 @@ static PyObject *core_try_read_impl(Core *c) {
         uint32_t computed = copy_crc(0, PyBytes_AS_STRING(bytes), p + 8, length);
         store64(c, OFF_TAIL, tail + record);
         fence();
-        if (load32(c, OFF_PRODUCER_SLEEPING) && ring_bell(c, OFF_SPACE_SEQ) < 0) {
+        if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) {
             Py_DECREF(bytes);
             return NULL;
         }
@@ -369,7 +395,7 @@ static int core_try_write_impl(Core *c, Py_buffer *payload) {
     memcpy(p + 4, &crc, 4);
     store64(c, OFF_HEAD, head + record);  // publishes the record
     fence();
-    if (load32(c, OFF_CONSUMER_SLEEPING) && ring_bell(c, OFF_DATA_SEQ) < 0) return -1;
+    if (load32(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return -1;
     return 1;
 }
 
@@ -448,14 +474,14 @@ static PyObject *core_close(Core *c, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-// Core(mmap, ring_offset, capacity, max_payload, index, spin)
+// Core(mmap, ring_offset, capacity, max_payload, index, spin, bell): bell -1 for none.
 static int core_init(Core *c, PyObject *args, PyObject *kwds) {
     PyObject *mm;
     unsigned long long ring_offset, cap, max_payload;
-    int index, spin;
-    static char *keywords[] = {"mmap", "ring_offset", "capacity", "max_payload", "index", "spin", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKii", keywords, &mm, &ring_offset, &cap, &max_payload,
-                                     &index, &spin))
+    int index, spin, bell;
+    static char *keywords[] = {"mmap", "ring_offset", "capacity", "max_payload", "index", "spin", "bell", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKKKiii", keywords, &mm, &ring_offset, &cap, &max_payload,
+                                     &index, &spin, &bell))
         return -1;
     if (c->open) {
         PyErr_SetString(PyExc_RuntimeError, "Core is already initialised");
@@ -463,6 +489,10 @@ static int core_init(Core *c, PyObject *args, PyObject *kwds) {
     }
     if (cap == 0 || cap % 8 || ring_offset % 8 || max_payload != cap / 2 - 8) {
         PyErr_SetString(PyExc_ValueError, "capacity, ring_offset or max_payload break the layout");
+        return -1;
+    }
+    if (bell < -1) {
+        PyErr_SetString(PyExc_ValueError, "bell must be a descriptor, or -1 for none");
         return -1;
     }
     if (PyObject_GetBuffer(mm, &c->view, PyBUF_WRITABLE) < 0) return -1;
@@ -480,6 +510,7 @@ static int core_init(Core *c, PyObject *args, PyObject *kwds) {
     c->max_head = UINT64_MAX - 2 * cap;
     c->index = index;
     c->spin = spin < 0 ? 0 : spin;
+    c->bell = bell;
     return 0;
 }
 
@@ -502,7 +533,8 @@ static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_aetherless_cring.Core",
     .tp_basicsize = sizeof(Core),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "One ring's reading and writing (ring.py's Ring does the rest).",
+    .tp_doc = "Core(mmap, ring_offset, capacity, max_payload, index, spin, bell): one ring's reading and "
+              "writing (ring.py's Ring does the rest); bell: the consumer's eventfd, -1 for none.",
     .tp_methods = core_methods,
     .tp_init = (initproc)core_init,
     .tp_new = PyType_GenericNew,
@@ -540,7 +572,8 @@ PyMODINIT_FUNC PyInit__aetherless_cring(void) {
     if (PyType_Ready(&CoreType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    if (PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0) {
+    if (PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddIntConstant(m, "ABI", CRING_ABI) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -447,8 +447,7 @@ class TestThroughTheRuntime(unittest.TestCase):
         c.accept()
         self.assertEqual(c.line(), b"READY")
         self.assertTrue(os.path.exists(os.path.join(c.tmp, "started")))  # lifespan startup before READY
-        c.conn.sendall(f"ATTACH {c.name}\n".encode())
-        self.assertEqual(c.line(), b"ATTACHED")
+        c.attach_instance()
         m = c.call(1, "/hello?name=ring", headers=[("Host", "localhost")])
         self.assertEqual((m.status, json.loads(m.body)), (200, {"hello": "ring", "pool": "ready"}))
         self.assertEqual(c.call(2, "/nowhere").status, 404)
@@ -468,8 +467,7 @@ class TestThroughTheRuntime(unittest.TestCase):
         self.assertEqual(c.line(), b"READY")
         c.conn.sendall(b"CHECKPOINT\n")
         self.assertEqual(c.line(), b"FROZEN", c.stderr())
-        c.conn.sendall(f"ATTACH {c.name}\n".encode())
-        self.assertEqual(c.line(), b"ATTACHED")
+        c.attach_instance()
         m = c.call(1, "/sync")
         self.assertEqual((m.status, json.loads(m.body)), (200, {"ok": True}))
 

@@ -6,9 +6,11 @@ Run from the repository root:
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import random
+import select
 import shutil
 import signal
 import struct
@@ -24,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SDK = os.path.normpath(os.path.join(HERE, ".."))
 PEER = os.path.join(SDK, "tools", "ring_peer.py")
 sys.path.insert(0, SDK)
+sys.path.insert(0, os.path.dirname(PEER))
 
 from aetherless.ring import (  # noqa: E402
     IMPLEMENTATION,
@@ -41,6 +44,7 @@ from aetherless.ring import (  # noqa: E402
     unlink_shm,
 )
 from aetherless.teststream import TestStream, first_difference, splitmix64  # noqa: E402
+from ring_peer import BellReader  # noqa: E402
 
 KIB = 1024
 _counter = itertools.count()
@@ -840,6 +844,142 @@ class TestDoorbell(RegionCase):
         self.assertFalse(th.is_alive())
 
 
+# --------------------------------------------------------------------------- the bell
+
+
+def new_bell(case: unittest.TestCase, flags: int = os.EFD_CLOEXEC | os.EFD_NONBLOCK) -> int:
+    """An eventfd as the orchestrator makes a response bell (its NIO sets O_NONBLOCK)."""
+    bell = os.eventfd(0, flags)
+    case.addCleanup(os.close, bell)
+    return bell
+
+
+class TestBell(RegionCase):
+    """A ring given a bell (an eventfd) wakes its sleeping consumer by writing 1 to it, and
+    leaves data_seq alone: the orchestrator waits on the response ring's bell in epoll."""
+
+    def rung(self, bell: int) -> int:
+        """The bell's counter, read back to 0 (a non-blocking bell)."""
+        try:
+            return os.eventfd_read(bell)
+        except BlockingIOError:
+            return 0
+
+    def sleeping(self, ring: Ring) -> None:
+        ring._consumer_sleeping.value = 1
+
+    def test_a_sleeping_consumer_is_rung_not_futex_woken(self):
+        bell = new_bell(self)
+        r = self.region.ring(0, bell=bell)
+        self.assertEqual(r.bell, bell)
+        seq = r._data_seq.value
+        self.assertTrue(r.try_write(b"awake"))
+        self.assertEqual(self.rung(bell), 0)  # the consumer is not asleep: nobody is rung
+        self.sleeping(r)
+        self.assertTrue(r.try_write(b"one"))
+        r.write(b"two", timeout=5)
+        self.assertEqual(self.rung(bell), 2)
+        self.assertEqual(r._data_seq.value, seq)
+        for expected in (b"awake", b"one", b"two"):
+            self.assertEqual(r.try_read(), expected)
+
+    def test_a_ring_without_a_bell_futex_wakes(self):
+        bell = new_bell(self)
+        self.region.ring(1, bell=bell)  # the other ring's bell is not this ring's
+        r = self.region.ring(0)
+        self.assertIsNone(r.bell)
+        seq = r._data_seq.value
+        self.sleeping(r)
+        self.assertTrue(r.try_write(b"x"))
+        self.assertEqual(r._data_seq.value, seq + 1)
+        self.assertEqual(self.rung(bell), 0)
+
+    def test_a_blocking_bell(self):
+        bell = new_bell(self, os.EFD_CLOEXEC)
+        r = self.region.ring(0, bell=bell)
+        self.sleeping(r)
+        self.assertTrue(r.try_write(b"x"))
+        self.assertTrue(select.select([bell], [], [], 5)[0], "not rung")  # a blocking read could hang
+        self.assertEqual(os.eventfd_read(bell), 1)
+
+    def test_a_saturated_bell_is_a_wake_up_already_pending(self):
+        # The largest counter an eventfd holds: one more would block, on a non-blocking
+        # descriptor EAGAIN, which the producer ignores.
+        bell = new_bell(self)
+        os.eventfd_write(bell, 0xFFFFFFFFFFFFFFFE)
+        r = self.region.ring(0, bell=bell)
+        seq = r._data_seq.value
+        self.sleeping(r)
+        self.assertTrue(r.try_write(b"x"))
+        r.write(b"y", timeout=5)
+        self.assertEqual(self.rung(bell), 0xFFFFFFFFFFFFFFFE)
+        self.assertEqual(r._data_seq.value, seq)
+        self.assertEqual((r.try_read(), r.try_read()), (b"x", b"y"))
+
+    def test_a_bell_that_cannot_be_written_is_an_oserror(self):
+        # As a failed futex wake is: the record is published all the same.
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        r = self.region.ring(0, bell=read_end)
+        self.sleeping(r)
+        with self.assertRaises(OSError) as cm:
+            r.try_write(b"x")
+        self.assertEqual(cm.exception.errno, errno.EBADF)
+        self.assertEqual(self.region.ring(0).try_read(), b"x")
+
+    def test_poisoning_rings_a_sleeping_consumer(self):
+        # Positions that cannot hold poison the ring; a consumer asleep on the bell must look.
+        for side in ("producer", "consumer"):
+            with self.subTest(side=side):
+                self.setUp()
+                bell = new_bell(self)
+                r = self.region.ring(0, bell=bell)
+                seq = r._data_seq.value
+                r._head.value, r._tail.value = 8, 64
+                self.sleeping(r)
+                with self.assertRaises(RingPoisoned):
+                    r.try_write(b"x") if side == "producer" else r.try_read()
+                self.assertEqual(self.rung(bell), 1)
+                self.assertEqual(r._data_seq.value, seq)
+
+    def test_the_ring_never_closes_its_bell(self):
+        bell = new_bell(self)
+        self.region.ring(1, bell=bell).try_write(b"x")
+        self.region.close()
+        os.eventfd_write(bell, 1)  # still open
+        self.assertEqual(self.rung(bell), 1)
+
+    def test_a_bell_is_a_descriptor(self):
+        for bad in (-1, "3", 3.0, True):
+            with self.subTest(bell=bad):
+                with self.assertRaises(ValueError):
+                    self.region.ring(0, bell=bad)
+
+    def test_ping_pong_threads_on_bells(self):
+        # Each side waits as the orchestrator does (BellReader: no spin, no futex) on the bell
+        # the other side's ring rings: a lost or futex-only wake-up would time out here.
+        there, back = new_bell(self), new_bell(self)
+        tx, rx = self.region.ring(0, spin=0, bell=there), BellReader(self.region.ring(1, spin=0), back)
+        etx, erx = self.region.ring(1, spin=0, bell=back), BellReader(self.region.ring(0, spin=0), there)
+        n = 3000
+
+        def echo():
+            for _ in range(n):
+                etx.write(erx.read(10), timeout=10)
+
+        th = threading.Thread(target=echo)
+        th.start()
+        for k in range(n):
+            m = struct.pack("<Q", k)
+            tx.write(m, timeout=10)
+            self.assertEqual(rx.read(10), m)
+        th.join(10)
+        self.assertFalse(th.is_alive())
+        self.assertGreater(rx.rung + erx.rung, 0)
+        self.assertEqual((tx._data_seq.value, etx._data_seq.value), (0, 0))
+
+
 # --------------------------------------------------------------------------- test stream
 
 
@@ -917,9 +1057,9 @@ def run_peer(*args, timeout=None, **kw):
                           timeout=timeout, env=PEER_ENV, **kw)
 
 
-def spawn_peer(*args):
+def spawn_peer(*args, **kw):
     return subprocess.Popen([sys.executable, PEER, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=PEER_ENV)
+                            stderr=subprocess.PIPE, text=True, env=PEER_ENV, **kw)
 
 
 def import_ring(setting: str | None, sdk: str = SDK) -> subprocess.CompletedProcess:
@@ -965,6 +1105,25 @@ class TestImplementationChoice(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("AETHERLESS_RING=c but _aetherless_cring cannot be imported", r.stderr)
 
+    def test_a_module_built_from_an_older_cring_c_is_not_used(self):
+        # What a machine that did not rebuild keeps beside the package: a module without ABI
+        # (its Core takes no bell). A stand-in with what such a module exports.
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copytree(os.path.join(SDK, "aetherless"), os.path.join(folder, "aetherless"),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            with open(os.path.join(folder, "_aetherless_cring.py"), "w") as f:
+                f.write("class Core:\n    pass\n\ndef bind_errors(*classes):\n    pass\n")
+            r = import_ring(None, folder)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            implementation, why = r.stdout.splitlines()
+            self.assertEqual(implementation, "python")
+            self.assertIn("_aetherless_cring.py was built from an older sdk/python/ext/cring.c (ABI 1, this "
+                          "ring.py needs 2): rebuild it with scripts/build-python-ext.sh", why)
+            r = import_ring("c", folder)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("AETHERLESS_RING=c but ", r.stderr)
+            self.assertIn("(ABI 1, this ring.py needs 2)", r.stderr)
+
 
 class TestTwoProcesses(unittest.TestCase):
     def make(self, capacity):
@@ -998,6 +1157,73 @@ class TestTwoProcesses(unittest.TestCase):
         self.assertEqual(pout.strip(), cout.strip())
         print(f"\n  200k messages (0..64 KiB, {nbytes / 1e9:.2f} GB) over a 256 KiB ring: {dt:.2f}s "
               f"({n / dt:,.0f} msg/s, {nbytes / dt / 1e6:,.0f} MB/s)", file=sys.stderr)
+
+    def test_bell_two_processes(self):
+        """20k messages over a ring whose producer has a bell, the consumer waiting on the
+        eventfd as the orchestrator does (BellReader), each way: the peer (the other
+        implementation) rings and this process waits, then the reverse. The producer pauses
+        5 ms every 1000 messages, so the consumer runs dry and sleeps: a futex wake-up in
+        place of the bell would leave it waiting until its timeout."""
+        n, seed, max_len = 20_000, 0xBE11, 65536
+        with self.subTest(rings="peer"):
+            name = self.make(256 * KIB)
+            bell = new_bell(self)
+            prod = spawn_peer("produce", "--shm", name, "--ring", 1, "--count", n, "--seed", seed,
+                              "--max-len", max_len, "--timeout", 30, "--bell", bell, "--pause-every", 1000,
+                              pass_fds=[bell])
+            try:
+                with Region(name) as reg:
+                    ring = reg.ring(1)
+                    reader = BellReader(ring, bell)
+                    expect = TestStream(seed, max_len)
+                    for i in range(n):
+                        try:
+                            m = reader.read(30)
+                        except RingTimeout:
+                            prod.kill()
+                            self.fail(f"message {i}: no bell within 30 s; peer: {prod.communicate()}")
+                        exp = expect.next_message()
+                        if m != exp:
+                            self.fail(f"message {i} differs at offset {first_difference(m, exp)} "
+                                      f"(len {len(m)} vs {len(exp)})")
+                    data_seq = ring._data_seq.value
+                out, err = prod.communicate(timeout=60)
+            finally:
+                if prod.poll() is None:
+                    prod.kill()
+                    prod.communicate()
+            self.assertEqual(prod.returncode, 0, out + err)
+            self.assertTrue(out.startswith(f"OK count={n} bytes="), out)
+            self.assertGreater(reader.rung, 0)
+            self.assertEqual(data_seq, 0)
+        with self.subTest(rings="this process"):
+            name = self.make(256 * KIB)
+            bell = new_bell(self)
+            cons = spawn_peer("consume", "--shm", name, "--ring", 0, "--count", n, "--seed", seed,
+                              "--max-len", max_len, "--timeout", 30, "--bell", bell, pass_fds=[bell])
+            try:
+                with Region(name) as reg:
+                    ring = reg.ring(0, bell=bell)
+                    stream = TestStream(seed, max_len)
+                    for i in range(n):
+                        if i and i % 1000 == 0:
+                            time.sleep(0.005)
+                        try:
+                            ring.write(stream.next_message(), timeout=30)
+                        except RingTimeout:
+                            cons.kill()
+                            self.fail(f"message {i}: the consumer stopped reading; peer: {cons.communicate()}")
+                    data_seq = ring._data_seq.value
+                out, err = cons.communicate(timeout=60)
+            finally:
+                if cons.poll() is None:
+                    cons.kill()
+                    cons.communicate()
+            self.assertEqual(cons.returncode, 0, out + err)
+            self.assertTrue(out.startswith(f"OK count={n} bytes="), out)
+            rung = int(err.split("bell rung=")[1].split()[0])
+            self.assertGreater(rung, 0)
+            self.assertEqual(data_seq, 0)
 
     def test_consumer_reports_mismatch(self):
         name = self.make(64 * KIB)

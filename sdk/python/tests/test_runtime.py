@@ -2,8 +2,11 @@
 
 Each test plays the orchestrator of docs/handler-protocol.md: it listens on a Unix
 socket, creates the shared-memory region, starts the runtime as a real process,
-does the READY / ATTACH / ATTACHED conversation, writes request messages on ring 0
-and reads response messages from ring 1.  No mocks.
+does the READY / ATTACH / ATTACHED conversation (ATTACH passes the region and the
+response bell, a real eventfd), writes request messages on ring 0 and reads response
+messages from ring 1, waiting for them on the bell as the orchestrator's event loop
+does (tools/ring_peer.py's BellReader: a runtime that futex-woke instead would time
+out).  No mocks.
 
     cd sdk/python && python3 -m unittest discover -s tests -v
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -28,9 +32,11 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 SDK = os.path.normpath(os.path.join(HERE, ".."))
 sys.path.insert(0, SDK)
+sys.path.insert(0, os.path.join(SDK, "tools"))
 
 from aetherless.protocol import decode_response, encode_request  # noqa: E402
-from aetherless.ring import Region, RingTimeout, unlink_shm  # noqa: E402
+from aetherless.ring import Region, RingTimeout, _fence, unlink_shm  # noqa: E402
+from ring_peer import BellReader  # noqa: E402
 
 CAPACITY = 65536 * 4  # max_payload 131064
 _counter = itertools.count()
@@ -150,8 +156,57 @@ class RuntimeCase(unittest.TestCase):
         if handshake:
             self.accept()
             self.assertEqual(self.line(), b"READY")
-            self.conn.sendall(f"ATTACH {self.name}\n".encode())
-            self.assertEqual(self.line(), b"ATTACHED")
+            self.attach_instance()
+
+    def new_bell(self) -> int:
+        """An eventfd as the orchestrator makes a response bell (its NIO sets O_NONBLOCK)."""
+        bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.addCleanup(os.close, bell)
+        return bell
+
+    def attach(self, conn, name, region_fd=None) -> int:
+        """Sends ATTACH as the orchestrator does: a new response bell and the region (its
+        /dev/shm file unless ``region_fd``) by SCM_RIGHTS, in that order; returns the bell."""
+        bell = self.new_bell()
+        fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_CLOEXEC) if region_fd is None else region_fd
+        try:
+            socket.send_fds(conn, [f"ATTACH {name}\n".encode()], [bell, fd])
+        finally:
+            os.close(fd)
+        return bell
+
+    def attach_instance(self, region_fd=None):
+        """ATTACH on the control connection, ATTACHED back; responses are read by the bell."""
+        self.bell = self.attach(self.conn, self.name, region_fd)
+        self.responses = BellReader(self.resp_ring, self.bell)
+        self.assertEqual(self.line(), b"ATTACHED bell")
+
+    def assert_rings_the_bell(self, req_ring, resp_ring, bell, rid, target):
+        """With the orchestrator asleep on ``bell`` (consumer_sleeping 1, fence, ring empty),
+        request ``rid``'s response writes the bell once and leaves data_seq as it was."""
+        seq = resp_ring._data_seq.value
+        resp_ring._consumer_sleeping.value = 1
+        _fence()
+        self.assertIsNone(resp_ring.try_read())
+        req_ring.write(encode_request(rid, "GET", target), timeout=5)
+        self.assertTrue(select.select([bell], [], [], 5)[0], f"no bell for request {rid}; stderr:\n{self.stderr()}")
+        self.assertEqual(struct.unpack("=Q", os.read(bell, 8)), (1,))
+        resp_ring._consumer_sleeping.value = 0
+        m = decode_response(resp_ring.try_read())  # published before the bell rang
+        self.assertEqual((m.request_id, m.status), (rid, 200))
+        self.assertEqual(resp_ring._data_seq.value, seq)
+
+    def stop_previous(self):
+        """Before a second start() in one test: the first runtime and its socket are gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if hasattr(self, "listener"):
+            self.listener.close()
+            os.unlink(self.sock_path)
 
     def _stop(self):
         if self.proc.poll() is None:
@@ -193,7 +248,7 @@ class RuntimeCase(unittest.TestCase):
 
     def recv(self, timeout=5.0):
         try:
-            return decode_response(self.resp_ring.read(timeout))
+            return decode_response(self.responses.read(timeout))
         except RingTimeout:
             raise AssertionError(f"no response within {timeout}s; stderr:\n{self.stderr()}") from None
 
@@ -218,6 +273,19 @@ class TestServing(RuntimeCase):
         self.start(env={"PYTHONPATH": package}, drop_env=("AETHERLESS_RING",))
         self.assertJSON(self.call(1, "/json"), 200, {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"})
         self.assertIn("the ring runs in pure Python (about 7 us more per request): _aetherless_cring cannot be imported", self.stderr())
+
+    def test_a_runtime_beside_a_stale_c_half_says_so_and_serves(self):
+        # A module built from an older cring.c (no ABI: its Core takes no bell) is not used.
+        package = os.path.join(self.tmp, "package-and-stale-module")
+        shutil.copytree(os.path.join(SDK, "aetherless"), os.path.join(package, "aetherless"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        with open(os.path.join(package, "_aetherless_cring.py"), "w") as f:
+            f.write("class Core:\n    pass\n\ndef bind_errors(*classes):\n    pass\n")
+        self.start(env={"PYTHONPATH": package}, drop_env=("AETHERLESS_RING",))
+        self.assertEqual(self.call(1, "/text").status, 200)
+        self.assertIn("the ring runs in pure Python (about 7 us more per request): ", self.stderr())
+        self.assertIn("was built from an older sdk/python/ext/cring.c (ABI 1, this ring.py needs 2): rebuild it "
+                      "with scripts/build-python-ext.sh", self.stderr())
 
     def test_a_runtime_with_the_rings_c_half_says_nothing_about_it(self):
         self.start(drop_env=("AETHERLESS_RING",))
@@ -369,13 +437,82 @@ class TestRegionDescriptor(RuntimeCase):
         unlink_shm(self.name)
         self.accept()
         self.assertEqual(self.line(), b"READY")
-        socket.send_fds(self.conn, [f"ATTACH {self.name}\n".encode()], [fd])
-        os.close(fd)
-        self.assertEqual(self.line(), b"ATTACHED")
+        self.attach_instance(region_fd=fd)
         self.assertJSON(
             self.call(1, "/json"), 200,
             {"hello": "world", "method": "GET", "agent": None, "path": "/json", "raw_path": "/json"},
         )
+
+    def attach_refused(self, make_fds, error: str):
+        """ATTACH carrying the descriptors ``make_fds()`` opens is answered ``ERROR <error>``,
+        logged, and the runtime exits 1."""
+        self.start(handshake=False)
+        fds = make_fds()
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        line = f"ATTACH {self.name}\n".encode()
+        if fds:
+            socket.send_fds(self.conn, [line], fds)
+        else:
+            self.conn.sendall(line)
+        for fd in fds:
+            os.close(fd)
+        self.assertEqual(self.line(), b"ERROR " + error.encode())
+        self.assertEqual(self.proc.wait(5), 1)
+        self.assertIn(f"aetherless: control socket: {error}", self.stderr())
+
+    def test_attach_with_the_region_alone_is_refused(self):
+        # What an orchestrator from before the response bell sends.
+        self.attach_refused(lambda: [os.open("/dev/shm" + self.name, os.O_RDWR)],
+                            "ATTACH carried 1 descriptor; expected 2 (the response bell and the region)")
+
+    def test_attach_without_descriptors_is_refused(self):
+        self.attach_refused(lambda: [],
+                            "ATTACH carried 0 descriptors; expected 2 (the response bell and the region)")
+
+    def test_attach_with_three_descriptors_is_refused(self):
+        # Which two are the bell and the region is not for the runtime to guess.
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.attach_refused(lambda: [os.eventfd(0, os.EFD_CLOEXEC), os.open("/dev/shm" + self.name, os.O_RDWR), w],
+                            "ATTACH carried 3 descriptors; expected 2 (the response bell and the region)")
+
+    def test_responses_ring_the_bell_not_the_futex(self):
+        # With the orchestrator asleep (consumer_sleeping 1), each response writes the bell and
+        # leaves ring 1's data_seq as it was: no futex wake-up. Inline and from worker threads.
+        for concurrency in (1, 4):
+            with self.subTest(concurrency=concurrency):
+                if self.proc is not None:
+                    self.stop_previous()
+                self.start(concurrency=concurrency)
+                ring = self.resp_ring
+                for rid in range(1, 51):
+                    self.assert_rings_the_bell(self.req_ring, ring, self.bell, rid, "/text")
+                # Awake, the orchestrator is not rung at all.
+                self.send(51, "/text")
+                deadline = time.monotonic() + 5
+                while (data := ring.try_read()) is None and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                self.assertEqual(decode_response(data).request_id, 51)
+                self.assertEqual(select.select([self.bell], [], [], 0.05)[0], [])
+
+    def test_a_checkpointed_template_attaches_with_the_bell_its_attach_brings(self):
+        # A criu-restored copy goes on from FROZEN and reads ATTACH (with the region and the
+        # bell) on its new connection; here the template itself, on the same one. A descriptor
+        # sent along with CHECKPOINT is closed before the checkpoint, never taken for the region.
+        self.start(handshake=False)
+        self.accept()
+        self.assertEqual(self.line(), b"READY")
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        socket.send_fds(self.conn, [b"CHECKPOINT\n"], [w])
+        os.close(w)
+        self.assertEqual(self.line(), b"FROZEN", self.stderr())
+        self.assertTrue(select.select([r], [], [], 5)[0])
+        self.assertEqual(os.read(r, 1), b"")
+        self.attach_instance()
+        for rid in range(1, 21):
+            self.assertEqual(self.call(rid, "/text").status, 200)
 
 
 class TestSnapshotFootprint(RuntimeCase):
@@ -482,30 +619,36 @@ class TestApps(RuntimeCase):
         self.freeze_template()
         copies = []
         for i in range(2):
-            region = self.fork_and_attach(f"{self.name}-copy{i}")
-            copies.append((region.ring(0), region.ring(1)))
+            region, bell = self.fork_and_attach(f"{self.name}-copy{i}")
+            copies.append((region.ring(0), BellReader(region.ring(1), bell)))
         pids = set()
         for rid in range(1, 201):
             for req_ring, _ in copies:
                 req_ring.write(encode_request(rid, "GET", "/"), timeout=5)
-            for _, resp_ring in copies:
-                m = decode_response(resp_ring.read(5))
+            # Each copy read first in turn: the first read waits for its bell.
+            for _, responses in (copies if rid % 2 else copies[::-1]):
+                m = decode_response(responses.read(5))
                 self.assertEqual((m.request_id, m.status), (rid, 200), m)
                 pid, template = m.body.split()
                 pids.add(pid)
                 self.assertEqual(int(template), self.proc.pid)
         self.assertEqual(len(pids), 2)
         self.assertNotIn(str(self.proc.pid).encode(), pids)
+        # Each copy rings the bell its own ATTACH brought (the template never had one), not the other's.
+        for i, (req_ring, responses) in enumerate(copies):
+            self.assert_rings_the_bell(req_ring, responses.ring, responses.bell, 1000 + i, "/")
+            self.assertEqual(select.select([copies[1 - i][1].bell], [], [], 0)[0], [])
 
     def test_a_forked_copy_warms_up_without_calling_the_handler(self):
         # After ATTACHED a copy dispatches made-up requests through the SDK (runtime._warm_dispatch,
         # off the request path when it waits in the warm pool); the handler must not see them.
         self.start(COUNTING_HANDLER, handshake=False)
         self.freeze_template()
-        region = self.fork_and_attach(f"{self.name}-copy")
+        region, bell = self.fork_and_attach(f"{self.name}-copy")
+        responses = BellReader(region.ring(1), bell)
         for rid in (1, 2):
             region.ring(0).write(encode_request(rid, "GET", "/?n=1"), timeout=5)
-            m = decode_response(region.ring(1).read(5))
+            m = decode_response(responses.read(5))
             self.assertEqual((m.request_id, m.status, json.loads(m.body)), (rid, 200, {"calls": rid}))
 
     def freeze_template(self):
@@ -515,9 +658,10 @@ class TestApps(RuntimeCase):
         self.conn.sendall(b"CHECKPOINT\n")
         self.assertEqual(self.line(), b"FROZEN")
 
-    def fork_and_attach(self, name: str) -> Region:
+    def fork_and_attach(self, name: str) -> tuple[Region, int]:
         """FORK (a socketpair end and output pipes, as the orchestrator sends them), FORKED,
-        then ATTACH to a new region `name`, ATTACHED; returns the copy's region."""
+        then ATTACH to a new region `name` (with a bell of its own), ATTACHED; returns the
+        copy's region and bell."""
         mine, theirs = socket.socketpair()
         self.addCleanup(mine.close)
         mine.settimeout(10)
@@ -533,9 +677,9 @@ class TestApps(RuntimeCase):
         region = Region.create(name, CAPACITY)
         self.addCleanup(unlink_shm, name, True)
         self.addCleanup(region.close)
-        mine.sendall(f"ATTACH {name}\n".encode())
-        self.assertEqual(mine.recv(64), b"ATTACHED\n")
-        return region
+        bell = self.attach(mine, name)
+        self.assertEqual(mine.recv(64), b"ATTACHED bell\n")
+        return region, bell
 
     def start_app(self, setting, env=None, **kw):
         self.start(ASGI_APP, env={"AETHER_APP": setting, **(env or {})}, **kw)
@@ -545,8 +689,7 @@ class TestApps(RuntimeCase):
         self.accept()
         self.assertEqual(self.line(), b"READY")
         self.assertTrue(os.path.exists(os.path.join(self.tmp, "started")))  # startup ran before READY
-        self.conn.sendall(f"ATTACH {self.name}\n".encode())
-        self.assertEqual(self.line(), b"ATTACHED")
+        self.attach_instance()
         m = self.call(1, "/a%20b?x=1", method="POST", body=b"\x00\xff")
         self.assertEqual(m.status, 201)
         self.assertEqual(m.headers, [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
@@ -605,15 +748,6 @@ class TestApps(RuntimeCase):
                 self.assertEqual(self.proc.wait(5), 2, self.stderr())
                 self.assertIn(words, self.stderr())
 
-    def stop_previous(self):
-        """Before a second start() in one test: the first runtime and its socket are gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if hasattr(self, "listener"):
-            self.listener.close()
-            os.unlink(self.sock_path)
-
 
 class TestLifecycle(RuntimeCase):
     def test_exit_when_control_socket_closes(self):
@@ -667,14 +801,18 @@ class TestLifecycle(RuntimeCase):
         self.assertEqual(self.proc.wait(5), 2)
         self.assertIn("AETHER_CONCURRENCY", self.stderr())
 
-    def test_missing_region_error_line(self):
+    def test_unusable_region_error_line(self):
+        # An empty memfd where the region should be (the bell beside it all right).
         self.start(handshake=False, region=False)
         self.accept()
         self.assertEqual(self.line(), b"READY")
-        self.conn.sendall(f"ATTACH {self.name}\n".encode())
+        bell = self.new_bell()
+        fd = os.memfd_create("not-a-region")
+        socket.send_fds(self.conn, [f"ATTACH {self.name}\n".encode()], [bell, fd])
+        os.close(fd)
         line = self.line()
-        self.assertTrue(line.startswith(b"ERROR "), line)
-        self.assertIn(self.name.encode(), line)
+        self.assertTrue(line.startswith(b"ERROR cannot attach shared-memory region " + self.name.encode()), line)
+        self.assertIn(b"object size", line)
         self.assertEqual(self.proc.wait(5), 1)
 
     def test_unexpected_line_instead_of_attach(self):

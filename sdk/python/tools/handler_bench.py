@@ -10,7 +10,8 @@ Prints three numbers:
   pipelined        up to W requests in flight (the runtime still handles them one by one
                    with concurrency 1; this is the ring + runtime throughput)
 The handler is `return {"hello": req.query.get("name", "world")}`.  The driver is
-Python too, so the numbers include its own encode/decode cost.
+Python too, so the numbers include its own encode/decode cost; it waits for responses on
+the response bell (an eventfd, ring_peer.BellReader) as the orchestrator does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, SDK)
 from aetherless.protocol import _RESP, decode_response, encode_request  # noqa: E402
 from aetherless.ring import Region, unlink_shm  # noqa: E402
 from aetherless.runtime import make_dispatcher  # noqa: E402
+from ring_peer import BellReader  # noqa: E402  (this script's folder is sys.path[0])
 
 HANDLER = """
 import aetherless
@@ -81,6 +83,7 @@ def main() -> None:
     lst.bind(sock_path)
     lst.listen(1)
     region = Region.create(name, 1 << 20)
+    bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     env = dict(os.environ, PYTHONPATH=SDK, AETHER_SOCKET=sock_path, AETHER_FUNCTION_ID="bench",
                AETHER_TRIGGER_PORT="0", AETHER_PROTOCOL="sdk", AETHER_INSTANCE="0",
                AETHER_CONCURRENCY=str(args.concurrency))
@@ -88,9 +91,12 @@ def main() -> None:
     try:
         conn, _ = lst.accept()
         assert readline(conn) == b"READY"
-        conn.sendall(f"ATTACH {name}\n".encode())
-        assert readline(conn) == b"ATTACHED"
-        req, resp = region.ring(0), region.ring(1)
+        # ATTACH passes the response bell and the region, in that order.
+        fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_CLOEXEC)
+        socket.send_fds(conn, [f"ATTACH {name}\n".encode()], [bell, fd])
+        os.close(fd)
+        assert readline(conn) == b"ATTACHED bell"
+        req, resp = region.ring(0), BellReader(region.ring(1), bell)
         write, read = req.write, resp.read
         unpack = _RESP.unpack_from
 
@@ -129,6 +135,7 @@ def main() -> None:
     finally:
         proc.kill()
         proc.wait()
+        os.close(bell)
         region.close()
         unlink_shm(name, True)
         lst.close()

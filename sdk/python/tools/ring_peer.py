@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Python peer for cross-process / cross-language shared-memory ring tests.
 
-  ring_peer.py consume --shm NAME --ring I --count N --seed S --max-len L [--timeout SEC]
+  ring_peer.py consume --shm NAME --ring I --count N --seed S --max-len L [--timeout SEC] [--bell FD]
       Read N messages, verify each byte and the order against the test stream.
       Prints "OK count=N bytes=B" (exit 0), or one "FAIL ..." line (exit 1).
+      --bell: the producer rings the eventfd FD (inherited) instead of the futex; wait
+      on it as the orchestrator does (BellReader), and print "bell rung=K" on stderr.
   ring_peer.py produce --shm NAME --ring I --count N --seed S --max-len L [--timeout SEC]
+                       [--bell FD] [--pause-every M]
       Write the stream (blocking while full).  Prints "OK count=N bytes=B".
+      --bell: wake the consumer by writing the eventfd FD (Ring's bell).  --pause-every:
+      sleep 5 ms after every M messages (the consumer runs dry and goes to sleep).
   ring_peer.py echo --shm NAME [--timeout SEC]
       Read ring 0, write every payload unchanged to ring 1, until an empty payload
       (echoed too).  Prints "OK count=N bytes=B" (count includes the empty one).
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -32,6 +39,7 @@ from aetherless.ring import (  # noqa: E402
     RingError,
     RingPoisoned,
     RingTimeout,
+    _fence,
     unlink_shm,
 )
 from aetherless.teststream import TestStream, first_difference  # noqa: E402
@@ -42,11 +50,52 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
+class BellReader:
+    """Reads a ring whose producer has a bell (an eventfd) the way the orchestrator reads the
+    response ring (its event loop watches the bell in epoll): no spin, no futex. When the
+    ring is empty: consumer_sleeping = 1, full fence, look again, then wait for the bell,
+    read its counter (8 bytes), consumer_sleeping = 0 and read the ring. RingTimeout when
+    no bell comes within ``timeout``, so a producer that futex-woke instead fails, even if
+    its record is there by then. ``rung``: bells read."""
+
+    def __init__(self, ring, bell: int):
+        self.ring = ring
+        self.bell = bell
+        self.rung = 0
+
+    def read(self, timeout: float | None = None) -> bytes:
+        ring = self.ring
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            data = ring.try_read()
+            if data is not None:
+                return data
+            ring._consumer_sleeping.value = 1
+            _fence()
+            try:
+                data = ring.try_read()  # published before the producer could see consumer_sleeping
+                if data is not None:
+                    return data
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # No bell: a timeout, even if a record came meanwhile (woken some other way,
+                # the orchestrator would not have looked).
+                if not select.select([self.bell], [], [], remaining)[0]:
+                    raise RingTimeout(f"ring {ring.index}: no bell within {timeout}s")
+                try:
+                    os.read(self.bell, 8)
+                    self.rung += 1
+                except BlockingIOError:  # read by another reader first (a non-blocking bell)
+                    pass
+            finally:
+                ring._consumer_sleeping.value = 0
+
+
 def cmd_consume(a) -> int:
     stream = TestStream(a.seed, a.max_len)
     with Region(a.shm) as region:
         ring = region.ring(a.ring)
-        read = ring.read
+        bell = None if a.bell is None else BellReader(ring, a.bell)
+        read = ring.read if bell is None else bell.read
         timeout = a.timeout
         total = 0
         for i in range(a.count):
@@ -74,6 +123,8 @@ def cmd_consume(a) -> int:
                 )
                 return 1
             total += length
+        if bell is not None:
+            sys.stderr.write(f"bell rung={bell.rung}\n")
         _out(f"OK count={a.count} bytes={total}")
         return 0
 
@@ -81,11 +132,13 @@ def cmd_consume(a) -> int:
 def cmd_produce(a) -> int:
     stream = TestStream(a.seed, a.max_len)
     with Region(a.shm) as region:
-        ring = region.ring(a.ring)
+        ring = region.ring(a.ring, bell=a.bell)
         write = ring.write
         timeout = a.timeout
         total = 0
         for i in range(a.count):
+            if a.pause_every and i and i % a.pause_every == 0:
+                time.sleep(0.005)
             msg = stream.next_message()
             try:
                 write(msg, timeout)
@@ -148,9 +201,11 @@ def main(argv=None) -> int:
         sp.add_argument("--seed", type=lambda s: int(s, 0), required=True)
         sp.add_argument("--max-len", dest="max_len", type=int, required=True)
         sp.add_argument("--timeout", type=float, default=None)
+        sp.add_argument("--bell", type=int, default=None)
 
     stream_args(sub.add_parser("consume"))
-    stream_args(sub.add_parser("produce"))
+    stream_args(sp := sub.add_parser("produce"))
+    sp.add_argument("--pause-every", dest="pause_every", type=int, default=0)
     sp = sub.add_parser("echo")
     sp.add_argument("--shm", required=True)
     sp.add_argument("--timeout", type=float, default=None)
