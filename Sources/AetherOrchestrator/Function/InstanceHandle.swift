@@ -38,10 +38,10 @@ final class InstanceHandle: Sendable, ControlLineSink {
 
     let id: InstanceID
     let origin: InstanceOrigin
-    /// sdk handlers: the request ring (ring 0) and response ring (ring 1).
-    let region: SharedMemoryRegion?
-    /// sdk handlers: reads the response ring on an event loop.
-    let reader: ResponseReader?
+    /// sdk handlers: the region (request ring 0, response ring 1) and the reader of its responses.
+    let rings: InstanceRings?
+    var region: SharedMemoryRegion? { rings?.region }
+    var reader: ResponseReader? { rings?.reader }
     /// process handlers: the port the handler binds (AETHER_LISTEN_PORT).
     let listenPort: UInt16?
     let events: any InstanceEvents
@@ -70,8 +70,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
     ) {
         self.id = id
         self.origin = origin
-        region = rings?.region
-        reader = rings?.reader
+        self.rings = rings
         self.listenPort = listenPort
         self.events = events
         requests = Mutex((rings?.region.producer(ring: 0), []))
@@ -90,7 +89,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
     /// Sends `ATTACH <region>` with the region's descriptor and the reader's bell (once); why
     /// not, if it could not.
     func attach() -> String? {
-        guard let region, let reader else { return "the instance has no region" }
+        guard let rings else { return "the instance has no region" }
         let fd = attachSocket.withLock { fd in
             defer { fd = -1 }
             return fd
@@ -98,8 +97,7 @@ final class InstanceHandle: Sendable, ControlLineSink {
         guard fd >= 0 else { return "the instance has no control connection to send ATTACH on" }
         defer { close(fd) }
         do {
-            let attach = InstanceRings(region: region, reader: reader).attach
-            try ControlLine.write(fd, attach.text, passing: attach.passing)
+            try ControlLine.write(fd, rings.attach.text, passing: rings.attach.passing)
             return nil
         } catch {
             return error.description

@@ -204,8 +204,7 @@ struct InstanceLauncher: Sendable {
 
     /// The instance's ATTACH line and the descriptors it carries (the region, the bell).
     private static func attach(_ handle: InstanceHandle) -> (text: String, passing: [CInt]) {
-        guard let region = handle.region, let reader = handle.reader else { return ("", []) }
-        return InstanceRings(region: region, reader: reader).attach
+        handle.rings?.attach ?? ("", [])
     }
 
     /// Makes a copy of the template (`make`, on a thread of its own) and takes it on as the

@@ -162,19 +162,10 @@ final class ResponseReader: Sendable {
                 }
             } catch {
                 guard let handle = owner.withLock({ $0 }) else { return }
-                if case .corruptedData(let offset, let stored, let computed) = error {
-                    handle.events.responseCorrupted(instance: handle.id)
-                    handle.events.responseRingFailed(
-                        instance: handle.id,
-                        reason:
-                            "its response ring carried a corrupted message (offset \(offset), crc stored \(stored), computed \(computed))"
-                    )
-                    continue
-                }
+                if report(error, to: handle) { continue }
                 // The ring is poisoned: it is not read again.
                 watch.withLock { $0.ringFailed = true }
                 unwatch()
-                handle.events.responseRingFailed(instance: handle.id, reason: "its response ring failed: \(error)")
                 return
             }
             if responses.announceSleep() { return }
@@ -193,22 +184,27 @@ final class ResponseReader: Sendable {
                 } catch .timedOut {
                     continue
                 } catch {
-                    guard let handle = owner.withLock({ $0 }) else { return }
-                    if case .corruptedData(let offset, let stored, let computed) = error {
-                        handle.events.responseCorrupted(instance: handle.id)
-                        handle.events.responseRingFailed(
-                            instance: handle.id,
-                            reason:
-                                "its response ring carried a corrupted message (offset \(offset), crc stored \(stored), computed \(computed))"
-                        )
-                        continue
-                    }
-                    handle.events.responseRingFailed(instance: handle.id, reason: "its response ring failed: \(error)")
-                    return
+                    guard let handle = owner.withLock({ $0 }), report(error, to: handle) else { return }
                 }
             }
             owner.withLock { $0 = nil }
         }
+    }
+
+    /// Tells `handle` a read failed. True when the ring can still be read (a record that failed
+    /// its CRC was skipped); false when it is poisoned.
+    private func report(_ error: SharedMemoryError, to handle: InstanceHandle) -> Bool {
+        if case .corruptedData(let offset, let stored, let computed) = error {
+            handle.events.responseCorrupted(instance: handle.id)
+            handle.events.responseRingFailed(
+                instance: handle.id,
+                reason:
+                    "its response ring carried a corrupted message (offset \(offset), crc stored \(stored), computed \(computed))"
+            )
+            return true
+        }
+        handle.events.responseRingFailed(instance: handle.id, reason: "its response ring failed: \(error)")
+        return false
     }
 
     private func deliver(_ bytes: UnsafeRawBufferPointer) {
