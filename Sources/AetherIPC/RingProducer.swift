@@ -95,9 +95,13 @@ public final class RingProducer: @unchecked Sendable {
     /// Tail and the poisoned word come from the consumer's process: a tail behind head by more
     /// than the capacity, ahead of it or misaligned poisons the ring (`poisoned`, and the ring's
     /// poisoned word is set) instead of being computed with.
+    ///
+    /// `ringing: false` publishes the record without waking the consumer: the caller calls
+    /// `ringConsumer()` itself afterwards (outside a lock it holds while writing, so that the
+    /// wake-up's system call does not keep other writers waiting for the lock).
     @inline(__always)
     public func tryWrite(
-        length: Int, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
+        length: Int, ringing: Bool = true, storing store: (UnsafeMutableRawBufferPointer) -> UInt32
     ) throws(SharedMemoryError) -> Bool {
         if let poison { throw poison }
         precondition(length >= 0, "a negative payload length")
@@ -129,8 +133,14 @@ public final class RingProducer: @unchecked Sendable {
         ring.storeU32(checksum, at: start + 4)
         head = position + record
         ring.head.store(head, ordering: .releasing)
-        ring.dataBell.ring()
+        if ringing { ring.dataBell.ring() }
         return true
+    }
+
+    /// Wakes the consumer if it announced that it sleeps, after `tryWrite(length:ringing: false,
+    /// storing:)`. Safe from any thread: it reads only the ring's shared words.
+    public func ringConsumer() {
+        ring.dataBell.ring()
     }
 
     /// Bytes free after head by the last tail read; poisons the ring if that tail cannot be

@@ -275,6 +275,32 @@ int aether_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXE
 
 long aether_getrandom(void *bytes, unsigned long length) { return getrandom(bytes, length, 0); }
 
+// Each thread's unread bytes of one getrandom call (see aether_random_bytes).
+static __thread unsigned char random_pool[4096];
+static __thread unsigned long random_left;
+static pthread_once_t random_fork_once = PTHREAD_ONCE_INIT;
+
+// A forked child must not hand out the bytes its parent will also hand out.
+static void random_forget(void) { random_left = 0; }
+static void random_watch_forks(void) { pthread_atfork(NULL, NULL, random_forget); }
+
+long aether_random_bytes(void *bytes, unsigned long length) {
+    if (length > sizeof random_pool) return getrandom(bytes, length, 0);
+    pthread_once(&random_fork_once, random_watch_forks);
+    if (random_left < length) {
+        if (getrandom(random_pool, sizeof random_pool, 0) != (long)sizeof random_pool) {
+            random_left = 0;
+            return getrandom(bytes, length, 0);
+        }
+        random_left = sizeof random_pool;
+    }
+    unsigned char *from = random_pool + sizeof random_pool - random_left;
+    memcpy(bytes, from, length);
+    explicit_bzero(from, length);
+    random_left -= length;
+    return (long)length;
+}
+
 // MARK: the sandbox's syscall filter
 
 // What no function needs, and what would let it reach past its confinement (SECURITY.md):

@@ -1,3 +1,5 @@
+import CAetherSystem
+import Glibc
 import Testing
 
 @testable import AetherOrchestrator
@@ -30,6 +32,34 @@ import Testing
             let digits = Set(identities.map { Array($0.requestID)[position] })
             #expect(digits.count > 8, "digit \(position) of the trace id took only \(digits.sorted())")
         }
+    }
+
+    /// The random words come from a per-thread pool of one getrandom call; a forked child must
+    /// not hand out the bytes its parent hands out next (it starts with an empty pool).
+    @Test func aForkedChildDoesNotRepeatItsParentsRandomBytes() throws {
+        var first = [UInt8](repeating: 0, count: 24)
+        #expect(aether_random_bytes(&first, 24) == 24)  // the pool is filled now
+        var pipe: [CInt] = [-1, -1]
+        #expect(Glibc.pipe(&pipe) == 0)
+        let child = fork()
+        if child == 0 {
+            var bytes = [UInt8](repeating: 0, count: 24)
+            let given = aether_random_bytes(&bytes, 24)
+            _ = Glibc.write(pipe[1], bytes, given == 24 ? 24 : 0)
+            _exit(0)
+        }
+        #expect(child > 0)
+        close(pipe[1])
+        var parent = [UInt8](repeating: 0, count: 24)
+        #expect(aether_random_bytes(&parent, 24) == 24)
+        var fromChild = [UInt8](repeating: 0, count: 24)
+        let read = Glibc.read(pipe[0], &fromChild, 24)
+        close(pipe[0])
+        var status: CInt = 0
+        waitpid(child, &status, 0)
+        #expect(read == 24)
+        #expect(fromChild != parent)
+        #expect(first != parent)
     }
 
     @Test func aValidIncomingTraceIsKept() {

@@ -138,22 +138,25 @@ final class InstanceHandle: Sendable, ControlLineSink {
         }
     }
 
-    /// Writes a request into the request ring.
+    /// Writes a request into the request ring, then wakes the handler if it sleeps: after the
+    /// lock, since both event loops write here and a wake-up is a system call.
     func write(_ invocation: Invocation, requestID: UInt64) -> WriteResult {
-        requests.withLock { requests in
-            guard let producer = requests.producer else { return .failed("the instance has no request ring") }
+        let (result, written) = requests.withLock { requests -> (WriteResult, RingProducer?) in
+            guard let producer = requests.producer else { return (.failed("the instance has no request ring"), nil) }
             do {
-                guard try invocation.write(requestID: requestID, to: producer) else { return .full }
+                guard try invocation.write(requestID: requestID, to: producer) else { return (.full, nil) }
             } catch {
-                return .failed("\(error)")
+                return (.failed("\(error)"), nil)
             }
             // Forget what the handler has taken already; remember this one.
             if let consumed = producer.consumedPosition() {
                 requests.written.removeAll { $0.end <= consumed }
             }
             requests.written.append((requestID, producer.position))
-            return .written
+            return (.written, producer)
         }
+        written?.ringConsumer()
+        return result
     }
 
     /// The requests written to the ring that the handler never took (once it has ended): they

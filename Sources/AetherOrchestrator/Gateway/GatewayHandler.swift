@@ -5,13 +5,14 @@ import NIOHTTP1
 
 /// One HTTP connection on a trigger port.
 ///
-/// It sits right after NIO's HTTP codec (`ServerBootstrap.http(ordersResponses: true)`) and
-/// keeps HTTP/1.1's order itself (RFC 9112 §9.3.2): complete requests, and the refusals of
-/// requests it will not serve (413, 431, 408, a request the parser cannot read...), wait in
-/// `pending` in the order they arrived; one request at a time goes to the function, and the
-/// next only once its answer is written. What it writes for each request is exactly one final
-/// head, at most one body part and one end (`GatewayResponse.wire`), or before it at most one
-/// `100 Continue`, sent only when that request is the next to be answered.
+/// It sits right after NIO's request decoder (`ServerBootstrap.http(ordersResponses: true)`;
+/// there is no response encoder) and keeps HTTP/1.1's order itself (RFC 9112 §9.3.2): complete
+/// requests, and the refusals of requests it will not serve (413, 431, 408, a request the parser
+/// cannot read...), wait in `pending` in the order they arrived; one request at a time goes to
+/// the function, and the next only once its answer is written. What it writes for each request
+/// is exactly one final response (`GatewayResponse.wire`, as bytes by `ResponseBytes`: one
+/// buffer, or the head and a large body), or before it at most one `100 Continue`, sent only
+/// when that request is the next to be answered.
 ///
 /// NIO's HTTPServerPipelineHandler did this before, but it stops reading from the socket while
 /// any answer is outstanding and starts again after it: two `epoll_ctl` calls on every request
@@ -27,8 +28,8 @@ import NIOHTTP1
 /// mark, one response, one read's worth of pipelined requests and its body limit.
 final class GatewayHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// `client_timeout_ms`: from the connection's start, and again after each response, the
     /// next request must arrive completely within it. A request begun but not finished gets
@@ -206,7 +207,8 @@ final class GatewayHandler: ChannelDuplexHandler {
         guard let version = continueOwed, head != nil, !answering, pending.isEmpty else { return }
         continueOwed = nil
         context.writeAndFlush(
-            wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .continue))), promise: nil)
+            wrapOutboundOut(ResponseBytes.continueHead(version: version, allocator: context.channel.allocator)),
+            promise: nil)
     }
 
     /// Sends the oldest pending request to its function or writes the oldest pending refusal,
@@ -302,21 +304,20 @@ final class GatewayHandler: ChannelDuplexHandler {
         var request = request
         if routes.handingOver.load(ordering: .acquiring) { request.keepAlive = false }
         let (head, body) = response.wire(answering: request)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
+        let (first, rest) = ResponseBytes.encode(head: head, body: body, allocator: context.channel.allocator)
+        let last = rest ?? first
+        if rest != nil { context.write(wrapOutboundOut(first), promise: nil) }
         if request.keepAlive {
             // Waiting for the client again, unless a request of its is already here.
             if pending.isEmpty { armClientTimer(context: context) }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(last), promise: nil)
             answerNext(context: context)
         } else {
             closing = true
             // Nothing after this answer is answered (nor was any of it sent to a function).
             pending.removeAll()
             let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+            context.writeAndFlush(wrapOutboundOut(last), promise: written)
             written.futureResult.assumeIsolated().whenComplete { [self] _ in closeLingering(context: context) }
         }
     }

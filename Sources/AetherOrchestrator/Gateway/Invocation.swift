@@ -54,7 +54,8 @@ final class Invocation: SchedulableRequest {
     }
 
     /// Writes the request message (docs/handler-protocol.md) into `producer`'s next slot with its
-    /// checksum, in one pass over the body. False when the ring has no room now.
+    /// checksum, in one pass over the body. False when the ring has no room now. The handler is
+    /// not woken: the caller rings `producer.ringConsumer()` once it let go of its lock.
     func write(requestID: UInt64, to producer: RingProducer) throws(SharedMemoryError) -> Bool {
         let method = head.method.rawValue
         let target = head.uri
@@ -63,7 +64,7 @@ final class Invocation: SchedulableRequest {
         let size = InvocationRequest.encodedSize(
             method: method, target: target, headerBlock: block.bytes, body: body?.readableBytes ?? 0)
         return try producer.tryWrite(
-            length: size,
+            length: size, ringing: false,
             storing: { buffer in
                 let encode = { (body: UnsafeRawBufferPointer) in
                     InvocationRequest.encodeWithChecksum(

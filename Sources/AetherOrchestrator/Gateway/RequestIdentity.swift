@@ -46,12 +46,13 @@ struct RequestIdentity: Sendable, Equatable {
     }
 
     /// A new trace: a random trace id and parent id, sampled. This runs for every request that
-    /// did not bring a trace: one read of the kernel's generator (24 bytes), the traceparent
+    /// did not bring a trace: 24 bytes of the kernel's generator (from this thread's pool of
+    /// them: a getrandom call per request was one of the gateway's four system calls), the traceparent
     /// written digit by digit into its final storage (no interpolation, no radix conversion),
     /// and the trace id taken from it.
     private static func fresh() -> (traceID: String, traceparent: String) {
         var random: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        let read = withUnsafeMutableBytes(of: &random) { aether_getrandom($0.baseAddress, UInt($0.count)) }
+        let read = withUnsafeMutableBytes(of: &random) { aether_random_bytes($0.baseAddress, UInt($0.count)) }
         if read != 24 {
             // Not expected (24 bytes never come short once the pool is ready): the stdlib's way.
             var generator = SystemRandomNumberGenerator()

@@ -101,6 +101,12 @@ int aether_memfd_create(const char *name);
 /// Swift module does not export it). The bytes read, or -1 with errno.
 long aether_getrandom(void *bytes, unsigned long length);
 
+/// `length` bytes from the kernel's generator, taken from this thread's pool of one 4 KiB
+/// getrandom call (refilled when it runs out; a forked child starts with an empty pool), so
+/// that a caller on a hot path makes a system call once in many calls. Handed-out bytes are
+/// wiped from the pool. The bytes given, or -1 with errno.
+long aether_random_bytes(void *bytes, unsigned long length);
+
 /// The system calls the sandbox's filter refuses with EPERM (SECURITY.md): how many, and each
 /// one's number and name. (clone is refused only with namespace flags; see
 /// aether_clone_syscall_number.)
