@@ -77,9 +77,11 @@ final class DeployedFunction: Sendable, InstanceEvents {
     init(
         config: FunctionConfig, orchestrator: OrchestratorConfig, pythonSDK: String?, generation: Int,
         memory: MemoryCgroup, sandbox: InstanceSandbox?, dataplane: EbpfDataplane?, handshake: HandshakeServer,
-        group: any EventLoopGroup, logger: Logger, metrics: FunctionMetrics, reusesKeptImage: Bool = false,
-        warmPool: WarmPoolManager? = nil
+        group: any EventLoopGroup, homeLoops: [any EventLoop] = [], logger: Logger, metrics: FunctionMetrics,
+        reusesKeptImage: Bool = false, warmPool: WarmPoolManager? = nil
     ) {
+        // Pooled copies read their answers on the port's loop too when it has one.
+        let homeGroup: any EventLoopGroup = homeLoops.count == 1 ? homeLoops[0] : group
         self.metrics = metrics
         self.reusesKeptImage = reusesKeptImage
         let ringBytes = orchestrator.shmBufferSize.bytes
@@ -91,7 +93,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
                         name: SharedMemoryRegion.name(
                             function: "\(config.id)-p\(getpid())-g\(generation)-pool", instance: Int(pid)),
                         ringCapacity: ringBytes)
-                }, group: group)
+                }, group: homeGroup)
         }
         self.config = config
         self.generation = generation
@@ -134,8 +136,9 @@ final class DeployedFunction: Sendable, InstanceEvents {
                 confined: sandbox != nil),
             memory: memory, usesEbpf: dataplane != nil, listenAddress: orchestrator.listenAddress,
             ringCapacity: orchestrator.shmBufferSize.bytes, handshake: handshake,
-            output: OutputCapture(group: group, logs: logs), group: group, sandbox: sandbox)
-        let loop = group.next()
+            output: OutputCapture(group: group, logs: logs), group: group, homeLoops: homeLoops, sandbox: sandbox)
+        // Its timers on the loop that reads its answers, when it has one loop.
+        let loop = homeGroup.next()
         started = loop.makePromise()
         drained = loop.makePromise()
         stopped = loop.makePromise()

@@ -27,10 +27,18 @@ struct InstanceLauncher: Sendable {
     let handshake: HandshakeServer
     let output: OutputCapture
     let group: any EventLoopGroup
+    /// The loops its trigger port's connections are served on (Gateway, "Home loops"); an sdk
+    /// instance's response reader runs on one of them. Empty: any loop.
+    let homeLoops: [any EventLoop]
     /// How instances are confined (nil: `confinement: false`, handlers run as the orchestrator).
     let sandbox: InstanceSandbox?
 
     private var id: FunctionID { config.id }
+
+    /// Where an instance's response reader runs: its turn of the home loops.
+    func readerLoop(for instance: InstanceID) -> any EventLoop {
+        homeLoops.isEmpty ? group.next() : homeLoops[instance.number % homeLoops.count]
+    }
 
     /// The cgroup limits of each instance: `max_pids` only under confinement (unconfined
     /// handlers run as they always did), `cpu_limit` whenever it is set.
@@ -169,7 +177,7 @@ struct InstanceLauncher: Sendable {
         } else {
             handshake.expect(pid: pid, sink: handle)
         }
-        handle.reader?.start(on: group.next(), for: handle)
+        handle.reader?.start(on: readerLoop(for: handle.id), for: handle)
         events.launched(handle.id, pid: pid)
     }
 
@@ -261,7 +269,10 @@ struct InstanceLauncher: Sendable {
             handle.reader?.bind(to: handle)
         }
         events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
-        if !attached { handle.reader?.start(on: here ?? group.next(), for: handle) }
+        if !attached {
+            let loop = homeLoops.count == 1 ? homeLoops[0] : (here ?? readerLoop(for: handle.id))
+            handle.reader?.start(on: loop, for: handle)
+        }
         // Its channels on the same loop. There, they are set up once the first response has had time to come back: on 2 vCPUs this
         // work (0.2-0.4 ms) otherwise ran while the copy answered, and the loop that would
         // write its answer was busy with it.

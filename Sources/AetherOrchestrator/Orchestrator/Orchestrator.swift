@@ -431,7 +431,8 @@ public final class Orchestrator: Sendable {
         }
         if config.handlerProtocol == .sdk {
             try await gateway.listen(
-                port: config.triggerPort, function: config.id, dataplane: dataplane, adopting: inherited)
+                port: config.triggerPort, function: config.id, instances: config.maxInstances.rawValue,
+                dataplane: dataplane, adopting: inherited)
             return
         }
         guard let dataplane else {
@@ -529,10 +530,15 @@ public final class Orchestrator: Sendable {
             await closeHandshakeIfUnused(config.id)
             throw .confinement(error)
         }
+        // An sdk function's instances read their answers on its port's loops (Gateway, "Home loops").
+        let homeLoops =
+            config.handlerProtocol == .sdk
+            ? gateway.homeLoops(port: config.triggerPort.rawValue, instances: config.maxInstances.rawValue) : []
         let function = DeployedFunction(
             config: config, orchestrator: functionSettings, pythonSDK: pythonSDK, generation: generation,
             memory: memory,
-            sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, logger: logger,
+            sandbox: sandbox, dataplane: dataplane, handshake: handshake, group: group, homeLoops: homeLoops,
+            logger: logger,
             metrics: metrics.function(config.id), reusesKeptImage: reusingKeptImage ?? (routing == .whileStarting),
             warmPool: warmPool)
         let routed = routing == .whileStarting && config.handlerProtocol == .sdk
