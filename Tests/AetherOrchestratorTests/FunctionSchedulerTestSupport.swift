@@ -302,9 +302,9 @@ struct SchedulerHarness {
     mutating func stop() -> [Act] { event { $0.stop(now: $1) } }
 
     @discardableResult
-    mutating func submit(_ numbers: Int...) -> [Act] {
+    mutating func submit(_ numbers: Int..., affinity: TestScheduler.Affinity? = nil) -> [Act] {
         numbers.flatMap { number in
-            let acts = event { $0.submit(TestRequest(number: number), now: $1) }
+            let acts = event { $0.submit(TestRequest(number: number), now: $1, affinity: affinity) }
             if outcomes[number] == nil { deadlines[number] = clock.elapsed + settings.requestTimeout }
             return acts
         }

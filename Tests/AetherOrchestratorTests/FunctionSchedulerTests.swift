@@ -44,6 +44,24 @@ import Testing
         #expect(h.stats.errors == 0)
     }
 
+    /// A request arriving on an event loop goes to an instance whose answers are read on that
+    /// loop, unless that one is loaded more than `concurrency` beyond the least-loaded.
+    @Test func aRequestPrefersAnInstanceOnItsLoopWithinOneConcurrencyOfTheLeastLoaded() {
+        var h = SchedulerHarness(
+            .test(maxQueue: 16, maxInstances: 2, minWarm: 2, requestTimeout: .seconds(60), prefetch: 4))
+        h.startServing()
+        let second = TestScheduler.Affinity(index: 1, of: 2)
+        #expect(h.submit(1, affinity: second).writes == [.write(request: 1, requestID: 1, instance: 1)])
+        // One more than the least-loaded (concurrency 1): still preferred.
+        #expect(h.submit(2, affinity: second).writes == [.write(request: 2, requestID: 2, instance: 1)])
+        // Two more: the least-loaded takes it.
+        #expect(h.submit(3, affinity: second).writes == [.write(request: 3, requestID: 1, instance: 0)])
+        // Without a preference: the least-loaded, the first of equals.
+        #expect(h.submit(4).writes == [.write(request: 4, requestID: 2, instance: 0)])
+        let first = TestScheduler.Affinity(index: 0, of: 2)
+        #expect(h.submit(5, affinity: first).writes == [.write(request: 5, requestID: 3, instance: 0)])
+    }
+
     @Test func requestIDsAreUniquePerInstance() {
         var h = SchedulerHarness(.test(maxQueue: 100, maxInstances: 2, minWarm: 2, concurrency: 3))
         h.startServing()

@@ -264,15 +264,26 @@ final class DeployedFunction: Sendable, InstanceEvents {
     /// Takes one request from the gateway. Its promise always gets an outcome.
     func submit(_ invocation: Invocation) {
         var next: DeployedFunction?
+        let affinity = affinity()
         let actions = scheduler.withLock { scheduler -> [Scheduler.Action] in
             if scheduler.mode == .draining, let successor = successor.withLock({ $0 }) {
                 next = successor
                 return []
             }
-            return scheduler.submit(invocation, now: .now)
+            return scheduler.submit(invocation, now: .now, affinity: affinity)
         }
         if let next { return next.submit(invocation) }
         perform(actions)
+    }
+
+    /// With several home loops: the instances whose answers are read on the loop this request
+    /// arrived on (`InstanceLauncher.readerLoop(for:)`).
+    private func affinity() -> Scheduler.Affinity? {
+        let loops = launcher.homeLoops
+        guard loops.count > 1, let here = MultiThreadedEventLoopGroup.currentEventLoop,
+            let index = loops.firstIndex(where: { $0 === here })
+        else { return nil }
+        return Scheduler.Affinity(index: index, of: loops.count)
     }
 
     /// Set before this generation drains (a deploy replaced it on its port).

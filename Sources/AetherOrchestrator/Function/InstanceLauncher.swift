@@ -35,7 +35,8 @@ struct InstanceLauncher: Sendable {
 
     private var id: FunctionID { config.id }
 
-    /// Where an instance's response reader runs: its turn of the home loops.
+    /// Where an instance's response reader runs: its turn of the home loops (what the scheduler's
+    /// `Affinity` assumes; a copy that waited in the warm pool keeps the loop it was parked on).
     func readerLoop(for instance: InstanceID) -> any EventLoop {
         homeLoops.isEmpty ? group.next() : homeLoops[instance.number % homeLoops.count]
     }
@@ -270,7 +271,8 @@ struct InstanceLauncher: Sendable {
         }
         events.restored(handle.id, pid: pid, duration: copy.duration, attached: attached, resume: resume)
         if !attached {
-            let loop = homeLoops.count == 1 ? homeLoops[0] : (here ?? readerLoop(for: handle.id))
+            // Its home loop, where the scheduler sends it the requests that arrive there.
+            let loop = homeLoops.isEmpty ? (here ?? group.next()) : readerLoop(for: handle.id)
             handle.reader?.start(on: loop, for: handle)
         }
         // Its channels on the same loop. There, they are set up once the first response has had time to come back: on 2 vCPUs this

@@ -157,16 +157,27 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         stats.record(isError: false, latency: .zero)
     }
 
-    /// Takes a request: to the least-loaded serving instance with room, else into the queue
-    /// (starting instances for it), else refused (`queueFull`).
-    mutating func submit(_ request: Request, now: SchedulerInstant) -> [Action] {
+    /// Instances a request would rather go to: those whose answers are read on the event loop
+    /// it arrived on (instance number modulo `of` is `index`; Gateway, "Home loops"), so its
+    /// answer is written without a hop to another loop's thread.
+    struct Affinity: Equatable, Sendable {
+        var index: Int
+        var of: Int
+
+        func prefers(_ instance: InstanceID) -> Bool { of > 0 && instance.number % of == index }
+    }
+
+    /// Takes a request: to the least-loaded serving instance with room (or, `affinity`, one it
+    /// prefers, unless that one is loaded more than `concurrency` beyond the least), else into
+    /// the queue (starting instances for it), else refused (`queueFull`).
+    mutating func submit(_ request: Request, now: SchedulerInstant, affinity: Affinity? = nil) -> [Action] {
         var actions: [Action] = []
         guard mode == .running || mode == .starting else {
             stats.record(isError: true, latency: .zero)
             actions.append(.complete(request, .notAccepting(mode)))
             return actions
         }
-        let available = invocations.queuedCount == 0 ? availableInstance() : nil
+        let available = invocations.queuedCount == 0 ? availableInstance(affinity: affinity) : nil
         // `max_queue` counts every request waiting: in the queue, or prefetched into a ring.
         let waiting = invocations.queuedCount + prefetchedCount
         if available == nil && waiting >= settings.maxQueue {
@@ -742,17 +753,23 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
     /// The least-loaded serving instance with room for one more request: `concurrency`, plus
     /// `prefetch` once no more instances can start (so load first spreads and scales up) and
     /// while fewer than `max_queue` requests wait in rings.
-    private func availableInstance() -> Int? {
+    private func availableInstance(affinity: Affinity? = nil) -> Int? {
         let prefetching =
             liveInstanceCount >= settings.maxInstances && prefetchedCount < settings.maxQueue ? settings.prefetch : 0
         let room = settings.concurrency + prefetching
         var best: (index: Int, load: Int)?
+        var preferred: (index: Int, load: Int)?
         for index in instances.indices {
             guard case .serving(let serving) = instances[index].phase, !serving.ringFull,
                 serving.inFlight.count < room
             else { continue }
-            if best == nil || serving.inFlight.count < best!.load { best = (index, serving.inFlight.count) }
+            let load = serving.inFlight.count
+            if best == nil || load < best!.load { best = (index, load) }
+            if let affinity, affinity.prefers(instances[index].id), preferred == nil || load < preferred!.load {
+                preferred = (index, load)
+            }
         }
+        if let preferred, let best, preferred.load <= best.load + settings.concurrency { return preferred.index }
         return best?.index
     }
 
