@@ -39,13 +39,16 @@ final class GatewayRoutes: Sendable {
 /// new connection on these VMs).
 ///
 /// Home loops: a port's connections are served on as many event loops as its function may run
-/// instances (`max_instances`, at most all of them), and its instances' response readers are
-/// spread over the same loops (`homeLoops(port:instances:)`). A function with one instance then
-/// reads its answers on the loop that writes them: no hop to another loop's thread, and its
-/// scheduler and request ring are not contended by two threads (measured: 15-30% less CPU per
-/// answer than with its connections on both loops). Ports take their first loop in turn, so
-/// several functions still spread over every loop. A port keeps its loops while it is listened
-/// on (a redeploy keeps its listeners, and with them the loops).
+/// instances (`max_instances`), but at most half of the loops (one of two on 2 cores), and its
+/// instances' response readers are spread over the same loops (`homeLoops(port:instances:)`).
+/// An instance's answers are then read on a loop that writes them (with several, the scheduler
+/// prefers that instance for requests arriving there: `FunctionScheduler.Affinity`): no hop to
+/// another loop's thread, and the function's scheduler and request rings are not contended by
+/// every loop. Half: the handlers, and the clients, need the other cores (measured on 2 vCPUs:
+/// one loop instead of two cost 18-31% less CPU per answer, with one instance and with two,
+/// BENCHMARKS.md). Ports take their first loop in turn, so several functions still spread over
+/// every loop. A port keeps its loops while it is listened on (a redeploy keeps its listeners,
+/// and with them the loops).
 final class Gateway: Sendable {
     let routes: GatewayRoutes
     private let group: any EventLoopGroup
@@ -65,13 +68,13 @@ final class Gateway: Sendable {
     var boundPorts: [UInt16] { listeners.withLock { Array($0.keys) } }
 
     /// The event loops `port`'s connections are served on and its function's response readers
-    /// run on: `instances` of them (at most every loop), the same ones for as long as the port
-    /// is listened on.
+    /// run on: `instances` of them, at most half of the loops, the same ones for as long as the
+    /// port is listened on.
     func homeLoops(port: UInt16, instances: Int) -> [any EventLoop] {
         let all = Array(group.makeIterator())
         return homes.withLock { homes in
             if let loops = homes.loops[port] { return loops }
-            let count = min(max(1, instances), all.count)
+            let count = min(max(1, instances), max(1, all.count / 2))
             let loops = (0..<count).map { all[(homes.next + $0) % all.count] }
             homes.next = (homes.next + count) % all.count
             homes.loops[port] = loops
