@@ -273,8 +273,6 @@ long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity,
 
 int aether_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
-long aether_getrandom(void *bytes, unsigned long length) { return getrandom(bytes, length, 0); }
-
 // Each thread's unread bytes of one getrandom call (see aether_random_bytes).
 static __thread unsigned char random_pool[4096];
 static __thread unsigned long random_left;

@@ -81,7 +81,7 @@ final class DeployedFunction: Sendable, InstanceEvents {
         reusesKeptImage: Bool = false, warmPool: WarmPoolManager? = nil
     ) {
         // Pooled copies read their answers on the port's loop too when it has one.
-        let homeGroup: any EventLoopGroup = homeLoops.count == 1 ? homeLoops[0] : group
+        let homeGroup = Gateway.serving(homeLoops, in: group)
         self.metrics = metrics
         self.reusesKeptImage = reusesKeptImage
         let ringBytes = orchestrator.shmBufferSize.bytes

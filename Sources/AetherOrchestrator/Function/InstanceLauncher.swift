@@ -38,7 +38,9 @@ struct InstanceLauncher: Sendable {
     /// Where an instance's response reader runs: its turn of the home loops (what the scheduler's
     /// `Affinity` assumes; a copy that waited in the warm pool keeps the loop it was parked on).
     func readerLoop(for instance: InstanceID) -> any EventLoop {
-        homeLoops.isEmpty ? group.next() : homeLoops[instance.number % homeLoops.count]
+        homeLoops.isEmpty
+            ? group.next()
+            : homeLoops[DeployedFunction.Scheduler.Affinity.loop(of: instance, among: homeLoops.count)]
     }
 
     /// The cgroup limits of each instance: `max_pids` only under confinement (unconfined

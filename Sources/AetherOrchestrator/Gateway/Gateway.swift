@@ -67,6 +67,12 @@ final class Gateway: Sendable {
 
     var boundPorts: [UInt16] { listeners.withLock { Array($0.keys) } }
 
+    /// What serves on `loops`: one loop is a group of itself; for more, the whole group (NIO has
+    /// no group of some of its loops).
+    static func serving(_ loops: [any EventLoop], in group: any EventLoopGroup) -> any EventLoopGroup {
+        loops.count == 1 ? loops[0] : group
+    }
+
     /// The event loops `port`'s connections are served on and its function's response readers
     /// run on: `instances` of them, at most half of the loops, the same ones for as long as the
     /// port is listened on.
@@ -108,9 +114,8 @@ final class Gateway: Sendable {
         let display = ListeningSocket.display(address: address, port: port.rawValue)
         let loops = homeLoops(port: port.rawValue, instances: instances)
         guard let dataplane else {
-            // One loop: it accepts and serves (an EventLoop is a group of itself). More: every
-            // loop serves (NIO has no group of some of them).
-            let serving: any EventLoopGroup = loops.count == 1 ? loops[0] : group
+            // One loop accepts and serves; with more, every loop serves.
+            let serving = Self.serving(loops, in: group)
             do {
                 let channel =
                     if let adopting {

@@ -164,7 +164,10 @@ struct FunctionScheduler<Request: SchedulableRequest, Response: Sendable>: Senda
         var index: Int
         var of: Int
 
-        func prefers(_ instance: InstanceID) -> Bool { of > 0 && instance.number % of == index }
+        func prefers(_ instance: InstanceID) -> Bool { of > 0 && Self.loop(of: instance, among: of) == index }
+
+        /// Which of `loops` home loops reads `instance`'s answers (`InstanceLauncher.readerLoop`).
+        static func loop(of instance: InstanceID, among loops: Int) -> Int { instance.number % loops }
     }
 
     /// Takes a request: to the least-loaded serving instance with room (or, `affinity`, one it

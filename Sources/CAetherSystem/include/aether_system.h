@@ -97,11 +97,8 @@ long aether_receive_with_sender(int socket, void *bytes, unsigned long capacity,
 /// memfd_create(name, MFD_CLOEXEC): an anonymous shared-memory file. -1 with errno.
 int aether_memfd_create(const char *name);
 
-/// getrandom(bytes, length, 0): `length` bytes from the kernel's generator in one call (Glibc's
-/// Swift module does not export it). The bytes read, or -1 with errno.
-long aether_getrandom(void *bytes, unsigned long length);
-
-/// `length` bytes from the kernel's generator, taken from this thread's pool of one 4 KiB
+/// `length` bytes from the kernel's generator (getrandom, which Glibc's Swift module does not
+/// export), taken from this thread's pool of one 4 KiB
 /// getrandom call (refilled when it runs out; a forked child starts with an empty pool), so
 /// that a caller on a hot path makes a system call once in many calls. Handed-out bytes are
 /// wiped from the pool. The bytes given, or -1 with errno.
