@@ -26,16 +26,17 @@ struct Doorbell {
     ///
     /// The caller has just published a position with a release store; the full fence orders
     /// that store before the load of `sleeping`, pairing with `wait`'s store-fence-load, so a
-    /// wake-up cannot be lost.
+    /// wake-up cannot be lost. The waker takes the flag down itself (an exchange, so one of two
+    /// racing wakers rings): the records published before the sleeper runs again need no
+    /// wake-up of their own, which spares a system call per record while it is waking.
     func ring() {
         atomicFence()
-        if sleeping.load(ordering: .relaxed) != 0 {
-            if let event {
-                event.ring()
-            } else {
-                sequence.wrappingIncrement(ordering: .releasing)
-                _ = aether_futex_wake(word, 1)
-            }
+        guard sleeping.load(ordering: .relaxed) != 0, sleeping.exchange(0, ordering: .relaxed) != 0 else { return }
+        if let event {
+            event.ring()
+        } else {
+            sequence.wrappingIncrement(ordering: .releasing)
+            _ = aether_futex_wake(word, 1)
         }
     }
 

@@ -84,6 +84,30 @@ import Testing
         #expect(try consumer.tryRead() == payload(10, seed: 2))
     }
 
+    /// The producer takes the announcement down as it rings: the records it publishes before the
+    /// consumer announces itself again ring nothing (one eventfd write per sleep, not per record).
+    @Test func ringsOncePerAnnouncement() throws {
+        let test = try TestRegion()
+        let bell = try EventBell()
+        let producer = test.region.producer(ring: 1, bell: bell)
+        let consumer = test.region.consumer(ring: 1)
+        let sleeping = UnsafeAtomic<UInt32>(
+            at: .init(OpaquePointer(test.ringBase(1) + RingLayout.consumerSleepingOffset)))
+        #expect(consumer.announceSleep())
+        #expect(try Self.write(payload(10, seed: 1), to: producer))
+        #expect(sleeping.load(ordering: .acquiring) == 0, "the waker took the flag down")
+        #expect(try Self.write(payload(10, seed: 2), to: producer))
+        var count: UInt64 = 0
+        #expect(read(bell.descriptor, &count, 8) == 8)
+        #expect(count == 1, "rung once for two records")
+        #expect(!consumer.announceSleep(), "two records wait")
+        #expect(try consumer.tryRead() == payload(10, seed: 1))
+        #expect(try consumer.tryRead() == payload(10, seed: 2))
+        #expect(consumer.announceSleep())
+        #expect(try Self.write(payload(10, seed: 3), to: producer))
+        #expect(Self.waitReadable(bell, milliseconds: 1000), "announced again: rung again")
+    }
+
     /// A record already published when the consumer announces itself keeps it awake.
     @Test func announcingOverAPublishedRecordFails() throws {
         let test = try TestRegion()

@@ -616,6 +616,11 @@ class Ring:
         return True
 
     def _wake_consumer(self) -> None:
+        # The waker takes the flag down (docs/shm-layout.md, "Waiting"): the records written
+        # before the consumer runs again need no wake-up of their own. A plain store, not the
+        # C half's exchange: this side is the only waker, and a wake-up always follows it, so
+        # clearing an announcement the consumer made meanwhile loses nothing.
+        self._consumer_sleeping.value = 0
         if self.bell is not None:
             # The consumer waits on the bell (in epoll), not on data_seq: leave data_seq alone.
             _ring_bell(self.bell)
@@ -740,6 +745,7 @@ class Ring:
             return data
 
     def _wake_producer(self) -> None:
+        self._producer_sleeping.value = 0  # taken down by the waker, as in _wake_consumer
         # Only the consumer writes space_seq.
         self._space_seq.value = (self._space_seq.value + 1) & 0xFFFFFFFF
         _futex_wake(self._space_seq_addr, 1)

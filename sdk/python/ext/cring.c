@@ -74,6 +74,12 @@ static inline uint32_t load32(Core *c, int off) { return __atomic_load_n(word32(
 static inline void store64(Core *c, int off, uint64_t v) { __atomic_store_n(word64(c, off), v, __ATOMIC_RELEASE); }
 static inline void store32(Core *c, int off, uint32_t v) { __atomic_store_n(word32(c, off), v, __ATOMIC_RELEASE); }
 static inline void fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+// A sleeping flag the waker takes down itself (docs/shm-layout.md, "Waiting"): true for the one
+// caller that should wake the sleeper; the records published before it runs again need no
+// wake-up of their own. A plain load first: no exclusive cache line while nobody sleeps.
+static inline int claim_sleeper(Core *c, int off) {
+    return load32(c, off) && __atomic_exchange_n(word32(c, off), 0, __ATOMIC_ACQ_REL);
+}
 
 static double monotonic(void) {
     struct timespec ts;
@@ -155,8 +161,8 @@ static PyObject *poison_positions(Core *c, uint64_t off, uint64_t head, uint64_t
     store32(c, OFF_POISONED, 1);
     fence();
     // Whichever side sleeps on this ring must look again and learn.
-    if (load32(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return NULL;
-    if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
+    if (claim_sleeper(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return NULL;
+    if (claim_sleeper(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
     return raise_poisoned_with(off, 0, reason);
 }
 
@@ -180,7 +186,7 @@ static PyObject *core_try_read_impl(Core *c) {
         if (tail == head) {
             if (tail != start_tail) {  // consumed only wrap markers: still freed space
                 fence();
-                if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
+                if (claim_sleeper(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) return NULL;
             }
             Py_RETURN_NONE;
         }
@@ -204,7 +210,7 @@ static PyObject *core_try_read_impl(Core *c) {
         uint32_t computed = copy_crc(0, PyBytes_AS_STRING(bytes), p + 8, length);
         store64(c, OFF_TAIL, tail + record);
         fence();
-        if (load32(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) {
+        if (claim_sleeper(c, OFF_PRODUCER_SLEEPING) && bump_and_wake(c, OFF_SPACE_SEQ) < 0) {
             Py_DECREF(bytes);
             return NULL;
         }
@@ -395,7 +401,7 @@ static int core_try_write_impl(Core *c, Py_buffer *payload) {
     memcpy(p + 4, &crc, 4);
     store64(c, OFF_HEAD, head + record);  // publishes the record
     fence();
-    if (load32(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return -1;
+    if (claim_sleeper(c, OFF_CONSUMER_SLEEPING) && wake_consumer(c) < 0) return -1;
     return 1;
 }
 

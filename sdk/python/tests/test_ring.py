@@ -877,10 +877,14 @@ class TestBell(RegionCase):
         self.assertEqual(self.rung(bell), 0)  # the consumer is not asleep: nobody is rung
         self.sleeping(r)
         self.assertTrue(r.try_write(b"one"))
+        self.assertEqual(r._consumer_sleeping.value, 0, "the waker takes the flag down")
         r.write(b"two", timeout=5)
-        self.assertEqual(self.rung(bell), 2)
+        self.assertEqual(self.rung(bell), 1, "one wake-up until the consumer announces again")
+        self.sleeping(r)
+        self.assertTrue(r.try_write(b"three"))
+        self.assertEqual(self.rung(bell), 1)
         self.assertEqual(r._data_seq.value, seq)
-        for expected in (b"awake", b"one", b"two"):
+        for expected in (b"awake", b"one", b"two", b"three"):
             self.assertEqual(r.try_read(), expected)
 
     def test_a_ring_without_a_bell_futex_wakes(self):
@@ -892,6 +896,8 @@ class TestBell(RegionCase):
         self.sleeping(r)
         self.assertTrue(r.try_write(b"x"))
         self.assertEqual(r._data_seq.value, seq + 1)
+        self.assertTrue(r.try_write(b"y"))
+        self.assertEqual(r._data_seq.value, seq + 1, "woken once: no second FUTEX_WAKE before it sleeps again")
         self.assertEqual(self.rung(bell), 0)
 
     def test_a_blocking_bell(self):
