@@ -71,32 +71,60 @@ import Testing
 }
 
 @Suite struct OwnedDescriptorTests {
-    private static func isOpen(_ descriptor: CInt) -> Bool {
-        fcntl(descriptor, F_GETFD) != -1
+    /// A pipe whose write end is the descriptor under test: its read end sees end-of-file once
+    /// that write end is closed, and only then. (Checking the number itself with fcntl races
+    /// with the other tests, which run in parallel and may be handed the number at once.)
+    private struct Pipe {
+        let read: CInt
+        let write: CInt
+
+        init() {
+            var ends: [CInt] = [-1, -1]
+            precondition(pipe(&ends) == 0, "pipe failed")
+            (read, write) = (ends[0], ends[1])
+            precondition(fcntl(read, F_SETFL, O_NONBLOCK) == 0, "fcntl failed")
+        }
+
+        /// True once every write end is closed (a read returns 0), false while one is open (EAGAIN).
+        var writeEndClosed: Bool {
+            var byte: UInt8 = 0
+            return Glibc.read(read, &byte, 1) == 0
+        }
     }
 
     @Test func closesWhenItGoesAway() throws {
-        var raw: CInt = -1
+        let ends = Pipe()
+        defer { close(ends.read) }
         do {
-            let file = try OwnedDescriptor.open("/dev/null", O_RDONLY | O_CLOEXEC)
-            raw = file.rawValue
-            #expect(Self.isOpen(raw))
+            let owned = OwnedDescriptor(owning: ends.write)
+            #expect(owned.rawValue == ends.write)
+            #expect(!ends.writeEndClosed)
         }
-        #expect(!Self.isOpen(raw))
+        #expect(ends.writeEndClosed)
     }
 
     @Test func closeClosesNow() throws {
-        let file = try OwnedDescriptor.open("/dev/null", O_RDONLY | O_CLOEXEC)
-        let raw = file.rawValue
-        file.close()
-        #expect(!Self.isOpen(raw))
+        let ends = Pipe()
+        defer { close(ends.read) }
+        let owned = OwnedDescriptor(owning: ends.write)
+        owned.close()
+        #expect(ends.writeEndClosed)
     }
 
     @Test func takeHandsOwnershipOn() throws {
-        let raw = try OwnedDescriptor.open("/dev/null", O_RDONLY | O_CLOEXEC).take()
-        #expect(Self.isOpen(raw))
+        let ends = Pipe()
+        defer { close(ends.read) }
+        let raw = OwnedDescriptor(owning: ends.write).take()
+        #expect(raw == ends.write)
+        #expect(!ends.writeEndClosed, "taken, not closed")
         OwnedDescriptor(owning: raw).close()
-        #expect(!Self.isOpen(raw))
+        #expect(ends.writeEndClosed)
+    }
+
+    @Test func opensWhatItIsAskedTo() throws {
+        let file = try OwnedDescriptor.open("/dev/null", O_RDONLY | O_CLOEXEC)
+        #expect(fcntl(file.rawValue, F_GETFD) & FD_CLOEXEC != 0)
+        file.close()
     }
 
     @Test func aFailedOpenIsTheCallsFailure() {
