@@ -113,7 +113,7 @@ import Testing
     @Test func aStatusThatIsNotFinalNeverReachesTheWire() {
         for code in [100, 101, 103] {
             let response = GatewayResponse(
-                status: HTTPResponseStatus(statusCode: code), headers: HTTPHeaders(), body: nil)
+                status: HTTPResponseStatus(statusCode: code), headers: ResponseHeaders(), body: nil)
             #expect(response.wire(answering: Self.answering(.GET)).head.status == .badGateway)
         }
     }
@@ -127,6 +127,32 @@ import Testing
         #expect(head.headers["connection"] == ["keep-alive"])
         #expect(head.headers["x-a"] == ["1"])
         #expect(head.headers["x-aether-instance"] == ["3"])
+    }
+
+    /// The fields the gateway sets replace the handler's of the same name (whatever their case),
+    /// and come after the handler's own, in one order.
+    @Test func theGatewaysOwnFieldsReplaceTheHandlersAndComeLast() {
+        let (response, _) = Self.handler(200, [("X-Request-ID", "mine"), ("X-A", "1"), ("x-request-id", "again")])
+        var answered = Self.answering(.GET, keepAlive: false)
+        answered.requestID = "abc"
+        let (head, _) = response.wire(answering: answered)
+        #expect(head.headers["X-Request-Id"] == ["abc"])
+        #expect(
+            head.headers.map(\.name) == [
+                "X-A", "x-aether-instance", "x-aether-cold-start", "content-length", "x-request-id", "connection",
+            ])
+        #expect(head.headers["connection"] == ["close"])
+    }
+
+    @Test func fieldNamesCompareWithoutASCIICase() {
+        #expect(ResponseHeaders.name("Content-LENGTH", is: "content-length"))
+        #expect(ResponseHeaders.name("content-length", is: "content-length"))
+        #expect(!ResponseHeaders.name("content_length", is: "content-length"))
+        #expect(!ResponseHeaders.name("content-lengths", is: "content-length"))
+        #expect(!ResponseHeaders.name("", is: "x"))
+        // Only ASCII letters fold: 'É' is not 'é', '@' (0x40) is not '`' (0x60).
+        #expect(!ResponseHeaders.name("X-É", is: "x-é"))
+        #expect(!ResponseHeaders.name("@", is: "`"))
     }
 
     /// NIO's response header validator drops a whole response with any of these bytes in a value

@@ -13,7 +13,7 @@ import NIOHTTP1
 /// so none of their preconditions can trip (see GatewayHandler).
 struct GatewayResponse: Sendable {
     var status: HTTPResponseStatus
-    var headers: HTTPHeaders
+    var headers: ResponseHeaders
     var body: ByteBuffer?
     /// The Content-Length a handler declared, used only when it sent no body: a handler that
     /// leaves the body out of its answer to HEAD can still announce the length the GET would have.
@@ -26,7 +26,7 @@ struct GatewayResponse: Sendable {
     static func error(
         _ status: HTTPResponseStatus, _ message: String, extraHeaders: [(String, String)] = []
     ) -> GatewayResponse {
-        var headers = HTTPHeaders()
+        var headers = ResponseHeaders()
         headers.add(name: "content-type", value: "application/json")
         for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         let text = "{\"error\":\(JSONText.quoted(message))}"
@@ -109,7 +109,8 @@ struct GatewayResponse: Sendable {
                 ), rejection
             )
         }
-        var headers = HTTPHeaders()
+        var headers = ResponseHeaders()
+        headers.reserveCapacity(handlerHeaders.count + 4)
         var declaredLengths: [String] = []
         for header in handlerHeaders {
             guard HeaderSyntax.isValid(name: header.name, value: header.value) else {
@@ -123,9 +124,8 @@ struct GatewayResponse: Sendable {
                     ), rejection
                 )
             }
-            let name = header.name.lowercased()
-            if name == "content-length" { declaredLengths.append(header.value) }
-            if !HeaderSyntax.hopByHop.contains(name) { headers.add(name: header.name, value: header.value) }
+            if ResponseHeaders.name(header.name, is: "content-length") { declaredLengths.append(header.value) }
+            if !HeaderSyntax.isHopByHop(header.name) { headers.add(name: header.name, value: header.value) }
         }
         headers.add(name: "x-aether-instance", value: String(instance.number))
         if let coldStart {
@@ -181,14 +181,19 @@ struct GatewayResponse: Sendable {
     /// The connection header says whether the connection stays open. A status that is not final
     /// cannot come from `answering`; should one get here, it goes out as a 502, never as a 1xx
     /// head that NIO's HTTPServerProtocolErrorHandler would trap on.
-    func wire(answering request: Answered) -> (head: HTTPResponseHead, body: ByteBuffer?) {
+    func wire(answering request: Answered) -> (head: ResponseHead, body: ByteBuffer?) {
         guard Self.finalStatuses.contains(Int(status.code)) else {
             return GatewayResponse.error(.badGateway, "the gateway refused to send status \(status.code)")
                 .wire(answering: request)
         }
+        // The fields the gateway sets below replace any of the same name, in one pass.
+        let setsConnection = !request.keepAlive || (request.version.major == 1 && request.version.minor == 0)
         var headers = headers
-        headers.remove(name: "content-length")
-        headers.remove(name: "transfer-encoding")
+        headers.removeAll { name in
+            ResponseHeaders.name(name, is: "content-length") || ResponseHeaders.name(name, is: "transfer-encoding")
+                || (request.requestID != nil && ResponseHeaders.name(name, is: "x-request-id"))
+                || (setsConnection && ResponseHeaders.name(name, is: "connection"))
+        }
         let bodyLength = body?.readableBytes ?? 0
         var content: ByteBuffer?
         switch (status, request.method) {
@@ -203,12 +208,8 @@ struct GatewayResponse: Sendable {
             headers.add(name: "content-length", value: String(bodyLength))
             if bodyLength > 0 { content = body }
         }
-        if let requestID = request.requestID { headers.replaceOrAdd(name: "x-request-id", value: requestID) }
-        if !request.keepAlive {
-            headers.replaceOrAdd(name: "connection", value: "close")
-        } else if request.version.major == 1 && request.version.minor == 0 {
-            headers.replaceOrAdd(name: "connection", value: "keep-alive")
-        }
-        return (HTTPResponseHead(version: request.version, status: status, headers: headers), content)
+        if let requestID = request.requestID { headers.add(name: "x-request-id", value: requestID) }
+        if setsConnection { headers.add(name: "connection", value: request.keepAlive ? "keep-alive" : "close") }
+        return (ResponseHead(version: request.version, status: status, headers: headers), content)
     }
 }

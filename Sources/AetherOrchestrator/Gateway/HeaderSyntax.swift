@@ -18,5 +18,9 @@ enum HeaderSyntax {
     }
 
     /// Headers the gateway sets itself: a handler's own are dropped.
-    static let hopByHop: Set<String> = ["content-length", "transfer-encoding", "connection", "keep-alive"]
+    static let hopByHop = ["content-length", "transfer-encoding", "connection", "keep-alive"]
+
+    static func isHopByHop(_ name: String) -> Bool {
+        hopByHop.contains { ResponseHeaders.name(name, is: $0) }
+    }
 }

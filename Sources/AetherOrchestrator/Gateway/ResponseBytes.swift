@@ -14,7 +14,7 @@ enum ResponseBytes {
 
     /// The head, and the body when it is small, in one buffer; the body on its own when it is not.
     static func encode(
-        head: HTTPResponseHead, body: ByteBuffer?, allocator: ByteBufferAllocator
+        head: ResponseHead, body: ByteBuffer?, allocator: ByteBufferAllocator
     ) -> (first: ByteBuffer, body: ByteBuffer?) {
         let bodyBytes = body?.readableBytes ?? 0
         let copied = bodyBytes <= copiedBody
@@ -43,7 +43,7 @@ enum ResponseBytes {
         return buffer
     }
 
-    private static func headerBytes(_ headers: HTTPHeaders) -> Int {
+    private static func headerBytes(_ headers: ResponseHeaders) -> Int {
         headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
     }
 

@@ -115,7 +115,7 @@ final class MalformedRequestAnswer: ChannelDuplexHandler, RemovableChannelHandle
         if !responseUnfinished {
             let (status, message) = Self.answer(to: parserError)
             let response = GatewayResponse.error(status, message)
-            var headers = response.headers
+            var headers = response.headers.httpHeaders
             headers.replaceOrAdd(name: "connection", value: "close")
             headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
             let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
