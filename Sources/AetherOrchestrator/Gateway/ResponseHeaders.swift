@@ -7,16 +7,12 @@ import NIOHTTP1
 /// (`GatewayResponse.wire`), and an answer's headers are built and written once (measured: the
 /// HTTPHeaders and HTTPResponseHead of each answer were about 6% of the orchestrator's CPU at
 /// 16 connections).
-struct ResponseHeaders: Sendable, Sequence, ExpressibleByArrayLiteral {
+struct ResponseHeaders: Sendable, Sequence {
     typealias Element = (name: String, value: String)
 
     private(set) var fields: [Element] = []
 
     init() {}
-
-    init(arrayLiteral elements: (String, String)...) {
-        fields = elements.map { (name: $0.0, value: $0.1) }
-    }
 
     mutating func reserveCapacity(_ count: Int) {
         fields.reserveCapacity(count)
