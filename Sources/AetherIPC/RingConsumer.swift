@@ -35,6 +35,41 @@ public final class RingConsumer: @unchecked Sendable {
     /// record or poisons the ring, in a bounded number of steps.
     /// - Returns: `body`'s result, or nil when the ring is empty.
     public func tryRead<Result>(_ body: (UnsafeRawBufferPointer) -> Result) throws(SharedMemoryError) -> Result? {
+        try nextRecord { payload, stored in
+            let computed = CRC32.checksum(payload)
+            return computed == stored ? .taken(body(payload)) : .corrupted(computed)
+        }
+    }
+
+    /// Copies the next payload out and checks its CRC32 in the same pass, if there is one now:
+    /// `copy` gets the payload in the ring and returns its copy with the CRC32 of the bytes it
+    /// stored (`CRC32.copy`). The copy is returned only when that checksum is the record's; being
+    /// private, it cannot change after the check. One pass over the bytes instead of a check and
+    /// then a copy (`tryRead`'s `body` copying), which is what a large payload costs.
+    public func tryReadCopy<Copy>(
+        _ copy: (UnsafeRawBufferPointer) -> (Copy, checksum: UInt32)
+    )
+        throws(SharedMemoryError) -> Copy?
+    {
+        try nextRecord { payload, stored in
+            let (made, computed) = copy(payload)
+            return computed == stored ? .taken(made) : .corrupted(computed)
+        }
+    }
+
+    /// What a reader made of a record: its result, or the checksum it computed, which is not the
+    /// record's.
+    private enum Taken<Result> {
+        case taken(Result)
+        case corrupted(UInt32)
+    }
+
+    /// Delimits the next record, if there is one now, hands its payload in the ring and its stored
+    /// checksum to `take`, and releases it. A record `take` found corrupted is skipped:
+    /// `corruptedData`.
+    private func nextRecord<Result>(
+        _ take: (UnsafeRawBufferPointer, UInt32) -> Taken<Result>
+    ) throws(SharedMemoryError) -> Result? {
         if let poison { throw poison }
         let capacity = UInt64(ring.capacity)
         // At most three rounds: a wrap marker moves tail to offset 0, where another marker poisons.
@@ -64,14 +99,14 @@ public final class RingConsumer: @unchecked Sendable {
             let start = Int(offset) + RingLayout.recordHeaderSize
             let payload = UnsafeRawBufferPointer(start: ring.data + start, count: Int(length))
             let stored = ring.loadU32(at: Int(offset) + 4)
-            let computed = CRC32.checksum(payload)
-            guard stored == computed else {
-                advance(to: tail + record)
+            let taken = take(payload, stored)
+            advance(to: tail + record)
+            switch taken {
+            case .taken(let result):
+                return result
+            case .corrupted(let computed):
                 throw .corruptedData(offset: Int(offset), storedChecksum: stored, computedChecksum: computed)
             }
-            let result = body(payload)
-            advance(to: tail + record)
-            return result
         }
     }
 

@@ -115,6 +115,38 @@ import Testing
         #expect(try consumer.tryRead() == second)
     }
 
+    /// `tryReadCopy` checks the checksum of the copy it made: a flipped byte is reported as by
+    /// `tryRead` (the copy is dropped, the ring stays usable), intact records come out whole.
+    @Test func aCopyingReadChecksWhatItCopied() throws {
+        let test = try TestRegion()
+        let producer = test.region.producer(ring: 0)
+        let consumer = test.region.consumer(ring: 0)
+        let first = payload(5000, seed: 1)
+        let second = payload(70, seed: 2)
+        let empty: [UInt8] = []
+        for message in [first, second, empty] { #expect(try producer.tryWrite(message.withUnsafeBytes { $0 })) }
+        let copying = { (source: UnsafeRawBufferPointer) -> ([UInt8], checksum: UInt32) in
+            guard !source.isEmpty else { return ([], CRC32.checksum(source)) }
+            var copy = [UInt8](repeating: 0, count: source.count)
+            let checksum = copy.withUnsafeMutableBytes { CRC32.copy(source, to: $0.baseAddress!) }
+            return (copy, checksum)
+        }
+        let data = test.ringBase(0) + RingLayout.headerSize
+        let stored = UInt32(littleEndian: data.load(fromByteOffset: 4, as: UInt32.self))
+        data.storeBytes(
+            of: data.load(fromByteOffset: 8 + 4321, as: UInt8.self) ^ 0x01, toByteOffset: 8 + 4321, as: UInt8.self)
+        var corrupted = first
+        corrupted[4321] ^= 0x01
+        let computed = corrupted.withUnsafeBytes { CRC32.checksum($0) }
+        #expect(throws: SharedMemoryError.corruptedData(offset: 0, storedChecksum: stored, computedChecksum: computed))
+        {
+            try consumer.tryReadCopy(copying)
+        }
+        #expect(try consumer.tryReadCopy(copying) == second)
+        #expect(try consumer.tryReadCopy(copying) == empty)
+        #expect(try consumer.tryReadCopy(copying) == nil)
+    }
+
     @Test func impossibleLengthPoisonsTheRing() throws {
         let test = try TestRegion()
         let producer = test.region.producer(ring: 0)

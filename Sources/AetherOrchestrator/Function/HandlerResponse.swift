@@ -8,12 +8,21 @@ struct HandlerResponse: Sendable {
     var headers: [InvocationHeader]
     var body: ByteBuffer
 
-    /// Copies a decoded message out of the ring (the view is valid only while it is read).
-    init(_ view: InvocationResponseView) {
-        status = Int(view.status)
-        headers = view.headers
-        var body = ByteBufferAllocator().buffer(capacity: view.body.count)
-        body.writeBytes(view.body)
-        self.body = body
+    /// Decodes a response message already copied out of the ring (`ResponseReader`): the body
+    /// stays a slice of `message`, not another copy.
+    static func decoding(
+        _ message: ByteBuffer
+    ) -> Result<(id: UInt64, response: HandlerResponse), InvocationFormatError> {
+        let decoded = message.withUnsafeReadableBytes { bytes in
+            Result { () throws(InvocationFormatError) in
+                let view = try InvocationResponseView(bytes)
+                return (view.id, Int(view.status), view.headers, view.body.count)
+            }
+        }
+        return decoded.map { id, status, headers, bodyLength in
+            // The body is the message's last bytes (docs/handler-protocol.md, "Response").
+            let body = message.getSlice(at: message.writerIndex - bodyLength, length: bodyLength)!
+            return (id, HandlerResponse(status: status, headers: headers, body: body))
+        }
     }
 }

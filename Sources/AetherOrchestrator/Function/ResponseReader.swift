@@ -151,7 +151,8 @@ final class ResponseReader: Sendable {
         var read = 0
         while true {
             do throws(SharedMemoryError) {
-                while try responses.tryRead({ deliver($0) }) != nil {
+                while let message = try responses.tryReadCopy(Self.copyChecking) {
+                    deliver(message)
                     read += 1
                     if read == Self.batch {
                         // A handler answering without pause must not keep the loop from its
@@ -180,7 +181,7 @@ final class ResponseReader: Sendable {
         BackgroundThread.start(name: "ring-futex") { [self] in
             while !watch.withLock({ $0.stopped }) {
                 do throws(SharedMemoryError) {
-                    try responses.read(timeout: .milliseconds(100)) { deliver($0) }
+                    deliver(try responses.read(timeout: .milliseconds(100)) { Self.copy($0) })
                 } catch .timedOut {
                     continue
                 } catch {
@@ -207,14 +208,34 @@ final class ResponseReader: Sendable {
         return false
     }
 
-    private func deliver(_ bytes: UnsafeRawBufferPointer) {
+    /// A response message copied out of the ring (which it must leave at once: the handler
+    /// writes the next one there) with its CRC32 computed in the same pass, for `tryReadCopy`.
+    private static func copyChecking(_ payload: UnsafeRawBufferPointer) -> (ByteBuffer, checksum: UInt32) {
+        var checksum = CRC32.checksum(UnsafeRawBufferPointer(start: nil, count: 0))
+        var message = ByteBufferAllocator().buffer(capacity: payload.count)
+        guard !payload.isEmpty else { return (message, checksum) }
+        message.writeWithUnsafeMutableBytes(minimumWritableBytes: payload.count) { destination in
+            checksum = CRC32.copy(payload, to: destination.baseAddress!)
+            return payload.count
+        }
+        return (message, checksum)
+    }
+
+    /// A response message copied out of the ring after its checksum was checked (`read`).
+    private static func copy(_ payload: UnsafeRawBufferPointer) -> ByteBuffer {
+        var message = ByteBufferAllocator().buffer(capacity: payload.count)
+        message.writeBytes(payload)
+        return message
+    }
+
+    private func deliver(_ message: ByteBuffer) {
         // Nothing is delivered before `bind`: a parked copy was sent no request.
         guard let handle = owner.withLock({ $0 }) else { return }
         let (events, id) = (handle.events, handle.id)
-        do throws(InvocationFormatError) {
-            let view = try InvocationResponseView(bytes)
-            events.responseArrived(instance: id, requestID: view.id, response: HandlerResponse(view))
-        } catch {
+        switch HandlerResponse.decoding(message) {
+        case .success(let (requestID, response)):
+            events.responseArrived(instance: id, requestID: requestID, response: response)
+        case .failure(let error):
             events.malformedResponse(instance: id, requestID: error.requestID, reason: error.reason)
         }
     }
